@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install (if missing) and start what the integration tests need: PostgreSQL and dockerd.
+# Idempotent; safe to run on a fresh Debian 12 machine as root or on a developer box again.
+set -euo pipefail
+PG_USER=${E2I_PG_USER:-e2i}
+PG_PASSWORD=${E2I_PG_PASSWORD:-e2i}
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# PostgreSQL: Debian's default cluster on 127.0.0.1:5432, role e2i/e2i with CREATEDB.
+cluster=$(pg_lsclusters -h | awk 'NR==1{print $1" "$2}')
+if [ -z "$cluster" ]; then pg_createcluster 15 main >/dev/null; cluster="15 main"; fi
+# shellcheck disable=SC2086
+pg_ctlcluster $cluster start 2>/dev/null || true
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'\""
+
+# Docker engine: no bridge/iptables here; containers use host networking or project networks.
+if ! docker info >/dev/null 2>&1; then
+  nohup dockerd --bridge=none --iptables=false --ip-masq=false >/var/log/e2i-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/e2i-dockerd.log" >&2; exit 1; }
+echo "services up: postgres on 127.0.0.1:5432 (user $PG_USER), dockerd on /var/run/docker.sock"
