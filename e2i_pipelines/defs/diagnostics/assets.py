@@ -4,7 +4,6 @@ Each probe allocates ``allocate_mb`` of real (touched) memory and holds it for `
 Operators run them after changing tier profiles; the launcher, scaler, API and stack tests use them.
 """
 
-from __future__ import annotations
 
 import os
 import time
