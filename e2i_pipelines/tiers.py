@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 TIER_TAG = "e2i/tier"
@@ -21,7 +21,7 @@ class UnknownTierError(ValueError):
     """A tier name that is not light/medium/heavy."""
 
 
-class Tier(str, Enum):
+class Tier(StrEnum):
     """Resource tier of an asset or a run, ordered light < medium < heavy."""
 
     LIGHT = "light"
@@ -115,7 +115,9 @@ def parse_bytes(value: str | int) -> int:
     """Docker-style size ('512m', '2g', 1024) to bytes; raises ValueError naming the value."""
     if isinstance(value, int):
         return value
-    text = str(value).strip().lower().removesuffix("b") if str(value).lower() != "b" else "b"
+    text = str(value).strip().lower()
+    if text.endswith("b") and len(text) > 1 and text[-2] in _UNITS:
+        text = text[:-1]  # "512mb" -> "512m"
     number, unit = text, ""
     if text and text[-1] in _UNITS:
         number, unit = text[:-1], text[-1]
