@@ -1,0 +1,1 @@
+"""Shared building blocks of the code location: data contracts, storage, tracking, plots."""
