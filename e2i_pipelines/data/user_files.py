@@ -1,0 +1,58 @@
+"""Users' own CSV/Parquet files: check header and values against the spec before loading all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from e2i_pipelines.core.spec import CausalSpec, DataValidationError, validate_frame
+
+SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def file_format(path: str | Path) -> str:
+    """'csv' or 'parquet' from the file name; anything else is an error."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataValidationError(
+            f"file {str(path)!r} has unsupported type {suffix or '(none)'!r}; use .csv or .parquet"
+        )
+    return SUFFIXES[suffix]
+
+
+def header_columns(path: str | Path) -> list[str]:
+    """Column names without reading the data (raises on a missing or empty file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataValidationError(f"data file {str(p)!r} does not exist")
+    if p.stat().st_size == 0:
+        raise DataValidationError(f"data file {str(p)!r} is empty")
+    if file_format(p) == "parquet":
+        try:
+            return list(pq.read_schema(p).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+            raise DataValidationError(f"data file {str(p)!r} is not valid Parquet: {exc}") from exc
+    try:
+        return list(pd.read_csv(p, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"data file {str(p)!r} is empty") from None
+
+
+def load_user_frame(path: str | Path, spec: CausalSpec) -> pd.DataFrame:
+    """Load the spec's columns of ``path`` and validate them (roles, NaNs, binary treatment)."""
+    spec.check_roles()
+    columns = header_columns(path)
+    wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise DataValidationError(
+            f"data file {str(path)!r} has no column(s) {missing}; available: {columns}"
+        )
+    if file_format(path) == "parquet":
+        frame = pd.read_parquet(path, columns=wanted)
+    else:
+        frame = pd.read_csv(path, usecols=wanted)
+    validate_frame(frame, spec, source=f"data file {str(path)!r}")
+    return frame[wanted]

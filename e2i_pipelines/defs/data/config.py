@@ -1,0 +1,55 @@
+"""Run config of the ``dataset`` asset: synthetic demo data or the user's own file + spec."""
+
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from e2i_pipelines.core.spec import CausalSpec, DataValidationError, load_spec_yaml
+from e2i_pipelines.data import synthetic
+
+
+class DatasetConfig(dg.Config):
+    """Where the data comes from. ``source: file`` needs ``path`` and a spec (file or inline)."""
+
+    source: Literal["synthetic", "file"] = Field(
+        default="synthetic", description="'synthetic' demo data or the user's own 'file'."
+    )
+    n_rows: int = Field(default=100_000, description="Rows of synthetic data (1k..50M).")
+    seed: int = Field(default=7, description="Seed of the synthetic generator.")
+    path: str = Field(default="", description="CSV or Parquet file (source=file).")
+    spec_path: str = Field(default="", description="YAML spec file with the column roles.")
+    treatment: str = Field(default="", description="Binary 0/1 treatment column (inline spec).")
+    outcome: str = Field(default="", description="Numeric outcome column (inline spec).")
+    common_causes: list[str] = Field(default=[], description="Confounders (inline spec).")
+    effect_modifiers: list[str] = Field(default=[], description="Effect modifiers (inline spec).")
+    id_column: str = Field(default="", description="Unique row id column; empty: one is added.")
+
+    def resolve_spec(self) -> CausalSpec:
+        """The spec this config describes; raises DataValidationError naming the problem."""
+        if self.source == "synthetic":
+            if not synthetic.MIN_ROWS <= self.n_rows <= synthetic.MAX_ROWS:
+                raise DataValidationError(
+                    f"n_rows must be between {synthetic.MIN_ROWS:,} and {synthetic.MAX_ROWS:,}, "
+                    f"got {self.n_rows:,}"
+                )
+            return synthetic.SPEC
+        if not self.path:
+            raise DataValidationError("source 'file' needs 'path' (a CSV or Parquet file)")
+        inline = bool(self.treatment or self.outcome or self.common_causes)
+        if self.spec_path and inline:
+            raise DataValidationError("give the spec either as 'spec_path' or inline, not both")
+        if self.spec_path:
+            return load_spec_yaml(self.spec_path)
+        if not (self.treatment and self.outcome):
+            raise DataValidationError(
+                "source 'file' needs a spec: 'spec_path' or inline 'treatment', 'outcome', "
+                "'common_causes'"
+            )
+        return CausalSpec(
+            treatment=self.treatment,
+            outcome=self.outcome,
+            common_causes=list(self.common_causes),
+            effect_modifiers=list(self.effect_modifiers),
+            id_column=self.id_column or None,
+        )
