@@ -1,0 +1,104 @@
+"""OOM promotion sensor: a run killed for memory is re-launched once at the next tier up.
+
+Watches failed runs. For a run launched by the TieredDockerRunLauncher it makes sure the OOM kill
+is recorded on the run (``e2i/failure=oom`` + engine event; run monitoring records it when the
+whole container died, this sensor when only the step's process was killed), then re-launches the
+same assets with the same run config and the tag ``e2i/tier`` one tier up, tagged
+``e2i/parent_run_id``. Not when the run was heavy, is itself a promotion, or promotion is off
+(launcher config ``promote_on_oom: false`` or run tag ``e2i/promote_on_oom: false``).
+"""
+
+import datetime
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
+from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
+
+from e2i_pipelines.launcher.promotion import FAILURE_TAG, decide_promotion, promoted_run_tags
+from e2i_pipelines.launcher.tiered_docker_run_launcher import TieredDockerRunLauncher
+
+PROMOTION_RUN_KEY_PREFIX = "e2i-oom-promotion"
+BATCH = 20
+
+
+def _planned_targets(
+    instance: dg.DagsterInstance, run_id: str
+) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
+    """Assets and asset checks the run planned to execute (from its event log)."""
+    assets = [
+        entry.dagster_event.asset_key
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        if entry.dagster_event and entry.dagster_event.asset_key
+    ]
+    checks = [
+        entry.dagster_event.asset_check_planned_data.asset_check_key
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+        if entry.dagster_event
+    ]
+    return list(dict.fromkeys(assets)), list(dict.fromkeys(checks))
+
+
+def _promotion_request(
+    context: dg.SensorEvaluationContext, launcher: TieredDockerRunLauncher, run: DagsterRun
+) -> dg.RunRequest | None:
+    if FAILURE_TAG not in run.tags:
+        launcher.diagnose_finished_run(run)
+        run = context.instance.get_run_by_id(run.run_id) or run
+    try:
+        decision = decide_promotion(run.tags, launcher.promote_on_oom)
+    except ValueError as exc:
+        context.log.error(f"run {run.run_id}: not promoted: {exc}")
+        return None
+    if decision.tier is None:
+        context.log.info(f"run {run.run_id}: not promoted ({decision.reason})")
+        return None
+    assets, checks = _planned_targets(context.instance, run.run_id)
+    if not assets and not checks:
+        context.log.warning(f"run {run.run_id}: OOM-killed but planned no assets; not promoted")
+        return None
+    context.log.info(f"run {run.run_id}: {decision.reason}")
+    return dg.RunRequest(
+        run_key=f"{PROMOTION_RUN_KEY_PREFIX}:{run.run_id}",
+        asset_selection=assets,
+        asset_check_keys=checks,
+        run_config=run.run_config,
+        tags=promoted_run_tags(run.run_id, run.tags, decision.tier),
+    )
+
+
+@dg.sensor(
+    name="e2i_oom_promotion_sensor",
+    target=dg.AssetSelection.all(),
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-launches an OOM-killed run once at the next tier up.",
+)
+def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    launcher = context.instance.run_launcher
+    if not isinstance(launcher, TieredDockerRunLauncher):
+        yield dg.SkipReason("the instance does not use the TieredDockerRunLauncher")
+        return
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    if not context.cursor:
+        context.update_cursor(str(now))
+        yield dg.SkipReason("watching run failures from now on")
+        return
+    since = datetime.datetime.fromtimestamp(float(context.cursor), datetime.UTC)
+    records = context.instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE], updated_after=since),
+        order_by="update_timestamp", ascending=True, limit=BATCH,
+    )
+    cursor = float(context.cursor)
+    for record in records:
+        cursor = max(cursor, record.update_timestamp.timestamp())
+        run = record.dagster_run
+        if DOCKER_CONTAINER_ID_TAG not in run.tags:
+            continue
+        request = _promotion_request(context, launcher, run)
+        if request is not None:
+            yield request
+    context.update_cursor(str(cursor))
+
+
+launch_sensors = [oom_promotion_sensor]

@@ -1,0 +1,77 @@
+"""OOM promotion policy: whether and how a run killed for memory is re-launched one tier up.
+
+A run is promoted at most once per lineage: a promoted run that is OOM-killed again fails for
+good. Users turn promotion off per run with the tag ``e2i/promote_on_oom: false``; deployments
+with ``promote_on_oom: false`` in the launcher config.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from e2i_pipelines.tiers import TIER_TAG, Tier, parse_tier
+
+FAILURE_TAG = "e2i/failure"
+FAILURE_REASON_TAG = "e2i/failure_reason"
+PROMOTE_TAG = "e2i/promote_on_oom"
+PARENT_RUN_TAG = "e2i/parent_run_id"
+PROMOTED_FROM_TAG = "e2i/promoted_from"
+TIER_SOURCE_TAG = "e2i/tier_source"
+LIMITS_TAG = "e2i/limits"
+
+LAUNCHER_TAGS = (TIER_SOURCE_TAG, LIMITS_TAG, FAILURE_TAG, FAILURE_REASON_TAG, TIER_TAG)
+"""Tags the launcher writes about one container; not copied onto a promoted run."""
+
+_FALSE = {"false", "0", "no", "off"}
+_TRUE = {"true", "1", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """``tier`` to re-launch at, or None with the ``reason`` why not."""
+
+    tier: Tier | None
+    reason: str
+
+
+def promotion_enabled_by_tag(tags: Mapping[str, str]) -> bool:
+    """The run's ``e2i/promote_on_oom`` tag (absent = enabled); bad values raise."""
+    raw = tags.get(PROMOTE_TAG)
+    if raw is None:
+        return True
+    value = str(raw).strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ValueError(f"tag {PROMOTE_TAG}={raw!r}: expected true or false")
+
+
+def decide_promotion(tags: Mapping[str, str], enabled_in_config: bool) -> PromotionDecision:
+    """Decide for a failed run with ``tags`` whether to re-launch it one tier up."""
+    if tags.get(FAILURE_TAG) != "oom":
+        return PromotionDecision(None, "not OOM-killed")
+    if not enabled_in_config:
+        return PromotionDecision(None, "promotion disabled in the launcher config")
+    if not promotion_enabled_by_tag(tags):
+        return PromotionDecision(None, f"promotion disabled by tag {PROMOTE_TAG}")
+    if PARENT_RUN_TAG in tags:
+        return PromotionDecision(None, "already a promoted run (promotion happens once)")
+    tier = parse_tier(tags.get(TIER_TAG, Tier.LIGHT))
+    up = tier.next_up()
+    if up is None:
+        return PromotionDecision(None, f"already at the top tier ({tier.value})")
+    return PromotionDecision(up, f"OOM-killed at {tier.value}: re-launching at {up.value}")
+
+
+def promoted_run_tags(parent_run_id: str, tags: Mapping[str, str], tier: Tier) -> dict[str, str]:
+    """Tags for the re-launched run: the parent's user tags plus tier and lineage."""
+    kept = {
+        key: value for key, value in tags.items()
+        if not key.startswith(("dagster/", "docker/", ".dagster")) and key not in LAUNCHER_TAGS
+    }
+    return {
+        **kept,
+        TIER_TAG: tier.value,
+        PARENT_RUN_TAG: parent_run_id,
+        PROMOTED_FROM_TAG: parse_tier(tags.get(TIER_TAG, Tier.LIGHT)).value,
+    }
