@@ -9,6 +9,7 @@ import dagster as dg
 from e2i_pipelines.core.storage import E2IStorage, default_data_dir
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
+from e2i_pipelines.defs.scaling.sensors import heavy_scaler_sensor
 
 resources = {
     "storage": E2IStorage(),
@@ -21,6 +22,6 @@ defs = dg.Definitions(
     asset_checks=[],
     jobs=[*probe_jobs],
     schedules=[],
-    sensors=[],
+    sensors=[heavy_scaler_sensor],
     resources=resources,
 )

@@ -1,0 +1,1 @@
+"""Heavy-run scaling: the scaler sensor."""
