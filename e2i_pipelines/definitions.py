@@ -9,6 +9,7 @@ from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.data.assets import dataset
 from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
 from e2i_pipelines.defs.features.assets import feature_store
+from e2i_pipelines.defs.launch.sensors import launch_sensors
 from e2i_pipelines.defs.models.assets import outcome_model
 from e2i_pipelines.defs.orchestration.jobs import analysis_jobs
 from e2i_pipelines.defs.orchestration.schedules import schedules
@@ -25,6 +26,6 @@ defs = dg.Definitions(
     asset_checks=[],
     jobs=[*analysis_jobs, *probe_jobs],
     schedules=[*schedules],
-    sensors=[heavy_scaler_sensor],
+    sensors=[heavy_scaler_sensor, *launch_sensors],
     resources=resources,
 )
