@@ -1,0 +1,398 @@
+"""Generative model of a population for digital twins: stratified Gaussian copulas.
+
+Discrete columns (categoricals, binaries, the treatment) are modelled exactly by their joint
+frequency table: every combination seen in the data is a *stratum*. Within a stratum the
+numeric columns follow a Gaussian copula with empirical marginals, stored as a fixed grid of
+quantiles so sampling is a vectorised interpolation. Conditioning on the stratum keeps the
+dependence between discrete and numeric columns (a naive copula over 0/1 columns attenuates
+it). Strata with too few rows borrow the copula of their ``priority`` columns (e.g. all rows
+with the same treatment value), else the global one.
+
+Sampling is defined per fixed block of rows with a seed derived from ``(seed, block index)``,
+so any chunking of the rows gives exactly the same twins as one-shot sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import special
+
+DEFAULT_GRID = 1024
+DEFAULT_BLOCK_ROWS = 1 << 16
+DEFAULT_FIT_ROWS = 200_000
+TWIN_ID = "twin_id"
+
+
+@dataclass(frozen=True)
+class DiscreteColumn:
+    """A conditioning column: its levels (in code order) and how to rebuild its values."""
+
+    name: str
+    levels: list[Any]
+    kind: str  # "category" (pandas categorical output) or a numpy dtype string
+    categories: list[Any] | None = None  # full category list of a categorical column
+
+
+@dataclass
+class CopulaModel:
+    """A fitted population model. ``components`` hold (quantile grid, Cholesky) pairs."""
+
+    columns: list[str]  # output column order
+    numeric: list[str]
+    numeric_dtypes: dict[str, str]
+    integer_valued: list[str]  # numeric columns with whole values: rounded on sampling
+    discrete: list[DiscreteColumn]
+    strata_codes: np.ndarray  # (S, n_discrete) int32 level codes per stratum
+    strata_probs: np.ndarray  # (S,) frequencies in the fit sample
+    strata_component: np.ndarray  # (S,) index into quantiles/chol
+    quantiles: np.ndarray  # (C, p, G) per component: quantile grid of each numeric column
+    chol: np.ndarray  # (C, p, p) Cholesky factors of the latent correlations
+    n_fit_rows: int
+    block_rows: int = DEFAULT_BLOCK_ROWS
+    pooled_share: float = 0.0  # share of fit rows whose stratum borrowed a coarser copula
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_strata(self) -> int:
+        return len(self.strata_probs)
+
+    @property
+    def discrete_names(self) -> list[str]:
+        return [d.name for d in self.discrete]
+
+
+def _is_discrete(series: pd.Series, max_numeric_levels: int) -> bool:
+    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(series):
+        return True
+    if not pd.api.types.is_numeric_dtype(series):
+        return True
+    return series.nunique(dropna=False) <= max_numeric_levels
+
+
+def _encode_discrete(series: pd.Series) -> tuple[np.ndarray, DiscreteColumn]:
+    """Integer codes of a discrete column and the description to decode them."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        cats = list(series.cat.categories)
+        return series.cat.codes.to_numpy().astype(np.int32), DiscreteColumn(
+            series.name, cats, "category", cats)
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        levels, codes = np.unique(series.to_numpy(), return_inverse=True)
+        return codes.astype(np.int32), DiscreteColumn(
+            series.name, levels.tolist(), str(series.dtype))
+    levels = sorted(series.astype(str).unique())
+    codes = pd.Categorical(series.astype(str), categories=levels).codes.astype(np.int32)
+    return codes, DiscreteColumn(series.name, levels, "category", levels)
+
+
+def _ranks(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise ranks 0..n-1 with ties broken at random, and the sorted columns.
+
+    Random tie-breaking (the distributional transform) keeps the latent correlation of
+    integer-valued columns; average ranks would attenuate it.
+    """
+    n, p = x.shape
+    ranks = np.empty((n, p), dtype=np.float64)
+    xs = np.empty((n, p), dtype=np.float64)
+    for j in range(p):
+        order = np.lexsort((rng.random(n), x[:, j]))
+        ranks[order, j] = np.arange(n)
+        xs[:, j] = x[order, j]
+    return ranks, xs
+
+
+def _nearest_correlation(c: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """Symmetric positive-definite correlation matrix closest (by eigen-clipping) to ``c``."""
+    c = np.nan_to_num((c + c.T) / 2.0, nan=0.0)
+    np.fill_diagonal(c, 1.0)
+    w, v = np.linalg.eigh(c)
+    if w.min() > floor:
+        return c
+    c = (v * np.maximum(w, floor)) @ v.T
+    d = np.sqrt(np.diag(c))
+    c = c / np.outer(d, d)
+    np.fill_diagonal(c, 1.0)
+    return c
+
+
+def _fit_component(x: np.ndarray, levels: np.ndarray,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile grid (p, G) and Cholesky factor (p, p) of one group of numeric rows."""
+    n, p = x.shape
+    if p == 0:
+        return np.zeros((0, len(levels))), np.zeros((0, 0))
+    ranks, xs = _ranks(x, rng)
+    pos = levels * (n - 1)  # linear interpolation between order statistics (numpy default)
+    lo = np.minimum(pos.astype(np.int64), max(n - 2, 0))
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo)[:, None]
+    grid = (xs[lo] + frac * (xs[hi] - xs[lo])).T
+    if n < 3:
+        return np.ascontiguousarray(grid), np.eye(p)
+    z = special.ndtri((ranks + 0.5) / n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(z, rowvar=False) if p > 1 else np.ones((1, 1))
+    corr = _nearest_correlation(np.atleast_2d(corr))
+    return np.ascontiguousarray(grid), np.linalg.cholesky(corr)
+
+
+def fit_copula(
+    frame: pd.DataFrame,
+    columns: list[str] | None = None,
+    *,
+    discrete: list[str] | None = None,
+    priority: list[str] | None = None,
+    max_fit_rows: int = DEFAULT_FIT_ROWS,
+    grid_size: int = DEFAULT_GRID,
+    min_stratum_rows: int = 200,
+    max_numeric_levels: int = 2,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    seed: int = 0,
+) -> CopulaModel:
+    """Fit the population model on (a sample of at most ``max_fit_rows`` of) ``frame``.
+
+    ``discrete`` overrides the automatic choice (non-numeric, bool, or numeric with at most
+    ``max_numeric_levels`` values); ``priority`` discrete columns (e.g. the treatment) are
+    kept in the fallback copula of small strata.
+    """
+    columns = list(columns or frame.columns)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"columns {missing} are not in the data; available: {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError("cannot fit a population model on an empty frame")
+    if grid_size < 2 or block_rows < 1 or max_fit_rows < 2:
+        raise ValueError("grid_size >= 2, block_rows >= 1 and max_fit_rows >= 2 are required")
+    nulls = [c for c in columns if frame[c].isna().any()]
+    if nulls:
+        raise ValueError(f"columns {nulls} have missing values; impute or drop them first")
+    data = frame[columns]
+    if len(data) > max_fit_rows:
+        data = data.sample(max_fit_rows, random_state=np.random.RandomState(seed % 2**32))
+    data = data.reset_index(drop=True)
+    if discrete is None:
+        discrete = [c for c in columns if _is_discrete(data[c], max_numeric_levels)]
+    unknown = [c for c in [*discrete, *(priority or [])] if c not in columns]
+    if unknown:
+        raise ValueError(f"discrete/priority columns {unknown} are not among the modelled columns")
+    not_numeric = [c for c in columns if c not in discrete
+                   and not pd.api.types.is_numeric_dtype(data[c])]
+    if not_numeric:
+        raise ValueError(f"columns {not_numeric} are not numeric and must be discrete")
+    numeric = [c for c in columns if c not in discrete]
+    priority = [c for c in (priority or []) if c in discrete]
+
+    x = data[numeric].to_numpy(dtype=np.float64)
+    integer_valued = [c for j, c in enumerate(numeric) if np.all(np.mod(x[:, j], 1.0) == 0.0)]
+    codes_list, described = [], []
+    for c in discrete:
+        codes, desc = _encode_discrete(data[c])
+        codes_list.append(codes)
+        described.append(desc)
+    codes = np.column_stack(codes_list) if codes_list else np.zeros((len(data), 0), np.int32)
+    levels = np.linspace(0.0, 1.0, grid_size)
+
+    if codes.shape[1]:
+        strata, stratum_of_row, counts = np.unique(codes, axis=0, return_inverse=True,
+                                                   return_counts=True)
+        stratum_of_row = stratum_of_row.reshape(-1)
+    else:
+        strata = np.zeros((1, 0), np.int32)
+        stratum_of_row, counts = np.zeros(len(data), np.int64), np.array([len(data)])
+    grids, chols = [], []
+
+    fit_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+
+    def add(rows: np.ndarray) -> int:
+        g, ch = _fit_component(x[rows], levels, fit_rng)
+        grids.append(g)
+        chols.append(ch)
+        return len(grids) - 1
+
+    global_component = add(np.arange(len(data)))
+    prio_idx = [discrete.index(c) for c in priority]
+    prio_components: dict[tuple, int] = {}
+    component = np.empty(len(strata), dtype=np.int64)
+    pooled = 0
+    for s in range(len(strata)):
+        rows = np.flatnonzero(stratum_of_row == s)
+        if counts[s] >= min_stratum_rows:
+            component[s] = add(rows)
+            continue
+        pooled += counts[s]
+        key = tuple(strata[s, prio_idx])
+        if key not in prio_components:
+            prio_rows = np.flatnonzero(np.all(codes[:, prio_idx] == strata[s, prio_idx], axis=1))
+            prio_components[key] = (add(prio_rows) if prio_idx and len(prio_rows) >= min_stratum_rows
+                                    else global_component)
+        component[s] = prio_components[key]
+
+    return CopulaModel(
+        columns=columns,
+        numeric=numeric,
+        numeric_dtypes={c: str(data[c].dtype) for c in numeric},
+        integer_valued=integer_valued,
+        discrete=described,
+        strata_codes=strata.astype(np.int32),
+        strata_probs=counts / counts.sum(),
+        strata_component=component,
+        quantiles=np.stack(grids),
+        chol=np.stack(chols),
+        n_fit_rows=len(data),
+        block_rows=block_rows,
+        pooled_share=float(pooled / len(data)),
+        info={"grid_size": grid_size, "min_stratum_rows": min_stratum_rows, "seed": seed,
+              "n_components": len(grids)},
+    )
+
+
+def _block_rng(seed: int, block: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(block)]))
+
+
+def _interpolate(u: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Quantile function on the uniform grid: u (m, p) in [0, 1] -> values (m, p)."""
+    g = grid.shape[1]
+    pos = u * (g - 1)
+    lo = np.minimum(pos.astype(np.int64), g - 2)
+    frac = pos - lo
+    cols = np.arange(grid.shape[0])
+    left = grid[cols, lo]
+    return left + frac * (grid[cols, lo + 1] - left)
+
+
+def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Numeric values (rows, p) and stratum indices (rows,) of one block.
+
+    Stratum counts are multinomial; each component fills a contiguous segment; one random
+    permutation then makes the row order exchangeable (any prefix is a random sample).
+    """
+    rng = _block_rng(seed, block)
+    counts = rng.multinomial(rows, model.strata_probs)
+    stratum = np.repeat(np.arange(model.n_strata), counts)
+    p = len(model.numeric)
+    values = np.empty((rows, p))
+    if p:
+        comp = model.strata_component[stratum]
+        order = np.argsort(comp, kind="stable")
+        stratum = stratum[order]
+        comp_counts = np.bincount(comp, minlength=len(model.chol))
+        z = rng.standard_normal((rows, p))
+        start = 0
+        for c in np.flatnonzero(comp_counts):
+            stop = start + comp_counts[c]
+            u = special.ndtr(z[start:stop] @ model.chol[c].T)
+            values[start:stop] = _interpolate(u, model.quantiles[c])
+            start = stop
+    perm = rng.permutation(rows)
+    return values[perm], stratum[perm]
+
+
+def _to_frame(model: CopulaModel, values: np.ndarray, stratum: np.ndarray, start: int) -> pd.DataFrame:
+    out: dict[str, Any] = {TWIN_ID: np.arange(start, start + len(stratum), dtype=np.int64)}
+    for j, c in enumerate(model.numeric):
+        col = values[:, j]
+        if c in model.integer_valued:
+            col = np.rint(col)
+        out[c] = col.astype(model.numeric_dtypes[c], copy=False)
+    for j, d in enumerate(model.discrete):
+        codes = model.strata_codes[stratum, j]
+        if d.kind == "category":
+            out[d.name] = pd.Categorical.from_codes(codes, categories=d.categories)
+        else:
+            out[d.name] = np.asarray(d.levels, dtype=d.kind)[codes]
+    return pd.DataFrame(out)[[TWIN_ID, *model.columns]]
+
+
+def sample_range(model: CopulaModel, start: int, stop: int, seed: int) -> pd.DataFrame:
+    """Twins ``start <= twin_id < stop`` of the population drawn with ``seed``."""
+    if not 0 <= start <= stop:
+        raise ValueError(f"need 0 <= start <= stop, got {start}, {stop}")
+    b = model.block_rows
+    parts_v, parts_s = [], []
+    for block in range(start // b, -(-stop // b)):
+        lo, hi = block * b, (block + 1) * b
+        values, stratum = _sample_block(model, seed, block, b)
+        a, z = max(start, lo) - lo, min(stop, hi) - lo
+        parts_v.append(values[a:z])
+        parts_s.append(stratum[a:z])
+    if not parts_v:
+        return _to_frame(model, np.empty((0, len(model.numeric))), np.empty(0, np.int64), start)
+    return _to_frame(model, np.concatenate(parts_v), np.concatenate(parts_s), start)
+
+
+def sample(model: CopulaModel, n: int, seed: int) -> pd.DataFrame:
+    """All ``n`` twins at once (same values as any chunked iteration)."""
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    return sample_range(model, 0, n, seed)
+
+
+def chunk_bounds(model: CopulaModel, n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """Chunk boundaries aligned to the model's random blocks (so no block is drawn twice)."""
+    if n <= 0 or chunk_rows <= 0:
+        raise ValueError(f"n and chunk_rows must be > 0, got n={n}, chunk_rows={chunk_rows}")
+    step = max(model.block_rows, chunk_rows // model.block_rows * model.block_rows)
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def iter_chunks(model: CopulaModel, n: int, chunk_rows: int, seed: int) -> Iterator[pd.DataFrame]:
+    """Twins in chunks of about ``chunk_rows`` (memory is bounded by the chunk, not ``n``)."""
+    for a, z in chunk_bounds(model, n, chunk_rows):
+        yield sample_range(model, a, z, seed)
+
+
+def write_twins(
+    model: CopulaModel, n: int, path: str | Path, *, chunk_rows: int, seed: int,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+) -> int:
+    """Stream ``n`` twins to one Parquet file (a row group per chunk); returns rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    written = 0
+    try:
+        for chunk in iter_chunks(model, n, chunk_rows, seed):
+            table = pa.Table.from_pandas(chunk, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), table.schema, compression="snappy")
+            writer.write_table(table)
+            written += len(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
+
+
+def iter_parquet_chunks(path: str | Path, chunk_rows: int,
+                        columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Read a twins file back chunk by chunk."""
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=chunk_rows, columns=columns):
+        yield batch.to_pandas()
+
+
+@dataclass(frozen=True)
+class TwinsRef:
+    """Digital twins on disk (one Parquet file) and how they were made."""
+
+    path: str
+    n_rows: int
+    columns: list[str]  # modelled columns (the file also has ``twin_id``)
+    treatment: str
+    model_path: str  # pickled CopulaModel
+    seed: int
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    source_dataset: str | None = None
+
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.path, columns=columns)
