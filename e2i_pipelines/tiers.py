@@ -128,3 +128,21 @@ def parse_bytes(value: str | int) -> int:
     if amount < 0:
         raise ValueError(f"size {value!r} is negative")
     return int(amount * _UNITS[unit])
+
+
+def asset_tiers(defs: Any) -> dict[str, Tier]:
+    """Tier of every asset in a ``dg.Definitions`` (from its step's op tag), by asset key.
+
+    Raises UnknownTierError for a misspelt tier and ValueError for an asset without one.
+    """
+    graph = defs.resolve_asset_graph()
+    tiers: dict[str, Tier] = {}
+    for key in graph.get_all_asset_keys():
+        assets_def = graph.get(key).assets_def
+        if not assets_def.is_executable:
+            continue
+        tier = tier_of_tags(assets_def.op.tags)
+        if tier is None:
+            raise ValueError(f"asset {key.to_user_string()!r} has no {TIER_TAG} op tag")
+        tiers[key.to_user_string()] = tier
+    return tiers

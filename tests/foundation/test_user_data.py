@@ -1,0 +1,118 @@
+"""Users' own files: each bad input gets a clear error naming the column, before heavy work."""
+
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.defs.data.assets import dataset
+
+
+def _user_frame(n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n)
+    return pd.DataFrame({
+        "account": [f"A{i:05d}" for i in range(n)],
+        "segment": rng.choice(["smb", "ent"], n),
+        "tenure": rng.gamma(2.0, 2.0, n),
+        "x": x,
+        "programme": (rng.random(n) < 1 / (1 + np.exp(-x))).astype(int),
+        "revenue": 3 * x + rng.normal(size=n),
+    })
+
+
+def _materialize(tmp_path, config: dict) -> dg.ExecuteInProcessResult:
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [dataset], instance=instance, raise_on_error=False,
+            resources={"storage": E2IStorage(root=str(tmp_path / "data")),
+                       "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))},
+            run_config={"ops": {"dataset": {"config": config}}},
+        )
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "expected a step failure"
+    return str(failures[0].event_specific_data.error)
+
+
+def _inline(path, **overrides):
+    config = {"source": "file", "path": str(path), "treatment": "programme", "outcome": "revenue",
+              "common_causes": ["segment", "tenure", "x"], "id_column": "account"}
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_user_file_is_loaded_with_its_own_columns(tmp_path, suffix):
+    path = tmp_path / f"accounts{suffix}"
+    frame = _user_frame()
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    result = _materialize(tmp_path, _inline(path))
+    assert result.success
+    ref = result.output_for_node("dataset")
+    assert ref.spec.treatment == "programme" and ref.n_rows == len(frame)
+    assert list(ref.read()["account"]) == list(frame["account"])
+
+
+def test_spec_file_and_synthetic_id(tmp_path):
+    path = tmp_path / "accounts.csv"
+    _user_frame().drop(columns="account").to_csv(path, index=False)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("treatment: programme\noutcome: revenue\ncommon_causes: [tenure, x]\n")
+    result = _materialize(tmp_path, {"source": "file", "path": str(path), "spec_path": str(spec)})
+    assert result.success
+    ref = result.output_for_node("dataset")
+    assert ref.id_column == "e2i_id" and ref.read()["e2i_id"].is_unique
+
+
+def _bad_cases(tmp_path):
+    good = _user_frame()
+    nan = good.copy()
+    nan.loc[5, "tenure"] = np.nan
+    multi = good.copy()
+    multi.loc[:10, "programme"] = 2
+    cases = {
+        "wrong_column": (good, {"common_causes": ["segment", "tenur"]}, "tenur"),
+        "nan": (nan, {}, "'tenure' has 1 missing"),
+        "non_binary": (multi, {}, "must be binary"),
+        "empty_rows": (good.head(0), {}, "empty"),
+    }
+    for name, (frame, overrides, expected) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        yield name, _inline(path, **overrides), expected
+    empty = tmp_path / "zero_bytes.csv"
+    empty.write_text("")
+    yield "zero_bytes", _inline(empty), "is empty"
+    yield "missing_file", _inline(tmp_path / "nope.parquet"), "does not exist"
+    yield "bad_suffix", _inline(tmp_path / "data.xlsx"), "does not exist"
+    bad_spec = tmp_path / "bad_spec.yaml"
+    bad_spec.write_text("treatment: programme\noutcome: revenue\ncommon_causes: [x]\ncolour: red\n")
+    yield "spec_unknown_key", {"source": "file", "path": str(tmp_path / "wrong_column.csv"),
+                               "spec_path": str(bad_spec)}, "unknown keys ['colour']"
+    yield "no_spec", {"source": "file", "path": str(tmp_path / "nan.csv")}, "needs a spec"
+    yield "synthetic_size", {"n_rows": 5}, "n_rows must be between"
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(tmp_path):
+    for name, config, expected in list(_bad_cases(tmp_path)):
+        result = _materialize(tmp_path, config)
+        message = _failure_message(result)
+        assert expected in message, f"{name}: {message}"
+        assert "dataset config/data invalid" in message
+        written = tmp_path / "data" / "dataset"
+        assert not written.exists() or not any(written.iterdir()), f"{name} wrote output"
+
+
+def test_unsupported_file_type(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(b"not really excel")
+    message = _failure_message(_materialize(tmp_path, _inline(path)))
+    assert "unsupported type '.xlsx'" in message
+    assert os.listdir(tmp_path) == ["data.xlsx"] or not (tmp_path / "data" / "dataset").exists()
