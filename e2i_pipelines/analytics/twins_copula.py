@@ -5,8 +5,8 @@ frequency table: every combination seen in the data is a *stratum*. Within a str
 numeric columns follow a Gaussian copula with empirical marginals, stored as a fixed grid of
 quantiles so sampling is a vectorised interpolation. Conditioning on the stratum keeps the
 dependence between discrete and numeric columns (a naive copula over 0/1 columns attenuates
-it). Strata with too few rows borrow the copula of their ``priority`` columns (e.g. all rows
-with the same treatment value), else the global one.
+it). Strata with too few rows borrow the copula of a coarser key: the least informative
+discrete columns are dropped one by one, ``priority`` columns (the treatment) last of all.
 
 Sampling is defined per fixed block of rows with a seed derived from ``(seed, block index)``,
 so any chunking of the rows gives exactly the same twins as one-shot sampling.
@@ -141,6 +141,30 @@ def _fit_component(x: np.ndarray, levels: np.ndarray,
     return np.ascontiguousarray(grid), np.linalg.cholesky(corr)
 
 
+def _backoff_keys(x: np.ndarray, codes: np.ndarray, discrete: list[str],
+                  priority: list[str]) -> list[list[int]]:
+    """Coarser stratum keys for small strata: drop the least informative discrete column first.
+
+    Informativeness is the mean share of numeric variance explained by the column's levels
+    (eta squared); priority columns are never dropped. The last key is the priority columns.
+    """
+    prio = [discrete.index(c) for c in priority]
+    others = [j for j in range(len(discrete)) if j not in prio]
+    if x.shape[1] and len(x) > 1:
+        xs = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
+
+        def eta2(j: int) -> float:
+            _, inv = np.unique(codes[:, j], return_inverse=True)
+            n_g = np.bincount(inv)
+            means = np.stack([np.bincount(inv, weights=xs[:, k]) for k in range(xs.shape[1])],
+                             axis=1) / n_g[:, None]
+            return float((n_g[:, None] * means**2).sum() / xs.size)
+
+        others.sort(key=eta2, reverse=True)
+    keys = [prio + others[:k] for k in range(len(others) - 1, -1, -1)]
+    return [k for k in keys if k]
+
+
 def fit_copula(
     frame: pd.DataFrame,
     columns: list[str] | None = None,
@@ -215,22 +239,24 @@ def fit_copula(
         return len(grids) - 1
 
     global_component = add(np.arange(len(data)))
-    prio_idx = [discrete.index(c) for c in priority]
-    prio_components: dict[tuple, int] = {}
+    backoff = _backoff_keys(x, codes, discrete, priority)
+    borrowed: dict[tuple, int] = {}
     component = np.empty(len(strata), dtype=np.int64)
     pooled = 0
     for s in range(len(strata)):
-        rows = np.flatnonzero(stratum_of_row == s)
         if counts[s] >= min_stratum_rows:
-            component[s] = add(rows)
+            component[s] = add(np.flatnonzero(stratum_of_row == s))
             continue
         pooled += counts[s]
-        key = tuple(strata[s, prio_idx])
-        if key not in prio_components:
-            prio_rows = np.flatnonzero(np.all(codes[:, prio_idx] == strata[s, prio_idx], axis=1))
-            prio_components[key] = (add(prio_rows) if prio_idx and len(prio_rows) >= min_stratum_rows
-                                    else global_component)
-        component[s] = prio_components[key]
+        component[s] = global_component
+        for cols in backoff:  # coarser and coarser keys; the first big enough group wins
+            key = (tuple(cols), tuple(strata[s, cols]))
+            if key not in borrowed:
+                rows = np.flatnonzero(np.all(codes[:, cols] == strata[s, cols], axis=1))
+                borrowed[key] = add(rows) if len(rows) >= min_stratum_rows else -1
+            if borrowed[key] >= 0:
+                component[s] = borrowed[key]
+                break
 
     return CopulaModel(
         columns=columns,
@@ -370,6 +396,30 @@ def write_twins(
         if writer is not None:
             writer.close()
     return written
+
+
+def sample_parquet_rows(path: str | Path, columns: list[str], n_rows: int, seed: int,
+                        batch_rows: int = 500_000) -> pd.DataFrame:
+    """About ``n_rows`` random rows of a Parquet file, read batch by batch (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(path))
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path} has no column(s) {missing}; available: {pf.schema_arrow.names}")
+    total = pf.metadata.num_rows
+    if total <= n_rows:
+        return pf.read(columns=columns).to_pandas()
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    keep_share = min(1.0, 1.2 * n_rows / total)  # oversample a little, trim exactly below
+    parts = []
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        take = np.flatnonzero(rng.random(batch.num_rows) < keep_share)
+        parts.append(batch.take(take).to_pandas())
+    frame = pd.concat(parts, ignore_index=True)
+    if len(frame) > n_rows:
+        frame = frame.iloc[np.sort(rng.choice(len(frame), n_rows, replace=False))]
+    return frame.reset_index(drop=True)
 
 
 def iter_parquet_chunks(path: str | Path, chunk_rows: int,

@@ -1,0 +1,1 @@
+"""Digital twins: population model, sampled twins and intervention simulation assets."""

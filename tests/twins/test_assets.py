@@ -1,0 +1,123 @@
+"""The twins assets materialize with small upstream values; bad config fails up front."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import lightgbm as lgb
+import pandas as pd
+import pytest
+
+from e2i_pipelines.analytics.twins_copula import TwinsRef
+from e2i_pipelines.core.refs import DatasetRef, ModelRef
+from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.core.tracking import MlflowTracker
+from e2i_pipelines.data.synthetic import SPEC, generate_e2i
+from e2i_pipelines.defs.twins.assets import assets as twin_assets
+from e2i_pipelines.tiers import TIER_TAG
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """A real synthetic dataset file and a LightGBM outcome model trained on it."""
+    root = tmp_path_factory.mktemp("upstream")
+    frame, truth = generate_e2i(6_000, seed=3)
+    frame.to_parquet(root / "data.parquet")
+    data_ref = DatasetRef(str(root / "data.parquet"), SPEC, len(frame), "hcp_id", truth)
+    feats = [SPEC.treatment, *SPEC.covariates]
+    categories = {c: list(frame[c].cat.categories) for c in ("region", "specialty")}
+    booster = lgb.train({"objective": "regression", "num_leaves": 15, "verbose": -1,
+                         "num_threads": 1}, lgb.Dataset(frame[feats], frame[SPEC.outcome]), 40)
+    booster.save_model(str(root / "model.txt"))
+    model_ref = ModelRef(str(root / "model.txt"), feats, SPEC.treatment, SPEC.outcome, categories)
+    return data_ref, model_ref
+
+
+def _materialize(upstream, tmp_path, monkeypatch, run_config, selection=None):
+    monkeypatch.setenv("E2I_DATA_DIR", str(tmp_path))
+    data_ref, model_ref = upstream
+
+    @dg.asset(name="dataset")
+    def dataset_stub() -> DatasetRef:
+        return data_ref
+
+    @dg.asset(name="outcome_model")
+    def outcome_model_stub() -> ModelRef:
+        return model_ref
+
+    return dg.materialize(
+        [dataset_stub, outcome_model_stub, *twin_assets],
+        resources={"storage": E2IStorage(root=str(tmp_path)),
+                   "mlflow": MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")},
+        run_config={"ops": run_config}, selection=selection, raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def _metadata(result, key: str) -> dict:
+    mats = [m for m in result.asset_materializations_for_node(key)]
+    assert len(mats) == 1
+    return {k: v.value for k, v in mats[0].metadata.items()}
+
+
+def test_assets_are_heavy_and_grouped():
+    for a in twin_assets:
+        spec = next(iter(a.specs))
+        assert spec.group_name == "twins"
+        assert a.op.tags[TIER_TAG] == "heavy"
+
+
+def test_twins_and_interventions_materialize(upstream, tmp_path, monkeypatch):
+    result = _materialize(upstream, tmp_path, monkeypatch, {
+        "digital_twins": {"config": {"n_twins": 30_000, "chunk_rows": 5_000, "seed": 1}},
+        "twin_interventions": {"config": {
+            "targeting": "query", "query": "engagement_score > 0.5 and region == 'Northeast'",
+            "chunk_rows": 7_000}},
+    })
+    assert result.success
+    twins: TwinsRef = result.output_for_node("digital_twins")
+    assert twins.n_rows == 30_000 and Path(twins.path).is_file()
+    assert len(pd.read_parquet(twins.path, columns=["twin_id"])) == 30_000
+    meta = _metadata(result, "digital_twins")
+    assert meta["n_twins"] == 30_000
+    assert meta["max_ks"] < 0.05 and meta["max_frequency_diff"] < 0.02
+    assert meta["max_abs_corr_diff"] < 0.1
+    assert meta["mlflow_run_id"] and "data:image/png;base64" in meta["fidelity_plot"]
+    report = json.loads((Path(twins.path).parent / "fidelity.json").read_text())
+    assert set(report["ks"]) >= {"patient_volume", "engagement_score"}
+
+    meta = _metadata(result, "twin_interventions")
+    assert meta["ate_ci_low"] < meta["ate"] < meta["ate_ci_high"]
+    assert 0 < meta["treated_share_targeted"] < 0.2
+    assert 0 < meta["uplift_targeted"] < meta["ate"]
+    assert "Northeast" in meta["targeting_rule"]
+    assert "data:image/png;base64" in meta["plot"]
+    # the outcome model learnt an effect of the right size (truth ATE of the generator)
+    assert meta["ate"] == pytest.approx(upstream[0].truth["ate"], rel=0.25)
+    out = result.output_for_node("twin_interventions")
+    assert out["mlflow_run_id"] == meta["mlflow_run_id"]
+
+
+@pytest.mark.parametrize("n_twins", [0, -5])
+def test_non_positive_n_twins_fails_before_sampling(upstream, tmp_path, monkeypatch, n_twins):
+    result = _materialize(upstream, tmp_path, monkeypatch, {
+        "digital_twins": {"config": {"n_twins": n_twins}}},
+        selection=["dataset", "digital_twins"])
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert "n_twins" in failure.step_failure_data.error.message
+    assert not (tmp_path / "digital_twins").exists()
+
+
+def test_unknown_column_in_targeting_rule_fails_clearly(upstream, tmp_path, monkeypatch):
+    result = _materialize(upstream, tmp_path, monkeypatch, {
+        "digital_twins": {"config": {"n_twins": 2_000}},
+        "twin_interventions": {"config": {"targeting": "query",
+                                          "query": "engagment_score > 0.5"}},
+    })
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert failure.step_key == "twin_interventions"
+    message = failure.step_failure_data.error.message
+    assert "unknown column 'engagment_score'" in message and "engagement_score" in message
+    assert not (tmp_path / "twin_interventions").exists()
