@@ -1,0 +1,1 @@
+"""Analytics libraries behind the assets: TreeSHAP, fast refutations, digital twins."""
