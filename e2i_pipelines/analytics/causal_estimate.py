@@ -76,11 +76,30 @@ def _source_column(design_column: str, covariates: list[str]) -> str:
     return max(matches, key=len) if matches else design_column
 
 
-def read_dataset_frame(dataset: Any, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """Columns of ``dataset`` (a DatasetRef) the spec needs; a seeded row sample if ``max_rows``."""
-    df = dataset.read(columns=dataset.spec.required_columns)
-    validate_frame(df, dataset.spec, source=f"dataset {dataset.path}")
-    if max_rows is not None and max_rows < len(df):
+def check_dataset_columns(dataset: Any) -> None:
+    """Raise DataValidationError when the dataset file lacks a column of its spec (cheap)."""
+    import pyarrow.parquet as pq
+
+    spec: CausalSpec = dataset.spec
+    spec.check_roles()
+    names = set(pq.read_schema(dataset.path).names)
+    wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        roles = {spec.treatment: "treatment", spec.outcome: "outcome", spec.id_column: "id"}
+        named = [f"{roles.get(c, 'covariate')} {c!r}" for c in missing]
+        raise DataValidationError(
+            f"dataset {dataset.path} has no column for {', '.join(named)}; "
+            f"available: {sorted(names)}")
+
+
+def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
+    """Columns of ``dataset`` (a DatasetRef) the spec needs; a seeded sample if ``max_rows``."""
+    check_dataset_columns(dataset)
+    spec: CausalSpec = dataset.spec
+    df = dataset.read(columns=list(dict.fromkeys(
+        [*spec.required_columns, *([spec.id_column] if spec.id_column else [])])))
+    if 0 < max_rows < len(df):
         df = df.sample(n=max_rows, random_state=seed).reset_index(drop=True)
     return df
 
@@ -133,8 +152,13 @@ def _quiet_dowhy() -> None:
 
 
 def fit_dowhy(frame: CausalFrame, method: str, *, ci_simulations: int = 30,
-              confidence_level: float = 0.95) -> tuple[Any, Any, Any]:
-    """(CausalModel, identified estimand, CausalEstimate) for ``method`` on ``frame``."""
+              confidence_level: float = 0.95, with_ci: bool = True) -> tuple[Any, Any, Any]:
+    """(CausalModel, identified estimand, CausalEstimate) for ``method`` on ``frame``.
+
+    Identification is DoWhy's backdoor "maximal-adjustment" (all covariates): the default
+    enumerates adjustment sets and took ~50 s for 30 covariates. ``with_ci`` asks DoWhy for
+    its bootstrap CI (propensity-score weighting only; ``ci_simulations`` refits).
+    """
     from dowhy import CausalModel
 
     _quiet_dowhy()
@@ -152,7 +176,7 @@ def fit_dowhy(frame: CausalFrame, method: str, *, ci_simulations: int = 30,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         estimate = model.estimate_effect(estimand, method_name=method_name, method_params=params,
-                                         confidence_intervals=method != "linear_regression")
+                                         confidence_intervals=with_ci and method != "linear_regression")
     return model, estimand, estimate
 
 

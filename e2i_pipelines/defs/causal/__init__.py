@@ -1,0 +1,1 @@
+"""Causal effect estimate (DoWhy) and its five refutations as asset checks."""

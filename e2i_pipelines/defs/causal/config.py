@@ -1,0 +1,57 @@
+"""Run config of the causal estimate and its refuters, checked before any heavy work."""
+
+import dagster as dg
+from pydantic import Field
+
+from e2i_pipelines.analytics.causal_estimate import METHODS
+from e2i_pipelines.analytics.refuters import RefuterSettings
+
+
+class CausalEstimateConfig(dg.Config):
+    """Estimator, interval, and how the refutation checks run."""
+
+    method: str = Field(default="linear_regression",
+                        description=f"Estimator: one of {list(METHODS)}.")
+    confidence_level: float = Field(default=0.95, description="Level of the estimate's CI.")
+    num_simulations: int = Field(default=100, description="Simulations per refuter.")
+    max_rows: int = Field(default=0, description="Seeded row sample (0 = all rows).")
+    seed: int = Field(default=0, description="Seed of the row sample and the refuters.")
+    subset_fraction: float = Field(default=0.8, description="Rows kept by the subset refuter.")
+    bootstrap_noise: float = Field(
+        default=0.1, description="DoWhy bootstrap refuter noise (sd fraction on covariates).")
+    significance_level: float = Field(default=0.05, description="alpha of the pass rules.")
+    strength_fraction: float = Field(
+        default=1.0, description="Unobserved confounder strength, as a multiple of the "
+        "strongest observed confounder (DoWhy's frac_strength).")
+    grid_points: int = Field(default=10, description="Strengths per axis of the sensitivity grid.")
+    ci_simulations: int = Field(
+        default=30, description="Bootstrap refits for the propensity-score weighting CI.")
+
+    def check(self) -> None:
+        """Raise dg.Failure naming every invalid field."""
+        problems = {
+            "method": self.method not in METHODS,
+            "confidence_level": not 0 < self.confidence_level < 1,
+            "num_simulations": self.num_simulations <= 0,
+            "max_rows": self.max_rows < 0,
+            "subset_fraction": not 0 < self.subset_fraction < 1,
+            "bootstrap_noise": not 0 <= self.bootstrap_noise <= 1,
+            "significance_level": not 0 < self.significance_level < 1,
+            "strength_fraction": self.strength_fraction <= 0,
+            "grid_points": self.grid_points < 1,
+            "ci_simulations": self.ci_simulations < 2,
+        }
+        bad = {name: getattr(self, name) for name, wrong in problems.items() if wrong}
+        if bad:
+            hint = f" (method must be one of {list(METHODS)})" if "method" in bad else ""
+            raise dg.Failure(
+                f"causal_estimate config invalid: {bad}{hint}; num_simulations must be > 0, "
+                "confidence_level/subset_fraction/significance_level in (0, 1), "
+                "bootstrap_noise in [0, 1], max_rows >= 0 (0 = all)")
+
+    def refuter_settings(self, n_jobs: int) -> RefuterSettings:
+        return RefuterSettings(
+            num_simulations=self.num_simulations, subset_fraction=self.subset_fraction,
+            bootstrap_noise=self.bootstrap_noise, significance_level=self.significance_level,
+            strength_fraction=self.strength_fraction, grid_points=self.grid_points,
+            seed=self.seed, n_jobs=n_jobs)
