@@ -1,0 +1,226 @@
+"""Numba kernels: exact path-dependent TreeSHAP by per-leaf subset tables (FastTreeSHAP v2).
+
+For a leaf with value v and unique path features D (|D| = d, cover-fraction products z_k),
+a row only matters through its *hot set* P ⊆ D: the features whose every split on the
+path sends the row towards the leaf. With w(s, d) = s!(d-1-s)!/d! and
+G(Q) = sum_{S ⊆ Q} w(|S|, d) prod_{j ∈ Q \\ S} z_j, the leaf's contribution is
+
+    phi_k = -v * Z(D \\ P) * G(P)                  for k not in P
+    phi_k =  v * (1 - z_k) * Z(D \\ P) * G(P \\ k)   for k in P
+
+(Z = product of z). This equals LightGBM's recursive TreeSHAP. Tables hold phi for all
+2^d hot sets of a leaf (d <= ``table_depth``); deeper leaves evaluate the formula per row
+with elementary symmetric polynomials in O(d^2). A row's hot set of every leaf comes from
+one depth-first walk per tree: the child the row does not take gets the node's position
+bit set in a "cold" mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_ZERO = np.float64(np.float32(1e-35))  # LightGBM kZeroThreshold
+
+
+def shapley_weights(max_d: int) -> np.ndarray:
+    """W[d, s] = s! (d-1-s)! / d! for 1 <= d <= max_d, 0 <= s < d."""
+    w = np.zeros((max_d + 1, max_d + 1))
+    for d in range(1, max_d + 1):
+        for s in range(d):
+            w[d, s] = math.exp(math.lgamma(s + 1) + math.lgamma(d - s) - math.lgamma(d + 1))
+    return w
+
+
+@njit(cache=True)
+def _leaf_table(z, v, W, out):
+    """Fill out[P * d + k] for all hot sets P of one leaf (see module docstring)."""
+    d = z.shape[0]
+    n = 1 << d
+    esym = np.zeros((n, d + 1))  # elementary symmetric polynomials of z over P
+    zin = np.ones(n)  # product of z over P
+    g = np.zeros(n)
+    esym[0, 0] = 1.0
+    for p in range(1, n):
+        low = 0
+        while not (p >> low) & 1:
+            low += 1
+        prev = p & (p - 1)
+        zl = z[low]
+        zin[p] = zin[prev] * zl
+        esym[p, 0] = 1.0
+        for j in range(1, d + 1):
+            esym[p, j] = esym[prev, j] + zl * esym[prev, j - 1]
+    full = n - 1
+    for p in range(n):
+        cnt = 0
+        for k in range(d):
+            cnt += (p >> k) & 1
+        acc = 0.0
+        for s in range(cnt + 1):
+            acc += W[d, s] * esym[p, cnt - s]
+        g[p] = acc
+    for p in range(n):
+        zout = zin[full ^ p]
+        cold = -v * zout * g[p]
+        for k in range(d):
+            if (p >> k) & 1:
+                out[p * d + k] = v * (1.0 - z[k]) * zout * g[p ^ (1 << k)]
+            else:
+                out[p * d + k] = cold
+
+
+@njit(cache=True)
+def build_tables(leaf_depth, leaf_offset, leaf_z, leaf_value, table_offset, table_depth, W,
+                 tables):
+    """Fill the subset tables of every leaf with depth <= table_depth."""
+    for leaf in range(leaf_depth.shape[0]):
+        d = leaf_depth[leaf]
+        if d == 0 or d > table_depth:
+            continue
+        o = leaf_offset[leaf]
+        size = (1 << d) * d
+        t0 = table_offset[leaf]
+        _leaf_table(leaf_z[o:o + d], leaf_value[leaf], W, tables[t0:t0 + size])
+
+
+@njit(cache=True, inline="always")
+def _goes_left(x, nd, node_threshold, node_kind, node_default_left, node_missing,
+               node_cat_offset, node_cat_len, cat_words):
+    """LightGBM's Tree::Decision for one node."""
+    if node_kind[nd] == 0:
+        mt = node_missing[nd]
+        if math.isnan(x) and mt != 2:
+            x = 0.0
+        if (mt == 1 and x >= -_ZERO and x <= _ZERO) or (mt == 2 and math.isnan(x)):
+            return node_default_left[nd]
+        return x <= node_threshold[nd]
+    if math.isnan(x) or x < 0.0 or x >= 2147483648.0:
+        return False
+    iv = np.int64(x)  # truncation towards zero, as static_cast<int>
+    if iv < 0:
+        return False
+    word = iv >> 5
+    if word >= node_cat_len[nd]:
+        return False
+    return ((cat_words[node_cat_offset[nd] + word] >> np.uint32(iv & 31)) & np.uint32(1)) == 1
+
+
+@njit(cache=True)
+def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf_value, W,
+                 esym, ediv):
+    """Contribution of one deep leaf for one hot set, O(d^2) without a table."""
+    o = leaf_offset[leaf]
+    v = leaf_value[leaf]
+    zout = 1.0
+    cnt = 0
+    esym[0] = 1.0
+    for j in range(1, d + 1):
+        esym[j] = 0.0
+    for k in range(d):
+        zk = leaf_z[o + k]
+        if (hot >> k) & 1:
+            cnt += 1
+            for j in range(cnt, 0, -1):
+                esym[j] += zk * esym[j - 1]
+        else:
+            zout *= zk
+    g = 0.0
+    for s in range(cnt + 1):
+        g += W[d, s] * esym[cnt - s]
+    cold = -v * zout * g
+    for k in range(d):
+        f = leaf_feature[o + k]
+        if (hot >> k) & 1:
+            zk = leaf_z[o + k]
+            ediv[0] = 1.0
+            for j in range(1, cnt):
+                ediv[j] = esym[j] - zk * ediv[j - 1]
+            gk = 0.0
+            for s in range(cnt):
+                gk += W[d, s] * ediv[cnt - 1 - s]
+            phi[row, f] += v * (1.0 - zk) * zout * gk
+        else:
+            phi[row, f] += cold
+
+
+@njit(parallel=True, cache=True)
+def shap_kernel(X, tree_root, node_threshold, node_kind, node_default_left, node_missing,
+                node_left, node_right, node_pos, node_feature, node_cat_offset, node_cat_len,
+                cat_words, leaf_depth, leaf_offset, leaf_feature, leaf_z, leaf_value,
+                table_offset, tables, W, max_depth, block, phi):
+    """phi[r, f] += exact SHAP of every tree for every row of X (rows in parallel blocks)."""
+    n = X.shape[0]
+    n_blocks = (n + block - 1) // block
+    for b in prange(n_blocks):
+        stack_node = np.empty(max_depth + 2, dtype=np.int64)
+        stack_mask = np.empty(max_depth + 2, dtype=np.int64)
+        esym = np.empty(64)
+        ediv = np.empty(64)
+        r0 = b * block
+        r1 = min(n, r0 + block)
+        for t in range(tree_root.shape[0]):
+            root = tree_root[t]
+            for r in range(r0, r1):
+                top = 0
+                stack_node[0] = root
+                stack_mask[0] = 0
+                top = 1
+                while top > 0:
+                    top -= 1
+                    nd = stack_node[top]
+                    cold = stack_mask[top]
+                    if nd < 0:
+                        leaf = ~nd
+                        d = leaf_depth[leaf]
+                        hot = ((1 << d) - 1) & ~cold
+                        t0 = table_offset[leaf]
+                        if t0 >= 0:
+                            o = leaf_offset[leaf]
+                            base = t0 + hot * d
+                            for k in range(d):
+                                phi[r, leaf_feature[o + k]] += tables[base + k]
+                        else:
+                            _leaf_direct(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
+                                         leaf_z, leaf_value, W, esym, ediv)
+                        continue
+                    x = X[r, node_feature[nd]]
+                    bit = np.int64(1) << node_pos[nd]
+                    if _goes_left(x, nd, node_threshold, node_kind, node_default_left,
+                                  node_missing, node_cat_offset, node_cat_len, cat_words):
+                        hot_child, cold_child = node_left[nd], node_right[nd]
+                    else:
+                        hot_child, cold_child = node_right[nd], node_left[nd]
+                    stack_node[top] = cold_child
+                    stack_mask[top] = cold | bit
+                    stack_node[top + 1] = hot_child
+                    stack_mask[top + 1] = cold
+                    top += 2
+
+
+@njit(parallel=True, cache=True)
+def predict_kernel(X, tree_root, node_threshold, node_kind, node_default_left, node_missing,
+                   node_left, node_right, node_feature, node_cat_offset, node_cat_len,
+                   cat_words, leaf_value, out):
+    """out[r] += sum of the leaf values each row reaches (raw score without constant trees)."""
+    for r in prange(X.shape[0]):
+        acc = 0.0
+        for t in range(tree_root.shape[0]):
+            nd = tree_root[t]
+            while nd >= 0:
+                if _goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
+                              node_default_left, node_missing, node_cat_offset, node_cat_len,
+                              cat_words):
+                    nd = node_left[nd]
+                else:
+                    nd = node_right[nd]
+            acc += leaf_value[~nd]
+        out[r] += acc
+
+
+def set_threads(n: int) -> None:
+    """Numba worker threads for the parallel kernels (bounded by the launch maximum)."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
