@@ -1,0 +1,17 @@
+"""``python -m e2i_api`` / ``e2i-api``: serve the API with uvicorn on the configured address."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from e2i_api.core.config import get_settings
+
+
+def main() -> None:
+    settings = get_settings()
+    uvicorn.run("e2i_api.main:create_app", factory=True, host=settings.bind_host, port=settings.bind_port,
+                workers=1, access_log=False, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""All routers of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from e2i_api.api.routes import health, jobs, runs
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(jobs.router)
+api_router.include_router(runs.router)

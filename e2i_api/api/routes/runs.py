@@ -1,0 +1,150 @@
+"""Start, list, follow, cancel runs and read their results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+
+from e2i_api.api.deps import CatalogDep, DagsterDep, KeyLocksDep, SettingsDep
+from e2i_api.core.security import Principal, require_scope
+from e2i_api.idempotency import (
+    CLIENT_TAG,
+    IDEMPOTENCY_HEADER,
+    KEY_PATTERN,
+    fingerprint,
+    launch_once,
+)
+from e2i_api.models import (
+    EXAMPLE_RUN_ID,
+    FINISHED_STATUSES,
+    RUN_ID_PATTERN,
+    CancelResult,
+    ErrorResponse,
+    RunAccepted,
+    RunCreate,
+    RunDetail,
+    RunPage,
+    RunResults,
+    RunStatus,
+)
+from e2i_api.results import build_results, embedded_image, find_markdown
+from e2i_api.run_views import failure_of, run_detail, tags_of
+
+ERRORS = {401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+          403: {"model": ErrorResponse, "description": "API key lacks the scope"},
+          503: {"model": ErrorResponse, "description": "Dagster is unavailable"}}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such run"}}
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERRORS)
+read = require_scope("runs:read")
+write = require_scope("runs:write")
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, examples=[EXAMPLE_RUN_ID], description="Dagster run id")]
+
+
+@router.post("", status_code=202, response_model=RunAccepted, summary="Start a job",
+             responses={404: {"model": ErrorResponse, "description": "unknown job"}})
+async def create_run(
+    body: RunCreate,
+    response: Response,
+    principal: Annotated[Principal, Depends(write)],
+    dagster: DagsterDep,
+    catalog: CatalogDep,
+    locks: KeyLocksDep,
+    idempotency_key: Annotated[str | None, Header(
+        alias=IDEMPOTENCY_HEADER, max_length=200,
+        description="retrying with the same key returns the run of the first request")] = None,
+) -> RunAccepted:
+    entry = catalog.get(body.job)
+    validated = entry.validate_params(body.params)
+    if idempotency_key is not None and not KEY_PATTERN.match(idempotency_key):
+        raise HTTPException(422, [{"loc": ["header", IDEMPOTENCY_HEADER], "type": "value_error",
+                                   "msg": "must be 1-200 printable ASCII characters without spaces"}])
+    run_config = entry.run_config(validated)
+    tags = {**body.tags, CLIENT_TAG: principal.name}
+
+    async def launch(extra_tags: dict[str, str]) -> dict:
+        return await dagster.launch_run(entry.name, run_config, {**tags, **extra_tags})
+
+    if idempotency_key is None:
+        run, replayed = await launch({}), False
+    else:
+        run, replayed = await launch_once(
+            dagster, locks, client_name=principal.name, key=idempotency_key,
+            request_hash=fingerprint(entry.name, validated, body.tags), launch=launch)
+    location = f"/v1/runs/{run['runId']}"
+    response.headers["Location"] = location
+    return RunAccepted(run_id=run["runId"], job=entry.name, status=RunStatus(run["status"]), tier=entry.tier,
+                       location=location, replayed=replayed)
+
+
+@router.get("", response_model=RunPage, summary="List runs, newest first",
+            dependencies=[Depends(read)])
+async def list_runs(
+    dagster: DagsterDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    status: Annotated[list[RunStatus] | None, Query(description="repeat to match any of several")] = None,
+    job: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(pattern=RUN_ID_PATTERN, description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> RunPage:
+    limit = min(limit, settings.runs_page_limit)
+    runs = await dagster.list_runs(job_name=job, statuses=[s.value for s in status or []], cursor=cursor,
+                                   limit=limit)
+    return RunPage(runs=[run_detail(r, catalog) for r in runs],
+                   next_cursor=runs[-1]["runId"] if len(runs) == limit else None)
+
+
+@router.get("/{run_id}", response_model=RunDetail, summary="Status, tier, times and failure reason",
+            responses=NOT_FOUND, dependencies=[Depends(read)])
+async def get_run(run_id: RunId, dagster: DagsterDep,
+                  catalog: CatalogDep) -> RunDetail:
+    run = await dagster.get_run(run_id)
+    failure = None
+    if run["status"] == RunStatus.FAILURE:
+        events = await dagster.run_events(run_id, frozenset({"RunFailureEvent", "ExecutionStepFailureEvent"}))
+        failure = failure_of(tags_of(run), events)
+    return run_detail(run, catalog, failure)
+
+
+@router.post("/{run_id}/cancel", status_code=202, response_model=CancelResult, summary="Cancel a run",
+             responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "the run already finished"}},
+             dependencies=[Depends(write)])
+async def cancel_run(run_id: RunId, dagster: DagsterDep) -> CancelResult:
+    run = await dagster.get_run(run_id)
+    if run["status"] in FINISHED_STATUSES:
+        raise HTTPException(409, f"run {run_id} already finished with status {run['status']}")
+    accepted, message, _ = await dagster.terminate_run(run_id)
+    if not accepted:
+        raise HTTPException(409, f"Dagster did not cancel run {run_id}: {message}")
+    after = await dagster.get_run(run_id)  # the mutation's run object predates the status change
+    return CancelResult(run_id=run_id, status=RunStatus(after["status"]), detail="cancellation requested")
+
+
+@router.get("/{run_id}/results", response_model=RunResults, summary="Outputs of the run's assets and checks",
+            responses=NOT_FOUND, dependencies=[Depends(read)])
+async def get_results(run_id: RunId, dagster: DagsterDep,
+                      settings: SettingsDep) -> RunResults:
+    run = await dagster.get_run(run_id)
+    events = await dagster.run_events(run_id)
+    return build_results(run, events, settings.mlflow_tracking_uri)
+
+
+@router.get("/{run_id}/artifacts", summary="A markdown or plot metadata entry of the run",
+            responses={**NOT_FOUND, 200: {"content": {"image/png": {}, "text/markdown": {}},
+                                          "description": "the embedded image, else the markdown"}},
+            response_class=Response, dependencies=[Depends(read)])
+async def get_artifact(run_id: RunId, asset: Annotated[str, Query(min_length=1, max_length=500)],
+                       label: Annotated[str, Query(min_length=1, max_length=500)],
+                       dagster: DagsterDep) -> Response:
+    await dagster.get_run(run_id)
+    markdown = find_markdown(await dagster.run_events(run_id, frozenset({"MaterializationEvent",
+                                                                           "AssetCheckEvaluationEvent"})),
+                             asset, label)
+    if markdown is None:
+        raise HTTPException(404, f"run {run_id} has no markdown/plot {label!r} on asset {asset!r}")
+    image = embedded_image(markdown)
+    if image:
+        return Response(image[1], media_type=image[0])
+    return Response(markdown, media_type="text/markdown; charset=utf-8")

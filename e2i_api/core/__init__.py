@@ -1,0 +1,1 @@
+"""Settings, security and logging of the API."""

@@ -1,0 +1,86 @@
+"""API settings from the environment (prefix ``E2I_API_``) or a ``.env`` file; see .env.example."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Scope = Literal["runs:read", "runs:write"]
+ALL_SCOPES: tuple[Scope, ...] = ("runs:read", "runs:write")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ApiKeySpec(BaseModel):
+    """One API key: a client name, the key (plain, or its SHA-256 hex digest) and its scopes."""
+
+    name: str = Field(min_length=1)
+    sha256: str | None = Field(default=None, description="hex SHA-256 of the key (preferred)")
+    key: SecretStr | None = Field(default=None, description="the plain key (e.g. from a secret)")
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiKeySpec:
+        if (self.sha256 is None) == (self.key is None):
+            raise ValueError(f"API key {self.name!r}: give exactly one of 'sha256' or 'key'")
+        if self.sha256 is not None and not _SHA256_HEX.match(self.sha256.lower()):
+            raise ValueError(f"API key {self.name!r}: 'sha256' must be 64 hex characters")
+        if self.key is not None and len(self.key.get_secret_value()) < 16:
+            raise ValueError(f"API key {self.name!r}: a plain key must have at least 16 characters")
+        return self
+
+    def digest(self) -> bytes:
+        """SHA-256 digest of the key (what presented keys are compared against)."""
+        if self.sha256 is not None:
+            return bytes.fromhex(self.sha256)
+        return hashlib.sha256(self.key.get_secret_value().encode()).digest()
+
+
+class Settings(BaseSettings):
+    """Everything the API reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="E2I_API_", env_file=".env", extra="ignore")
+
+    dagster_host: str = "127.0.0.1"
+    dagster_port: int = Field(default=3000, ge=1, le=65535)
+    dagster_location: str = "e2i"
+    dagster_repository: str = "__repository__"
+    dagster_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mlflow_tracking_uri: str = Field(
+        default="", validation_alias=AliasChoices("E2I_API_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    mlflow_timeout_seconds: float = Field(default=3.0, gt=0)
+    runs_page_limit: int = Field(default=100, ge=1, le=1000)
+    log_level: str = "INFO"
+    bind_host: str = "127.0.0.1"
+    bind_port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("CORS origins must be listed explicitly ('*' is not allowed)")
+        return value
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://{self.dagster_host}:{self.dagster_port}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()

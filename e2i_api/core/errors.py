@@ -1,0 +1,72 @@
+"""Exception -> HTTP response mapping: clear JSON errors with the request id, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from e2i_api.core.logging import logger, request_id_var
+from e2i_api.dagster_client import (
+    DagsterQueryError,
+    DagsterUnavailableError,
+    LaunchRejected,
+    RunNotFound,
+)
+from e2i_api.idempotency import IDEMPOTENCY_HEADER, IdempotencyKeyReused
+from e2i_pipelines.catalog import ParamsValidationError, UnknownJobError
+
+
+def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail, "request_id": request_id_var.get()}, status, headers=headers)
+
+
+def _validation(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(DagsterUnavailableError)
+    async def unavailable(_: Request, exc: DagsterUnavailableError) -> JSONResponse:
+        logger.warning("dagster unavailable", extra={"error": str(exc)})
+        return error_response(503, f"Dagster is unavailable: {exc}", {"Retry-After": "5"})
+
+    @app.exception_handler(DagsterQueryError)
+    async def bad_gateway(_: Request, exc: DagsterQueryError) -> JSONResponse:
+        logger.error("dagster query failed", extra={"error": str(exc)})
+        return error_response(502, f"Dagster returned an error: {exc}")
+
+    @app.exception_handler(RunNotFound)
+    async def run_not_found(_: Request, exc: RunNotFound) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(UnknownJobError)
+    async def unknown_job(_: Request, exc: UnknownJobError) -> JSONResponse:
+        return error_response(404, str(exc))
+
+    @app.exception_handler(ParamsValidationError)
+    async def bad_params(_: Request, exc: ParamsValidationError) -> JSONResponse:
+        return error_response(422, [_validation(["body", "params", *e["loc"]], e["msg"], e["type"])
+                                    for e in exc.errors])
+
+    @app.exception_handler(LaunchRejected)
+    async def rejected(_: Request, exc: LaunchRejected) -> JSONResponse:
+        return error_response(422, [_validation(["body", "params"], f"Dagster rejected the run: {exc}",
+                                                "dagster_rejected")])
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return error_response(422, [_validation(["header", IDEMPOTENCY_HEADER], str(exc), "idempotency_key_reused")])
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal error; see the API log for this request id")

@@ -1,0 +1,65 @@
+"""API-key authentication and scope checks (X-API-Key header, constant-time comparison)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader
+
+from e2i_api.core.config import ApiKeySpec, Scope
+
+API_KEY_HEADER = "X-API-Key"
+api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                              description="API key; scopes runs:read and/or runs:write")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The client a request authenticated as."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+class KeyRing:
+    """Configured keys as SHA-256 digests; ``match`` compares every digest in constant time."""
+
+    def __init__(self, specs: Sequence[ApiKeySpec]) -> None:
+        self._entries = [(spec.digest(), Principal(spec.name, frozenset(spec.scopes))) for spec in specs]
+
+    def match(self, presented: str) -> Principal | None:
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        for stored, principal in self._entries:  # no early exit: time does not depend on position
+            if hmac.compare_digest(digest, stored):
+                found = principal
+        return found
+
+
+def authenticate(request: Request, api_key: Annotated[str | None, Depends(api_key_header)]) -> Principal:
+    """The principal for the request's API key; 401 when missing or unknown."""
+    if not api_key:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing API key ({API_KEY_HEADER} header)",
+                            headers={"WWW-Authenticate": "ApiKey"})
+    principal = request.app.state.keyring.match(api_key)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key",
+                            headers={"WWW-Authenticate": "ApiKey"})
+    return principal
+
+
+def require_scope(scope: Scope) -> Callable[..., Principal]:
+    """Dependency: an authenticated principal holding ``scope`` (403 otherwise)."""
+
+    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope not in principal.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"API key {principal.name!r} lacks scope {scope!r}")
+        return principal
+
+    return dependency

@@ -1,0 +1,59 @@
+"""App factory: ``create_app(settings)`` wires settings, keys, Dagster client, catalog and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from e2i_api.api.main import api_router
+from e2i_api.core.config import Settings, get_settings
+from e2i_api.core.errors import install_error_handlers
+from e2i_api.core.logging import REQUEST_ID_HEADER, RequestIdMiddleware, configure_logging, logger
+from e2i_api.core.security import API_KEY_HEADER, KeyRing
+from e2i_api.dagster_client import DagsterClient
+from e2i_api.idempotency import IDEMPOTENCY_HEADER, KeyLocks
+from e2i_pipelines.catalog import Catalog, load_catalog
+
+DESCRIPTION = """Start and follow e2i analytics runs (SHAP, causal refutations, digital twins).
+
+Every endpoint except `/health` needs an `X-API-Key` header. Runs are Dagster runs launched
+through the Dagster webserver's GraphQL API; `503` means Dagster could not be reached.
+"""
+
+
+def create_app(settings: Settings | None = None, catalog: Catalog | None = None) -> FastAPI:
+    """A configured API app (settings from the environment when not given)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.dagster = DagsterClient(settings.dagster_url, settings.dagster_location,
+                                          settings.dagster_repository, settings.dagster_timeout_seconds)
+        logger.info("api started", extra={"dagster": settings.dagster_url, "jobs": len(app.state.catalog),
+                                          "api_keys": len(settings.api_keys)})
+        try:
+            yield
+        finally:
+            await app.state.dagster.aclose()
+
+    app = FastAPI(title="e2i API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.keyring = KeyRing(settings.api_keys)
+    app.state.catalog = catalog if catalog is not None else load_catalog()
+    app.state.key_locks = KeyLocks()
+    if not settings.api_keys:
+        logger.warning("no API keys configured: every authenticated endpoint answers 401")
+    install_error_handlers(app)
+    app.include_router(api_router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=[API_KEY_HEADER, IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, "Content-Type"],
+            expose_headers=["Location", REQUEST_ID_HEADER],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app

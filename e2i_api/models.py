@@ -1,0 +1,262 @@
+"""Request and response schemas of the API (with OpenAPI examples)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from e2i_pipelines.tiers import Tier
+
+RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+TAG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
+RESERVED_TAG_PREFIXES = ("dagster/", "e2i/", ".dagster")
+EXAMPLE_RUN_ID = "5f1c2a9e-7d3b-4c1a-9e2f-0b6d8a4c3e21"
+
+
+class RunStatus(StrEnum):
+    """Dagster run statuses."""
+
+    QUEUED = "QUEUED"
+    NOT_STARTED = "NOT_STARTED"
+    MANAGED = "MANAGED"
+    STARTING = "STARTING"
+    STARTED = "STARTED"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELING = "CANCELING"
+    CANCELED = "CANCELED"
+
+
+FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED})
+
+
+class ErrorResponse(BaseModel):
+    """Any non-422 error."""
+
+    detail: str = Field(examples=["Dagster is unavailable: Dagster webserver at http://127.0.0.1:3000 is unreachable"])
+    request_id: str | None = None
+
+
+class AssetInfo(BaseModel):
+    name: str
+    tier: Tier
+    configurable: bool
+
+
+class JobSummary(BaseModel):
+    """A launchable job: its tier (the largest of its steps), assets and parameter schema."""
+
+    name: str
+    description: str
+    tier: Tier
+    assets: list[AssetInfo]
+    checks: list[str]
+    params_schema: dict[str, Any] = Field(description="JSON schema of `params` in POST /v1/runs")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "probe_light_job", "description": "Allocate and hold memory at the light tier.",
+        "tier": "light", "assets": [{"name": "probe_light", "tier": "light", "configurable": True}],
+        "checks": [], "params_schema": {"type": "object", "properties": {"probe_light": {
+            "type": "object", "properties": {"allocate_mb": {"type": "integer", "default": 0}}}}},
+    }]})
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+
+
+class RunCreate(BaseModel):
+    """Start ``job`` with ``params`` (asset name -> config) and optional run tags."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "job": "probe_light_job",
+        "params": {"probe_light": {"allocate_mb": 64, "hold_seconds": 5}},
+        "tags": {"team": "analytics"},
+    }]})
+
+    job: str = Field(min_length=1, max_length=200)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                              description="config per asset name; see GET /v1/jobs")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=20,
+                                 description="run tags; keys may not start with dagster/ or e2i/")
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not TAG_KEY_PATTERN.match(key):
+                raise ValueError(f"tag key {key!r} must match {TAG_KEY_PATTERN.pattern}")
+            if key.startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(f"tag key {key!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)})")
+            if len(value) > 1000 or "\x00" in value:
+                raise ValueError(f"tag {key!r}: value longer than 1000 characters or contains NUL")
+        return tags
+
+
+class RunAccepted(BaseModel):
+    """A run was created (or, for a repeated Idempotency-Key, found)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "run_id": EXAMPLE_RUN_ID, "job": "probe_light_job", "status": "QUEUED", "tier": "light",
+        "location": f"/v1/runs/{EXAMPLE_RUN_ID}", "replayed": False,
+    }]})
+
+    run_id: str
+    job: str
+    status: RunStatus
+    tier: Tier
+    location: str
+    replayed: bool = Field(description="true when an earlier request with the same Idempotency-Key made this run")
+
+
+class RunFailure(BaseModel):
+    """Why a run failed: ``kind`` is ``oom`` when the launcher recorded an out-of-memory kill."""
+
+    kind: Literal["oom", "error"]
+    message: str
+    failure_tag: str | None = Field(default=None, description="value of the run's e2i/failure tag")
+    step_failures: list[str] = Field(default_factory=list)
+
+
+class RunDetail(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "run_id": EXAMPLE_RUN_ID, "job": "probe_light_job", "status": "FAILURE", "tier": "light",
+        "created_at": "2026-01-01T10:00:00Z", "started_at": "2026-01-01T10:00:02Z",
+        "ended_at": "2026-01-01T10:00:09Z", "tags": {"e2i/tier": "light", "e2i/failure": "oom"},
+        "can_cancel": False,
+        "failure": {"kind": "oom", "message": "run container was OOM-killed (limit 2g)",
+                    "failure_tag": "oom", "step_failures": []},
+    }]})
+
+    run_id: str
+    job: str
+    status: RunStatus
+    tier: Tier | None
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    tags: dict[str, str]
+    can_cancel: bool
+    failure: RunFailure | None = None
+
+
+class RunPage(BaseModel):
+    """Runs newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    runs: list[RunDetail]
+    next_cursor: str | None = Field(examples=[EXAMPLE_RUN_ID])
+
+
+class CancelResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "run_id": EXAMPLE_RUN_ID, "status": "CANCELING", "detail": "cancellation requested"}]})
+
+    run_id: str
+    status: RunStatus
+    detail: str
+
+
+class MetadataValue(BaseModel):
+    """One metadata entry: ``value`` for data, ``url`` for links (plots, markdown, URLs)."""
+
+    type: str = Field(examples=["float", "int", "text", "json", "url", "markdown", "plot", "path"])
+    value: Any = None
+    url: str | None = None
+    description: str | None = None
+
+
+class AssetResult(BaseModel):
+    asset: str
+    step_key: str | None
+    metadata: dict[str, MetadataValue]
+
+
+class CheckResult(BaseModel):
+    name: str
+    asset: str
+    passed: bool
+    severity: str
+    description: str | None = None
+    metadata: dict[str, MetadataValue]
+
+
+class ShapSummary(BaseModel):
+    asset: str
+    top_features: Any
+
+
+class CausalSummary(BaseModel):
+    asset: str
+    estimate: Any
+    ci_low: Any = None
+    ci_high: Any = None
+    method: Any = None
+    refutations: list[CheckResult]
+    refutations_passed: bool | None = Field(description="all refutation checks passed (null when none ran)")
+
+
+class TwinsSummary(BaseModel):
+    asset: str
+    values: dict[str, Any] = Field(examples=[{"ate": 0.041, "uplift": 0.038}])
+
+
+class MlflowLink(BaseModel):
+    asset: str
+    run_id: str | None = None
+    artifact_uri: str | None = None
+    run_url: str | None = Field(default=None, description="MLflow REST URL of the run (http(s) tracking only)")
+
+
+class Highlights(BaseModel):
+    """The analytics outputs a frontend shows first, found by their metadata keys."""
+
+    shap: list[ShapSummary] = Field(default_factory=list)
+    causal: list[CausalSummary] = Field(default_factory=list)
+    twins: list[TwinsSummary] = Field(default_factory=list)
+    mlflow: list[MlflowLink] = Field(default_factory=list)
+
+
+class RunResults(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "run_id": EXAMPLE_RUN_ID, "job": "causal_job", "status": "SUCCESS",
+        "assets": [{"asset": "causal_estimate", "step_key": "causal_estimate", "metadata": {
+            "estimate": {"type": "float", "value": 0.12}, "ci_low": {"type": "float", "value": 0.1},
+            "ci_high": {"type": "float", "value": 0.14}, "method": {"type": "text", "value": "linear_regression"},
+            "forest_plot": {"type": "plot", "url": f"/v1/runs/{EXAMPLE_RUN_ID}/artifacts?asset=causal_estimate&label=forest_plot"}}}],
+        "checks": [{"name": "placebo_refuter", "asset": "causal_estimate", "passed": True, "severity": "ERROR",
+                    "metadata": {"p_value": {"type": "float", "value": 0.71}}}],
+        "highlights": {"shap": [], "twins": [], "mlflow": [], "causal": [{
+            "asset": "causal_estimate", "estimate": 0.12, "ci_low": 0.1, "ci_high": 0.14,
+            "method": "linear_regression", "refutations_passed": True, "refutations": []}]},
+    }]})
+
+    run_id: str
+    job: str
+    status: RunStatus
+    assets: list[AssetResult]
+    checks: list[CheckResult]
+    highlights: Highlights
+
+
+class DependencyCheck(BaseModel):
+    ok: bool
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "unavailable", "failed": ["dagster_webserver"],
+        "checks": {"dagster_webserver": {"ok": False, "detail": "unreachable"}},
+    }]})
+
+    status: Literal["ready", "unavailable"]
+    failed: list[str]
+    checks: dict[str, DependencyCheck]

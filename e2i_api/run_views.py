@@ -1,0 +1,62 @@
+"""Run fields from GraphQL as API models: status, tier, times and the failure reason (OOM aware)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from e2i_api.models import RunDetail, RunFailure, RunStatus
+from e2i_pipelines.catalog import Catalog
+from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
+
+FAILURE_TAG = "e2i/failure"
+"""Run tag the launcher sets on a run it saw fail, e.g. ``oom``."""
+_OOM = re.compile(r"\boom\b|oom[-_ ]?kill|out of memory", re.IGNORECASE)
+
+
+def tags_of(run: Mapping[str, Any]) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run.get("tags", [])}
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value else None
+
+
+def run_tier(tags: Mapping[str, str], job: str, catalog: Catalog) -> Tier | None:
+    """The tier recorded on the run (``e2i/tier``), else the catalog tier of its job."""
+    try:
+        tier = tier_of_tags(tags)
+    except UnknownTierError:
+        tier = None
+    if tier is None and job in catalog:
+        tier = catalog.get(job).tier
+    return tier
+
+
+def failure_of(tags: Mapping[str, str], events: list[Mapping[str, Any]]) -> RunFailure:
+    """Failure reason from the run's failure events and its ``e2i/failure`` tag."""
+    run_messages, step_messages = [], []
+    for event in events:
+        error = (event.get("error") or {}).get("message")
+        if event["__typename"] == "RunFailureEvent":
+            run_messages.append(" ".join(m for m in (event.get("message"), error) if m).strip())
+        elif event["__typename"] == "ExecutionStepFailureEvent":
+            step_messages.append(f"{event.get('stepKey')}: {(error or event.get('message') or '').strip()}")
+    tag = tags.get(FAILURE_TAG)
+    message = "; ".join(run_messages) or "; ".join(step_messages) or (f"e2i/failure={tag}" if tag else "run failed")
+    texts = [tag or "", *run_messages, *step_messages]
+    kind = "oom" if any(_OOM.search(t) for t in texts) else "error"
+    return RunFailure(kind=kind, message=message, failure_tag=tag, step_failures=step_messages)
+
+
+def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | None = None) -> RunDetail:
+    tags = tags_of(run)
+    return RunDetail(
+        run_id=run["runId"], job=run["jobName"], status=RunStatus(run["status"]),
+        tier=run_tier(tags, run["jobName"], catalog),
+        created_at=_time(run.get("creationTime")), started_at=_time(run.get("startTime")),
+        ended_at=_time(run.get("endTime")), tags=tags, can_cancel=bool(run.get("canTerminate")),
+        failure=failure,
+    )

@@ -1,0 +1,199 @@
+"""The launchable-job catalog: which jobs the API may start and which parameters they accept.
+
+An entry names a job of ``e2i_pipelines.definitions`` and the Dagster config class of each of
+its assets that takes config. Adding a job is one line in ``LAUNCHABLE``. The rest (the assets a
+job runs, their op names, the job's tier) is read from the definitions, tiers via
+``e2i_pipelines.tiers``: a job's tier is the largest tier over all its steps (assets and checks).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from e2i_pipelines.defs.diagnostics.assets import ProbeConfig
+from e2i_pipelines.tiers import Tier, max_tier, tier_of_tags
+
+
+@dataclass(frozen=True)
+class LaunchableJob:
+    """One catalog line: job name, what it is for, and config classes by asset name."""
+
+    name: str
+    description: str
+    configs: Mapping[str, type[dg.Config]] = field(default_factory=dict)
+
+
+LAUNCHABLE: tuple[LaunchableJob, ...] = (
+    LaunchableJob("probe_light_job", "Allocate and hold memory at the light tier (diagnostics).", {"probe_light": ProbeConfig}),
+    LaunchableJob("probe_medium_job", "Allocate and hold memory at the medium tier (diagnostics).", {"probe_medium": ProbeConfig}),
+    LaunchableJob("probe_heavy_job", "Allocate and hold memory at the heavy tier (diagnostics).", {"probe_heavy": ProbeConfig}),
+)
+"""Jobs the API may launch. Add analytics jobs here, one line each."""
+
+
+class CatalogError(ValueError):
+    """The catalog does not match the definitions (unknown job, asset not in the job)."""
+
+
+class UnknownJobError(KeyError):
+    """A job name that is not in the catalog."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown job {self.name!r}: launchable jobs are {', '.join(self.known)}"
+
+
+class ParamsValidationError(ValueError):
+    """Parameters rejected by the config classes; ``errors`` are pydantic-style dicts."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class CatalogAsset:
+    """An asset run by a catalog job: key, the op that computes it, tier and config class."""
+
+    name: str
+    op_name: str
+    tier: Tier
+    config_class: type[dg.Config] | None
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A launchable job resolved against the definitions."""
+
+    name: str
+    description: str
+    tier: Tier
+    assets: tuple[CatalogAsset, ...]
+    checks: tuple[str, ...]
+
+    @property
+    def configurable(self) -> dict[str, CatalogAsset]:
+        return {a.name: a for a in self.assets if a.config_class is not None}
+
+    def params_schema(self) -> dict[str, Any]:
+        """JSON schema of ``params``: one object per configurable asset, keyed by asset name."""
+        properties = {}
+        for name, asset in self.configurable.items():
+            schema = asset.config_class.model_json_schema()
+            schema["additionalProperties"] = False
+            properties[name] = schema
+        return {"type": "object", "properties": properties, "additionalProperties": False}
+
+    def validate_params(self, params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """Validate ``params`` (asset name -> config dict); return the explicitly set values.
+
+        Raises ParamsValidationError listing every problem with its location
+        (``(asset, field)``); absent assets are validated as ``{}`` so required fields are named.
+        """
+        params = dict(params or {})
+        errors: list[dict[str, Any]] = []
+        configurable = self.configurable
+        for name in params:
+            if name not in configurable:
+                allowed = ", ".join(configurable) or "none"
+                errors.append({"loc": (name,), "type": "unknown_asset",
+                               "msg": f"job {self.name} has no configurable asset {name!r} (configurable: {allowed})"})
+        validated: dict[str, dict[str, Any]] = {}
+        for name, asset in configurable.items():
+            raw = params.get(name, {})
+            if not isinstance(raw, Mapping):
+                errors.append({"loc": (name,), "type": "dict_type", "msg": "must be an object"})
+                continue
+            fields = asset.config_class.model_fields
+            known = {f.alias or key for key, f in fields.items()} | set(fields)
+            errors += [{"loc": (name, key), "type": "extra_forbidden",
+                        "msg": f"unknown parameter; {asset.config_class.__name__} accepts {', '.join(sorted(fields))}"}
+                       for key in raw if key not in known]
+            try:
+                model = asset.config_class.model_validate(dict(raw))
+            except pydantic.ValidationError as exc:
+                errors += [{"loc": (name, *e["loc"]), "type": e["type"], "msg": e["msg"]}
+                           for e in exc.errors(include_url=False, include_context=False)]
+                continue
+            validated[name] = model.model_dump(mode="json", include=set(raw) & set(fields))
+        if errors:
+            raise ParamsValidationError(errors)
+        return validated
+
+    def run_config(self, validated: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Dagster run config for validated params: ``{"ops": {op: {"config": ...}}}``."""
+        by_name = {a.name: a for a in self.assets}
+        ops = {by_name[name].op_name: {"config": dict(values)} for name, values in validated.items()}
+        return {"ops": ops} if ops else {}
+
+
+class Catalog:
+    """Launchable jobs by name."""
+
+    def __init__(self, entries: list[CatalogEntry]) -> None:
+        self._entries = {e.name: e for e in entries}
+
+    def __iter__(self) -> Iterator[CatalogEntry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> CatalogEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownJobError(name, sorted(self._entries)) from None
+
+
+def _tier_of_node(node_def: Any) -> Tier:
+    return tier_of_tags(node_def.tags) or Tier.LIGHT
+
+
+def resolve_entry(defs: dg.Definitions, job: LaunchableJob) -> CatalogEntry:
+    """Resolve one catalog line against ``defs``; raise CatalogError when it does not match."""
+    try:
+        job_def = defs.resolve_job_def(job.name)
+    except Exception as exc:  # noqa: BLE001 - Dagster raises several types for a missing job
+        raise CatalogError(f"catalog job {job.name!r} is not defined: {exc}") from None
+    graph = defs.resolve_asset_graph()
+    assets = []
+    for key in sorted(job_def.asset_layer.selected_asset_keys, key=lambda k: k.to_user_string()):
+        node_def = graph.assets_def_for_key(key).node_def
+        assets.append(CatalogAsset(key.to_user_string(), node_def.name, _tier_of_node(node_def),
+                                   job.configs.get(key.to_user_string())))
+    names = {a.name for a in assets}
+    missing = [name for name in job.configs if name not in names]
+    if missing:
+        raise CatalogError(f"catalog job {job.name!r} configures {missing} which it does not run "
+                           f"(it runs {sorted(names)})")
+    checks = tuple(sorted(k.to_user_string() for k in job_def.asset_layer.asset_graph.asset_check_keys))
+    tier = max_tier(_tier_of_node(n) for n in job_def.all_node_defs)
+    description = job.description or job_def.description or ""
+    return CatalogEntry(job.name, description, tier, tuple(assets), checks)
+
+
+def build_catalog(defs: dg.Definitions, launchable: tuple[LaunchableJob, ...] = LAUNCHABLE) -> Catalog:
+    """The catalog of ``launchable`` resolved against ``defs``."""
+    return Catalog([resolve_entry(defs, job) for job in launchable])
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """The catalog of the e2i code location (imports the definitions once)."""
+    from e2i_pipelines.definitions import defs
+
+    return build_catalog(defs)

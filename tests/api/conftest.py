@@ -1,0 +1,80 @@
+"""API test fixtures: a real ``dagster dev`` on a temporary SQLite instance and API clients."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from e2i_api.core.config import Settings
+from e2i_api.main import create_app
+from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
+
+WRITE_KEY = "write-key-0123456789abcdef"
+READ_KEY = "read-key-0123456789abcdef"
+WRITE = {"X-API-Key": WRITE_KEY}
+READ = {"X-API-Key": READ_KEY}
+
+
+def api_settings(dagster_port: int, **overrides) -> Settings:
+    """Settings with a read+write key and a read-only key (the read key is stored hashed)."""
+    import hashlib
+
+    keys = [
+        {"name": "frontend", "key": WRITE_KEY, "scopes": ["runs:read", "runs:write"]},
+        {"name": "viewer", "sha256": hashlib.sha256(READ_KEY.encode()).hexdigest(), "scopes": ["runs:read"]},
+    ]
+    values = {"dagster_port": dagster_port, "api_keys": keys, "cors_origins": ["http://frontend.test"],
+              "dagster_timeout_seconds": 15, "mlflow_tracking_uri": "", **overrides}
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="module")
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("dagster_home")
+    write_instance_yaml(home, {})
+    return home
+
+
+@pytest.fixture(scope="module")
+def dagster_port(dagster_home: Path) -> Iterator[int]:
+    """Port of a real ``dagster dev`` (webserver + daemon) on ``dagster_home``."""
+    port = free_port()
+    proc = dagster_dev(dagster_home, port)
+    try:
+        yield port
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(dagster_port: int) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings(dagster_port))) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def down_client() -> Iterator[TestClient]:
+    """An API whose Dagster webserver port has nothing listening."""
+    with TestClient(create_app(api_settings(free_port(), dagster_timeout_seconds=2))) as test_client:
+        yield test_client
+
+
+def wait_for_status(client: TestClient, run_id: str, wanted: set[str], timeout: float = 180) -> dict:
+    """Poll GET /v1/runs/{id} until its status is in ``wanted``; fail on another final status."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        response = client.get(f"/v1/runs/{run_id}", headers=READ)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in wanted:
+            return body
+        if body["status"] in {"SUCCESS", "FAILURE", "CANCELED"}:
+            pytest.fail(f"run {run_id} ended {body['status']}, wanted {wanted}: {body}")
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} not in {wanted} after {timeout}s: {body}")
+
