@@ -54,3 +54,12 @@ def test_schedules_evaluate_to_valid_run_requests():
             job = repo.get_job(schedule.job_name)
             for request in data.run_requests:
                 assert dg.validate_run_config(job, request.run_config)
+
+
+def test_every_step_of_every_job_has_a_tier():
+    """Steps include asset checks (refutations): the launcher sizes runs from these tags."""
+    repo = defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        for node_def in job.graph.node_defs:
+            assert Tier(node_def.tags[TIER_TAG]), f"{job.name}/{node_def.name} has no tier"
+    assert defs.resolve_job_def("causal_job").graph.node_named("causal_refutations")

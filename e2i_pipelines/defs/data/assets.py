@@ -66,3 +66,6 @@ def dataset(
         metadata["true_ate"] = truth["ate"]
         metadata["naive_difference"] = truth["naive_difference"]
     return dg.Output(ref, metadata=metadata)
+
+
+assets = [dataset]

@@ -79,3 +79,6 @@ def feature_store(
         "as_of": as_of.isoformat(),
         "online_sample_rows_ok": online_rows,
     })
+
+
+assets = [feature_store]

@@ -140,3 +140,6 @@ def outcome_model(
         "mlflow_tracking_uri": mlflow.uri, "model_path": dg.MetadataValue.path(ref.model_path),
         "feature_importance": png_metadata(png, "feature importance"),
     })
+
+
+assets = [outcome_model]
