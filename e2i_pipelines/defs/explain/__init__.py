@@ -1,0 +1,1 @@
+"""SHAP explanations of the outcome model: exact, chunked TreeSHAP assets."""

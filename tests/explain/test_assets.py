@@ -1,0 +1,150 @@
+"""The SHAP assets materialize on small upstream values; bad config fails before heavy work."""
+
+import base64
+import re
+
+import dagster as dg
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import shap
+
+from e2i_pipelines.core.refs import DatasetRef, ModelRef
+from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.core.tracking import MlflowTracker
+from e2i_pipelines.data.synthetic import SPEC, generate_e2i
+from e2i_pipelines.defs.explain.assets import assets as explain_assets
+from e2i_pipelines.tiers import TIER_TAG
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """A real synthetic dataset file and a LightGBM outcome model trained on it."""
+    root = tmp_path_factory.mktemp("upstream")
+    frame, truth = generate_e2i(4_000, seed=11)
+    frame.to_parquet(root / "data.parquet", row_group_size=1_500)
+    data_ref = DatasetRef(str(root / "data.parquet"), SPEC, len(frame), "hcp_id", truth)
+    feats = [SPEC.treatment, *SPEC.covariates]
+    categories = {c: list(frame[c].cat.categories) for c in ("region", "specialty")}
+    booster = lgb.train({"objective": "regression", "num_leaves": 31, "verbose": -1,
+                         "num_threads": 1}, lgb.Dataset(frame[feats], frame[SPEC.outcome]), 50)
+    booster.save_model(str(root / "model.txt"))
+    model_ref = ModelRef(str(root / "model.txt"), feats, SPEC.treatment, SPEC.outcome, categories)
+    return data_ref, model_ref, frame
+
+
+def _materialize(upstream, tmp_path, monkeypatch, run_config, selection):
+    monkeypatch.setenv("E2I_DATA_DIR", str(tmp_path))
+    data_ref, model_ref, _ = upstream
+
+    @dg.asset(name="dataset")
+    def dataset_stub() -> DatasetRef:
+        return data_ref
+
+    @dg.asset(name="outcome_model")
+    def outcome_model_stub() -> ModelRef:
+        return model_ref
+
+    return dg.materialize(
+        [dataset_stub, outcome_model_stub, *explain_assets],
+        resources={"storage": E2IStorage(root=str(tmp_path)),
+                   "mlflow": MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")},
+        run_config={"ops": run_config}, selection=selection, raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def _metadata(result, key: str) -> dict:
+    mats = list(result.asset_materializations_for_node(key))
+    assert len(mats) == 1
+    return {k: v.value for k, v in mats[0].metadata.items()}
+
+
+def _png(markdown: str) -> bytes:
+    match = re.search(r"base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert match, "no inline PNG in the metadata"
+    data = base64.b64decode(match.group(1))
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return data
+
+
+def test_tiers_and_groups():
+    tiers = {next(iter(a.specs)).key.path[-1]: a.op.tags[TIER_TAG] for a in explain_assets}
+    assert tiers == {"shap_explanations": "heavy", "shap_summary": "medium"}
+    assert {next(iter(a.specs)).group_name for a in explain_assets} == {"explain"}
+
+
+def test_shap_explanations_materializes_exact_attributions(upstream, tmp_path, monkeypatch):
+    data_ref, model_ref, frame = upstream
+    result = _materialize(upstream, tmp_path, monkeypatch,
+                          {"shap_explanations": {"config": {"chunk_rows": 900,
+                                                            "sample_rows": 300}}},
+                          selection=["*shap_explanations"])
+    assert result.success
+    meta = _metadata(result, "shap_explanations")
+    assert meta["rows"] == len(frame) and meta["method"] == "fast"
+    assert meta["rows_per_second"] > 0 and meta["max_additivity_error"] <= 1e-6
+
+    out = pq.read_table(meta["attributions_path"]).to_pandas()
+    booster = model_ref.load_booster()
+    inputs = model_ref.model_frame(frame)
+    reference = shap.TreeExplainer(booster).shap_values(inputs)
+    assert list(out.columns) == ["hcp_id", *model_ref.feature_names]
+    np.testing.assert_array_equal(out["hcp_id"].to_numpy(), frame["hcp_id"].to_numpy())
+    assert np.max(np.abs(out[model_ref.feature_names].to_numpy() - reference)) <= 1e-6
+
+    top = meta["top_features"]
+    expected = np.abs(reference).mean(axis=0)
+    best = model_ref.feature_names[int(np.argmax(expected))]
+    assert top[0]["feature"] == best
+    assert top[0]["mean_abs_shap"] == pytest.approx(expected.max(), rel=1e-9)
+    assert best in meta["importance"]
+    _png(meta["shap_beeswarm"])
+    _png(meta["shap_bar"])
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(meta["mlflow_run_id"])
+    assert run.data.metrics["max_additivity_error"] <= 1e-6
+    artifacts = {a.path for a in client.list_artifacts(meta["mlflow_run_id"])}
+    assert {"importance.csv", "shap_beeswarm.png", "shap_bar.png"} <= artifacts
+
+
+def test_shap_summary_on_a_sample(upstream, tmp_path, monkeypatch):
+    result = _materialize(upstream, tmp_path, monkeypatch,
+                          {"shap_summary": {"config": {"sample_rows": 500}}},
+                          selection=["*shap_summary"])
+    assert result.success
+    meta = _metadata(result, "shap_summary")
+    assert meta["rows"] == 500 and meta["max_additivity_error"] <= 1e-6
+    assert len(meta["top_features"]) == len(upstream[1].feature_names)  # 13 < top_k 15
+    _png(meta["shap_beeswarm"])
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    ({"method": "kernel"}, "method"),
+    ({"chunk_rows": 0}, "chunk_rows"),
+    ({"max_rows": -5}, "max_rows"),
+])
+def test_bad_config_fails_before_work(upstream, tmp_path, monkeypatch, config, named):
+    result = _materialize(upstream, tmp_path, monkeypatch,
+                          {"shap_explanations": {"config": config}},
+                          selection=["*shap_explanations"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error.message)
+    assert "shap config invalid" in message and named in message
+    assert not list((tmp_path / "shap_explanations").glob("*/attributions.parquet"))
+
+
+def test_dataset_without_model_column_fails_clearly(upstream, tmp_path, monkeypatch):
+    data_ref, model_ref, frame = upstream
+    path = tmp_path / "partial.parquet"
+    frame.drop(columns=["prior_rx"]).to_parquet(path)
+    partial = DatasetRef(str(path), SPEC, len(frame), "hcp_id")
+    result = _materialize((partial, model_ref, frame), tmp_path, monkeypatch, {},
+                          selection=["*shap_explanations"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "['prior_rx']" in str(failure.event_specific_data.error.message)
