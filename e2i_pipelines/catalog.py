@@ -16,7 +16,13 @@ from typing import Any
 import dagster as dg
 import pydantic
 
+from e2i_pipelines.defs.causal.config import CausalEstimateConfig
+from e2i_pipelines.defs.data.config import DatasetConfig
 from e2i_pipelines.defs.diagnostics.assets import ProbeConfig
+from e2i_pipelines.defs.explain.config import ShapConfig, ShapSummaryConfig
+from e2i_pipelines.defs.features.assets import FeatureStoreConfig
+from e2i_pipelines.defs.models.assets import OutcomeModelConfig
+from e2i_pipelines.defs.twins.config import DigitalTwinsConfig, TwinInterventionsConfig
 from e2i_pipelines.tiers import Tier, max_tier, tier_of_tags
 
 
@@ -29,7 +35,36 @@ class LaunchableJob:
     configs: Mapping[str, type[dg.Config]] = field(default_factory=dict)
 
 
+ASSET_CONFIGS: dict[str, type[dg.Config]] = {
+    "dataset": DatasetConfig,
+    "feature_store": FeatureStoreConfig,
+    "outcome_model": OutcomeModelConfig,
+    "shap_explanations": ShapConfig,
+    "shap_summary": ShapSummaryConfig,
+    "causal_estimate": CausalEstimateConfig,
+    "digital_twins": DigitalTwinsConfig,
+    "twin_interventions": TwinInterventionsConfig,
+}
+"""Config class of every analytics asset that takes config."""
+
+
+def _configs(*assets: str) -> dict[str, type[dg.Config]]:
+    return {name: ASSET_CONFIGS[name] for name in assets}
+
+
+_MODEL_CHAIN = ("dataset", "feature_store", "outcome_model")
+
 LAUNCHABLE: tuple[LaunchableJob, ...] = (
+    LaunchableJob("shap_job", "Exact SHAP explanations of the outcome model.",
+                  _configs(*_MODEL_CHAIN, "shap_explanations", "shap_summary")),
+    LaunchableJob("causal_job", "Causal estimate (DoWhy) with five refutation checks.",
+                  _configs("dataset", "causal_estimate")),
+    LaunchableJob("twins_job", "Digital twins and simulated interventions.",
+                  _configs(*_MODEL_CHAIN, "digital_twins", "twin_interventions")),
+    LaunchableJob("feature_refresh_job", "Refresh dataset, Feast features and the outcome model.",
+                  _configs(*_MODEL_CHAIN)),
+    LaunchableJob("e2i_main_job", "Everything: features, model, SHAP, causal, twins.",
+                  dict(ASSET_CONFIGS)),
     LaunchableJob("probe_light_job", "Allocate and hold memory at the light tier (diagnostics).", {"probe_light": ProbeConfig}),
     LaunchableJob("probe_medium_job", "Allocate and hold memory at the medium tier (diagnostics).", {"probe_medium": ProbeConfig}),
     LaunchableJob("probe_heavy_job", "Allocate and hold memory at the heavy tier (diagnostics).", {"probe_heavy": ProbeConfig}),
