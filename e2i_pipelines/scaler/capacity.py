@@ -37,10 +37,17 @@ class HostCapacity:
     def free_memory_bytes(self) -> int:
         return max(0, self.total_memory_bytes - self.held_memory_bytes)
 
+    def need_of(self, profile: HeavyProfile) -> tuple[float, int]:
+        """CPUs and memory one ``profile`` run takes here: the profile, capped at the host totals
+        (a container cannot use more than the engine has; the launcher caps CPUs the same way),
+        so an empty host always holds at least one run."""
+        return min(profile.cpus, self.total_cpus), min(profile.memory_bytes, self.total_memory_bytes)
+
     def slots_for(self, profile: HeavyProfile) -> int:
         """How many runs of ``profile`` fit into the free CPU and memory."""
-        by_cpu = self.free_cpus / profile.cpus
-        by_memory = self.free_memory_bytes / profile.memory_bytes
+        cpus, memory = self.need_of(profile)
+        by_cpu = self.free_cpus / cpus
+        by_memory = self.free_memory_bytes / memory
         return max(0, math.floor(min(by_cpu, by_memory) + 1e-9))
 
     def with_override(self, override: ResourceOverride) -> HostCapacity:

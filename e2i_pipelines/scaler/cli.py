@@ -40,6 +40,9 @@ def format_evaluation(evaluation: ScalerEvaluation) -> str:
             f"by {c.holding_containers} other container(s)",
             f"    heavy run:    {p.cpus:g} CPUs, {_gib(p.memory_bytes)} ({p.source})",
         ]
+        need_cpus, need_memory = c.need_of(p)
+        if (need_cpus, need_memory) != (p.cpus, p.memory_bytes):
+            lines.append(f"    capped at host: {need_cpus:g} CPUs, {_gib(need_memory)} per heavy run")
         if c.note:
             lines.append(f"    note:         {c.note}")
     return "\n".join(lines)

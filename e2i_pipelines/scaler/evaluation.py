@@ -46,6 +46,11 @@ class ScalerEvaluation:
             "summary": self.decision.summary(),
             "capacity": self.capacity.as_dict() if self.capacity else None,
             "heavy_profile": self.heavy_profile.as_dict() if self.heavy_profile else None,
+            "heavy_need_on_host": (
+                dict(zip(("cpus", "memory_bytes"), self.capacity.need_of(self.heavy_profile),
+                         strict=True))
+                if self.capacity and self.heavy_profile else None
+            ),
             "config": self.config.as_dict(),
         }
 

@@ -23,13 +23,14 @@ class HeavyProfile:
 
 
 def launcher_heavy_profile(run_launcher: Any) -> Any | None:
-    """The heavy profile of a tiered launcher (duck-typed ``.profiles``), or None."""
-    profiles = getattr(run_launcher, "profiles", None)
-    if not isinstance(profiles, Mapping):
-        return None
-    for key in (Tier.HEAVY, Tier.HEAVY.value):
-        if key in profiles:
-            return profiles[key]
+    """The heavy profile of a tiered launcher (duck-typed ``.tier_profiles`` / ``.profiles``:
+    tier -> profile with ``cpus`` and ``memory``), or None."""
+    for attr in ("tier_profiles", "profiles"):
+        profiles = getattr(run_launcher, attr, None)
+        if isinstance(profiles, Mapping):
+            for key in (Tier.HEAVY, Tier.HEAVY.value):
+                if key in profiles:
+                    return profiles[key]
     return None
 
 

@@ -33,7 +33,8 @@ def test_host_capacity_is_this_machine():
 @pytest.mark.parametrize("cpus,memory,held_cpus,held_mem,profile_cpus,profile_mem,slots", [
     (16, 64 * GIB, 0, 0, 16, 32 * GIB, 1),      # cpu-bound
     (64, 64 * GIB, 0, 0, 16, 32 * GIB, 2),      # memory-bound
-    (2, 24 * GIB, 0, 0, 16, 32 * GIB, 0),       # heavy does not fit
+    (2, 24 * GIB, 0, 0, 16, 32 * GIB, 1),       # heavy larger than the host: capped, one fits
+    (2, 24 * GIB, 1, 0, 16, 32 * GIB, 0),       # ... but not while others hold part of it
     (8, 32 * GIB, 4, 8 * GIB, 2, 4 * GIB, 2),   # held resources subtracted
     (8, 32 * GIB, 10, 0, 1, GIB, 0),            # over-committed host: never negative
     (1.5, 3 * GIB, 0, 0, 0.5, GIB, 3),          # exact fractional fit

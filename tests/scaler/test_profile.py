@@ -5,8 +5,8 @@ from e2i_pipelines.scaler.profile import resolve_heavy_profile
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, TierProfile, parse_bytes
 
 
-class _Tiered:
-    profiles = {Tier.HEAVY: TierProfile(cpus=6, memory="12g", memswap="12g", pids=10, shm="1g")}
+class _Tiered:  # like TieredDockerRunLauncher.tier_profiles
+    tier_profiles = {Tier.HEAVY: TierProfile(cpus=6, memory="12g", memswap="12g", pids=10, shm="1g")}
 
 
 class _TieredByName:
@@ -29,3 +29,13 @@ def test_launcher_profile_is_used():
 def test_config_override_wins_per_field():
     p = resolve_heavy_profile(_Tiered(), ResourceOverride(memory_bytes=1024))
     assert (p.cpus, p.memory_bytes, p.source) == (6, 1024, "config over launcher")
+
+
+def test_real_tiered_docker_launcher_profile():
+    from e2i_pipelines.launcher.tiered_docker_run_launcher import TieredDockerRunLauncher
+    from e2i_pipelines.scaler.capacity import launcher_uses_docker
+
+    launcher = TieredDockerRunLauncher(image="e2i:local", tiers={"heavy": {"cpus": 3, "memory": "6g"}})
+    p = resolve_heavy_profile(launcher, ResourceOverride())
+    assert (p.cpus, p.memory_bytes, p.source) == (3, 6 * 1024**3, "launcher")
+    assert launcher_uses_docker(launcher)

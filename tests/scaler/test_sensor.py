@@ -111,3 +111,10 @@ def test_sensor_rewrites_a_limit_changed_behind_its_back(instance_and_writes):
     record = _tick(sensor, instance, None)
     assert record["decision"]["current_limit"] == 7
     assert writes[-1] == (HEAVY_POOL, 0) and current_pool_limit(instance) == 0
+
+
+def test_code_location_registers_the_scaler():
+    from e2i_pipelines.definitions import defs
+
+    sensor = defs.resolve_sensor_def(SCALER_SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
