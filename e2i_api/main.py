@@ -15,6 +15,7 @@ from e2i_api.core.logging import REQUEST_ID_HEADER, RequestIdMiddleware, configu
 from e2i_api.core.security import API_KEY_HEADER, KeyRing
 from e2i_api.dagster_client import DagsterClient
 from e2i_api.idempotency import IDEMPOTENCY_HEADER, KeyLocks
+from e2i_api.openapi import install_openapi
 from e2i_pipelines.catalog import Catalog, load_catalog
 
 DESCRIPTION = """Start and follow e2i analytics runs (SHAP, causal refutations, digital twins).
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         logger.warning("no API keys configured: every authenticated endpoint answers 401")
     install_error_handlers(app)
     app.include_router(api_router)
+    install_openapi(app, app.state.catalog)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

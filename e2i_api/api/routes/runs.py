@@ -52,14 +52,12 @@ async def create_run(
     catalog: CatalogDep,
     locks: KeyLocksDep,
     idempotency_key: Annotated[str | None, Header(
-        alias=IDEMPOTENCY_HEADER, max_length=200,
-        description="retrying with the same key returns the run of the first request")] = None,
+        alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN.pattern, examples=["3f6d2c1e-retry-safe"],
+        description="1-200 printable ASCII characters without spaces; retrying with the same key "
+                    "returns the run of the first request")] = None,
 ) -> RunAccepted:
     entry = catalog.get(body.job)
     validated = entry.validate_params(body.params)
-    if idempotency_key is not None and not KEY_PATTERN.match(idempotency_key):
-        raise HTTPException(422, [{"loc": ["header", IDEMPOTENCY_HEADER], "type": "value_error",
-                                   "msg": "must be 1-200 printable ASCII characters without spaces"}])
     run_config = entry.run_config(validated)
     tags = {**body.tags, CLIENT_TAG: principal.name}
 
