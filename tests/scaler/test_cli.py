@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 
 from e2i_pipelines.scaler.cli import main
 from e2i_pipelines.scaler.evaluation import current_pool_limit
@@ -64,3 +65,31 @@ def test_module_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "would set pool e2i-heavy limit to 0 (now None)" in proc.stdout
     assert "capacity:       not measured (no heavy demand)" in proc.stdout
+
+
+@pytest.mark.docker
+def test_dry_run_with_the_tiered_docker_launcher_measures_the_engine(
+        tmp_path, monkeypatch, capsys, docker_client):
+    home = tmp_path / "home"
+    write_instance_yaml(home, {"run_launcher": {
+        "module": "e2i_pipelines.launcher.tiered_docker_run_launcher",
+        "class": "TieredDockerRunLauncher",
+        "config": {"image": "e2i:local", "tiers": {"heavy": {"cpus": 1, "memory": "2g"}}},
+    }})
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        for _ in range(3):
+            queue_run(instance, "probe_heavy_job")
+    config = tmp_path / "scaler.yaml"
+    config.write_text("max_heavy_runs: 4\n")
+
+    assert main(["dry-run", "--config", str(config), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    info = docker_client.info()
+    capacity, decision = record["capacity"], record["decision"]
+    assert capacity["source"] == "docker"
+    assert (capacity["total_cpus"], capacity["total_memory_bytes"]) == (info["NCPU"], info["MemTotal"])
+    assert record["heavy_profile"] == {"cpus": 1.0, "memory_bytes": 2 * 1024**3, "source": "launcher"}
+    expected_slots = int(min(capacity["free_cpus"] / 1.0, capacity["free_memory_bytes"] / 2**31))
+    assert decision["capacity_slots"] == expected_slots
+    assert decision["allowed"] == min(expected_slots, 3)
