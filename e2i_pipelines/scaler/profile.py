@@ -48,8 +48,11 @@ def resolve_heavy_profile(run_launcher: Any, override: ResourceOverride) -> Heav
     memory = parse_bytes(_field(base, "memory"))
     if override.cpus is not None or override.memory_bytes is not None:
         source = f"config over {source}"
-    return HeavyProfile(
+    profile = HeavyProfile(
         cpus=override.cpus if override.cpus is not None else cpus,
         memory_bytes=override.memory_bytes if override.memory_bytes is not None else memory,
         source=source,
     )
+    if profile.cpus <= 0 or profile.memory_bytes <= 0:
+        raise ValueError(f"heavy profile ({source}) must have positive cpus and memory: {profile}")
+    return profile

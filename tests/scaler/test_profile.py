@@ -1,5 +1,7 @@
 """The heavy profile: tiered launcher's, default, or config override."""
 
+import pytest
+
 from e2i_pipelines.scaler.config import ResourceOverride
 from e2i_pipelines.scaler.profile import resolve_heavy_profile
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, TierProfile, parse_bytes
@@ -39,3 +41,11 @@ def test_real_tiered_docker_launcher_profile():
     p = resolve_heavy_profile(launcher, ResourceOverride())
     assert (p.cpus, p.memory_bytes, p.source) == (3, 6 * 1024**3, "launcher")
     assert launcher_uses_docker(launcher)
+
+
+def test_non_positive_launcher_profile_is_rejected():
+    class _Broken:
+        tier_profiles = {"heavy": {"cpus": 0, "memory": "1g"}}
+
+    with pytest.raises(ValueError, match="positive cpus and memory"):
+        resolve_heavy_profile(_Broken(), ResourceOverride())
