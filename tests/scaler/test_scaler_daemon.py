@@ -81,7 +81,6 @@ def _submit(client: DagsterGraphQLClient, job: str, asset: str, hold: float) -> 
 def test_heavy_burst_is_capped_and_light_runs_pass(tmp_path, postgres_db):
     home = tmp_path / "dagster_home"
     storage = postgres_storage(postgres_db)
-    storage["postgres"]["postgres_db"]["scheme"] = "postgresql+psycopg2"  # no psycopg 3 here
     write_instance_yaml(home, {
         "storage": storage,
         "run_coordinator": QUEUED_RUN_COORDINATOR,

@@ -34,7 +34,9 @@ def free_port() -> int:
 def postgres_storage(db: Mapping[str, Any]) -> dict[str, Any]:
     """dagster.yaml ``storage:`` section for a ``postgres_db`` fixture value."""
     keys = ("username", "password", "hostname", "db_name", "port")
-    return {"postgres": {"postgres_db": {k: db[k] for k in keys}}}
+    # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; psycopg2 is what is installed.
+    return {"postgres": {"postgres_db": {**{k: db[k] for k in keys},
+                                         "scheme": "postgresql+psycopg2"}}}
 
 
 def write_instance_yaml(home: Path, sections: Mapping[str, Any]) -> Path:
@@ -105,7 +107,7 @@ class DagsterProcess:
             self.proc.wait(10)
 
     def __enter__(self) -> DagsterProcess:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
