@@ -1,0 +1,164 @@
+"""A docker-compose e2i stack under test: its own project name, env file, instance config, ports.
+
+``ComposeStack`` renders ``docker/dagster.compose.yaml`` for its project (small tier profiles,
+the project's data volume and stack label), writes an env file with fresh secrets, and drives
+``docker-compose`` (Debian's 1.29) and the stack scripts (health, backup, restore) against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
+INSTANCE_TEMPLATE = REPO / "docker" / "dagster.compose.yaml"
+DATA_DIR = "/var/lib/e2i/data"
+STACK_LABEL = "e2i.stack"
+
+TEST_TIERS: dict[str, dict[str, Any]] = {
+    "light": {"cpus": 1, "memory": "512m", "memswap": "512m", "pids": 256, "shm": "64m"},
+    "medium": {"cpus": 1, "memory": "768m", "memswap": "768m", "pids": 256, "shm": "64m"},
+    "heavy": {"cpus": 2, "memory": "1g", "memswap": "1g", "pids": 512, "shm": "128m"},
+}
+"""Tier profiles small enough for a 2-CPU test host (light 1 CPU/512m, heavy 2 CPU/1g)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_instance_config(project: str, tiers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """docker/dagster.compose.yaml for ``project``: its data volume, stack label and ``tiers``."""
+    config = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
+    launcher = config["run_launcher"]["config"]
+    launcher["container_kwargs"]["volumes"] = [f"{project}_data:{DATA_DIR}"]
+    launcher["container_kwargs"]["labels"] = {STACK_LABEL: project}
+    launcher["tiers"] = tiers
+    config["run_monitoring"]["poll_interval_seconds"] = 5
+    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 2
+    return config
+
+
+@dataclass
+class ComposeStack:
+    """One compose project of the e2i stack, in its own temporary directory."""
+
+    workdir: Path
+    project: str = field(default_factory=lambda: f"e2ismoke{uuid.uuid4().hex[:8]}")
+    tiers: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TEST_TIERS))
+    image: str = os.environ.get("E2I_IMAGE", "e2i:local")
+    base_image: str = os.environ.get("E2I_BASE_IMAGE", "e2i-base:bookworm")
+    cold_start_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.api_key = secrets.token_urlsafe(24)
+        self.api_port = free_port()
+        self.webserver_port = free_port()
+        self.instance_file = self.workdir / "dagster.yaml"
+        self.env_file = self.workdir / "stack.env"
+        self.instance_file.write_text(yaml.safe_dump(render_instance_config(self.project, self.tiers)))
+        self.instance_file.chmod(0o644)
+        keys = [{"name": "smoke", "sha256": hashlib.sha256(self.api_key.encode()).hexdigest(),
+                 "scopes": ["runs:read", "runs:write"]}]
+        env = {
+            "COMPOSE_PROJECT_NAME": self.project,
+            "E2I_BASE_IMAGE": self.base_image,
+            "E2I_IMAGE": self.image,
+            "E2I_POSTGRES_IMAGE": "e2i-postgres:local",
+            "POSTGRES_USER": "e2i",
+            "POSTGRES_PASSWORD": secrets.token_hex(16),
+            "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+            "E2I_API_API_KEYS": json.dumps(keys, separators=(",", ":")),
+            "E2I_BIND_ADDRESS": "127.0.0.1",
+            "E2I_API_PORT": str(self.api_port),
+            "E2I_WEBSERVER_PORT": str(self.webserver_port),
+            "E2I_DAGSTER_YAML": str(self.instance_file),
+        }
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self.env_file.chmod(0o600)
+
+    # -- commands ------------------------------------------------------------------------------
+    @property
+    def script_env(self) -> dict[str, str]:
+        """Environment for scripts/*.sh and docker-compose: this stack only."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("E2I_", "COMPOSE_"))}
+        return {**env, "E2I_ENV_FILE": str(self.env_file), "COMPOSE_PROJECT_NAME": self.project}
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file),
+               "-p", self.project, *args]
+        return self.run(cmd, timeout=timeout, check=check)
+
+    def script(self, name: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(["bash", str(REPO / "scripts" / name), *args], timeout=timeout, check=check)
+
+    def run(self, cmd: list[str], timeout: float, check: bool) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, cwd=REPO, env=self.script_env, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    # -- state ---------------------------------------------------------------------------------
+    def services(self) -> list[str]:
+        return self.compose("config", "--services").stdout.split()
+
+    def container_id(self, service: str) -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
+    def health(self, docker_client: Any) -> dict[str, str]:
+        """Service -> health status ('missing' when it has no container)."""
+        status = {}
+        for service in self.services():
+            cid = self.container_id(service)
+            if not cid:
+                status[service] = "missing"
+                continue
+            state = docker_client.api.inspect_container(cid)["State"]
+            status[service] = state.get("Health", {}).get("Status", state["Status"])
+        return status
+
+    def wait_healthy(self, docker_client: Any, timeout: float) -> float:
+        """Seconds until every service is healthy; raises with the last states on timeout."""
+        start = time.monotonic()
+        status: dict[str, str] = {}
+        while time.monotonic() - start < timeout:
+            status = self.health(docker_client)
+            if status and all(s == "healthy" for s in status.values()):
+                return time.monotonic() - start
+            time.sleep(2)
+        raise AssertionError(f"stack {self.project} not healthy after {timeout:.0f}s: {status}\n"
+                             + self.compose("logs", "--tail", "30", check=False).stdout[-6000:])
+
+    def run_containers(self, docker_client: Any) -> list[Any]:
+        """Run containers the stack's launcher started (by the stack label)."""
+        return docker_client.containers.list(all=True, filters={"label": f"{STACK_LABEL}={self.project}"})
+
+    def remove_run_containers(self, docker_client: Any) -> None:
+        for container in self.run_containers(docker_client):
+            container.remove(force=True)
+
+    def down(self, docker_client: Any) -> None:
+        """Remove run containers, then every service, network and volume of the project."""
+        self.remove_run_containers(docker_client)
+        self.compose("down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
+
+    def cleanup(self, docker_client: Any) -> None:
+        self.down(docker_client)
+        shutil.rmtree(self.workdir, ignore_errors=True)
