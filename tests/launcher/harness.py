@@ -7,12 +7,14 @@ loads workspace.yaml once, and creates + submits runs the way ``dagster job laun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 from dagster import DagsterEventType, DagsterInstance
 from dagster._cli.job import _create_run
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
@@ -21,12 +23,15 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
 
+import docker
 from tests.support.dagster_processes import WORKSPACE, postgres_storage, write_instance_yaml
 
 IMAGE = "e2i:local"
 TEST_PROFILES = {
-    "light": {"cpus": 1, "memory": "384m", "memswap": "384m", "pids": 256, "shm": "64m"},
-    "medium": {"cpus": 1, "memory": "1g", "memswap": "1g", "pids": 512, "shm": "128m"},
+    # A run worker plus its step subprocess, both importing the code location, use ~450 MB
+    # before the step allocates anything: light leaves ~300 MB of headroom.
+    "light": {"cpus": 1, "memory": "768m", "memswap": "768m", "pids": 256, "shm": "64m"},
+    "medium": {"cpus": 1, "memory": "1280m", "memswap": "1280m", "pids": 512, "shm": "128m"},
     "heavy": {"cpus": 2, "memory": "1536m", "memswap": "1536m", "pids": 1024, "shm": "256m"},
 }
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
@@ -38,6 +43,10 @@ def instance_sections(db: Mapping[str, Any], promote_on_oom: bool = True) -> dic
     storage["postgres"]["postgres_db"]["scheme"] = "postgresql+psycopg2"
     return {
         "storage": storage,
+        # Submitted runs launch at once from the submitting process (no queue daemon needed).
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator",
+        },
         "run_launcher": {
             "module": "e2i_pipelines.launcher.tiered_docker_run_launcher",
             "class": "TieredDockerRunLauncher",
@@ -48,7 +57,7 @@ def instance_sections(db: Mapping[str, Any], promote_on_oom: bool = True) -> dic
         },
         "run_monitoring": {
             "enabled": True, "poll_interval_seconds": 1, "max_resume_run_attempts": 0,
-            "start_timeout_seconds": 180, "cancel_timeout_seconds": 60,
+            "start_timeout_seconds": 600, "cancel_timeout_seconds": 60,
         },
     }
 
@@ -67,6 +76,13 @@ class LauncherHarness:
         self.context = WorkspaceProcessContext(self.instance, WorkspaceFileTarget(paths=[str(WORKSPACE)]))
 
     def close(self) -> None:
+        """Remove this instance's run containers, stop the code server, dispose the instance."""
+        client = docker.from_env()
+        for run in self.instance.get_runs():
+            container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
+            if container_id:
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.containers.get(container_id).remove(force=True)
         self.context.__exit__(None, None, None)
         self.instance.dispose()
 
@@ -89,7 +105,7 @@ class LauncherHarness:
         assert run is not None, run_id
         return run
 
-    def wait_for(self, run_id: str, statuses: set[DagsterRunStatus], timeout: float = 180) -> DagsterRun:
+    def wait_for(self, run_id: str, statuses: set[DagsterRunStatus], timeout: float = 600) -> DagsterRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.run(run_id)
@@ -98,7 +114,7 @@ class LauncherHarness:
             time.sleep(0.5)
         raise AssertionError(f"run {run_id} still {self.run(run_id).status} after {timeout}s:\n{self.log_text(run_id)}")
 
-    def wait_for_step_start(self, run_id: str, timeout: float = 180) -> float:
+    def wait_for_step_start(self, run_id: str, timeout: float = 600) -> float:
         """Timestamp of the run's first STEP_START."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

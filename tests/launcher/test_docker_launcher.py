@@ -1,6 +1,7 @@
 """Real runs through TieredDockerRunLauncher: real Docker engine, real Postgres, e2i:local image.
 
-Tier profiles are the small test ones in tests/launcher/harness.py. Run monitoring is driven
+Tier profiles are the small test ones in tests/launcher/harness.py. Most runs use the in-process
+executor (one import of the code location per container instead of two: faster on 2 cores). Run monitoring is driven
 in-process (one daemon iteration at a time) except for the promotion test, which runs a real
 ``dagster-daemon`` so the OOM promotion sensor ticks as in production.
 """
@@ -35,7 +36,7 @@ NO_PROMOTION = {PROMOTE_TAG: "false"}
 
 
 def test_each_tier_gets_its_limits_and_thread_budget(harness: LauncherHarness, docker_client):
-    run_ids = {tier: harness.launch(f"probe_{tier}_job", probe_config(tier, allocate_mb=8))
+    run_ids = {tier: harness.launch(f"probe_{tier}_job", {**probe_config(tier, allocate_mb=8), **IN_PROCESS})
                for tier in TEST_PROFILES}
     for tier, run_id in run_ids.items():
         run = harness.wait_for(run_id, FINISHED)
@@ -64,7 +65,8 @@ def test_each_tier_gets_its_limits_and_thread_budget(harness: LauncherHarness, d
 
 
 def test_run_tag_overrides_the_plan_tier(harness: LauncherHarness, docker_client):
-    run_id = harness.launch("probe_light_job", probe_config("light"), tags={TIER_TAG: "medium"})
+    run_id = harness.launch("probe_light_job", {**probe_config("light"), **IN_PROCESS},
+                            tags={TIER_TAG: "medium"})
     run = harness.wait_for(run_id, FINISHED)
     assert run.status == DagsterRunStatus.SUCCESS, harness.log_text(run_id)
     host = docker_client.containers.get(harness.container_id(run_id)).attrs["HostConfig"]
@@ -84,7 +86,7 @@ def test_unknown_run_tier_fails_the_launch_clearly(harness: LauncherHarness):
 def test_oom_kill_of_the_container_fails_run_via_monitoring(harness: LauncherHarness, docker_client):
     """In-process executor: the kernel kills the run worker; run monitoring must notice."""
     run_id = harness.launch(
-        "probe_light_job", {**probe_config("light", allocate_mb=1024, hold_seconds=30), **IN_PROCESS},
+        "probe_light_job", {**probe_config("light", allocate_mb=1200, hold_seconds=30), **IN_PROCESS},
         tags=NO_PROMOTION,
     )
     harness.wait_for(run_id, {DagsterRunStatus.STARTED} | FINISHED)
@@ -94,7 +96,7 @@ def test_oom_kill_of_the_container_fails_run_via_monitoring(harness: LauncherHar
     harness.monitor_once()
     run = harness.wait_for(run_id, FINISHED, timeout=10)
     assert run.status == DagsterRunStatus.FAILURE
-    expected = "was OOM-killed at tier light (memory limit 384m) while running step probe_light"
+    expected = "was OOM-killed at tier light (memory limit 768m) while running step probe_light"
     [failure] = harness.messages(run_id, DagsterEventType.RUN_FAILURE)
     assert expected in failure
     assert run.tags[FAILURE_TAG] == "oom" and expected in run.tags["e2i/failure_reason"]
@@ -102,7 +104,7 @@ def test_oom_kill_of_the_container_fails_run_via_monitoring(harness: LauncherHar
 
 
 def test_removed_container_fails_the_run_clearly(harness: LauncherHarness, docker_client):
-    run_id = harness.launch("probe_light_job", probe_config("light", hold_seconds=120))
+    run_id = harness.launch("probe_light_job", {**probe_config("light", hold_seconds=300), **IN_PROCESS})
     harness.wait_for_step_start(run_id)
     docker_client.containers.get(harness.container_id(run_id)).remove(force=True)
     harness.monitor_once()
@@ -114,7 +116,7 @@ def test_removed_container_fails_the_run_clearly(harness: LauncherHarness, docke
 
 
 def test_terminate_stops_the_container(harness: LauncherHarness, docker_client):
-    run_id = harness.launch("probe_light_job", probe_config("light", hold_seconds=300))
+    run_id = harness.launch("probe_light_job", {**probe_config("light", hold_seconds=300), **IN_PROCESS})
     harness.wait_for_step_start(run_id)
     started = time.monotonic()
     assert harness.instance.run_launcher.terminate(run_id) is True
@@ -139,7 +141,7 @@ def test_oom_killed_run_is_promoted_once_and_succeeds(harness: LauncherHarness, 
     assert child.status == DagsterRunStatus.SUCCESS, harness.log_text(child.run_id)
     parent = harness.run(parent_id)
     assert parent.tags[FAILURE_TAG] == "oom"
-    assert "OOM-killed at tier light (memory limit 384m)" in parent.tags["e2i/failure_reason"]
+    assert "OOM-killed at tier light (memory limit 768m)" in parent.tags["e2i/failure_reason"]
     assert child.tags[TIER_TAG] == "medium" and child.tags[PROMOTED_FROM_TAG] == "light"
     host = docker_client.containers.get(harness.container_id(child.run_id)).attrs["HostConfig"]
     assert host["Memory"] == parse_bytes(TEST_PROFILES["medium"]["memory"])
