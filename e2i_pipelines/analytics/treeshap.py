@@ -26,7 +26,7 @@ Method = Literal["fast", "lightgbm"]
 METHODS: tuple[str, ...] = ("fast", "lightgbm")
 DEFAULT_TABLE_DEPTH = 12  # leaves with more unique path features use the O(d^2) per-row path
 DEFAULT_TABLE_BYTES = 512 * 2**20
-_BLOCK_ROWS = 64
+_BLOCK_ROWS = 1024  # rows per parallel block: a tree's tables are reused across its rows
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,13 @@ class TreeShapExplainer:
         if X.shape[0] == 0 or f.n_trees == 0:
             return phi
         kern.set_threads(self.n_threads)
+        block = int(max(16, min(_BLOCK_ROWS, -(-X.shape[0] // (4 * self.n_threads)))))
         kern.shap_kernel(X, f.tree_root, f.node_threshold, f.node_kind, f.node_default_left,
                          f.node_missing, f.node_left, f.node_right, f.node_pos, f.node_feature,
                          f.node_cat_offset, f.node_cat_len, f.cat_words, f.leaf_depth,
                          f.leaf_offset, f.leaf_feature, f.leaf_z, f.leaf_value,
                          self.table_offset, self.tables, self.W, f.max_tree_depth,
-                         _BLOCK_ROWS, phi)
+                         block, phi)
         return phi
 
     def raw_score(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
