@@ -94,6 +94,8 @@ class _Builder:
     def add_tree(self, root: dict[str, Any]) -> tuple[int, float]:
         """Append one tree; returns (root reference, expected value of the tree)."""
         total = float(root.get("internal_count", 0))
+        if total <= 0:
+            raise UnsupportedModelError("a tree has no data counts (internal_count 0)")
         expected = 0.0
 
         def walk(node: dict[str, Any], path_feats: list[int], path_z: list[float],
