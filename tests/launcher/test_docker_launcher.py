@@ -130,7 +130,8 @@ def test_terminate_stops_the_container(harness: LauncherHarness, docker_client):
 def test_oom_killed_run_is_promoted_once_and_succeeds(harness: LauncherHarness, docker_client):
     """Multiprocess executor: only the step process is OOM-killed and the run fails by itself;
     the promotion sensor (in a real dagster-daemon) records the OOM and re-launches at medium."""
-    with dagster_daemon(harness.home) as daemon:
+    daemon = dagster_daemon(harness.home)  # started
+    try:
         _wait_sensor_ticked(harness, daemon)
         parent_id = harness.launch("probe_light_job", probe_config("light", allocate_mb=500))
         parent = harness.wait_for(parent_id, FINISHED)
@@ -138,6 +139,8 @@ def test_oom_killed_run_is_promoted_once_and_succeeds(harness: LauncherHarness, 
         assert wait_container_exit(docker_client, harness.container_id(parent_id))["OOMKilled"]
         child = _wait_child(harness, parent_id, daemon)
         child = harness.wait_for(child.run_id, FINISHED)
+    finally:
+        daemon.stop()
     assert child.status == DagsterRunStatus.SUCCESS, harness.log_text(child.run_id)
     parent = harness.run(parent_id)
     assert parent.tags[FAILURE_TAG] == "oom"
