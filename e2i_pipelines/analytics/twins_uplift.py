@@ -1,8 +1,9 @@
 """Individual uplift of a LightGBM outcome model: f(x, treated) - f(x, untreated).
 
 Trees that never split on the treatment give the same leaf for both arms, so the difference
-only needs the trees that do (often a third of the ensemble). ``TreeUplift`` walks just those
-trees, both arms, in a parallel numba kernel (LightGBM's decision rules, shared with the
+only needs the trees that do; within those, both arms share the path to the first treatment
+split, and a row that leaves the part of a tree holding treatment splits contributes nothing.
+``TreeUplift`` walks only what differs, in a parallel numba kernel (LightGBM's decision rules, shared with the
 TreeSHAP code); ``booster_uplift`` is the reference: two ``booster.predict`` calls.
 """
 
@@ -34,15 +35,30 @@ def booster_uplift(booster: Any, frame: pd.DataFrame, treatment: str) -> np.ndar
 
 
 @njit(parallel=True, cache=True)
-def _uplift_kernel(X, t_col, roots, node_threshold, node_kind, node_default_left, node_missing,
-                   node_left, node_right, node_feature, node_cat_offset, node_cat_len,
-                   cat_words, leaf_value, out):
-    """out[r] = sum over ``roots`` of leaf(x_r, t=1) - leaf(x_r, t=0)."""
+def _uplift_kernel(X, t_col, roots, has_t, node_threshold, node_kind, node_default_left,
+                   node_missing, node_left, node_right, node_feature, node_cat_offset,
+                   node_cat_len, cat_words, leaf_value, out):
+    """out[r] = sum over ``roots`` of leaf(x_r, t=1) - leaf(x_r, t=0).
+
+    Both arms share the path down to the first treatment split; a row that leaves the part of
+    the tree holding treatment splits (``has_t`` false) reaches the same leaf in both arms.
+    """
     for r in prange(X.shape[0]):
         acc = 0.0
         for t in range(roots.shape[0]):
+            nd = roots[t]
+            while nd >= 0 and has_t[nd] and node_feature[nd] != t_col:
+                if _goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
+                              node_default_left, node_missing, node_cat_offset, node_cat_len,
+                              cat_words):
+                    nd = node_left[nd]
+                else:
+                    nd = node_right[nd]
+            if nd < 0 or not has_t[nd]:
+                continue
+            fork = nd
             for arm in range(2):
-                nd = roots[t]
+                nd = fork
                 while nd >= 0:
                     f = node_feature[nd]
                     x = (1.0 - arm) if f == t_col else X[r, f]
@@ -58,16 +74,14 @@ def _uplift_kernel(X, t_col, roots, node_threshold, node_kind, node_default_left
         out[r] = acc
 
 
-def _tree_uses(flat: FlatEnsemble, root: int, feature: int) -> bool:
-    stack = [root]
-    while stack:
-        nd = stack.pop()
-        if nd < 0:
-            continue
-        if flat.node_feature[nd] == feature:
-            return True
-        stack.extend((int(flat.node_left[nd]), int(flat.node_right[nd])))
-    return False
+def _subtree_has_feature(flat: FlatEnsemble, feature: int) -> np.ndarray:
+    """Per node: does its subtree split on ``feature``? (children have larger indices)."""
+    has = flat.node_feature == feature
+    for nd in range(len(has) - 1, -1, -1):
+        for child in (flat.node_left[nd], flat.node_right[nd]):
+            if child >= 0 and has[child]:
+                has[nd] = True
+    return has
 
 
 class TreeUplift:
@@ -81,7 +95,8 @@ class TreeUplift:
         self.treatment = treatment
         self.flat = flatten_booster(booster)
         self.t_col = names.index(treatment)
-        roots = [int(r) for r in self.flat.tree_root if _tree_uses(self.flat, int(r), self.t_col)]
+        self.has_t = _subtree_has_feature(self.flat, self.t_col)
+        roots = [int(r) for r in self.flat.tree_root if r >= 0 and self.has_t[r]]
         self.roots = np.asarray(roots, dtype=np.int32)
         self.n_threads = n_threads
 
@@ -100,7 +115,7 @@ class TreeUplift:
         if len(X) and len(self.roots):
             set_threads(self.n_threads)
             f = self.flat
-            _uplift_kernel(X, self.t_col, self.roots, f.node_threshold, f.node_kind,
+            _uplift_kernel(X, self.t_col, self.roots, self.has_t, f.node_threshold, f.node_kind,
                            f.node_default_left, f.node_missing, f.node_left, f.node_right,
                            f.node_feature, f.node_cat_offset, f.node_cat_len, f.cat_words,
                            f.leaf_value, out)
