@@ -6,6 +6,9 @@ whole container died, this sensor when only the step's process was killed), then
 same assets with the same run config and the tag ``e2i/tier`` one tier up, tagged
 ``e2i/parent_run_id``. Not when the run was heavy, is itself a promotion, or promotion is off
 (launcher config ``promote_on_oom: false`` or run tag ``e2i/promote_on_oom: false``).
+
+Diagnosing a run whose step process (not the whole container) was OOM-killed needs the Docker
+socket where this sensor is evaluated (the code server); without it the run is only logged.
 """
 
 import datetime
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
+from docker.errors import DockerException
 
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, decide_promotion, promoted_run_tags
 from e2i_pipelines.launcher.tiered_docker_run_launcher import TieredDockerRunLauncher
@@ -43,7 +47,11 @@ def _promotion_request(
     context: dg.SensorEvaluationContext, launcher: TieredDockerRunLauncher, run: DagsterRun
 ) -> dg.RunRequest | None:
     if FAILURE_TAG not in run.tags:
-        launcher.diagnose_finished_run(run)
+        try:
+            launcher.diagnose_finished_run(run, wait_seconds=15)
+        except DockerException as exc:
+            context.log.warning(f"run {run.run_id}: cannot inspect its container ({exc})")
+            return None
         run = context.instance.get_run_by_id(run.run_id) or run
     try:
         decision = decide_promotion(run.tags, launcher.promote_on_oom)
