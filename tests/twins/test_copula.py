@@ -156,3 +156,19 @@ def test_bad_input_is_named(real):
         tc.sample(tc.fit_copula(real.head(500)), 0, seed=0)
     with pytest.raises(ValueError, match="chunk_rows"):
         tc.chunk_bounds(tc.fit_copula(real.head(500)), 10, 0)
+
+
+def test_streaming_memory_is_bounded_by_the_chunk_not_n(tmp_path, model):
+    import tracemalloc
+
+    def peak_bytes(n: int) -> int:
+        tracemalloc.start()
+        tc.write_twins(model, n, tmp_path / f"t{n}.parquet", chunk_rows=4_096, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    small, large = peak_bytes(20_000), peak_bytes(200_000)
+    one_chunk = tc.sample(model, 4_096, seed=0).memory_usage(deep=True).sum()
+    assert large < 1.5 * small  # 10x the twins, about the same peak
+    assert large < 10 * one_chunk  # far below holding all 200k twins (~49 chunks)
