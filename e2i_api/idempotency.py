@@ -72,9 +72,9 @@ async def launch_once(client: DagsterClient, locks: KeyLocks, *, client_name: st
     """
     tags = {IDEMPOTENCY_TAG: key, CLIENT_TAG: client_name}
     async with locks.hold(f"{client_name}\x00{key}"):
-        existing = await client.list_runs(tags=tags, limit=1)
+        existing = await client.list_runs(tags=tags, limit=20)
         if existing:
-            run = existing[0]
+            run = existing[-1]  # newest first: the first run made with the key, not an OOM re-launch of it
             earlier = {t["key"]: t["value"] for t in run["tags"]}.get(REQUEST_HASH_TAG)
             if earlier != request_hash:
                 raise IdempotencyKeyReused(

@@ -127,7 +127,7 @@ class RunDetail(BaseModel):
         "run_id": EXAMPLE_RUN_ID, "job": "probe_light_job", "status": "FAILURE", "tier": "light",
         "created_at": "2026-01-01T10:00:00Z", "started_at": "2026-01-01T10:00:02Z",
         "ended_at": "2026-01-01T10:00:09Z", "tags": {"e2i/tier": "light", "e2i/failure": "oom"},
-        "can_cancel": False,
+        "can_cancel": False, "promoted_from": None, "promoted_to": "9a8b7c6d-1e2f-4a3b-8c7d-6e5f4a3b2c1d",
         "failure": {"kind": "oom", "message": "run container was OOM-killed (limit 2g)",
                     "failure_tag": "oom", "step_failures": []},
     }]})
@@ -142,6 +142,8 @@ class RunDetail(BaseModel):
     tags: dict[str, str]
     can_cancel: bool
     failure: RunFailure | None = None
+    promoted_from: str | None = Field(default=None, description="run this one re-launches one tier up after an OOM")
+    promoted_to: str | None = Field(default=None, description="run that re-launched this OOM-killed run one tier up")
 
 
 class RunPage(BaseModel):

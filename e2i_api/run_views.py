@@ -9,10 +9,9 @@ from typing import Any
 
 from e2i_api.models import RunDetail, RunFailure, RunStatus
 from e2i_pipelines.catalog import Catalog
+from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
 from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
 
-FAILURE_TAG = "e2i/failure"
-"""Run tag the launcher sets on a run it saw fail, e.g. ``oom``."""
 _OOM = re.compile(r"\boom\b|oom[-_ ]?kill|out of memory", re.IGNORECASE)
 
 
@@ -44,19 +43,21 @@ def failure_of(tags: Mapping[str, str], events: list[Mapping[str, Any]]) -> RunF
             run_messages.append(" ".join(m for m in (event.get("message"), error) if m).strip())
         elif event["__typename"] == "ExecutionStepFailureEvent":
             step_messages.append(f"{event.get('stepKey')}: {(error or event.get('message') or '').strip()}")
-    tag = tags.get(FAILURE_TAG)
-    message = "; ".join(run_messages) or "; ".join(step_messages) or (f"e2i/failure={tag}" if tag else "run failed")
-    texts = [tag or "", *run_messages, *step_messages]
-    kind = "oom" if any(_OOM.search(t) for t in texts) else "error"
+    tag, reason = tags.get(FAILURE_TAG), tags.get(FAILURE_REASON_TAG)
+    message = (reason or "; ".join(run_messages) or "; ".join(step_messages)
+               or (f"{FAILURE_TAG}={tag}" if tag else "run failed"))
+    texts = [tag or "", reason or "", *run_messages, *step_messages]
+    kind = "oom" if tag == "oom" or any(_OOM.search(t) for t in texts) else "error"
     return RunFailure(kind=kind, message=message, failure_tag=tag, step_failures=step_messages)
 
 
-def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | None = None) -> RunDetail:
+def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | None = None,
+               promoted_to: str | None = None) -> RunDetail:
     tags = tags_of(run)
     return RunDetail(
         run_id=run["runId"], job=run["jobName"], status=RunStatus(run["status"]),
         tier=run_tier(tags, run["jobName"], catalog),
         created_at=_time(run.get("creationTime")), started_at=_time(run.get("startTime")),
         ended_at=_time(run.get("endTime")), tags=tags, can_cancel=bool(run.get("canTerminate")),
-        failure=failure,
+        failure=failure, promoted_from=tags.get(PARENT_RUN_TAG), promoted_to=promoted_to,
     )

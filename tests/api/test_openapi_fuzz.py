@@ -2,9 +2,12 @@
 
 Valid requests reach the Dagster client and must come back as a documented 503; invalid ones
 must be rejected (4xx) and conform to the documented schemas. A 500 is always a failure.
+E2I_FUZZ_EXAMPLES raises the number of examples per operation (default 25).
 """
 
 from __future__ import annotations
+
+import os
 
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -28,7 +31,7 @@ def no_unexpected_server_error(ctx, response, case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=int(os.environ.get("E2I_FUZZ_EXAMPLES", "25")), deadline=None, suppress_health_check=list(HealthCheck))
 def test_openapi_operations(case) -> None:
     case.call_and_validate(headers=WRITE, excluded_checks=[not_a_server_error],
                            additional_checks=[no_unexpected_server_error])

@@ -50,3 +50,9 @@ def test_embedded_png_is_decoded() -> None:
     png = b"\x89PNG\r\n\x1a\nrest"
     assert embedded_image(f"![p](data:image/png;base64,{base64.b64encode(png).decode()})") == ("image/png", png)
     assert embedded_image("no image") is None
+
+
+def test_launcher_failure_reason_tag_is_the_message() -> None:
+    failure = failure_of({"e2i/failure": "oom", "e2i/failure_reason": "OOM-killed at light (limit 2g) in probe_light"},
+                         [{"__typename": "RunFailureEvent", "message": "Run failed", "error": None}])
+    assert failure.kind == "oom" and failure.message.startswith("OOM-killed at light")

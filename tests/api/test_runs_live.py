@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from fastapi.testclient import TestClient
 
+from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
 from tests.api.conftest import READ, WRITE, wait_for_status
 
 pytestmark = pytest.mark.webserver
@@ -69,11 +70,26 @@ def test_medium_job_reports_medium_tier(client: TestClient) -> None:
     assert wait_for_status(client, accepted["run_id"], {"SUCCESS"})["tier"] == "medium"
 
 
-def test_failed_run_reports_its_failure_reason(client: TestClient) -> None:
+def test_failed_run_reports_its_failure_reason(client: TestClient, dagster_home: Path) -> None:
     accepted = launch(client, {"probe_light": {"allocate_mb": -1}})
-    run = wait_for_status(client, accepted["run_id"], {"FAILURE"})
-    assert run["failure"]["kind"] == "error"
+    run_id = accepted["run_id"]
+    run = wait_for_status(client, run_id, {"FAILURE"})
+    assert run["failure"]["kind"] == "error" and run["promoted_to"] is None
     assert "must be >= 0" in " ".join(run["failure"]["step_failures"])
+
+    # What the tiered launcher records on an OOM-killed run, and the promotion sensor's re-launch.
+    @dg.asset(name="promoted_probe")
+    def promoted_probe() -> None:
+        return None
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.add_run_tags(run_id, {FAILURE_TAG: "oom", FAILURE_REASON_TAG: "OOM-killed at light (limit 2g)"})
+        child = dg.materialize([promoted_probe], instance=instance, tags={PARENT_RUN_TAG: run_id})
+    oom = client.get(f"/v1/runs/{run_id}", headers=READ).json()
+    assert oom["failure"]["kind"] == "oom" and oom["failure"]["failure_tag"] == "oom"
+    assert oom["failure"]["message"] == "OOM-killed at light (limit 2g)"
+    assert oom["promoted_to"] == child.run_id
+    assert client.get(f"/v1/runs/{child.run_id}", headers=READ).json()["promoted_from"] == run_id
 
 
 def test_cancel_a_running_run(client: TestClient) -> None:

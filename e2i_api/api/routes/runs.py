@@ -30,8 +30,10 @@ from e2i_api.models import (
 )
 from e2i_api.results import build_results, embedded_image, find_markdown
 from e2i_api.run_views import failure_of, run_detail, tags_of
+from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG
 
-ERRORS = {401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+ERRORS = {400: {"model": ErrorResponse, "description": "request body could not be decoded"},
+          401: {"model": ErrorResponse, "description": "missing or invalid API key"},
           403: {"model": ErrorResponse, "description": "API key lacks the scope"},
           503: {"model": ErrorResponse, "description": "Dagster is unavailable"}}
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such run"}}
@@ -99,11 +101,14 @@ async def list_runs(
 async def get_run(run_id: RunId, dagster: DagsterDep,
                   catalog: CatalogDep) -> RunDetail:
     run = await dagster.get_run(run_id)
-    failure = None
+    failure = promoted_to = None
     if run["status"] == RunStatus.FAILURE:
         events = await dagster.run_events(run_id, frozenset({"RunFailureEvent", "ExecutionStepFailureEvent"}))
         failure = failure_of(tags_of(run), events)
-    return run_detail(run, catalog, failure)
+        if failure.kind == "oom":
+            children = await dagster.list_runs(tags={PARENT_RUN_TAG: run_id}, limit=1)
+            promoted_to = children[0]["runId"] if children else None
+    return run_detail(run, catalog, failure, promoted_to)
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=CancelResult, summary="Cancel a run",
