@@ -170,7 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dowhy-sims", type=int, default=None,
                         help="simulations DoWhy is timed with (default: --sims)")
     parser.add_argument("--skip-dowhy", action="store_true")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="OPENBLAS/OMP threads of both sides (default: library default)")
     args = parser.parse_args(argv)
+    if args.blas_threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.blas_threads)  # inherited by the spawned sides
+        print(f"BLAS threads per side: {args.blas_threads}")
     dowhy_sims = args.dowhy_sims or args.sims
     print(f"load: {os.getloadavg()}  cpus: {os.cpu_count()}  python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench_refute_") as tmp:

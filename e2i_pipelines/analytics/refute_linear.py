@@ -156,13 +156,15 @@ def weighted_grams(U: np.ndarray, weights: Weights, n_sims: int,
     means[0] = 0.0  # the intercept column stays 1
     L = np.eye(k)
     L[1:, 0] = means[1:]
-    Uc = U - means
     block = block_rows or _block_rows(len(iu), n_sims)
     acc = np.zeros((len(iu), n_sims))
+    centred_gram = np.zeros((k, k))
     F = np.empty((len(iu), min(block, n)), dtype=dtype)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        Ub = np.asfortranarray(Uc[start:stop], dtype=dtype)
+        Uc = U[start:stop] - means  # centred per block: no n x k copy
+        centred_gram += Uc.T @ Uc
+        Ub = np.asfortranarray(Uc, dtype=dtype)
         Fb = F[:, :stop - start]
         for p, (i, j) in enumerate(zip(iu, ju, strict=True)):
             np.multiply(Ub[:, i], Ub[:, j], out=Fb[p])
@@ -171,7 +173,7 @@ def weighted_grams(U: np.ndarray, weights: Weights, n_sims: int,
     Gc = np.empty((n_sims, k, k))
     Gc[:, iu, ju] = acc.T
     Gc[:, ju, iu] = acc.T
-    Gc += level * gram(Uc)
+    Gc += level * centred_gram
     return L @ Gc @ L.T
 
 

@@ -6,12 +6,14 @@ linear-regression estimate uses the fast engine, other estimators DoWhy's own re
 """
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 
 from e2i_pipelines.analytics.causal_estimate import fit_dowhy
 from e2i_pipelines.analytics.refute_plots import panel_figure, refutation_figure, simulated_summary
 from e2i_pipelines.analytics.refuters import REFUTERS, run_refuters
+from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
 from e2i_pipelines.core.storage import E2IStorage
@@ -56,7 +58,7 @@ def causal_refutations(
                      if dg.AssetCheckKey(causal_estimate_key(), name)
                      in context.selected_asset_check_keys)
     ref = causal_estimate
-    settings = ref.settings
+    settings = replace(ref.settings, n_jobs=n_jobs())  # this step's CPU budget
     frame = ref.load_frame()
     fitted = fit_dowhy(frame, ref.method, confidence_level=ref.result.confidence_level,
                        with_ci=False)
