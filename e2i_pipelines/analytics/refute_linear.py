@@ -28,7 +28,7 @@ import pandas as pd
 import scipy.stats as st
 
 Weights = Callable[[int, int], np.ndarray]
-"""``weights(start, stop)`` -> (stop - start, S) float64 row weights of the rows start:stop."""
+"""``weights(start, stop)`` -> (stop - start, S) numeric row weights of the rows start:stop."""
 
 Advance = Callable[[int], None]
 
@@ -168,8 +168,9 @@ def weighted_grams(U: np.ndarray, weights: Weights, n_sims: int,
         Fb = F[:, :stop - start]
         for p, (i, j) in enumerate(zip(iu, ju, strict=True)):
             np.multiply(Ub[:, i], Ub[:, j], out=Fb[p])
-        W = weights(start, stop)
-        acc += Fb @ (W - level).astype(dtype, copy=False)
+        W = weights(start, stop).astype(dtype)  # raw 0/1 or counts -> deviations in place
+        W -= level
+        acc += Fb @ W
     Gc = np.empty((n_sims, k, k))
     Gc[:, iu, ju] = acc.T
     Gc[:, ju, iu] = acc.T
@@ -216,7 +217,7 @@ def placebo_effects(problem: LinearProblem, n_sims: int, rng: np.random.Generato
     out = []
     for chunk in _sim_chunks(n_sims, problem.n):
         def draw(start: int, stop: int, s: int = len(chunk)) -> np.ndarray:
-            return rng.integers(0, 2, size=(stop - start, s), dtype=np.int8).astype(np.float64)
+            return rng.integers(0, 2, size=(stop - start, s), dtype=np.int8)
 
         out.append(placebo_effects_from(problem, draw, len(chunk)))
         advance(len(chunk))
@@ -224,7 +225,7 @@ def placebo_effects(problem: LinearProblem, n_sims: int, rng: np.random.Generato
 
 
 def _group_weights(W: np.ndarray, offset: int) -> Weights:
-    return lambda start, stop: W[:, offset + start:offset + stop].T.astype(np.float64)
+    return lambda start, stop: W[:, offset + start:offset + stop].T
 
 
 def row_weight_grams(problem: LinearProblem, W: np.ndarray, block_rows: int | None = None,
