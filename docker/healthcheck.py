@@ -2,7 +2,9 @@
 
 Usage (exit 0 healthy, 1 unhealthy, with one line saying why):
 
-    python healthcheck.py http URL            # HTTP 2xx from URL (webserver, API, MLflow)
+    python healthcheck.py http URL            # HTTP 2xx from URL (API, MLflow)
+    python healthcheck.py webserver URL       # Dagster webserver answers GraphQL at URL and
+                                              # every code location of its workspace is loaded
     python healthcheck.py grpc HOST:PORT      # code server answers ListRepositories, code loaded
     python healthcheck.py daemon [MAX_AGE_S]  # dagster-daemon heartbeats written since this
                                               # container started and younger than MAX_AGE_S
@@ -24,6 +26,32 @@ def check_http(url: str, timeout: float = 4.0) -> str:
         if not 200 <= response.status < 300:
             raise RuntimeError(f"{url} answered HTTP {response.status}")
         return f"{url} HTTP {response.status}"
+
+
+WORKSPACE_QUERY = (
+    "{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus"
+    " locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+)
+
+
+def check_webserver(url: str, timeout: float = 8.0) -> str:
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/graphql", data=json.dumps({"query": WORKSPACE_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - fixed local URL
+        workspace = json.load(response)["data"]["workspaceOrError"]
+    if workspace["__typename"] != "Workspace":
+        raise RuntimeError(f"workspace not available: {workspace}")
+    entries = workspace["locationEntries"]
+    if not entries:
+        raise RuntimeError("the workspace has no code location")
+    for entry in entries:
+        loaded = entry["locationOrLoadError"] or {}
+        if entry["loadStatus"] != "LOADED" or loaded.get("__typename") != "RepositoryLocation":
+            detail = str(loaded.get("message", ""))[:300]
+            raise RuntimeError(f"code location {entry['name']!r} {entry['loadStatus']} {detail}".strip())
+    return f"webserver sees {[e['name'] for e in entries]} loaded"
 
 
 def _read_string_field(message: bytes) -> str:
@@ -80,7 +108,7 @@ def check_daemon(max_age: float = 90.0) -> str:
 
 
 def main(argv: list[str]) -> int:
-    probes = {"http": check_http, "grpc": check_grpc, "daemon": lambda *a: check_daemon(*map(float, a))}
+    probes = {"http": check_http, "webserver": check_webserver, "grpc": check_grpc, "daemon": lambda *a: check_daemon(*map(float, a))}
     if len(argv) < 2 or argv[1] not in probes:
         print(f"usage: healthcheck.py {{{'|'.join(probes)}}} [ARG]", file=sys.stderr)
         return 2

@@ -29,11 +29,13 @@ DATA_DIR = "/var/lib/e2i/data"
 STACK_LABEL = "e2i.stack"
 
 TEST_TIERS: dict[str, dict[str, Any]] = {
-    "light": {"cpus": 1, "memory": "512m", "memswap": "512m", "pids": 256, "shm": "64m"},
-    "medium": {"cpus": 1, "memory": "768m", "memswap": "768m", "pids": 256, "shm": "64m"},
-    "heavy": {"cpus": 2, "memory": "1g", "memswap": "1g", "pids": 512, "shm": "128m"},
+    "light": {"cpus": 1, "memory": "1g", "memswap": "1g", "pids": 256, "shm": "64m"},
+    "medium": {"cpus": 1, "memory": "1536m", "memswap": "1536m", "pids": 256, "shm": "64m"},
+    "heavy": {"cpus": 2, "memory": "2g", "memswap": "2g", "pids": 512, "shm": "128m"},
 }
-"""Tier profiles small enough for a 2-CPU test host (light 1 CPU/512m, heavy 2 CPU/1g)."""
+"""Tier profiles for a 2-CPU test host (light 1 CPU/1g, heavy 2 CPU/2g). A run container holds
+two Python processes that import the whole code location (run worker + multiprocess step
+worker, ~350 MB each): at 512m the page cache is squeezed out and imports crawl."""
 
 
 def free_port() -> int:

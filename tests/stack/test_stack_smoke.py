@@ -15,7 +15,7 @@ import pytest
 from e2i_pipelines.tiers import parse_bytes
 from tests.stack.compose_stack import DATA_DIR, ComposeStack
 
-pytestmark = [pytest.mark.stack, pytest.mark.docker]
+pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.timeout(1500)]
 
 RUN_TIMEOUT = 420
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -87,13 +87,13 @@ def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
 
 
 def test_health_command_fails_when_a_service_is_down(stack: ComposeStack, docker_client) -> None:
-    stack.compose("stop", "mlflow")
+    stack.compose("pause", "mlflow")  # paused, not stopped: no restart cost afterwards
     try:
         result = stack.script("stack_health.sh", check=False)
         assert result.returncode == 1
-        assert "mlflow" in result.stdout and "exited" in result.stdout
+        assert any(line.split()[:2] == ["mlflow", "paused"] for line in result.stdout.splitlines())
     finally:
-        stack.compose("start", "mlflow")
+        stack.compose("unpause", "mlflow")
     stack.wait_healthy(docker_client, timeout=300)
 
 
@@ -109,7 +109,7 @@ def test_light_and_heavy_runs_get_their_own_sized_containers(stack: ComposeStack
 
 
 def test_daemon_restart_mid_run_loses_nothing(stack: ComposeStack, docker_client) -> None:
-    running = submit(stack, "probe_light_job", "probe_light", allocate_mb=32, hold_seconds=30)
+    running = submit(stack, "probe_light_job", "probe_light", allocate_mb=32, hold_seconds=20)
     wait_for(stack, running, {"STARTED"})
     daemon_before = stack.container_id("daemon")
     started_before = docker_client.api.inspect_container(daemon_before)["State"]["StartedAt"]
