@@ -58,7 +58,7 @@ def test_each_tier_gets_its_limits_and_thread_budget(harness: LauncherHarness, d
         assert run.tags[TIER_TAG] == tier and run.tags["e2i/tier_source"] == "execution plan"
         assert run.tags["e2i/limits"].startswith(f"cpus={profile['cpus']} memory={profile['memory']}")
         engine_messages = harness.messages(run_id, DagsterEventType.ENGINE_EVENT)
-        assert any(m.startswith(f"e2i tier {tier} (from execution plan): cpus=") for m in engine_messages)
+        assert any(f"e2i tier {tier} (from execution plan): cpus=" in m for m in engine_messages)
         # The step itself saw the budget (the probe reports OMP_NUM_THREADS in its metadata).
         mat = harness.instance.get_latest_materialization_event(AssetKey(f"probe_{tier}"))
         assert mat.asset_materialization.metadata["omp_num_threads"].value == threads
