@@ -95,9 +95,15 @@ def run_stock(model: str, data: str, rows: int, out: str) -> dict:
     import shap
 
     booster = lgb.Booster(model_file=model)
-    table = pq.read_table(data, columns=booster.feature_name()).slice(0, rows)
-    X = np.column_stack([table.column(c).to_numpy() for c in booster.feature_name()])
-    del table
+    names = booster.feature_name()
+    parts, left = [], rows
+    for batch in pq.ParquetFile(data).iter_batches(batch_size=min(rows, 100_000), columns=names):
+        parts.append(np.column_stack([batch.column(c).to_numpy() for c in names])[:left])
+        left -= len(parts[-1])
+        if left <= 0:
+            break
+    X = np.concatenate(parts)
+    del parts
     explainer = shap.TreeExplainer(booster)
     before = _peak_rss_mb()
     started, cpu = time.perf_counter(), _cpu_seconds()
