@@ -1,16 +1,25 @@
-"""Digital twins benchmark: ours vs copulas.GaussianMultivariate, same data, one run.
+"""Digital twins benchmark: ours vs copulas.GaussianMultivariate vs a naive one-shot copula.
 
 Real-shaped data from the E2I generator (fit sample ``--fit-rows``), a LightGBM outcome model
 (200 trees, 31 leaves) trained on it; then for each N in ``--sizes``:
 
 * ours: fit the stratified copula, stream N twins to Parquet in chunks (with the fidelity
   report), then simulate treat-all / treat-none / targeting on the file (exact tree uplift);
-* stock: ``copulas.GaussianMultivariate()`` (default univariate selection; categoricals
-  label-encoded, decoded by rounding) fitted on the same rows, ``sample(N)`` in one shot, then
+* copulas: the stock library, ``copulas.GaussianMultivariate(distribution=...)``
+  (categoricals label-encoded, decoded by rounding) fitted on the same rows, ``sample(N)``
+  in one shot, then ``booster.predict`` on all N twins treated and untreated. The default
+  univariate selection is impractical here (fit on 50k rows + 1M twins reached 19.6 GB RSS
+  and was OOM-killed; fit on 5k rows did not finish in 400 s), so the default
+  ``--copulas-distribution`` is the parametric GaussianUnivariate. Its address space is
+  capped (``--copulas-mem-gb``);
+* naive: the textbook one-shot numpy/scipy Gaussian copula (label-encoded columns, rank
+  normal scores, ``multivariate_normal`` for all N rows, empirical ppf per column), then
   ``booster.predict`` on all N twins treated and untreated.
 
-Each side runs in a fresh 'spawn' subprocess; its peak RSS is that process's ru_maxrss.
-Fidelity of both is measured with the same accumulator against the same real rows.
+Each side runs in a fresh 'spawn' subprocess; its peak RSS is that process's ru_maxrss and
+its CPU time is user+system of that process (all threads): on a shared machine CPU time is
+the load-robust measure, wall time is what you waited. Fidelity of every side is measured
+with the same accumulator against the same real rows.
 
     python benchmarks/bench_twins.py --sizes 1000000 10000000
 """
@@ -32,6 +41,12 @@ COVARIATE_TARGETING = "engagement_score > 0.5 and region == 'Northeast'"
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads (robust to other load on the machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def prepare(workdir: Path, fit_rows: int, seed: int) -> dict:
@@ -63,7 +78,7 @@ def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> di
     from e2i_pipelines.core.budget import n_jobs
 
     real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_s(), time.perf_counter()
     model = fit_copula(real, info["columns"], priority=[info["treatment"]], seed=seed)
     t1 = time.perf_counter()
     acc = FidelityAccumulator(real, model.numeric, model.discrete_names)
@@ -76,8 +91,9 @@ def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> di
                                   treatment_column=info["treatment"], chunk_rows=chunk_rows,
                                   n_threads=n_jobs())
     t3 = time.perf_counter()
+    cpu = _cpu_s() - c0
     path.unlink()
-    return {"fit_s": t1 - t0, "sample_s": t2 - t1, "intervene_s": t3 - t2, "total_s": t3 - t0,
+    return {"cpu_s": cpu, "fit_s": t1 - t0, "sample_s": t2 - t1, "intervene_s": t3 - t2, "total_s": t3 - t0,
             "ate": report["ate"], "ate_ci": (report["ate_ci_low"], report["ate_ci_high"]),
             "uplift_targeted": report["uplift_targeted"],
             "max_ks": fid["max_ks"], "max_corr_diff": fid["max_abs_corr_diff"],
@@ -85,28 +101,23 @@ def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> di
             "trees_used": report["trees_used_for_uplift"]}
 
 
-def run_stock(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> dict:
+def _label_encoded(real):
     import numpy as np
     import pandas as pd
-    from copulas.multivariate import GaussianMultivariate
 
-    from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator
-    from e2i_pipelines.analytics.twins_uplift import with_treatment
-    from e2i_pipelines.core.budget import n_jobs
-
-    real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])
     cats = {c: list(real[c].cat.categories) for c in real.columns
             if isinstance(real[c].dtype, pd.CategoricalDtype)}
     encoded = real.copy()
     for c in cats:
         encoded[c] = encoded[c].cat.codes.astype(np.float64)
-    encoded = encoded.astype(np.float64)
-    np.random.seed(seed)
-    t0 = time.perf_counter()
-    model = GaussianMultivariate()
-    model.fit(encoded)
-    t1 = time.perf_counter()
-    twins = model.sample(n)
+    return encoded.astype(np.float64), cats
+
+
+def _decode(twins, real, cats):
+    """Round label-encoded categoricals and integer columns back into their value sets."""
+    import numpy as np
+    import pandas as pd
+
     for c, levels in cats.items():
         codes = np.clip(np.rint(twins[c].to_numpy()), 0, len(levels) - 1).astype(np.int64)
         twins[c] = pd.Categorical.from_codes(codes, levels)
@@ -114,40 +125,98 @@ def run_stock(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> d
         if c not in cats and pd.api.types.is_integer_dtype(real[c]):
             lo, hi = real[c].min(), real[c].max()
             twins[c] = np.clip(np.rint(twins[c].to_numpy()), lo, hi).astype(real[c].dtype)
-    t2 = time.perf_counter()
+    return twins
+
+
+def _one_shot_uplift(info, twins):
+    """booster.predict on all twins at once, treated and untreated (the stock way)."""
+    from e2i_pipelines.analytics.twins_uplift import booster_uplift
+
     ref = info["model_ref"]
-    booster = ref.load_booster()
-    frame = ref.model_frame(twins)
+    return booster_uplift(ref.load_booster(), ref.model_frame(twins), info["treatment"])
+
+
+def _finish(real, cats, info, twins, uplift, n, c0, t0, t1, t2, t3) -> dict:
+    import numpy as np
+
+    from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator
+
+    cpu = _cpu_s() - c0
     treat = info["treatment"]
-    uplift = (booster.predict(with_treatment(frame, treat, 1), num_threads=n_jobs())
-              - booster.predict(with_treatment(frame, treat, 0), num_threads=n_jobs()))
-    t3 = time.perf_counter()
     acc = FidelityAccumulator(real, [c for c in real.columns if c not in cats and c != treat],
                               [*cats, treat])
     acc.update(twins)
     fid = acc.report()
     se = uplift.std(ddof=1) / np.sqrt(n)
-    return {"fit_s": t1 - t0, "sample_s": t2 - t1, "intervene_s": t3 - t2, "total_s": t3 - t0,
-            "ate": float(uplift.mean()), "ate_ci": (uplift.mean() - 1.96 * se,
-                                                    uplift.mean() + 1.96 * se),
-            "uplift_targeted": float("nan"),
+    return {"cpu_s": cpu, "fit_s": t1 - t0, "sample_s": t2 - t1, "intervene_s": t3 - t2,
+            "total_s": t3 - t0, "ate": float(uplift.mean()),
+            "ate_ci": (uplift.mean() - 1.96 * se, uplift.mean() + 1.96 * se),
             "max_ks": fid["max_ks"], "max_corr_diff": fid["max_abs_corr_diff"],
-            "max_freq_diff": fid["max_frequency_diff"], "peak_rss_mb": _peak_rss_mb(),
-            "trees_used": booster.num_trees()}
+            "max_freq_diff": fid["max_frequency_diff"], "peak_rss_mb": _peak_rss_mb()}
 
 
-def _child(side: str, args: tuple, queue) -> None:
+def run_copulas(workdir: str, info: dict, n: int, chunk_rows: int, seed: int,
+                distribution: str = "copulas.univariate.GaussianUnivariate") -> dict:
+    import numpy as np
+    import pandas as pd
+    from copulas.multivariate import GaussianMultivariate
+
+    real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])
+    encoded, cats = _label_encoded(real)
+    np.random.seed(seed)
+    c0, t0 = _cpu_s(), time.perf_counter()
+    model = GaussianMultivariate(distribution=distribution or None)
+    model.fit(encoded)
+    t1 = time.perf_counter()
+    twins = _decode(model.sample(n), real, cats)
+    t2 = time.perf_counter()
+    uplift = _one_shot_uplift(info, twins)
+    t3 = time.perf_counter()
+    return _finish(real, cats, info, twins, uplift, n, c0, t0, t1, t2, t3)
+
+
+def run_naive(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> dict:
+    import numpy as np
+    import pandas as pd
+    from scipy import special, stats
+
+    real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])
+    encoded, cats = _label_encoded(real)
+    values = encoded.to_numpy()
+    rng = np.random.default_rng(seed)
+    c0, t0 = _cpu_s(), time.perf_counter()
+    scores = special.ndtri(stats.rankdata(values, axis=0) / (len(values) + 1))
+    corr = np.corrcoef(scores, rowvar=False)
+    t1 = time.perf_counter()
+    u = special.ndtr(rng.multivariate_normal(np.zeros(len(corr)), corr, size=n))
+    twins = pd.DataFrame({c: np.quantile(values[:, j], u[:, j])
+                          for j, c in enumerate(encoded.columns)})
+    twins = _decode(twins, real, cats)
+    t2 = time.perf_counter()
+    uplift = _one_shot_uplift(info, twins)
+    t3 = time.perf_counter()
+    return _finish(real, cats, info, twins, uplift, n, c0, t0, t1, t2, t3)
+
+
+SIDES = {"ours": run_ours, "copulas": run_copulas, "naive": run_naive}
+
+
+def _child(side: str, args: tuple, queue, mem_cap_gb: float, extra: dict) -> None:
     try:
-        queue.put(("ok", {"ours": run_ours, "stock": run_stock}[side](*args)))
+        if mem_cap_gb > 0:  # a MemoryError here instead of the kernel OOM-killing neighbours
+            cap = int(mem_cap_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        queue.put(("ok", SIDES[side](*args, **extra)))
     except BaseException:  # noqa: BLE001 - report any failure (incl. MemoryError) to the parent
         queue.put(("error", traceback.format_exc(limit=3)))
 
 
-def run_side(side: str, args: tuple, timeout_s: float) -> dict:
+def run_side(side: str, args: tuple, timeout_s: float, mem_cap_gb: float = 0.0,
+             extra: dict | None = None) -> dict:
     """Run one side in a fresh process; returns its result or the reason it has none."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(side, args, queue))
+    proc = ctx.Process(target=_child, args=(side, args, queue, mem_cap_gb, extra or {}))
     started = time.perf_counter()
     proc.start()
     try:
@@ -156,6 +225,9 @@ def run_side(side: str, args: tuple, timeout_s: float) -> dict:
         proc.kill()
         proc.join()
         return {"error": f"timed out after {timeout_s:.0f} s", "wall_s": time.perf_counter() - started}
+    except BaseException:
+        proc.kill()
+        raise
     proc.join()
     if status != "ok":
         return {"error": payload.strip().splitlines()[-1], "wall_s": time.perf_counter() - started}
@@ -168,10 +240,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--fit-rows", type=int, default=200_000)
     parser.add_argument("--chunk-rows", type=int, default=250_000)
-    parser.add_argument("--stock-max-rows", type=int, default=10_000_000,
-                        help="skip the stock side above this N")
     parser.add_argument("--timeout", type=float, default=1_800.0, help="per side and size, s")
-    parser.add_argument("--sides", nargs="+", default=["ours", "stock"], choices=["ours", "stock"])
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
+    parser.add_argument("--copulas-max-rows", type=int, default=10_000_000,
+                        help="skip the copulas side above this N")
+    parser.add_argument("--copulas-distribution", default="copulas.univariate.GaussianUnivariate",
+                        help="univariate of GaussianMultivariate ('' = library default selection)")
+    parser.add_argument("--copulas-mem-gb", type=float, default=8.0,
+                        help="address-space cap of the copulas side (0: none)")
+    parser.add_argument("--naive-mem-gb", type=float, default=12.0,
+                        help="address-space cap of the naive side (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -182,32 +260,40 @@ def main() -> None:
               f"LightGBM 200 trees / 31 leaves; true ATE {info['true_ate']:.3f}; "
               f"E2I_N_JOBS={os.environ.get('E2I_N_JOBS', 'all')}; cpus={os.cpu_count()}")
         print(f"# load before: {os.getloadavg()}")
-        header = ("| N | side | fit s | sample s | intervene s | total s | twins/s | peak RSS MB "
-                  "| ATE [95% CI] | max KS | max corr diff | max freq diff |")
+        header = ("| N | side | fit s | sample s | intervene s | total s | CPU s | twins/s "
+                  "(wall) | twins/CPU-s | peak RSS MB | ATE [95% CI] | max KS | max corr diff "
+                  "| max freq diff |")
         print(header)
-        print("|" + "---|" * 12)
+        print("|" + "---|" * 14)
         for n in args.sizes:
             results = {}
             for side in args.sides:
-                if side == "stock" and n > args.stock_max_rows:
-                    print(f"| {n:,} | stock | skipped (--stock-max-rows {args.stock_max_rows:,}) |")
+                if side == "copulas" and n > args.copulas_max_rows:
+                    print(f"| {n:,} | copulas | skipped (--copulas-max-rows "
+                          f"{args.copulas_max_rows:,}) |")
                     continue
+                cap = {"copulas": args.copulas_mem_gb, "naive": args.naive_mem_gb}.get(side, 0.0)
+                extra = ({"distribution": args.copulas_distribution} if side == "copulas"
+                         else {})
                 r = run_side(side, (str(workdir), info, n, args.chunk_rows, args.seed),
-                             args.timeout)
+                             args.timeout, cap, extra)
                 results[side] = r
                 if "error" in r:
                     print(f"| {n:,} | {side} | failed: {r['error']} after {r['wall_s']:.0f} s |")
                     continue
                 lo, hi = r["ate_ci"]
                 print(f"| {n:,} | {side} | {r['fit_s']:.1f} | {r['sample_s']:.1f} | "
-                      f"{r['intervene_s']:.1f} | {r['total_s']:.1f} | {n / r['total_s']:,.0f} | "
+                      f"{r['intervene_s']:.1f} | {r['total_s']:.1f} | {r['cpu_s']:.1f} | "
+                      f"{n / r['total_s']:,.0f} | {n / r['cpu_s']:,.0f} | "
                       f"{r['peak_rss_mb']:,.0f} | {r['ate']:.3f} [{lo:.3f}, {hi:.3f}] | "
                       f"{r['max_ks']:.4f} | {r['max_corr_diff']:.4f} | {r['max_freq_diff']:.4f} |",
                       flush=True)
-            ours, stock = results.get("ours", {}), results.get("stock", {})
-            if "total_s" in ours and "total_s" in stock:
-                print(f"| {n:,} | ratio | | | | speed-up x{stock['total_s'] / ours['total_s']:.1f} "
-                      f"| | memory x{stock['peak_rss_mb'] / ours['peak_rss_mb']:.1f} | | | | |")
+            ours = results.get("ours", {})
+            for other, r in results.items():
+                if other != "ours" and "total_s" in r and "total_s" in ours:
+                    print(f"| {n:,} | {other}/ours | | | | x{r['total_s'] / ours['total_s']:.1f} "
+                          f"| x{r['cpu_s'] / ours['cpu_s']:.1f} | | | "
+                          f"x{r['peak_rss_mb'] / ours['peak_rss_mb']:.1f} | | | | |", flush=True)
         print(f"# load after: {os.getloadavg()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

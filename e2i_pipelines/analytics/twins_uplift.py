@@ -9,6 +9,7 @@ TreeSHAP code); ``booster_uplift`` is the reference: two ``booster.predict`` cal
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,10 +35,22 @@ def booster_uplift(booster: Any, frame: pd.DataFrame, treatment: str) -> np.ndar
     return np.asarray(treated) - np.asarray(untreated)
 
 
+@njit(cache=True, inline="always")
+def _step(x, nd, simple, child2, node_threshold, node_kind, node_default_left, node_missing,
+          node_left, node_right, node_cat_offset, node_cat_len, cat_words):
+    """Next node. Plain numerical splits on non-missing values go branch-free."""
+    if simple[nd] and not math.isnan(x):
+        return child2[2 * nd + (x > node_threshold[nd])]
+    if _goes_left(x, nd, node_threshold, node_kind, node_default_left, node_missing,
+                  node_cat_offset, node_cat_len, cat_words):
+        return node_left[nd]
+    return node_right[nd]
+
+
 @njit(parallel=True, cache=True)
-def _uplift_kernel(X, t_col, roots, has_t, node_threshold, node_kind, node_default_left,
-                   node_missing, node_left, node_right, node_feature, node_cat_offset,
-                   node_cat_len, cat_words, leaf_value, out):
+def _uplift_kernel(X, t_col, roots, has_t, simple, child2, node_threshold, node_kind,
+                   node_default_left, node_missing, node_left, node_right, node_feature,
+                   node_cat_offset, node_cat_len, cat_words, leaf_value, out):
     """out[r] = sum over ``roots`` of leaf(x_r, t=1) - leaf(x_r, t=0).
 
     Both arms share the path down to the first treatment split; a row that leaves the part of
@@ -48,29 +61,25 @@ def _uplift_kernel(X, t_col, roots, has_t, node_threshold, node_kind, node_defau
         for t in range(roots.shape[0]):
             nd = roots[t]
             while nd >= 0 and has_t[nd] and node_feature[nd] != t_col:
-                if _goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
-                              node_default_left, node_missing, node_cat_offset, node_cat_len,
-                              cat_words):
-                    nd = node_left[nd]
-                else:
-                    nd = node_right[nd]
+                nd = _step(X[r, node_feature[nd]], nd, simple, child2, node_threshold,
+                           node_kind, node_default_left, node_missing, node_left, node_right,
+                           node_cat_offset, node_cat_len, cat_words)
             if nd < 0 or not has_t[nd]:
                 continue
-            fork = nd
-            for arm in range(2):
-                nd = fork
-                while nd >= 0:
-                    f = node_feature[nd]
-                    x = (1.0 - arm) if f == t_col else X[r, f]
-                    if _goes_left(x, nd, node_threshold, node_kind, node_default_left,
-                                  node_missing, node_cat_offset, node_cat_len, cat_words):
-                        nd = node_left[nd]
-                    else:
-                        nd = node_right[nd]
-                if arm == 0:
-                    acc += leaf_value[~nd]
-                else:
-                    acc -= leaf_value[~nd]
+            # the two arms walk in lockstep: independent chains of loads overlap in the CPU
+            nd1, nd0 = nd, nd
+            while nd1 >= 0 or nd0 >= 0:
+                if nd1 >= 0:
+                    f1 = node_feature[nd1]
+                    nd1 = _step(1.0 if f1 == t_col else X[r, f1], nd1, simple, child2,
+                                node_threshold, node_kind, node_default_left, node_missing,
+                                node_left, node_right, node_cat_offset, node_cat_len, cat_words)
+                if nd0 >= 0:
+                    f0 = node_feature[nd0]
+                    nd0 = _step(0.0 if f0 == t_col else X[r, f0], nd0, simple, child2,
+                                node_threshold, node_kind, node_default_left, node_missing,
+                                node_left, node_right, node_cat_offset, node_cat_len, cat_words)
+            acc += leaf_value[~nd1] - leaf_value[~nd0]
         out[r] = acc
 
 
@@ -97,6 +106,10 @@ class TreeUplift:
         self.t_col = names.index(treatment)
         self.has_t = _subtree_has_feature(self.flat, self.t_col)
         roots = [int(r) for r in self.flat.tree_root if r >= 0 and self.has_t[r]]
+        f = self.flat
+        # numerical splits whose missing type is not Zero: x > threshold decides (x not NaN)
+        self.simple = (f.node_kind == 0) & (f.node_missing != 1)
+        self.child2 = np.ascontiguousarray(np.stack([f.node_left, f.node_right], axis=1).ravel())
         self.roots = np.asarray(roots, dtype=np.int32)
         self.n_threads = n_threads
 
@@ -115,7 +128,8 @@ class TreeUplift:
         if len(X) and len(self.roots):
             set_threads(self.n_threads)
             f = self.flat
-            _uplift_kernel(X, self.t_col, self.roots, self.has_t, f.node_threshold, f.node_kind,
+            _uplift_kernel(X, self.t_col, self.roots, self.has_t, self.simple, self.child2,
+                           f.node_threshold, f.node_kind,
                            f.node_default_left, f.node_missing, f.node_left, f.node_right,
                            f.node_feature, f.node_cat_offset, f.node_cat_len, f.cat_words,
                            f.leaf_value, out)
