@@ -211,17 +211,24 @@ def simulate_policies(
     The fast uplift is checked against ``booster.predict`` on the first ``check_rows`` twins
     (max abs difference <= 1e-6) before the rest is computed. Returns (report, kept uplifts).
     """
+    from e2i_pipelines.analytics.treeshap_model import UnsupportedModelError
     from e2i_pipelines.analytics.twins_copula import iter_parquet_chunks
     from e2i_pipelines.analytics.twins_uplift import TreeUplift, booster_uplift
 
     booster = model.load_booster()
-    fast = TreeUplift(booster, model.treatment, n_threads=n_threads)
+    try:
+        fast = TreeUplift(booster, model.treatment, n_threads=n_threads)
+        uplift_of, method = fast.uplift, "tree_uplift"
+        trees_used = fast.trees_used
+    except UnsupportedModelError:  # e.g. linear trees: LightGBM's own predict for both arms
+        uplift_of, method = (lambda f: booster_uplift(booster, f, model.treatment)), "booster"
+        trees_used = int(booster.num_trees())
     acc = PolicyAccumulator(keep_rows=keep_rows)
     threshold: float | None = None
     check_diff = float("nan")
     for i, chunk in enumerate(iter_parquet_chunks(twins_path, chunk_rows)):
         frame = model.model_frame(chunk)
-        uplift = fast.uplift(frame)
+        uplift = uplift_of(frame)
         if i == 0:
             head = frame.iloc[:check_rows]
             check_diff = float(np.abs(uplift[: len(head)]
@@ -239,7 +246,8 @@ def simulate_policies(
         "targeting_rule": rule.describe(),
         "top_share_threshold": threshold,
         "uplift_check_max_abs_diff": check_diff,
-        "trees_used_for_uplift": fast.trees_used,
-        "trees_total": fast.trees_total,
+        "uplift_method": method,
+        "trees_used_for_uplift": trees_used,
+        "trees_total": int(booster.num_trees()),
     })
     return report, acc.kept_uplift()

@@ -134,3 +134,22 @@ def test_targeting_rules_are_validated_with_named_problems():
     rule = TargetingRule(query="x > 1 or segment == 'a'")
     validate_rule(rule, sample)
     assert target_mask(rule, sample, np.zeros(2), None).tolist() == [True, True]
+
+
+def test_models_the_fast_path_does_not_cover_fall_back_to_booster_predict(tmp_path):
+    frame = training_frame(4_000)
+    feats = ["treatment", "x"]
+    booster = lgb.train({"objective": "regression", "linear_tree": True, "num_leaves": 7,
+                         "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(frame[feats], frame["y"]), num_boost_round=10)
+    booster.save_model(str(tmp_path / "linear.txt"))
+    ref = ModelRef(str(tmp_path / "linear.txt"), feats, "treatment", "y")
+    model = tc.fit_copula(frame[feats], seed=0)
+    tc.write_twins(model, 3_000, tmp_path / "twins.parquet", chunk_rows=1_000, seed=0)
+    report, kept = simulate_policies(str(tmp_path / "twins.parquet"), ref,
+                                     TargetingRule(query="x > 0"), treatment_column="treatment",
+                                     chunk_rows=1_000)
+    twins = tc.sample(model, 3_000, seed=0)
+    expected = booster_uplift(ref.load_booster(), ref.model_frame(twins), "treatment")
+    assert report["uplift_method"] == "booster"
+    assert report["ate"] == pytest.approx(expected.mean(), abs=1e-9)

@@ -188,6 +188,7 @@ def twin_interventions(
     return dg.Output(report, metadata={
         **numbers,
         "targeting_rule": rule.describe(),
+        "uplift_method": report["uplift_method"],
         "interval": "95% Monte-Carlo CI over twins (given the fitted models)",
         "mlflow_run_id": run_id,
         "plot": png_metadata(png, "simulated policies"),
