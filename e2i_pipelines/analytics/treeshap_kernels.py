@@ -201,26 +201,6 @@ def shap_kernel(X, tree_root, node_threshold, node_kind, node_default_left, node
                     top += 2
 
 
-@njit(parallel=True, cache=True)
-def predict_kernel(X, tree_root, node_threshold, node_kind, node_default_left, node_missing,
-                   node_left, node_right, node_feature, node_cat_offset, node_cat_len,
-                   cat_words, leaf_value, out):
-    """out[r] += sum of the leaf values each row reaches (raw score without constant trees)."""
-    for r in prange(X.shape[0]):
-        acc = 0.0
-        for t in range(tree_root.shape[0]):
-            nd = tree_root[t]
-            while nd >= 0:
-                if _goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
-                              node_default_left, node_missing, node_cat_offset, node_cat_len,
-                              cat_words):
-                    nd = node_left[nd]
-                else:
-                    nd = node_right[nd]
-            acc += leaf_value[~nd]
-        out[r] += acc
-
-
 def set_threads(n: int) -> None:
     """Numba worker threads for the parallel kernels (bounded by the launch maximum)."""
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
