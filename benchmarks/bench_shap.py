@@ -59,6 +59,14 @@ def write_population(path: Path, n: int, seed: int, chunk: int = 250_000) -> Non
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process since its exec (VmHWM; ru_maxrss also counts the parent
+    image the spawned child was forked from)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
