@@ -10,6 +10,7 @@ default_left, category bitsets).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,9 @@ class _Builder:
         ref = walk(root, [], [], 0)
         return ref, expected
 
-    def _add_node(self, node, path_feats, path_z, depth, walk) -> int:
+    def _add_node(self, node: dict[str, Any], path_feats: list[int], path_z: list[float],
+                  depth: int, walk: Callable[..., int]) -> int:
+        """Append one internal node, then walk both children with extended path data."""
         if node.get("decision_type") not in ("<=", "=="):
             raise UnsupportedModelError(f"decision type {node.get('decision_type')!r}")
         missing = node.get("missing_type", "None")
