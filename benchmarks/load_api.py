@@ -108,10 +108,30 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} not up after {timeout}s")
 
 
+def server_side(log: Path) -> list[dict]:
+    """p50/p99 of the API's own request durations (its JSON access log), per benchmarked endpoint."""
+    durations: dict[str, list[float]] = {"GET /health": [], "POST /v1/runs": []}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        name = f"{entry.get('method')} {entry.get('path')}"
+        if entry.get("msg") == "request" and name in durations:
+            durations[name].append(entry["duration_ms"])
+    rows = []
+    for name, values in durations.items():
+        values.sort()
+        if values:
+            rows.append({"endpoint": f"{name} (server)", "n": len(values),
+                         "p50_ms": values[len(values) // 2], "p99_ms": values[min(len(values) - 1, int(0.99 * len(values)))]})
+    return rows
+
+
 def start_api(dagster_port: int, api_port: int, log: Path, dagster_timeout: float) -> subprocess.Popen:
     env = {**os.environ, "E2I_API_DAGSTER_PORT": str(dagster_port), "E2I_API_BIND_PORT": str(api_port),
            "E2I_API_DAGSTER_TIMEOUT_SECONDS": str(dagster_timeout),
-           "E2I_API_BIND_HOST": "127.0.0.1", "E2I_API_LOG_LEVEL": "WARNING",
+           "E2I_API_BIND_HOST": "127.0.0.1", "E2I_API_LOG_LEVEL": "INFO",
            "E2I_API_API_KEYS": json.dumps([{"name": "bench", "key": BENCH_KEY, "scopes": ["runs:read", "runs:write"]}])}
     proc = subprocess.Popen([sys.executable, "-m", "e2i_api"], env=env, cwd=REPO_ROOT,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,6 +153,7 @@ def main() -> None:
     if args.health_requests > 20000 or args.post_requests > 2000:
         parser.error("keep the load bounded: at most 20000 health and 2000 POST requests")
 
+    server_rows: list[dict] = []
     if args.api_url:
         if urlparse(args.api_url).hostname not in ("127.0.0.1", "localhost", "::1"):
             parser.error("--api-url must be a loopback address")
@@ -155,12 +176,16 @@ def main() -> None:
                     os.killpg(api.pid, signal.SIGINT)
                     api.wait(20)
                 dagster.stop()
+            server_rows = server_side(home / "api.log")
     print(f"clients={args.clients} job={args.job}")
     print(f"{'endpoint':16} {'ok':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'req/s':>7}  errors")
     for row in results:
         print(f"{row['endpoint']:16} {row['ok']:>6} {row['p50_ms']:>8} {row['p90_ms']:>8} {row['p99_ms']:>8} "
               f"{row['max_ms']:>8} {row['throughput_rps']:>7}  {row['errors'] or '-'}")
-    print(json.dumps(results))
+    for row in server_rows:
+        print(f"{row['endpoint']:26} n={row['n']:<6} p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms")
+    print(f"load average during run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(json.dumps(results + server_rows))
 
 
 if __name__ == "__main__":
