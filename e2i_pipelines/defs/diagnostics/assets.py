@@ -10,6 +10,7 @@ import time
 
 import dagster as dg
 import numpy as np
+from pydantic import Field
 
 from e2i_pipelines.tiers import TIER_NAMES, Tier, asset_tier_kwargs
 
@@ -17,13 +18,11 @@ from e2i_pipelines.tiers import TIER_NAMES, Tier, asset_tier_kwargs
 class ProbeConfig(dg.Config):
     """How much memory a probe run allocates and how long it holds it."""
 
-    allocate_mb: int = 0
-    hold_seconds: float = 0.0
+    allocate_mb: int = Field(default=0, ge=0, le=1_048_576, description="MiB to allocate.")
+    hold_seconds: float = Field(default=0.0, ge=0, le=86_400, description="Seconds to hold it.")
 
 
 def _run_probe(context: dg.AssetExecutionContext, config: ProbeConfig) -> dg.MaterializeResult:
-    if config.allocate_mb < 0 or config.hold_seconds < 0:
-        raise dg.Failure("allocate_mb and hold_seconds must be >= 0")
     context.log.info(f"probe allocating {config.allocate_mb} MiB, holding {config.hold_seconds}s")
     block = np.ones(config.allocate_mb * 1024 * 1024 // 8, dtype=np.float64)  # touched pages
     deadline = time.monotonic() + config.hold_seconds
