@@ -5,7 +5,7 @@ e2i:local image (docker/build_image.sh). Launches N light probe runs one after a
 Postgres-backed instance and, per run, measures from the container's State.StartedAt to the
 run's first STEP_START event (and from the launcher's launch event to it).
 
-    python -m benchmarks.launcher_latency [--runs 10]
+    python -m benchmarks.launcher_latency [--runs 10] [--executor in_process]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dagster import DagsterEventType
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
 import docker
-from tests.launcher.harness import LauncherHarness, probe_config
+from tests.launcher.harness import IN_PROCESS, LauncherHarness, probe_config
 
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
@@ -38,6 +38,8 @@ def _docker_time(value: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--executor", choices=["multiprocess", "in_process"], default="multiprocess",
+                        help="multiprocess (the jobs' default) imports the code location twice")
     args = parser.parse_args()
     pg = {"hostname": os.environ.get("E2I_PG_HOST", "127.0.0.1"),
           "port": int(os.environ.get("E2I_PG_PORT", "5432")),
@@ -56,7 +58,10 @@ def main() -> None:
             harness = LauncherHarness(Path(tmp) / "home", pg)
             try:
                 for i in range(args.runs):
-                    run_id = harness.launch("probe_light_job", probe_config("light"))
+                    run_config = probe_config("light")
+                    if args.executor == "in_process":
+                        run_config.update(IN_PROCESS)
+                    run_id = harness.launch("probe_light_job", run_config)
                     first_step = harness.wait_for_step_start(run_id)
                     harness.wait_for(run_id, FINISHED)
                     attrs = client.containers.get(harness.container_id(run_id)).attrs
@@ -75,7 +80,7 @@ def main() -> None:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{pg["db_name"]}" WITH (FORCE)')
         admin.close()
-    print(f"median of {args.runs}: container start -> first step "
+    print(f"{args.executor} executor, median of {args.runs}: container start -> first step "
           f"{statistics.median(start_to_step):.2f}s (min {min(start_to_step):.2f}, "
           f"max {max(start_to_step):.2f}); launch -> first step "
           f"{statistics.median(launch_to_step):.2f}s")
