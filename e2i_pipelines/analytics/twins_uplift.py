@@ -35,6 +35,9 @@ def booster_uplift(booster: Any, frame: pd.DataFrame, treatment: str) -> np.ndar
     return np.asarray(treated) - np.asarray(untreated)
 
 
+_BLOCK = 1024  # rows per parallel block
+
+
 @njit(cache=True, inline="always")
 def _step(x, nd, simple, child2, node_threshold, node_kind, node_default_left, node_missing,
           node_left, node_right, node_cat_offset, node_cat_len, cat_words):
@@ -56,31 +59,39 @@ def _uplift_kernel(X, t_col, roots, has_t, simple, child2, node_threshold, node_
     Both arms share the path down to the first treatment split; a row that leaves the part of
     the tree holding treatment splits (``has_t`` false) reaches the same leaf in both arms.
     """
-    for r in prange(X.shape[0]):
-        acc = 0.0
+    n = X.shape[0]
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):  # tree-major within a block: a tree's nodes stay in L1
+        lo = b * _BLOCK
+        hi = min(n, lo + _BLOCK)
+        for r in range(lo, hi):
+            out[r] = 0.0
         for t in range(roots.shape[0]):
-            nd = roots[t]
-            while nd >= 0 and has_t[nd] and node_feature[nd] != t_col:
-                nd = _step(X[r, node_feature[nd]], nd, simple, child2, node_threshold,
-                           node_kind, node_default_left, node_missing, node_left, node_right,
-                           node_cat_offset, node_cat_len, cat_words)
-            if nd < 0 or not has_t[nd]:
-                continue
-            # the two arms walk in lockstep: independent chains of loads overlap in the CPU
-            nd1, nd0 = nd, nd
-            while nd1 >= 0 or nd0 >= 0:
-                if nd1 >= 0:
-                    f1 = node_feature[nd1]
-                    nd1 = _step(1.0 if f1 == t_col else X[r, f1], nd1, simple, child2,
-                                node_threshold, node_kind, node_default_left, node_missing,
-                                node_left, node_right, node_cat_offset, node_cat_len, cat_words)
-                if nd0 >= 0:
-                    f0 = node_feature[nd0]
-                    nd0 = _step(0.0 if f0 == t_col else X[r, f0], nd0, simple, child2,
-                                node_threshold, node_kind, node_default_left, node_missing,
-                                node_left, node_right, node_cat_offset, node_cat_len, cat_words)
-            acc += leaf_value[~nd1] - leaf_value[~nd0]
-        out[r] = acc
+            root = roots[t]
+            for r in range(lo, hi):
+                nd = root
+                while nd >= 0 and has_t[nd] and node_feature[nd] != t_col:
+                    nd = _step(X[r, node_feature[nd]], nd, simple, child2, node_threshold,
+                               node_kind, node_default_left, node_missing, node_left,
+                               node_right, node_cat_offset, node_cat_len, cat_words)
+                if nd < 0 or not has_t[nd]:
+                    continue
+                # the two arms walk in lockstep: independent chains of loads overlap
+                nd1, nd0 = nd, nd
+                while nd1 >= 0 or nd0 >= 0:
+                    if nd1 >= 0:
+                        f1 = node_feature[nd1]
+                        nd1 = _step(1.0 if f1 == t_col else X[r, f1], nd1, simple, child2,
+                                    node_threshold, node_kind, node_default_left, node_missing,
+                                    node_left, node_right, node_cat_offset, node_cat_len,
+                                    cat_words)
+                    if nd0 >= 0:
+                        f0 = node_feature[nd0]
+                        nd0 = _step(0.0 if f0 == t_col else X[r, f0], nd0, simple, child2,
+                                    node_threshold, node_kind, node_default_left, node_missing,
+                                    node_left, node_right, node_cat_offset, node_cat_len,
+                                    cat_words)
+                out[r] += leaf_value[~nd1] - leaf_value[~nd0]
 
 
 def _subtree_has_feature(flat: FlatEnsemble, feature: int) -> np.ndarray:
