@@ -68,7 +68,7 @@ def main() -> None:
                     started = _docker_time(attrs["State"]["StartedAt"])
                     launched = next(
                         e.timestamp for e in harness.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)
-                        if (e.message or "").startswith("Launching run in a new container")
+                        if "Launching run in a new container" in (e.message or "")
                     )
                     start_to_step.append(first_step - started)
                     launch_to_step.append(first_step - launched)
