@@ -189,7 +189,9 @@ def run_naive(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> d
     corr = np.corrcoef(scores, rowvar=False)
     t1 = time.perf_counter()
     u = special.ndtr(rng.multivariate_normal(np.zeros(len(corr)), corr, size=n))
-    twins = pd.DataFrame({c: np.quantile(values[:, j], u[:, j])
+    ordered = np.sort(values, axis=0)  # empirical ppf: interpolate the order statistics
+    grid = np.arange(len(ordered)) / (len(ordered) - 1)
+    twins = pd.DataFrame({c: np.interp(u[:, j], grid, ordered[:, j])
                           for j, c in enumerate(encoded.columns)})
     twins = _decode(twins, real, cats)
     t2 = time.perf_counter()
