@@ -66,6 +66,8 @@ class ComposeStack:
     image: str = os.environ.get("E2I_IMAGE", "e2i:local")
     base_image: str = os.environ.get("E2I_BASE_IMAGE", "e2i-base:bookworm")
     cold_start_seconds: float = 0.0
+    healthy_after: dict[str, float] = field(default_factory=dict)
+    _services: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.api_key = secrets.token_urlsafe(24)
@@ -125,23 +127,31 @@ class ComposeStack:
         return self.compose("ps", "-q", service).stdout.strip()
 
     def health(self, docker_client: Any) -> dict[str, str]:
-        """Service -> health status ('missing' when it has no container)."""
-        status = {}
-        for service in self.services():
-            cid = self.container_id(service)
-            if not cid:
-                status[service] = "missing"
-                continue
-            state = docker_client.api.inspect_container(cid)["State"]
-            status[service] = state.get("Health", {}).get("Status", state["Status"])
+        """Service -> health status ('missing' when it has no container). One engine query, by
+        compose's labels, so polling is cheap and the cold-start measurement fine-grained."""
+        if not self._services:
+            self._services = self.services()
+        status = dict.fromkeys(self._services, "missing")
+        containers = docker_client.api.containers(
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"})
+        for summary in containers:
+            service = summary["Labels"].get("com.docker.compose.service")
+            if service in status:
+                state = docker_client.api.inspect_container(summary["Id"])["State"]
+                status[service] = state.get("Health", {}).get("Status", state["Status"])
         return status
 
-    def wait_healthy(self, docker_client: Any, timeout: float) -> float:
-        """Seconds until every service is healthy; raises with the last states on timeout."""
-        start = time.monotonic()
+    def wait_healthy(self, docker_client: Any, timeout: float, start: float | None = None) -> float:
+        """Seconds (from ``start``, default now) until every service is healthy; records when each
+        service first was in ``healthy_after``; raises with the last states on timeout."""
+        start = time.monotonic() if start is None else start
+        self.healthy_after = {}
         status: dict[str, str] = {}
         while time.monotonic() - start < timeout:
             status = self.health(docker_client)
+            for service, state in status.items():
+                if state == "healthy":
+                    self.healthy_after.setdefault(service, round(time.monotonic() - start, 1))
             if status and all(s == "healthy" for s in status.values()):
                 return time.monotonic() - start
             time.sleep(2)

@@ -38,11 +38,9 @@ def stack(docker_client) -> Iterator[ComposeStack]:
         stack.compose("build", "postgres", timeout=900)
         start = time.monotonic()
         up = stack.compose("up", "-d", timeout=COLD_START_TIMEOUT, check=False)
-        remaining = COLD_START_TIMEOUT - (time.monotonic() - start)
-        stack.wait_healthy(docker_client, timeout=max(remaining, 30))
-        stack.cold_start_seconds = time.monotonic() - start
+        stack.cold_start_seconds = stack.wait_healthy(docker_client, timeout=COLD_START_TIMEOUT, start=start)
         print(f"\nstack {stack.project}: cold start (up -> all healthy) {stack.cold_start_seconds:.1f}s"
-              f" (up exited {up.returncode})")
+              f" (up exited {up.returncode}); healthy after: {stack.healthy_after}")
         yield stack
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
