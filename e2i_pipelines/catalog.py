@@ -96,6 +96,24 @@ class ParamsValidationError(ValueError):
         self.errors = errors
 
 
+def _check_problem(model: dg.Config) -> str | None:
+    """The message of the config's own ``check()`` (cross-field rules), None when it passes.
+
+    Every analytics config class exposes ``check()`` raising ``dg.Failure`` naming the fields;
+    the assets call it at step start, the API before it launches anything.
+    """
+    check = getattr(model, "check", None)
+    if check is None:
+        return None
+    try:
+        check()
+    except dg.Failure as exc:
+        return exc.description or str(exc)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class CatalogAsset:
     """An asset run by a catalog job: key, the op that computes it, tier and config class."""
@@ -159,6 +177,10 @@ class CatalogEntry:
             except pydantic.ValidationError as exc:
                 errors += [{"loc": (name, *e["loc"]), "type": e["type"], "msg": e["msg"]}
                            for e in exc.errors(include_url=False, include_context=False)]
+                continue
+            problem = _check_problem(model)
+            if problem:
+                errors.append({"loc": (name,), "type": "value_error", "msg": problem})
                 continue
             validated[name] = model.model_dump(mode="json", include=set(raw) & set(fields))
         if errors:

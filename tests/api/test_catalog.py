@@ -85,3 +85,22 @@ def test_the_real_catalog_resolves_every_line() -> None:
     assert [e.name for e in catalog] == [job.name for job in LAUNCHABLE]
     probes = {name: catalog.get(f"probe_{name}_job").tier for name in ("light", "medium", "heavy")}
     assert probes == {"light": Tier.LIGHT, "medium": Tier.MEDIUM, "heavy": Tier.HEAVY}
+
+
+@pytest.mark.parametrize(
+    ("job", "params", "expected"),
+    [
+        ("causal_job", {"causal_estimate": {"method": "nope"}}, "method must be one of"),
+        ("causal_job", {"causal_estimate": {"num_simulations": 0}}, "num_simulations"),
+        ("twins_job", {"digital_twins": {"n_twins": 0}}, "n_twins"),
+        ("shap_job", {"dataset": {"source": "file"}}, "needs 'path'"),
+        ("shap_job", {"dataset": {"n_rows": 3}}, "n_rows must be between"),
+    ],
+)
+def test_config_rules_reject_params_before_launch(job: str, params: dict, expected: str) -> None:
+    """Each config class's own check() runs in the API too, so nothing bad is launched."""
+    entry = load_catalog().get(job)
+    with pytest.raises(ParamsValidationError) as info:
+        entry.validate_params(params)
+    assert expected in str(info.value)
+    assert info.value.errors[0]["loc"] == (next(iter(params)),)

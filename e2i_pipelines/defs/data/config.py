@@ -25,6 +25,13 @@ class DatasetConfig(dg.Config):
     effect_modifiers: list[str] = Field(default=[], description="Effect modifiers (inline spec).")
     id_column: str = Field(default="", description="Unique row id column; empty: one is added.")
 
+    def check(self) -> None:
+        """Raise dg.Failure when the source or the spec is unusable (before any data is read)."""
+        try:
+            self.resolve_spec().check_roles()
+        except DataValidationError as exc:
+            raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
+
     def resolve_spec(self) -> CausalSpec:
         """The spec this config describes; raises DataValidationError naming the problem."""
         if self.source == "synthetic":
