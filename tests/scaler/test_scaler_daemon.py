@@ -7,12 +7,10 @@ sampled while they run. The code location is ``tests/scaler/scaler_location.py``
 probe jobs and scaler sensor without the analytics imports: each run process imports it).
 """
 
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
-import httpx
 import pytest
 import yaml
 from dagster import DagsterRunStatus
@@ -24,6 +22,7 @@ from e2i_pipelines.scaler.evaluation import current_pool_limit
 from tests.support.dagster_processes import (
     REPO_ROOT,
     DagsterProcess,
+    dagster_dev,
     free_port,
     postgres_storage,
     write_instance_yaml,
@@ -46,17 +45,7 @@ def _start_dagster_dev(tmp_path: Path, home: Path, port: int, env: dict) -> Dags
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
         "module_name": "tests.scaler.scaler_location", "location_name": "e2i",
         "working_directory": str(REPO_ROOT)}}]}))
-    dagster = Path(sys.executable).parent / "dagster"
-    proc = DagsterProcess(
-        [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)], home, env
-    ).start()
-    try:
-        proc.wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success, 300)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc
+    return dagster_dev(home, port, env, workspace=workspace)
 
 
 def _wait_for(what: str, check, timeout: float, proc) -> None:

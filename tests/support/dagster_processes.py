@@ -22,6 +22,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
+# Through this interpreter, not console scripts: works in any venv the tests run from.
+DAGSTER_CLI = [sys.executable, "-m", "dagster"]
+DAGSTER_DAEMON_CLI = [sys.executable, "-m", "dagster._daemon"]
 
 
 def free_port() -> int:
@@ -65,8 +68,12 @@ class DagsterProcess:
                  log_path: Path | None = None) -> None:
         self.args = args
         self.env = {**os.environ, "DAGSTER_HOME": str(home), **(env or {})}
-        self.log_path = log_path or home / f"{Path(args[0]).name}.log"
+        self.log_path = log_path or home / "dagster-process.log"
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.args[1:4])
 
     def start(self) -> DagsterProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
@@ -81,14 +88,14 @@ class DagsterProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args[0]} exited early:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
             try:
                 if ready():
                     return
             except Exception:  # noqa: BLE001 - not ready yet
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"{self.args[0]} not ready in {timeout}s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.name} not ready in {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -113,20 +120,28 @@ class DagsterProcess:
         self.stop()
 
 
-def dagster_dev(home: Path, port: int, env: Mapping[str, str] | None = None) -> DagsterProcess:
+def dagster_dev(home: Path, port: int, env: Mapping[str, str] | None = None,
+                workspace: Path = WORKSPACE, timeout: float = 300.0) -> DagsterProcess:
     """``dagster dev`` (webserver + daemon) on 127.0.0.1:port, started and ready."""
-    bin_dir = Path(sys.executable).parent
     proc = DagsterProcess(
-        [str(bin_dir / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(port)],
-        home, env,
+        [*DAGSTER_CLI, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+        home, env, log_path=home / "dagster-dev.log",
     ).start()
-    proc.wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success)
+    try:
+        proc.wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).is_success,
+            timeout,
+        )
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
-def dagster_daemon(home: Path, env: Mapping[str, str] | None = None) -> DagsterProcess:
+def dagster_daemon(home: Path, env: Mapping[str, str] | None = None,
+                   workspace: Path = WORKSPACE) -> DagsterProcess:
     """``dagster-daemon run`` on the workspace, started (readiness is the caller's business)."""
-    bin_dir = Path(sys.executable).parent
     return DagsterProcess(
-        [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)], home, env
+        [*DAGSTER_DAEMON_CLI, "run", "-w", str(workspace)], home, env,
+        log_path=home / "dagster-daemon.log",
     ).start()
