@@ -4,7 +4,7 @@ The same :class:`~e2i_pipelines.tiers.TierProfile` that sizes a Docker run conta
 run pod's container resources (requests = limits, so pods get Guaranteed QoS and the scheduler
 only places a run where its whole budget fits), ``/dev/shm`` as a memory-backed ``emptyDir`` of
 the tier's ``shm`` size, and the same thread-count environment the Docker launcher sets
-(:func:`e2i_pipelines.launcher.budget.thread_env` plus ``E2I_TIER``). What Kubernetes has no pod
+(:func:`e2i_pipelines.core.budget.thread_env` plus ``E2I_TIER``). What Kubernetes has no pod
 field for is said, not dropped silently: ``memswap`` above ``memory`` (nodes run without swap)
 and ``pids`` (a kubelet-wide ``podPidsLimit``) are reported by :func:`unmapped_limits`.
 
@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from e2i_pipelines.launcher.budget import thread_env
+from e2i_pipelines.core.budget import thread_env
 from e2i_pipelines.launcher.profiles import parse_profiles
 from e2i_pipelines.tiers import Tier, TierProfile, parse_bytes, parse_tier
 

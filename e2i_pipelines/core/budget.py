@@ -1,16 +1,38 @@
-"""The run's CPU budget: the launcher sets E2I_N_JOBS from the tier; default all cores."""
+"""The CPU budget a run container gets: thread-count env vars and the ``n_jobs`` helper.
 
-from __future__ import annotations
+The launcher sets these variables from the run's tier so that numeric libraries and joblib use
+the container's CPUs instead of one thread per host core. Job code calls :func:`n_jobs`.
+"""
 
+import math
 import os
+
+N_JOBS_ENV = "E2I_N_JOBS"
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def threads_for_cpus(cpus: float) -> int:
+    """Whole threads for a (possibly fractional) CPU budget: ceil, at least 1."""
+    if cpus <= 0:
+        raise ValueError(f"CPU budget must be > 0, got {cpus!r}")
+    return max(1, math.ceil(cpus))
+
+
+def thread_env(cpus: float) -> dict[str, str]:
+    """Environment variables giving a container of ``cpus`` CPUs matching thread counts."""
+    threads = str(threads_for_cpus(cpus))
+    return {**{name: threads for name in THREAD_ENV_VARS}, N_JOBS_ENV: threads}
 
 
 def n_jobs() -> int:
-    """Worker threads/processes a job may use (E2I_N_JOBS, else the visible CPU count)."""
-    value = os.environ.get("E2I_N_JOBS")
-    if value:
-        try:
-            return max(1, int(value))
-        except ValueError:
-            raise ValueError(f"E2I_N_JOBS must be an integer, got {value!r}") from None
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Parallelism for this process: ``E2I_N_JOBS`` when set (by the launcher), else cpu_count."""
+    raw = os.environ.get(N_JOBS_ENV, "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{N_JOBS_ENV}={raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"{N_JOBS_ENV}={raw!r} must be >= 1")
+    return value

@@ -22,7 +22,7 @@ from dagster_docker.container_context import DockerContainerContext
 from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
 from dagster_docker.utils import DOCKER_CONFIG_SCHEMA
 
-from e2i_pipelines.launcher.budget import thread_env
+from e2i_pipelines.core.budget import thread_env
 from e2i_pipelines.launcher.oom import (
     OOM,
     STEP_EVENT_TYPES,

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from e2i_pipelines.core.budget import THREAD_ENV_VARS
 from e2i_pipelines.k8s import (
     K8S_CONFIG_TAG,
     byte_quantity,
@@ -15,7 +16,6 @@ from e2i_pipelines.k8s import (
     k8s_run_tags,
     unmapped_limits,
 )
-from e2i_pipelines.launcher.budget import THREAD_ENV_VARS
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, TierProfile, UnknownTierError
 
 SMALL = {"light": {"cpus": 0.5, "memory": "512m", "memswap": "512m", "pids": 128, "shm": "64m"},

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from e2i_pipelines.launcher.budget import N_JOBS_ENV, n_jobs, thread_env
+from e2i_pipelines.core.budget import N_JOBS_ENV, n_jobs, thread_env
 
 
 def test_thread_env_rounds_up_and_never_zero():
