@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
-from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
-from feast.types import Float64, Int64, String
-from feast.value_type import ValueType
+
+if TYPE_CHECKING:  # feast takes seconds to import: only the steps that use it pay for it
+    from feast import Entity, FeatureStore, FeatureView
 
 PROJECT = "e2i"
 FEATURE_VIEW = "hcp_features"
@@ -35,6 +36,8 @@ def repo_config(repo_path: Path) -> dict:
 
 def open_store(repo_path: str | Path) -> FeatureStore:
     """A FeatureStore on ``repo_path`` (writing its feature_store.yaml if missing)."""
+    from feast import FeatureStore, RepoConfig
+
     path = Path(repo_path)
     path.mkdir(parents=True, exist_ok=True)
     config_file = path / "feature_store.yaml"
@@ -45,6 +48,8 @@ def open_store(repo_path: str | Path) -> FeatureStore:
 
 
 def _feast_type(series: pd.Series):
+    from feast.types import Float64, Int64, String
+
     if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
         return Int64
     if pd.api.types.is_numeric_dtype(series):
@@ -52,7 +57,9 @@ def _feast_type(series: pd.Series):
     return String
 
 
-def _entity_value_type(series: pd.Series) -> ValueType:
+def _entity_value_type(series: pd.Series):
+    from feast.value_type import ValueType
+
     return ValueType.INT64 if pd.api.types.is_integer_dtype(series) else ValueType.STRING
 
 
@@ -60,6 +67,8 @@ def feature_objects(
     source_path: str, sample: pd.DataFrame, entity_column: str, features: list[str]
 ) -> tuple[Entity, FeatureView]:
     """Entity + feature view over the Parquet ``source_path`` (types read from ``sample``)."""
+    from feast import Entity, FeatureView, Field, FileSource
+
     entity = Entity(
         name="hcp", join_keys=[entity_column], value_type=_entity_value_type(sample[entity_column])
     )
