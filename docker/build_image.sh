@@ -14,7 +14,11 @@ CA=${E2I_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 DOCKER=/usr/bin/docker
 [ -x "$DOCKER" ] || DOCKER=$(command -v docker)
 
-"$here/build_base_image.sh" "$BASE"
+# Only the local Debian base is built here; a public base (python:3.11-slim-bookworm) is pulled
+# by the build itself.
+if [ "$BASE" = "e2i-base:bookworm" ] || [ -n "${E2I_BUILD_LOCAL_BASE:-}" ]; then
+  "$here/build_base_image.sh" "$BASE"
+fi
 
 secret=()
 [ -s "$CA" ] && secret=(--secret "id=ca,src=$CA")
