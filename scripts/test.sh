@@ -10,4 +10,6 @@ bash docker/build_base_image.sh
 bash docker/build_image.sh
 ruff check .
 export E2I_REQUIRE_SERVICES=1
+# A long session opens many SQLite instances and sockets; the default 1024 fds is too few.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec python3 -m pytest -q -p no:cacheprovider "$@"

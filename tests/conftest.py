@@ -71,3 +71,15 @@ def docker_client():
     except Exception as exc:  # noqa: BLE001
         require(False, f"Docker engine ({exc})")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_defs_state_storage():
+    """Dagster instances register their defs-state storage in a ContextVar for as long as they
+    live; one a test did not dispose of (its temp dir since deleted) would make every later
+    in-process ``materialize`` fail with 'unable to open database file'. Clear it per test."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield
+    _current_storage.set(None)
