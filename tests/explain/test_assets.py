@@ -3,7 +3,6 @@
 import base64
 import re
 
-import dagster as dg
 import lightgbm as lgb
 import mlflow
 import numpy as np
@@ -12,11 +11,10 @@ import pytest
 import shap
 
 from e2i_pipelines.core.refs import DatasetRef, ModelRef
-from e2i_pipelines.core.storage import E2IStorage
-from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.data.synthetic import SPEC, generate_e2i
 from e2i_pipelines.defs.explain.assets import assets as explain_assets
 from e2i_pipelines.tiers import TIER_TAG
+from tests.support.analytics import materialization_metadata, materialize_on_upstream
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +34,12 @@ def upstream(tmp_path_factory):
 
 
 def _materialize(upstream, tmp_path, monkeypatch, run_config, selection):
-    monkeypatch.setenv("E2I_DATA_DIR", str(tmp_path))
     data_ref, model_ref, _ = upstream
-
-    @dg.asset(name="dataset")
-    def dataset_stub() -> DatasetRef:
-        return data_ref
-
-    @dg.asset(name="outcome_model")
-    def outcome_model_stub() -> ModelRef:
-        return model_ref
-
-    return dg.materialize(
-        [dataset_stub, outcome_model_stub, *explain_assets],
-        resources={"storage": E2IStorage(root=str(tmp_path)),
-                   "mlflow": MlflowTracker(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")},
-        run_config={"ops": run_config}, selection=selection, raise_on_error=False,
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    return materialize_on_upstream(explain_assets, data_ref, model_ref, tmp_path, monkeypatch,
+                                   run_config, selection)
 
 
-def _metadata(result, key: str) -> dict:
-    mats = list(result.asset_materializations_for_node(key))
-    assert len(mats) == 1
-    return {k: v.value for k, v in mats[0].metadata.items()}
+_metadata = materialization_metadata
 
 
 def _png(markdown: str) -> bytes:
