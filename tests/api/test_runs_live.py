@@ -71,11 +71,11 @@ def test_medium_job_reports_medium_tier(client: TestClient) -> None:
 
 
 def test_failed_run_reports_its_failure_reason(client: TestClient, dagster_home: Path) -> None:
-    accepted = launch(client, {"probe_light": {"allocate_mb": -1}})
+    accepted = launch(client, {"probe_light": {"fail_message": "disk quota exceeded"}})
     run_id = accepted["run_id"]
     run = wait_for_status(client, run_id, {"FAILURE"})
     assert run["failure"]["kind"] == "error" and run["promoted_to"] is None
-    assert "must be >= 0" in " ".join(run["failure"]["step_failures"])
+    assert "disk quota exceeded" in " ".join(run["failure"]["step_failures"])
 
     # What the tiered launcher records on an OOM-killed run, and the promotion sensor's re-launch.
     @dg.asset(name="promoted_probe")

@@ -20,6 +20,9 @@ class ProbeConfig(dg.Config):
 
     allocate_mb: int = Field(default=0, ge=0, le=1_048_576, description="MiB to allocate.")
     hold_seconds: float = Field(default=0.0, ge=0, le=86_400, description="Seconds to hold it.")
+    fail_message: str = Field(
+        default="", description="If set, fail the step with this message (checks failure reporting)."
+    )
 
 
 def _run_probe(context: dg.AssetExecutionContext, config: ProbeConfig) -> dg.MaterializeResult:
@@ -28,6 +31,8 @@ def _run_probe(context: dg.AssetExecutionContext, config: ProbeConfig) -> dg.Mat
     deadline = time.monotonic() + config.hold_seconds
     while time.monotonic() < deadline:
         time.sleep(0.2)
+    if config.fail_message:
+        raise dg.Failure(description=f"probe failed on request: {config.fail_message}")
     return dg.MaterializeResult(
         metadata={
             "allocated_mb": config.allocate_mb,
