@@ -54,6 +54,7 @@ class FlatEnsemble:
     leaf_feature: np.ndarray  # int32: feature index per path position
     leaf_z: np.ndarray  # float64: product of cover fractions per path position
     max_tree_depth: int
+    constant_value: float = 0.0  # sum of the single-leaf trees (dropped from the arrays)
 
     @property
     def n_trees(self) -> int:
@@ -179,13 +180,14 @@ def flatten_booster(booster: Any) -> FlatEnsemble:
         raise UnsupportedModelError("multi-output (multiclass) models are not supported")
     builder = _Builder()
     roots: list[int] = []
-    base = 0.0
+    base = constant = 0.0
     for tree in dump["tree_info"]:
         structure = tree["tree_structure"]
         if "leaf_coeff" in structure:
             raise LinearTreeError("linear trees (linear_tree=true) have no exact TreeSHAP")
         if "leaf_value" in structure:  # single-leaf tree: a constant, all in the base value
             base += float(structure["leaf_value"])
+            constant += float(structure["leaf_value"])
             continue
         ref, expected = builder.add_tree(structure)
         roots.append(ref)
@@ -213,4 +215,5 @@ def flatten_booster(booster: Any) -> FlatEnsemble:
         leaf_feature=np.asarray(builder.leaf_feature or [0], dtype=np.int32),
         leaf_z=np.asarray(builder.leaf_z or [0.0], dtype=np.float64),
         max_tree_depth=builder.max_depth,
+        constant_value=constant,
     )

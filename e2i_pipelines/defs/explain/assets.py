@@ -173,7 +173,7 @@ def shap_summary(
     frame = _sample_rows(dataset, columns, config.sample_rows, config.seed)
     X = model_matrix(explainer.booster, outcome_model.model_frame(frame))
     phi = explainer.shap_values(X)
-    error = additivity_error(phi, explainer.base_value, explainer.raw_score(X))
+    error = additivity_error(phi, explainer.base_value, explainer.library_raw_score(X))
     if error > ADDITIVITY_TOLERANCE:
         raise dg.Failure(f"SHAP additivity violated on the sample: {error:.3g}")
     names = explainer.feature_names

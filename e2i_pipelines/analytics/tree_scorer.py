@@ -1,0 +1,244 @@
+"""Fast exact tree-ensemble scoring by leaf bitvectors (QuickScorer, Lucchese et al. 2015).
+
+Leaves of a tree are numbered left to right; an internal node that sends a row right rules
+out every leaf of its left subtree, and the row's exit leaf is the leftmost leaf left. So a
+row needs no pointer chasing: per feature, walk that feature's split thresholds in ascending
+order while ``threshold < x`` and AND each node's mask into its tree's bitvector; the exit
+leaf of every tree is then the lowest set bit. Splits the sorted walk cannot decide (NaN
+values, zero-as-missing, categorical bitsets) are decided per row by LightGBM's own rules
+(``_goes_left``, shared with the TreeSHAP kernels).
+
+A *pinned* feature (the treatment) is left out of the row walk: its nodes' masks for each
+pinned value are ANDed in at the end, so both arms of ``f(x, 1) - f(x, 0)`` cost one walk.
+Trees with more than 64 leaves raise :class:`UnsupportedModelError` (callers fall back).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+from e2i_pipelines.analytics.treeshap_kernels import _goes_left, set_threads
+from e2i_pipelines.analytics.treeshap_model import (
+    MISSING_TYPES,
+    NUMERICAL,
+    FlatEnsemble,
+    UnsupportedModelError,
+)
+
+MAX_LEAVES = 64  # one uint64 bitvector per tree
+_BLOCK = 512  # rows per parallel block
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_CHECKPOINT = 16  # sorted nodes per precomputed prefix AND
+
+
+def _tree_layout(flat: FlatEnsemble, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """Per node: (tree index, AND-mask when the row goes right); per tree: leaves in order."""
+    node_tree = np.full(len(flat.node_feature), -1, dtype=np.int32)
+    node_mask = np.zeros(len(flat.node_feature), dtype=np.uint64)
+    leaf_ids = np.zeros((len(roots), MAX_LEAVES), dtype=np.int32)
+    for t, root in enumerate(roots):
+        leaves: list[int] = []
+
+        def walk(nd: int, t: int = t, leaves: list[int] = leaves) -> tuple[int, int]:
+            """In-order walk; returns the (first, last) local leaf numbers below ``nd``."""
+            if nd < 0:
+                leaves.append(~nd)
+                return len(leaves) - 1, len(leaves) - 1
+            first, mid = walk(int(flat.node_left[nd]))
+            _, last = walk(int(flat.node_right[nd]))
+            node_tree[nd] = t
+            left_bits = ((1 << (mid + 1)) - 1) ^ ((1 << first) - 1)
+            node_mask[nd] = np.uint64(~left_bits & (2**64 - 1))
+            return first, last
+
+        walk(int(root))
+        if len(leaves) > MAX_LEAVES:
+            raise UnsupportedModelError(f"a tree has {len(leaves)} leaves; the bitvector "
+                                        f"scorer handles at most {MAX_LEAVES}")
+        leaf_ids[t, : len(leaves)] = leaves
+    return node_tree, node_mask, leaf_ids
+
+
+class QuickScorer:
+    """Sum of leaf values of selected trees, optionally with one feature pinned per arm."""
+
+    def __init__(self, flat: FlatEnsemble, roots: np.ndarray | None = None,
+                 pinned_feature: int = -1) -> None:
+        self.flat = flat
+        self.roots = np.asarray(flat.tree_root if roots is None else roots, dtype=np.int32)
+        self.roots = self.roots[self.roots >= 0]
+        self.pinned = int(pinned_feature)
+        node_tree, node_mask, self.leaf_ids = _tree_layout(flat, self.roots)
+        used = node_tree >= 0
+        self.n_features = int(flat.n_features)
+        f = flat
+        sortable = used & (f.node_kind == NUMERICAL) & (f.node_missing != MISSING_TYPES["Zero"])
+        sortable &= f.node_feature != self.pinned
+        categorical = used & (f.node_kind != NUMERICAL) & (f.node_feature != self.pinned)
+        special = used & ~sortable & ~categorical & (f.node_feature != self.pinned)
+        self.cat_base, self.cat_codes, self.cat_table = self._category_tables(
+            categorical, node_tree, node_mask)
+        self.sorted_start, self.sorted_node = self._group(sortable, f.node_threshold)
+        self.special_start, self.special_node = self._group(special, None)
+        self.sorted_thr = f.node_threshold[self.sorted_node]
+        self.sorted_tree = node_tree[self.sorted_node]
+        self.sorted_mask = node_mask[self.sorted_node]
+        self.cp_base, self.cp_table = self._checkpoints()
+        self.special_tree = node_tree[self.special_node]
+        self.special_mask = node_mask[self.special_node]
+        self.pinned_nodes = np.flatnonzero(used & (f.node_feature == self.pinned)).astype(np.int32)
+        self.pinned_tree = node_tree[self.pinned_nodes]
+        self.pinned_mask = node_mask[self.pinned_nodes]
+
+    def _group(self, select: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Selected nodes grouped by feature (by ``key`` within one); CSR start offsets."""
+        nodes = np.flatnonzero(select)
+        feats = self.flat.node_feature[nodes]
+        order = np.lexsort((key[nodes], feats)) if key is not None else np.argsort(feats,
+                                                                                   kind="stable")
+        nodes = nodes[order].astype(np.int32)
+        start = np.searchsorted(self.flat.node_feature[nodes], np.arange(self.n_features + 1))
+        return start.astype(np.int64), nodes
+
+    def _checkpoints(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature, every ``_CHECKPOINT`` sorted nodes: each tree's AND of the masks of the
+        nodes so far, so a row applies whole runs of low thresholds with one vector AND."""
+        base = np.zeros(self.n_features, dtype=np.int64)
+        rows = [np.full((1, len(self.roots)), _ALL, dtype=np.uint64)]  # row 0: no-op
+        n_rows = 1
+        for j in range(self.n_features):
+            s, e = int(self.sorted_start[j]), int(self.sorted_start[j + 1])
+            base[j] = n_rows - 1  # checkpoint c of j is row base + c (c >= 1)
+            state = np.full(len(self.roots), _ALL, dtype=np.uint64)
+            for c in range(1, (e - s) // _CHECKPOINT + 1):
+                for k in range(s + (c - 1) * _CHECKPOINT, s + c * _CHECKPOINT):
+                    state[self.sorted_tree[k]] &= self.sorted_mask[k]
+                rows.append(state[None, :].copy())
+                n_rows += 1
+        return base, np.ascontiguousarray(np.concatenate(rows))
+
+    def _category_tables(self, select: np.ndarray, node_tree: np.ndarray,
+                         node_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per categorical feature, a row per code (+ one for NaN/out of range) holding each
+        tree's AND of the masks of that feature's nodes sending the code right."""
+        f = self.flat
+        base = np.full(self.n_features, -1, dtype=np.int64)
+        codes = np.zeros(self.n_features, dtype=np.int64)
+        rows: list[np.ndarray] = []
+        n_rows = 0
+        for j in np.unique(f.node_feature[select]):
+            nodes = np.flatnonzero(select & (f.node_feature == j))
+            n_codes = 32 * int(f.node_cat_len[nodes].max())
+            table = np.full((n_codes + 1, len(self.roots)), _ALL, dtype=np.uint64)
+            for c in [*range(n_codes), np.nan]:
+                row = table[n_codes if np.isnan(c) else c]
+                for nd in nodes:
+                    if not _goes_left(float(c), nd, f.node_threshold, f.node_kind,
+                                      f.node_default_left, f.node_missing, f.node_cat_offset,
+                                      f.node_cat_len, f.cat_words):
+                        row[node_tree[nd]] &= node_mask[nd]
+            base[j], codes[j] = n_rows, n_codes
+            rows.append(table)
+            n_rows += n_codes + 1
+        table = (np.concatenate(rows) if rows
+                 else np.zeros((1, max(1, len(self.roots))), dtype=np.uint64))
+        return base, codes, np.ascontiguousarray(table)
+
+    def _pinned_masks(self, value: float) -> np.ndarray:
+        """Per tree: AND of the pinned feature's nodes that send ``value`` right."""
+        f = self.flat
+        masks = np.full(len(self.roots), _ALL, dtype=np.uint64)
+        for nd, t, m in zip(self.pinned_nodes, self.pinned_tree, self.pinned_mask, strict=True):
+            if not _goes_left(value, nd, f.node_threshold, f.node_kind, f.node_default_left,
+                              f.node_missing, f.node_cat_offset, f.node_cat_len, f.cat_words):
+                masks[t] &= m
+        return masks
+
+    def _run(self, X: np.ndarray, arm1: np.ndarray, arm0: np.ndarray, diff: bool,
+             n_threads: int) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.zeros(X.shape[0])
+        if X.shape[0] == 0 or len(self.roots) == 0:
+            return out
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} columns, got {X.shape[1]}")
+        set_threads(n_threads)
+        f = self.flat
+        _score_kernel(X, self.sorted_start, self.sorted_thr, self.sorted_tree, self.sorted_mask,
+                      self.sorted_node, self.cp_base, self.cp_table, self.cat_base, self.cat_codes, self.cat_table,
+                      self.special_start, self.special_node, self.special_tree,
+                      self.special_mask, f.node_threshold, f.node_kind, f.node_default_left,
+                      f.node_missing, f.node_cat_offset, f.node_cat_len, f.cat_words,
+                      self.leaf_ids, f.leaf_value, arm1, arm0, diff, out)
+        return out
+
+    def raw(self, X: np.ndarray, n_threads: int = 1) -> np.ndarray:
+        """Sum of the selected trees' leaf values per row (no feature may be pinned)."""
+        if self.pinned >= 0:
+            raise ValueError("raw() needs an unpinned scorer; use difference()")
+        ones = np.full(len(self.roots), _ALL, dtype=np.uint64)
+        return self._run(X, ones, ones, False, n_threads)
+
+    def difference(self, X: np.ndarray, value1: float, value0: float,
+                   n_threads: int = 1) -> np.ndarray:
+        """Per row: score with the pinned feature at ``value1`` minus at ``value0``."""
+        if self.pinned < 0:
+            raise ValueError("difference() needs a pinned feature")
+        return self._run(X, self._pinned_masks(value1), self._pinned_masks(value0), True,
+                         n_threads)
+
+
+@njit(parallel=True, cache=True)
+def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_node,
+                  cp_base, cp_table, cat_base, cat_codes, cat_table, special_start, special_node, special_tree, special_mask, node_threshold,
+                  node_kind, node_default_left, node_missing, node_cat_offset, node_cat_len,
+                  cat_words, leaf_ids, leaf_value, arm1, arm0, diff, out):
+    """out[r] = sum_t value(exit leaf with arm1) [- value(exit leaf with arm0) if diff]."""
+    n, p = X.shape
+    n_trees = arm1.shape[0]
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for b in prange(n_blocks):
+        v = np.empty(n_trees, dtype=np.uint64)
+        for r in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
+            for t in range(n_trees):
+                v[t] = _ALL
+            for j in range(p):
+                x = X[r, j]
+                first, stop = sorted_start[j], sorted_start[j + 1]
+                if np.isnan(x):  # NaN: each node's missing rule decides
+                    for k in range(first, stop):
+                        nd = sorted_node[k]
+                        if not _goes_left(x, nd, node_threshold, node_kind, node_default_left,
+                                          node_missing, node_cat_offset, node_cat_len,
+                                          cat_words):
+                            v[sorted_tree[k]] &= sorted_mask[k]
+                elif stop > first:
+                    kstar = first + np.searchsorted(sorted_thr[first:stop], x)  # thr < x
+                    c = (kstar - first) // _CHECKPOINT
+                    if c > 0:
+                        row = cp_base[j] + c
+                        for t in range(n_trees):
+                            v[t] &= cp_table[row, t]
+                    for k in range(first + c * _CHECKPOINT, kstar):
+                        v[sorted_tree[k]] &= sorted_mask[k]
+                if cat_base[j] >= 0:  # categorical: one precomputed row of masks per code
+                    c = cat_codes[j]
+                    if x >= 0.0 and x < c:
+                        c = np.int64(x)
+                    row = cat_base[j] + c
+                    for t in range(n_trees):
+                        v[t] &= cat_table[row, t]
+                for k in range(special_start[j], special_start[j + 1]):
+                    nd = special_node[k]
+                    if not _goes_left(x, nd, node_threshold, node_kind, node_default_left,
+                                      node_missing, node_cat_offset, node_cat_len, cat_words):
+                        v[special_tree[k]] &= special_mask[k]
+            acc = 0.0
+            for t in range(n_trees):
+                acc += leaf_value[leaf_ids[t, trailing_zeros(v[t] & arm1[t])]]
+                if diff:
+                    acc -= leaf_value[leaf_ids[t, trailing_zeros(v[t] & arm0[t])]]
+            out[r] = acc
