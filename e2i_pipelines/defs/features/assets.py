@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from e2i_pipelines.core.encoding import categorical_columns
 from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.features.feature_repo import (
@@ -24,9 +25,8 @@ def feature_frame(dataset: DatasetRef, as_of: pd.Timestamp) -> pd.DataFrame:
     """Entity id, timestamp and covariates (categoricals as strings) for the offline store."""
     spec = dataset.spec
     frame = dataset.read([dataset.id_column, *spec.covariates])
-    for col in spec.covariates:
-        if isinstance(frame[col].dtype, pd.CategoricalDtype) or frame[col].dtype == object:
-            frame[col] = frame[col].astype(str)
+    for col in categorical_columns(frame, spec.covariates):
+        frame[col] = frame[col].astype(str)
     frame[TIMESTAMP] = as_of
     return frame
 

@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.encoding import categorical_columns
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef, ModelRef
 from e2i_pipelines.core.storage import E2IStorage
@@ -64,11 +65,10 @@ def model_inputs(frame: pd.DataFrame, treatment: str, covariates: list[str]):
     """Model input frame (treatment first) and the category levels of string columns."""
     inputs = frame[[treatment, *covariates]].copy()
     categories: dict[str, list[str]] = {}
-    for col in covariates:
-        if not pd.api.types.is_numeric_dtype(inputs[col]):
-            levels = sorted(inputs[col].astype(str).unique())
-            categories[col] = levels
-            inputs[col] = pd.Categorical(inputs[col].astype(str), categories=levels)
+    for col in categorical_columns(inputs, covariates):
+        levels = sorted(inputs[col].astype(str).unique())
+        categories[col] = levels
+        inputs[col] = pd.Categorical(inputs[col].astype(str), categories=levels)
     return inputs, categories
 
 
