@@ -21,6 +21,7 @@ from e2i_pipelines.analytics.treeshap_model import (
     LinearTreeError,
     UnsupportedModelError,
     flatten_booster,
+    tree_slots,
 )
 
 Method = Literal["fast", "lightgbm"]
@@ -122,6 +123,9 @@ class TreeShapExplainer:
         self.table_depth = table_depth
         self.table_leaves = int(use.sum())
         self.W = kern.shapley_weights(max(1, int(depth.max(initial=0))))
+        self.tree_range, self.node_slot, self.leaf_slot = tree_slots(flat)
+        spans = self.tree_range[:, 1] - self.tree_range[:, 0]
+        self.max_nodes = int(spans.max(initial=0))
         kern.build_tables(flat.leaf_depth, flat.leaf_offset, flat.leaf_z, flat.leaf_value,
                           self.table_offset, table_depth, self.W, self.tables)
 
@@ -148,12 +152,11 @@ class TreeShapExplainer:
             return phi
         kern.set_threads(self.n_threads)
         block = int(max(16, min(_BLOCK_ROWS, -(-X.shape[0] // (4 * self.n_threads)))))
-        kern.shap_kernel(X, f.tree_root, f.node_threshold, f.node_kind, f.node_default_left,
-                         f.node_missing, f.node_left, f.node_right, f.node_pos, f.node_feature,
-                         f.node_cat_offset, f.node_cat_len, f.cat_words, f.leaf_depth,
-                         f.leaf_offset, f.leaf_feature, f.leaf_z, f.leaf_value,
-                         self.table_offset, self.tables, self.W, f.max_tree_depth,
-                         block, phi)
+        kern.shap_kernel(X, self.tree_range, self.node_slot, self.leaf_slot, f.node_threshold,
+                         f.node_kind, f.node_default_left, f.node_missing, f.node_pos,
+                         f.node_feature, f.node_cat_offset, f.node_cat_len, f.cat_words,
+                         f.leaf_depth, f.leaf_offset, f.leaf_feature, f.leaf_z, f.leaf_value,
+                         self.table_offset, self.tables, self.W, self.max_nodes, block, phi)
         return phi
 
     def raw_score(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ G(Q) = sum_{S ⊆ Q} w(|S|, d) prod_{j ∈ Q \\ S} z_j, the leaf's contribution 
 (Z = product of z). This equals LightGBM's recursive TreeSHAP. Tables hold phi for all
 2^d hot sets of a leaf (d <= ``table_depth``); deeper leaves evaluate the formula per row
 with elementary symmetric polynomials in O(d^2). A row's hot set of every leaf comes from
-one depth-first walk per tree: the child the row does not take gets the node's position
-bit set in a "cold" mask.
+one fixed-order pass over the tree's nodes: the child the row does not take gets the node's
+position bit set in a "cold" mask.
 """
 
 from __future__ import annotations
@@ -148,57 +148,50 @@ def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf
 
 
 @njit(parallel=True, cache=True)
-def shap_kernel(X, tree_root, node_threshold, node_kind, node_default_left, node_missing,
-                node_left, node_right, node_pos, node_feature, node_cat_offset, node_cat_len,
-                cat_words, leaf_depth, leaf_offset, leaf_feature, leaf_z, leaf_value,
-                table_offset, tables, W, max_depth, block, phi):
-    """phi[r, f] += exact SHAP of every tree for every row of X (rows in parallel blocks)."""
+def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
+                node_default_left, node_missing, node_pos, node_feature, node_cat_offset,
+                node_cat_len, cat_words, leaf_depth, leaf_offset, leaf_feature, leaf_z,
+                leaf_value, table_offset, tables, W, max_nodes, block, phi):
+    """phi[r, f] += exact SHAP of every tree for every row of X (rows in parallel blocks).
+
+    A tree's nodes are visited in the same (pre-)order for every row, so there is no stack
+    and no data-dependent branch: node ``nd`` reads its cold mask from the slot its parent
+    wrote and writes its two children's (the child the row does not take gets ``nd``'s
+    position bit), then every leaf reads its mask from its slot.
+    """
     n = X.shape[0]
     n_blocks = (n + block - 1) // block
     for b in prange(n_blocks):
-        stack_node = np.empty(max_depth + 2, dtype=np.int64)
-        stack_mask = np.empty(max_depth + 2, dtype=np.int64)
+        slots = np.zeros(2 * max_nodes + 1, dtype=np.int64)  # slot 0: the root's (empty)
         esym = np.empty(64)
         ediv = np.empty(64)
         r0 = b * block
         r1 = min(n, r0 + block)
-        for t in range(tree_root.shape[0]):
-            root = tree_root[t]
+        for t in range(tree_range.shape[0]):
+            n0, n1 = tree_range[t, 0], tree_range[t, 1]
+            l0, l1 = tree_range[t, 2], tree_range[t, 3]
             for r in range(r0, r1):
-                top = 0
-                stack_node[0] = root
-                stack_mask[0] = 0
-                top = 1
-                while top > 0:
-                    top -= 1
-                    nd = stack_node[top]
-                    cold = stack_mask[top]
-                    if nd < 0:
-                        leaf = ~nd
-                        d = leaf_depth[leaf]
-                        hot = ((1 << d) - 1) & ~cold
-                        t0 = table_offset[leaf]
-                        if t0 >= 0:
-                            o = leaf_offset[leaf]
-                            base = t0 + hot * d
-                            for k in range(d):
-                                phi[r, leaf_feature[o + k]] += tables[base + k]
-                        else:
-                            _leaf_direct(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
-                                         leaf_z, leaf_value, W, esym, ediv)
-                        continue
-                    x = X[r, node_feature[nd]]
+                for nd in range(n0, n1):
+                    cold = slots[node_slot[nd]]
+                    left = np.int64(_goes_left(X[r, node_feature[nd]], nd, node_threshold,
+                                               node_kind, node_default_left, node_missing,
+                                               node_cat_offset, node_cat_len, cat_words))
                     bit = np.int64(1) << node_pos[nd]
-                    if _goes_left(x, nd, node_threshold, node_kind, node_default_left,
-                                  node_missing, node_cat_offset, node_cat_len, cat_words):
-                        hot_child, cold_child = node_left[nd], node_right[nd]
+                    k = 1 + 2 * (nd - n0)
+                    slots[k] = cold | (bit * (1 - left))
+                    slots[k + 1] = cold | (bit * left)
+                for leaf in range(l0, l1):
+                    d = leaf_depth[leaf]
+                    hot = ((np.int64(1) << d) - 1) & ~slots[leaf_slot[leaf]]
+                    t0 = table_offset[leaf]
+                    if t0 >= 0:
+                        o = leaf_offset[leaf]
+                        base = t0 + hot * d
+                        for k in range(d):
+                            phi[r, leaf_feature[o + k]] += tables[base + k]
                     else:
-                        hot_child, cold_child = node_right[nd], node_left[nd]
-                    stack_node[top] = cold_child
-                    stack_mask[top] = cold | bit
-                    stack_node[top + 1] = hot_child
-                    stack_mask[top + 1] = cold
-                    top += 2
+                        _leaf_direct(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
+                                     leaf_z, leaf_value, W, esym, ediv)
 
 
 def set_threads(n: int) -> None:

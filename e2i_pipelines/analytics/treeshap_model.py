@@ -217,3 +217,39 @@ def flatten_booster(booster: Any) -> FlatEnsemble:
         max_tree_depth=builder.max_depth,
         constant_value=constant,
     )
+
+
+def tree_slots(flat: FlatEnsemble) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tree its node and leaf ranges; per node and leaf the slot its parent writes.
+
+    Trees are stored in pre-order, each as one contiguous run of nodes (root first) and of
+    leaves. Node ``nd`` of a tree starting at ``n0`` writes its left child's slot
+    ``1 + 2 (nd - n0)`` and its right child's the next one; slot 0 is the root's.
+    Returns (tree_range (T, 4): n0, n1, l0, l1; node_slot; leaf_slot).
+    """
+    n_nodes = len(flat.node_feature)
+    roots = flat.tree_root.astype(np.int64)
+    if len(roots) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros((0, 4), dtype=np.int64), empty, empty
+    node_end = np.append(roots[1:], n_nodes)
+    if np.any(roots < 0) or np.any(np.diff(roots) <= 0):
+        raise ValueError("trees are not stored as contiguous pre-order node runs")
+    tree_of = np.repeat(np.arange(len(roots)), node_end - roots)
+    local = np.arange(n_nodes) - roots[tree_of]
+    node_slot = np.zeros(n_nodes, dtype=np.int64)
+    leaf_slot = np.zeros(len(flat.leaf_value), dtype=np.int64)
+    leaf_tree = np.full(len(flat.leaf_value), -1, dtype=np.int64)
+    for side, child in enumerate((flat.node_left.astype(np.int64),
+                                  flat.node_right.astype(np.int64))):
+        slot = 1 + 2 * local + side
+        inner = child >= 0
+        node_slot[child[inner]] = slot[inner]
+        leaf_slot[~child[~inner]] = slot[~inner]
+        leaf_tree[~child[~inner]] = tree_of[~inner]
+    first_leaf = np.searchsorted(leaf_tree, np.arange(len(roots)))
+    last_leaf = np.searchsorted(leaf_tree, np.arange(len(roots)), side="right")
+    if np.any(np.diff(leaf_tree) < 0) or np.any(leaf_tree < 0):
+        raise ValueError("leaves are not stored as contiguous runs per tree")
+    tree_range = np.stack([roots, node_end, first_leaf, last_leaf], axis=1).astype(np.int64)
+    return tree_range, node_slot, leaf_slot
