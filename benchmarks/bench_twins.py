@@ -83,7 +83,8 @@ def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> di
     t1 = time.perf_counter()
     acc = FidelityAccumulator(real, model.numeric, model.discrete_names)
     path = Path(workdir) / f"ours_{n}.parquet"
-    write_twins(model, n, path, chunk_rows=chunk_rows, seed=seed, on_chunk=acc.update)
+    write_twins(model, n, path, chunk_rows=chunk_rows, seed=seed, on_chunk=acc.update,
+                workers=n_jobs())
     fid = acc.report()
     t2 = time.perf_counter()
     report, _ = simulate_policies(str(path), info["model_ref"],

@@ -14,8 +14,11 @@ so any chunking of the rows gives exactly the same twins as one-shot sampling.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -367,24 +370,48 @@ def chunk_bounds(model: CopulaModel, n: int, chunk_rows: int) -> list[tuple[int,
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def iter_chunks(model: CopulaModel, n: int, chunk_rows: int, seed: int) -> Iterator[pd.DataFrame]:
-    """Twins in chunks of about ``chunk_rows`` (memory is bounded by the chunk, not ``n``)."""
-    for a, z in chunk_bounds(model, n, chunk_rows):
-        yield sample_range(model, a, z, seed)
+def iter_chunks(model: CopulaModel, n: int, chunk_rows: int, seed: int,
+                workers: int = 1) -> Iterator[pd.DataFrame]:
+    """Twins in chunks of about ``chunk_rows`` (memory is bounded by the chunk, not ``n``).
+
+    With ``workers > 1`` the next chunks are drawn on threads (numpy and scipy release the
+    GIL) while the caller consumes this one; at most ``workers`` chunks wait. The chunks are
+    the same either way: each random block has its own seed.
+    """
+    bounds = iter(chunk_bounds(model, n, chunk_rows))
+    if workers <= 1:
+        for a, z in bounds:
+            yield sample_range(model, a, z, seed)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twins") as pool:
+        pending = deque(pool.submit(sample_range, model, a, z, seed)
+                        for a, z in islice(bounds, workers))
+        try:
+            while pending:
+                chunk = pending.popleft().result()
+                for a, z in islice(bounds, 1):
+                    pending.append(pool.submit(sample_range, model, a, z, seed))
+                yield chunk
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def write_twins(
     model: CopulaModel, n: int, path: str | Path, *, chunk_rows: int, seed: int,
-    on_chunk: Callable[[pd.DataFrame], None] | None = None,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None, workers: int = 1,
 ) -> int:
-    """Stream ``n`` twins to one Parquet file (a row group per chunk); returns rows written."""
+    """Stream ``n`` twins to one Parquet file (a row group per chunk); returns rows written.
+
+    ``workers`` threads draw the next chunks while this one is written (see ``iter_chunks``).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
     written = 0
     try:
-        for chunk in iter_chunks(model, n, chunk_rows, seed):
+        for chunk in iter_chunks(model, n, chunk_rows, seed, workers):
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(str(path), table.schema, compression="snappy")

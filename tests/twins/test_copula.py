@@ -90,11 +90,13 @@ def test_binary_correlation_preserved_better_than_naive_copula():
     assert err_naive > 3 * err_ours and err_naive > 0.03  # ... but loses the dependence
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 999, 4_096, 5_000, 9_000, 100_000])
-def test_chunked_sampling_equals_one_shot(model, chunk_rows):
+@pytest.mark.parametrize(("chunk_rows", "workers"),
+                         [(1, 1), (999, 1), (4_096, 1), (4_096, 3), (5_000, 2), (9_000, 1),
+                          (100_000, 2)])
+def test_chunked_sampling_equals_one_shot(model, chunk_rows, workers):
     n = 10_500
     one_shot = tc.sample(model, n, seed=11)
-    chunks = list(tc.iter_chunks(model, n, chunk_rows, seed=11))
+    chunks = list(tc.iter_chunks(model, n, chunk_rows, seed=11, workers=workers))
     assert max(len(c) for c in chunks) <= max(chunk_rows, model.block_rows)
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), one_shot)
     pd.testing.assert_frame_equal(tc.sample_range(model, 3_000, 7_000, seed=11),

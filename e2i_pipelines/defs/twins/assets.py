@@ -88,7 +88,8 @@ def digital_twins(
             progress.advance(len(chunk))
 
         written = write_twins(model, config.n_twins, tmp / "twins.parquet",
-                              chunk_rows=config.chunk_rows, seed=config.seed, on_chunk=on_chunk)
+                              chunk_rows=config.chunk_rows, seed=config.seed, on_chunk=on_chunk,
+                              workers=n_jobs())
         seconds = time.perf_counter() - started
         report = fidelity.report()
         (tmp / "fidelity.json").write_text(json.dumps(report, default=_json_default, indent=1))
