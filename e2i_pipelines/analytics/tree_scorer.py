@@ -30,7 +30,8 @@ from e2i_pipelines.analytics.treeshap_model import (
 MAX_LEAVES = 64  # one uint64 bitvector per tree
 _BLOCK = 512  # rows per parallel block
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-_CHECKPOINT = 16  # sorted nodes per precomputed prefix AND
+_CHECKPOINT = 16  # sorted nodes per precomputed prefix AND (doubled until the table fits)
+DEFAULT_TABLE_BYTES = 256 * 2**20
 
 
 def _tree_layout(flat: FlatEnsemble, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray,
@@ -66,7 +67,7 @@ class QuickScorer:
     """Sum of leaf values of selected trees, optionally with one feature pinned per arm."""
 
     def __init__(self, flat: FlatEnsemble, roots: np.ndarray | None = None,
-                 pinned_feature: int = -1) -> None:
+                 pinned_feature: int = -1, table_bytes: int = DEFAULT_TABLE_BYTES) -> None:
         self.flat = flat
         self.roots = np.asarray(flat.tree_root if roots is None else roots, dtype=np.int32)
         self.roots = self.roots[self.roots >= 0]
@@ -86,6 +87,11 @@ class QuickScorer:
         self.sorted_thr = f.node_threshold[self.sorted_node]
         self.sorted_tree = node_tree[self.sorted_node]
         self.sorted_mask = node_mask[self.sorted_node]
+        self.stride = _CHECKPOINT
+        n_sorted = len(self.sorted_node)
+        while (n_sorted // self.stride + 1) * len(self.roots) * 8 > table_bytes \
+                and self.stride <= n_sorted:
+            self.stride *= 2
         self.cp_base, self.cp_table = self._checkpoints()
         self.special_tree = node_tree[self.special_node]
         self.special_mask = node_mask[self.special_node]
@@ -104,7 +110,7 @@ class QuickScorer:
         return start.astype(np.int64), nodes
 
     def _checkpoints(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per feature, every ``_CHECKPOINT`` sorted nodes: each tree's AND of the masks of the
+        """Per feature, every ``stride`` sorted nodes: each tree's AND of the masks of the
         nodes so far, so a row applies whole runs of low thresholds with one vector AND."""
         base = np.zeros(self.n_features, dtype=np.int64)
         rows = [np.full((1, len(self.roots)), _ALL, dtype=np.uint64)]  # row 0: no-op
@@ -113,8 +119,8 @@ class QuickScorer:
             s, e = int(self.sorted_start[j]), int(self.sorted_start[j + 1])
             base[j] = n_rows - 1  # checkpoint c of j is row base + c (c >= 1)
             state = np.full(len(self.roots), _ALL, dtype=np.uint64)
-            for c in range(1, (e - s) // _CHECKPOINT + 1):
-                for k in range(s + (c - 1) * _CHECKPOINT, s + c * _CHECKPOINT):
+            for c in range(1, (e - s) // self.stride + 1):
+                for k in range(s + (c - 1) * self.stride, s + c * self.stride):
                     state[self.sorted_tree[k]] &= self.sorted_mask[k]
                 rows.append(state[None, :].copy())
                 n_rows += 1
@@ -168,9 +174,9 @@ class QuickScorer:
         set_threads(n_threads)
         f = self.flat
         _score_kernel(X, self.sorted_start, self.sorted_thr, self.sorted_tree, self.sorted_mask,
-                      self.sorted_node, self.cp_base, self.cp_table, self.cat_base, self.cat_codes, self.cat_table,
-                      self.special_start, self.special_node, self.special_tree,
-                      self.special_mask, f.node_threshold, f.node_kind, f.node_default_left,
+                      self.sorted_node, self.stride, self.cp_base, self.cp_table,
+                      self.cat_base, self.cat_codes, self.cat_table, self.special_start,
+                      self.special_node, self.special_tree, self.special_mask, f.node_threshold, f.node_kind, f.node_default_left,
                       f.node_missing, f.node_cat_offset, f.node_cat_len, f.cat_words,
                       self.leaf_ids, f.leaf_value, arm1, arm0, diff, out)
         return out
@@ -193,9 +199,10 @@ class QuickScorer:
 
 @njit(parallel=True, cache=True)
 def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_node,
-                  cp_base, cp_table, cat_base, cat_codes, cat_table, special_start, special_node, special_tree, special_mask, node_threshold,
-                  node_kind, node_default_left, node_missing, node_cat_offset, node_cat_len,
-                  cat_words, leaf_ids, leaf_value, arm1, arm0, diff, out):
+                  stride, cp_base, cp_table, cat_base, cat_codes, cat_table, special_start,
+                  special_node, special_tree, special_mask, node_threshold, node_kind,
+                  node_default_left, node_missing, node_cat_offset, node_cat_len, cat_words,
+                  leaf_ids, leaf_value, arm1, arm0, diff, out):
     """out[r] = sum_t value(exit leaf with arm1) [- value(exit leaf with arm0) if diff]."""
     n, p = X.shape
     n_trees = arm1.shape[0]
@@ -217,12 +224,12 @@ def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_
                             v[sorted_tree[k]] &= sorted_mask[k]
                 elif stop > first:
                     kstar = first + np.searchsorted(sorted_thr[first:stop], x)  # thr < x
-                    c = (kstar - first) // _CHECKPOINT
+                    c = (kstar - first) // stride
                     if c > 0:
                         row = cp_base[j] + c
                         for t in range(n_trees):
                             v[t] &= cp_table[row, t]
-                    for k in range(first + c * _CHECKPOINT, kstar):
+                    for k in range(first + c * stride, kstar):
                         v[sorted_tree[k]] &= sorted_mask[k]
                 if cat_base[j] >= 0:  # categorical: one precomputed row of masks per code
                     c = cat_codes[j]

@@ -78,3 +78,14 @@ def test_more_than_64_leaves_is_refused_and_shap_falls_back():
     explainer = TreeShapExplainer(booster, "fast")
     assert explainer.scorer is None  # raw scores then come from LightGBM itself
     np.testing.assert_allclose(explainer.raw_score(X), booster.predict(X, raw_score=True))
+
+
+@pytest.mark.parametrize("table_bytes", [1, 20_000])
+def test_small_table_budget_widens_checkpoints_not_results(mixed_model, mixed_data,
+                                                          table_bytes):
+    X = model_matrix(mixed_model, mixed_data[mixed_model.feature_name()])
+    scorer = QuickScorer(flatten_booster(mixed_model), table_bytes=table_bytes)
+    assert scorer.stride > 16
+    assert scorer.cp_table.nbytes <= max(table_bytes, len(scorer.roots) * 8)
+    np.testing.assert_allclose(scorer.raw(X), mixed_model.predict(X, raw_score=True),
+                               rtol=0, atol=TOL)
