@@ -177,7 +177,8 @@ class QuickScorer:
                       self.sorted_node, self.stride, self.cp_base, self.cp_table,
                       self.cat_base, self.cat_codes, self.cat_table, self.special_start,
                       self.special_node, self.special_tree, self.special_mask,
-                      f.node_threshold, f.node_kind, f.node_default_left, f.node_missing, f.node_cat_offset, f.node_cat_len, f.cat_words,
+                      f.node_threshold, f.node_kind, f.node_default_left, f.node_missing,
+                      f.node_cat_offset, f.node_cat_len, f.cat_words,
                       self.leaf_ids, f.leaf_value, arm1, arm0, diff, out)
         return out
 
