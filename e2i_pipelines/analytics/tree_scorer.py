@@ -72,7 +72,8 @@ class QuickScorer:
         self.roots = np.asarray(flat.tree_root if roots is None else roots, dtype=np.int32)
         self.roots = self.roots[self.roots >= 0]
         self.pinned = int(pinned_feature)
-        node_tree, node_mask, self.leaf_ids = _tree_layout(flat, self.roots)
+        self.node_tree, self.node_mask, self.leaf_ids = _tree_layout(flat, self.roots)
+        node_tree, node_mask = self.node_tree, self.node_mask
         used = node_tree >= 0
         self.n_features = int(flat.n_features)
         f = flat
@@ -80,8 +81,7 @@ class QuickScorer:
         sortable &= f.node_feature != self.pinned
         categorical = used & (f.node_kind != NUMERICAL) & (f.node_feature != self.pinned)
         special = used & ~sortable & ~categorical & (f.node_feature != self.pinned)
-        self.cat_base, self.cat_codes, self.cat_table = self._category_tables(
-            categorical, node_tree, node_mask)
+        self.cat_base, self.cat_codes, self.cat_table = self._category_tables(categorical)
         self.sorted_start, self.sorted_node = self._group(sortable, f.node_threshold)
         self.special_start, self.special_node = self._group(special, None)
         self.sorted_thr = f.node_threshold[self.sorted_node]
@@ -95,9 +95,7 @@ class QuickScorer:
         self.cp_base, self.cp_table = self._checkpoints()
         self.special_tree = node_tree[self.special_node]
         self.special_mask = node_mask[self.special_node]
-        self.pinned_nodes = np.flatnonzero(used & (f.node_feature == self.pinned)).astype(np.int32)
-        self.pinned_tree = node_tree[self.pinned_nodes]
-        self.pinned_mask = node_mask[self.pinned_nodes]
+        self.pinned_nodes = np.flatnonzero(used & (f.node_feature == self.pinned))
 
     def _group(self, select: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Selected nodes grouped by feature (by ``key`` within one); CSR start offsets."""
@@ -126,8 +124,7 @@ class QuickScorer:
                 n_rows += 1
         return base, np.ascontiguousarray(np.concatenate(rows))
 
-    def _category_tables(self, select: np.ndarray, node_tree: np.ndarray,
-                         node_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _category_tables(self, select: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per categorical feature, a row per code (+ one for NaN/out of range) holding each
         tree's AND of the masks of that feature's nodes sending the code right."""
         f = self.flat
@@ -138,30 +135,28 @@ class QuickScorer:
         for j in np.unique(f.node_feature[select]):
             nodes = np.flatnonzero(select & (f.node_feature == j))
             n_codes = 32 * int(f.node_cat_len[nodes].max())
-            table = np.full((n_codes + 1, len(self.roots)), _ALL, dtype=np.uint64)
-            for c in [*range(n_codes), np.nan]:
-                row = table[n_codes if np.isnan(c) else c]
-                for nd in nodes:
-                    if not _goes_left(float(c), nd, f.node_threshold, f.node_kind,
-                                      f.node_default_left, f.node_missing, f.node_cat_offset,
-                                      f.node_cat_len, f.cat_words):
-                        row[node_tree[nd]] &= node_mask[nd]
+            rows.append(self._right_masks(np.append(np.arange(n_codes, dtype=np.float64),
+                                                    np.nan), nodes))
             base[j], codes[j] = n_rows, n_codes
-            rows.append(table)
             n_rows += n_codes + 1
         table = (np.concatenate(rows) if rows
                  else np.zeros((1, max(1, len(self.roots))), dtype=np.uint64))
         return base, codes, np.ascontiguousarray(table)
 
+    def _right_masks(self, values: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """(len(values), trees): per value, each tree's AND of the masks of ``nodes`` that
+        send the value right (LightGBM's decision rule)."""
+        f = self.flat
+        out = np.full((len(values), len(self.roots)), _ALL, dtype=np.uint64)
+        _and_right_masks(np.asarray(values, dtype=np.float64), nodes.astype(np.int64),
+                         self.node_tree, self.node_mask, f.node_threshold, f.node_kind,
+                         f.node_default_left, f.node_missing, f.node_cat_offset,
+                         f.node_cat_len, f.cat_words, out)
+        return out
+
     def _pinned_masks(self, value: float) -> np.ndarray:
         """Per tree: AND of the pinned feature's nodes that send ``value`` right."""
-        f = self.flat
-        masks = np.full(len(self.roots), _ALL, dtype=np.uint64)
-        for nd, t, m in zip(self.pinned_nodes, self.pinned_tree, self.pinned_mask, strict=True):
-            if not _goes_left(value, nd, f.node_threshold, f.node_kind, f.node_default_left,
-                              f.node_missing, f.node_cat_offset, f.node_cat_len, f.cat_words):
-                masks[t] &= m
-        return masks
+        return self._right_masks(np.array([value]), self.pinned_nodes)[0]
 
     def _run(self, X: np.ndarray, arm1: np.ndarray, arm0: np.ndarray, diff: bool,
              n_threads: int) -> np.ndarray:
@@ -196,6 +191,18 @@ class QuickScorer:
             raise ValueError("difference() needs a pinned feature")
         return self._run(X, self._pinned_masks(value1), self._pinned_masks(value0), True,
                          n_threads)
+
+
+@njit(cache=True)
+def _and_right_masks(values, nodes, node_tree, node_mask, node_threshold, node_kind,
+                     node_default_left, node_missing, node_cat_offset, node_cat_len, cat_words,
+                     out):
+    """out[i, tree of nd] &= mask of nd, for every node nd in ``nodes`` sending values[i] right."""
+    for i in range(values.shape[0]):
+        for nd in nodes:
+            if not _goes_left(values[i], nd, node_threshold, node_kind, node_default_left,
+                              node_missing, node_cat_offset, node_cat_len, cat_words):
+                out[i, node_tree[nd]] &= node_mask[nd]
 
 
 @njit(parallel=True, cache=True)

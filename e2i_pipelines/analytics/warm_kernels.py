@@ -25,6 +25,7 @@ KERNELS = {
     "build_tables": treeshap_kernels.build_tables,
     "shap_kernel": treeshap_kernels.shap_kernel,
     "score_kernel": tree_scorer._score_kernel,
+    "and_right_masks": tree_scorer._and_right_masks,
 }
 
 
