@@ -53,7 +53,6 @@ class FlatEnsemble:
     leaf_offset: np.ndarray  # int32 into leaf_feature / leaf_z
     leaf_feature: np.ndarray  # int32: feature index per path position
     leaf_z: np.ndarray  # float64: product of cover fractions per path position
-    max_tree_depth: int
     constant_value: float = 0.0  # sum of the single-leaf trees (dropped from the arrays)
 
     @property
@@ -91,7 +90,6 @@ class _Builder:
         self.leaf_offset: list[int] = []
         self.leaf_feature: list[int] = []
         self.leaf_z: list[float] = []
-        self.max_depth = 0
 
     def add_tree(self, root: dict[str, Any]) -> tuple[int, float]:
         """Append one tree; returns (root reference, expected value of the tree)."""
@@ -100,10 +98,8 @@ class _Builder:
             raise UnsupportedModelError("a tree has no data counts (internal_count 0)")
         expected = 0.0
 
-        def walk(node: dict[str, Any], path_feats: list[int], path_z: list[float],
-                 depth: int) -> int:
+        def walk(node: dict[str, Any], path_feats: list[int], path_z: list[float]) -> int:
             nonlocal expected
-            self.max_depth = max(self.max_depth, depth)
             if "leaf_value" in node:
                 if "leaf_coeff" in node:
                     raise LinearTreeError("linear trees (linear_tree=true) have no exact "
@@ -118,13 +114,13 @@ class _Builder:
                 self.leaf_feature.extend(path_feats)
                 self.leaf_z.extend(path_z)
                 return ~leaf
-            return self._add_node(node, path_feats, path_z, depth, walk)
+            return self._add_node(node, path_feats, path_z, walk)
 
-        ref = walk(root, [], [], 0)
+        ref = walk(root, [], [])
         return ref, expected
 
     def _add_node(self, node: dict[str, Any], path_feats: list[int], path_z: list[float],
-                  depth: int, walk: Callable[..., int]) -> int:
+                  walk: Callable[..., int]) -> int:
         """Append one internal node, then walk both children with extended path data."""
         if node.get("decision_type") not in ("<=", "=="):
             raise UnsupportedModelError(f"decision type {node.get('decision_type')!r}")
@@ -169,7 +165,7 @@ class _Builder:
             else:
                 feats.append(feature)
                 zs.append(frac)
-            nd[side][idx] = walk(child, feats, zs, depth + 1)
+            nd[side][idx] = walk(child, feats, zs)
         return idx
 
 
@@ -214,7 +210,6 @@ def flatten_booster(booster: Any) -> FlatEnsemble:
         leaf_offset=np.asarray(builder.leaf_offset, dtype=np.int32),
         leaf_feature=np.asarray(builder.leaf_feature or [0], dtype=np.int32),
         leaf_z=np.asarray(builder.leaf_z or [0.0], dtype=np.float64),
-        max_tree_depth=builder.max_depth,
         constant_value=constant,
     )
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from e2i_pipelines.analytics.tree_scorer import QuickScorer
 from e2i_pipelines.analytics.treeshap import model_matrix
-from e2i_pipelines.analytics.treeshap_model import FlatEnsemble, flatten_booster
+from e2i_pipelines.analytics.treeshap_model import flatten_booster, tree_slots
 
 
 def with_treatment(frame: pd.DataFrame, treatment: str, value: int) -> pd.DataFrame:
@@ -32,16 +32,6 @@ def booster_uplift(booster: Any, frame: pd.DataFrame, treatment: str) -> np.ndar
     return np.asarray(treated) - np.asarray(untreated)
 
 
-def _subtree_has_feature(flat: FlatEnsemble, feature: int) -> np.ndarray:
-    """Per node: does its subtree split on ``feature``? (children have larger indices)."""
-    has = flat.node_feature == feature
-    for nd in range(len(has) - 1, -1, -1):
-        for child in (flat.node_left[nd], flat.node_right[nd]):
-            if child >= 0 and has[child]:
-                has[nd] = True
-    return has
-
-
 class TreeUplift:
     """Exact uplift from only the trees that split on the treatment (bitvector scorer)."""
 
@@ -53,9 +43,10 @@ class TreeUplift:
         self.treatment = treatment
         self.flat = flatten_booster(booster)
         self.t_col = names.index(treatment)
-        self.has_t = _subtree_has_feature(self.flat, self.t_col)
-        roots = [int(r) for r in self.flat.tree_root if r >= 0 and self.has_t[r]]
-        self.roots = np.asarray(roots, dtype=np.int32)
+        feature = self.flat.node_feature
+        self.roots = np.asarray([root for root, (n0, n1, _, _) in
+                                 zip(self.flat.tree_root, tree_slots(self.flat)[0], strict=True)
+                                 if (feature[n0:n1] == self.t_col).any()], dtype=np.int32)
         self.scorer = QuickScorer(self.flat, self.roots, pinned_feature=self.t_col)
         self.n_threads = n_threads
 
