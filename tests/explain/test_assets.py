@@ -3,34 +3,28 @@
 import base64
 import re
 
-import lightgbm as lgb
 import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import shap
 
-from e2i_pipelines.core.refs import DatasetRef, ModelRef
-from e2i_pipelines.data.synthetic import SPEC, generate_e2i
+from e2i_pipelines.core.refs import DatasetRef
+from e2i_pipelines.data.synthetic import SPEC
 from e2i_pipelines.defs.explain.assets import assets as explain_assets
 from e2i_pipelines.tiers import TIER_TAG
-from tests.support.analytics import materialization_metadata, materialize_on_upstream
+from tests.support.analytics import (
+    materialization_metadata,
+    materialize_on_upstream,
+    write_upstream,
+)
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """A real synthetic dataset file and a LightGBM outcome model trained on it."""
-    root = tmp_path_factory.mktemp("upstream")
-    frame, truth = generate_e2i(4_000, seed=11)
-    frame.to_parquet(root / "data.parquet", row_group_size=1_500)
-    data_ref = DatasetRef(str(root / "data.parquet"), SPEC, len(frame), "hcp_id", truth)
-    feats = [SPEC.treatment, *SPEC.covariates]
-    categories = {c: list(frame[c].cat.categories) for c in ("region", "specialty")}
-    booster = lgb.train({"objective": "regression", "num_leaves": 31, "verbose": -1,
-                         "num_threads": 1}, lgb.Dataset(frame[feats], frame[SPEC.outcome]), 50)
-    booster.save_model(str(root / "model.txt"))
-    model_ref = ModelRef(str(root / "model.txt"), feats, SPEC.treatment, SPEC.outcome, categories)
-    return data_ref, model_ref, frame
+    return write_upstream(tmp_path_factory.mktemp("upstream"), 4_000, seed=11, num_leaves=31,
+                          rounds=50, row_group_size=1_500)
 
 
 def _materialize(upstream, tmp_path, monkeypatch, run_config, selection):

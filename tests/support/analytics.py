@@ -1,12 +1,33 @@
-"""Materialize analytics assets in-process on given upstream refs (dataset, outcome model)."""
+"""Upstream refs (dataset file, outcome model) for the analytics assets, and materializing
+those assets in-process on them."""
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
+import lightgbm as lgb
+import pandas as pd
 
 from e2i_pipelines.core.refs import DatasetRef, ModelRef
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
+from e2i_pipelines.data.synthetic import SPEC, generate_e2i
+
+
+def write_upstream(root: Path, rows: int, seed: int, num_leaves: int, rounds: int,
+                   row_group_size: int | None = None) -> tuple[DatasetRef, ModelRef, pd.DataFrame]:
+    """A synthetic E2I dataset file under ``root`` and a LightGBM outcome model trained on it."""
+    frame, truth = generate_e2i(rows, seed=seed)
+    frame.to_parquet(root / "data.parquet", row_group_size=row_group_size)
+    data_ref = DatasetRef(str(root / "data.parquet"), SPEC, len(frame), "hcp_id", truth)
+    feats = [SPEC.treatment, *SPEC.covariates]
+    categories = {c: list(frame[c].cat.categories) for c in ("region", "specialty")}
+    booster = lgb.train({"objective": "regression", "num_leaves": num_leaves, "verbose": -1,
+                         "num_threads": 1}, lgb.Dataset(frame[feats], frame[SPEC.outcome]),
+                        rounds)
+    booster.save_model(str(root / "model.txt"))
+    model_ref = ModelRef(str(root / "model.txt"), feats, SPEC.treatment, SPEC.outcome, categories)
+    return data_ref, model_ref, frame
 
 
 def materialize_on_upstream(

@@ -3,31 +3,24 @@
 import json
 from pathlib import Path
 
-import lightgbm as lgb
 import pandas as pd
 import pytest
 
 from e2i_pipelines.analytics.twins_copula import TwinsRef
-from e2i_pipelines.core.refs import DatasetRef, ModelRef
-from e2i_pipelines.data.synthetic import SPEC, generate_e2i
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
 from e2i_pipelines.tiers import TIER_TAG
-from tests.support.analytics import materialization_metadata, materialize_on_upstream
+from tests.support.analytics import (
+    materialization_metadata,
+    materialize_on_upstream,
+    write_upstream,
+)
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory):
     """A real synthetic dataset file and a LightGBM outcome model trained on it."""
-    root = tmp_path_factory.mktemp("upstream")
-    frame, truth = generate_e2i(6_000, seed=3)
-    frame.to_parquet(root / "data.parquet")
-    data_ref = DatasetRef(str(root / "data.parquet"), SPEC, len(frame), "hcp_id", truth)
-    feats = [SPEC.treatment, *SPEC.covariates]
-    categories = {c: list(frame[c].cat.categories) for c in ("region", "specialty")}
-    booster = lgb.train({"objective": "regression", "num_leaves": 15, "verbose": -1,
-                         "num_threads": 1}, lgb.Dataset(frame[feats], frame[SPEC.outcome]), 40)
-    booster.save_model(str(root / "model.txt"))
-    model_ref = ModelRef(str(root / "model.txt"), feats, SPEC.treatment, SPEC.outcome, categories)
+    data_ref, model_ref, _ = write_upstream(tmp_path_factory.mktemp("upstream"), 6_000, seed=3,
+                                            num_leaves=15, rounds=40)
     return data_ref, model_ref
 
 
