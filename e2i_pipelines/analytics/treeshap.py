@@ -9,6 +9,7 @@ handle (e.g. paths over 62 distinct features) fall back to LightGBM with the rea
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -94,13 +95,8 @@ class TreeShapExplainer:
                 self.method = "lightgbm"
                 log.warning("fast TreeSHAP does not support this model (%s); "
                             "using LightGBM pred_contrib", exc)
-        self.scorer: QuickScorer | None = None
         if self.flat is not None:
             self._prepare_tables(table_depth, table_bytes)
-            try:
-                self.scorer = QuickScorer(self.flat)
-            except UnsupportedModelError:  # > 64 leaves: raw scores from LightGBM
-                self.scorer = None
             self.base_value = float(self.flat.base_value)
         else:
             self.base_value = float(self._lightgbm(np.zeros((1, len(self.feature_names))))[1])
@@ -158,6 +154,17 @@ class TreeShapExplainer:
                          f.leaf_depth, f.leaf_offset, f.leaf_feature, f.leaf_z, f.leaf_value,
                          self.table_offset, self.tables, self.W, self.max_nodes, block, phi)
         return phi
+
+    @cached_property
+    def scorer(self) -> QuickScorer | None:
+        """The bitvector scorer behind :meth:`raw_score`, built on first use (None: LightGBM
+        scores, for models the fast path cannot flatten or with trees over 64 leaves)."""
+        if self.flat is None:
+            return None
+        try:
+            return QuickScorer(self.flat)
+        except UnsupportedModelError:
+            return None
 
     def raw_score(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Raw prediction by the bitvector scorer (an algorithm independent of the SHAP
