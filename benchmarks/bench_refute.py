@@ -37,7 +37,7 @@ def _current_rss_mb() -> float:
 def _load(path: str):
     import pandas as pd
 
-    from e2i_pipelines.analytics.causal_estimate import estimate_effect, prepare_frame
+    from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
     from e2i_pipelines.data.synthetic import SPEC
 
     warnings.filterwarnings("ignore")
@@ -47,7 +47,7 @@ def _load(path: str):
 
 
 def run_ours(path: str, sims: int, queue: mp.Queue) -> None:
-    from e2i_pipelines.analytics.refuters import RefuterSettings, run_refuters
+    from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
 
     frame, fitted = _load(path)
     base = _current_rss_mb()
@@ -69,7 +69,7 @@ def run_ours(path: str, sims: int, queue: mp.Queue) -> None:
 def run_dowhy(path: str, sims: int, dowhy_sims: int, queue: mp.Queue) -> None:
     import numpy as np
 
-    from e2i_pipelines.analytics.refute_dowhy import (
+    from e2i_pipelines.analytics.causal.refute_dowhy import (
         default_strength_grid,
         dowhy_refute,
         dowhy_unobserved_effect,

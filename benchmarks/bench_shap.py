@@ -80,8 +80,8 @@ def run_ours(model: str, data: str, out: str, chunk_rows: int, threads: int) -> 
     """Child process: chunked fast TreeSHAP over the Parquet file into Parquet."""
     import lightgbm as lgb
 
-    from e2i_pipelines.analytics.treeshap import TreeShapExplainer
-    from e2i_pipelines.analytics.treeshap_stream import explain_parquet
+    from e2i_pipelines.analytics.explain.stream import explain_parquet
+    from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
 
     booster = lgb.Booster(model_file=model)
     explainer = TreeShapExplainer(booster, "fast", n_threads=threads)

@@ -72,9 +72,9 @@ def prepare(workdir: Path, fit_rows: int, seed: int) -> dict:
 def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> dict:
     import pandas as pd
 
-    from e2i_pipelines.analytics.twins_copula import fit_copula, write_twins
-    from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator
-    from e2i_pipelines.analytics.twins_interventions import TargetingRule, simulate_policies
+    from e2i_pipelines.analytics.twins.copula import fit_copula, write_twins
+    from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
+    from e2i_pipelines.analytics.twins.interventions import TargetingRule, simulate_policies
     from e2i_pipelines.core.budget import n_jobs
 
     real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])
@@ -131,7 +131,7 @@ def _decode(twins, real, cats):
 
 def _one_shot_uplift(info, twins):
     """booster.predict on all twins at once, treated and untreated (the stock way)."""
-    from e2i_pipelines.analytics.twins_uplift import booster_uplift
+    from e2i_pipelines.analytics.twins.uplift import booster_uplift
 
     ref = info["model_ref"]
     return booster_uplift(ref.load_booster(), ref.model_frame(twins), info["treatment"])
@@ -140,7 +140,7 @@ def _one_shot_uplift(info, twins):
 def _finish(real, cats, info, twins, uplift, n, c0, t0, t1, t2, t3) -> dict:
     import numpy as np
 
-    from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator
+    from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
 
     cpu = _cpu_s() - c0
     treat = info["treatment"]

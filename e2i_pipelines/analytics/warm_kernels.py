@@ -17,9 +17,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from e2i_pipelines.analytics import tree_scorer, treeshap_kernels
-from e2i_pipelines.analytics.treeshap import TreeShapExplainer
-from e2i_pipelines.analytics.twins_uplift import TreeUplift
+from e2i_pipelines.analytics.explain import kernels as treeshap_kernels
+from e2i_pipelines.analytics.explain import tree_scorer
+from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
+from e2i_pipelines.analytics.twins.uplift import TreeUplift
 
 KERNELS = {
     "build_tables": treeshap_kernels.build_tables,

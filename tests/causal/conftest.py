@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from e2i_pipelines.analytics.causal_estimate import estimate_effect, prepare_frame
+from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
 from e2i_pipelines.data.synthetic import SPEC, generate_e2i
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from e2i_pipelines.analytics import refute_linear as fast
+from e2i_pipelines.analytics.causal import refute_linear as fast
 
 
 @pytest.fixture(scope="module")

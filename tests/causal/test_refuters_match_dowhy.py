@@ -15,9 +15,9 @@ from dowhy.causal_refuters import data_subset_refuter as dw_subset
 from dowhy.causal_refuters import placebo_treatment_refuter as dw_placebo
 from dowhy.causal_refuters import random_common_cause as dw_rcc
 
-from e2i_pipelines.analytics import refute_linear as fast
-from e2i_pipelines.analytics.refute_dowhy import dowhy_refute, dowhy_unobserved_effect
-from e2i_pipelines.analytics.refuters import RefuterSettings, p_value, run_refuters
+from e2i_pipelines.analytics.causal import refute_linear as fast
+from e2i_pipelines.analytics.causal.refute_dowhy import dowhy_refute, dowhy_unobserved_effect
+from e2i_pipelines.analytics.causal.refuters import RefuterSettings, p_value, run_refuters
 
 DOWHY_SIMS = 40
 OUR_SIMS = 300

@@ -6,13 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 import shap
 
-from e2i_pipelines.analytics.treeshap import TreeShapExplainer
-from e2i_pipelines.analytics.treeshap_stream import (
+from e2i_pipelines.analytics.explain.stream import (
     ShapSample,
     explain_parquet,
     iter_frames,
     parquet_rows,
 )
+from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
 
 
 @pytest.fixture(scope="module")

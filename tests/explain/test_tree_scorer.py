@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics.tree_scorer import QuickScorer
-from e2i_pipelines.analytics.treeshap import TreeShapExplainer, model_matrix
-from e2i_pipelines.analytics.treeshap_model import UnsupportedModelError, flatten_booster
+from e2i_pipelines.analytics.explain.model import UnsupportedModelError, flatten_booster
+from e2i_pipelines.analytics.explain.tree_scorer import QuickScorer
+from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer, model_matrix
 
 TOL = 1e-9
 

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 import shap
 
-from e2i_pipelines.analytics import treeshap_model
-from e2i_pipelines.analytics.treeshap import (
+from e2i_pipelines.analytics.explain import model as treeshap_model
+from e2i_pipelines.analytics.explain.model import flatten_booster
+from e2i_pipelines.analytics.explain.treeshap import (
     TreeShapExplainer,
     additivity_error,
     check_method,
     model_matrix,
 )
-from e2i_pipelines.analytics.treeshap_model import flatten_booster
 
 TOL = 1e-6
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics.twins_copula import TwinsRef
+from e2i_pipelines.analytics.twins.copula import TwinsRef
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
 from e2i_pipelines.tiers import TIER_TAG
 from tests.support.analytics import (

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics import twins_copula as tc
-from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator
+from e2i_pipelines.analytics.twins import copula as tc
+from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
 
 REGIONS = ["North", "South", "East", "West"]
 

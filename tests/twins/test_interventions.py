@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics import twins_copula as tc
-from e2i_pipelines.analytics.twins_interventions import (
+from e2i_pipelines.analytics.twins import copula as tc
+from e2i_pipelines.analytics.twins.interventions import (
     PolicyAccumulator,
     TargetingError,
     TargetingRule,
@@ -14,7 +14,7 @@ from e2i_pipelines.analytics.twins_interventions import (
     target_mask,
     validate_rule,
 )
-from e2i_pipelines.analytics.twins_uplift import TreeUplift, booster_uplift
+from e2i_pipelines.analytics.twins.uplift import TreeUplift, booster_uplift
 from e2i_pipelines.core.refs import ModelRef
 
 LEVELS = ["a", "b", "c"]

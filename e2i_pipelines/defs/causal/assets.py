@@ -5,14 +5,14 @@ from dataclasses import asdict, dataclass
 
 import dagster as dg
 
-from e2i_pipelines.analytics.causal_estimate import (
+from e2i_pipelines.analytics.causal.estimate import (
     CausalFrame,
     EstimateResult,
     estimate_effect,
     prepare_frame,
     read_dataset_frame,
 )
-from e2i_pipelines.analytics.refuters import RefuterSettings
+from e2i_pipelines.analytics.causal.refuters import RefuterSettings
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.refs import DatasetRef
 from e2i_pipelines.core.spec import DataValidationError

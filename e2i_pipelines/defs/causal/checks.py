@@ -1,6 +1,6 @@
 """Refutations of ``causal_estimate`` as five asset checks (one step, each its own check).
 
-Statistics and pass rules are documented in :mod:`e2i_pipelines.analytics.refuters`; the
+Statistics and pass rules are documented in :mod:`e2i_pipelines.analytics.causal.refuters`; the
 linear-regression estimate uses the fast engine, other estimators DoWhy's own refuters
 (``engine`` in each check's metadata says which).
 """
@@ -10,9 +10,13 @@ from dataclasses import replace
 
 import dagster as dg
 
-from e2i_pipelines.analytics.causal_estimate import fit_dowhy
-from e2i_pipelines.analytics.refute_plots import panel_figure, refutation_figure, simulated_summary
-from e2i_pipelines.analytics.refuters import REFUTERS, run_refuters
+from e2i_pipelines.analytics.causal.estimate import fit_dowhy
+from e2i_pipelines.analytics.causal.refute_plots import (
+    panel_figure,
+    refutation_figure,
+    simulated_summary,
+)
+from e2i_pipelines.analytics.causal.refuters import REFUTERS, run_refuters
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress

@@ -3,8 +3,8 @@
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.causal_estimate import METHODS
-from e2i_pipelines.analytics.refuters import RefuterSettings
+from e2i_pipelines.analytics.causal.estimate import METHODS
+from e2i_pipelines.analytics.causal.refuters import RefuterSettings
 
 
 class CausalEstimateConfig(dg.Config):

@@ -7,9 +7,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from e2i_pipelines.analytics.treeshap import TreeShapExplainer, additivity_error, model_matrix
-from e2i_pipelines.analytics.treeshap_plots import beeswarm_figure, importance_bar_figure
-from e2i_pipelines.analytics.treeshap_stream import explain_parquet, iter_frames, parquet_rows
+from e2i_pipelines.analytics.explain.plots import beeswarm_figure, importance_bar_figure
+from e2i_pipelines.analytics.explain.stream import explain_parquet, iter_frames, parquet_rows
+from e2i_pipelines.analytics.explain.treeshap import (
+    TreeShapExplainer,
+    additivity_error,
+    model_matrix,
+)
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.treeshap import METHODS
+from e2i_pipelines.analytics.explain.treeshap import METHODS
 
 
 class ShapConfig(dg.Config):

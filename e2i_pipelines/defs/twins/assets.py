@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from e2i_pipelines.analytics.twins_copula import (
+from e2i_pipelines.analytics.twins.copula import (
     CopulaModel,
     TwinsRef,
     fit_copula,
@@ -17,8 +17,8 @@ from e2i_pipelines.analytics.twins_copula import (
     sample_parquet_rows,
     write_twins,
 )
-from e2i_pipelines.analytics.twins_fidelity import FidelityAccumulator, fidelity_figure
-from e2i_pipelines.analytics.twins_interventions import (
+from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator, fidelity_figure
+from e2i_pipelines.analytics.twins.interventions import (
     TargetingError,
     policy_figure,
     simulate_policies,

@@ -5,7 +5,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.twins_interventions import TargetingError, TargetingRule
+from e2i_pipelines.analytics.twins.interventions import TargetingError, TargetingRule
 
 MAX_TWINS = 200_000_000
 

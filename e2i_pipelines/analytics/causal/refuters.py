@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from e2i_pipelines.analytics import refute_linear as fast
-from e2i_pipelines.analytics.causal_estimate import CausalFrame
-from e2i_pipelines.analytics.refute_dowhy import (
+from e2i_pipelines.analytics.causal import refute_linear as fast
+from e2i_pipelines.analytics.causal.estimate import CausalFrame
+from e2i_pipelines.analytics.causal.refute_dowhy import (
     default_strength_grid,
     dowhy_refute,
     dowhy_unobserved_effect,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from e2i_pipelines.analytics.tree_scorer import QuickScorer
-from e2i_pipelines.analytics.treeshap import model_matrix
-from e2i_pipelines.analytics.treeshap_model import flatten_booster, tree_slots
+from e2i_pipelines.analytics.explain.model import flatten_booster, tree_slots
+from e2i_pipelines.analytics.explain.tree_scorer import QuickScorer
+from e2i_pipelines.analytics.explain.treeshap import model_matrix
 
 
 def with_treatment(frame: pd.DataFrame, treatment: str, value: int) -> pd.DataFrame:

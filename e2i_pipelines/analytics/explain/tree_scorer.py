@@ -19,8 +19,8 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from e2i_pipelines.analytics.treeshap_kernels import _goes_left, set_threads
-from e2i_pipelines.analytics.treeshap_model import (
+from e2i_pipelines.analytics.explain.kernels import _goes_left, set_threads
+from e2i_pipelines.analytics.explain.model import (
     MISSING_TYPES,
     NUMERICAL,
     FlatEnsemble,

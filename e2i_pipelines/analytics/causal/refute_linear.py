@@ -15,7 +15,7 @@ modifiers) once per simulation. Here a refuter costs a few passes over the data:
   e'e = z'z + chi2/Wishart(n - rank), so no n-long noise vector is ever generated.
 
 Each function returns the simulated effects with the same definition as the DoWhy refuter it
-replaces (``dowhy/causal_refuters/*.py``); see :mod:`e2i_pipelines.analytics.refuters`.
+replaces (``dowhy/causal_refuters/*.py``); see :mod:`e2i_pipelines.analytics.causal.refuters`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from e2i_pipelines.analytics.treeshap import TreeShapExplainer, additivity_error, model_matrix
+from e2i_pipelines.analytics.explain.treeshap import (
+    TreeShapExplainer,
+    additivity_error,
+    model_matrix,
+)
 
 
 @dataclass

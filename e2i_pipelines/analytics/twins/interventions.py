@@ -211,9 +211,9 @@ def simulate_policies(
     The fast uplift is checked against ``booster.predict`` on the first ``check_rows`` twins
     (max abs difference <= 1e-6) before the rest is computed. Returns (report, kept uplifts).
     """
-    from e2i_pipelines.analytics.treeshap_model import UnsupportedModelError
-    from e2i_pipelines.analytics.twins_copula import iter_parquet_chunks
-    from e2i_pipelines.analytics.twins_uplift import TreeUplift, booster_uplift
+    from e2i_pipelines.analytics.explain.model import UnsupportedModelError
+    from e2i_pipelines.analytics.twins.copula import iter_parquet_chunks
+    from e2i_pipelines.analytics.twins.uplift import TreeUplift, booster_uplift
 
     booster = model.load_booster()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from e2i_pipelines.analytics.refuters import RefutationResult
+from e2i_pipelines.analytics.causal.refuters import RefutationResult
 
 _TITLES = {
     "placebo_treatment": "placebo treatment",

@@ -15,15 +15,15 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from e2i_pipelines.analytics import treeshap_kernels as kern
-from e2i_pipelines.analytics.tree_scorer import QuickScorer
-from e2i_pipelines.analytics.treeshap_model import (
+from e2i_pipelines.analytics.explain import kernels as kern
+from e2i_pipelines.analytics.explain.model import (
     FlatEnsemble,
     LinearTreeError,
     UnsupportedModelError,
     flatten_booster,
     tree_slots,
 )
+from e2i_pipelines.analytics.explain.tree_scorer import QuickScorer
 
 Method = Literal["fast", "lightgbm"]
 METHODS: tuple[str, ...] = ("fast", "lightgbm")

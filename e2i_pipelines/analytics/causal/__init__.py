@@ -1,0 +1,1 @@
+"""Causal estimates and their refutations."""

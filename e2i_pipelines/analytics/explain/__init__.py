@@ -1,0 +1,1 @@
+"""Exact TreeSHAP and the bitvector tree scorer."""

@@ -1,0 +1,1 @@
+"""Digital twins: copula population model, fidelity, interventions."""
