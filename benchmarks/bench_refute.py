@@ -42,17 +42,17 @@ def _load(path: str):
 
     warnings.filterwarnings("ignore")
     frame = prepare_frame(pd.read_parquet(path), SPEC)
-    _, fitted = estimate_effect(frame, "linear_regression")
-    return frame, fitted
+    _, fit, fitted = estimate_effect(frame, "linear_regression")
+    return frame, fit, fitted
 
 
 def run_ours(path: str, sims: int, queue: mp.Queue) -> None:
     from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
 
-    frame, fitted = _load(path)
+    frame, fit, fitted = _load(path)
     base = _current_rss_mb()
     started = time.perf_counter()
-    results = run_refuters(frame, fitted, "linear_regression",
+    results = run_refuters(frame, fit, fitted,
                            RefuterSettings(num_simulations=sims, seed=1))
     total = time.perf_counter() - started
     queue.put({
@@ -75,7 +75,7 @@ def run_dowhy(path: str, sims: int, dowhy_sims: int, queue: mp.Queue) -> None:
         dowhy_unobserved_effect,
     )
 
-    frame, (model, estimand, estimate) = _load(path)
+    frame, _, (model, estimand, estimate) = _load(path)
     base = _current_rss_mb()
     per_sim, mean, p = {}, {}, {}
     for i, name in enumerate(SIM_REFUTERS):

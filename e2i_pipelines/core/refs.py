@@ -54,5 +54,5 @@ class ModelRef:
         """Model input columns of ``df`` with categoricals coded exactly as in training."""
         out = df[self.feature_names].copy()
         for col, levels in self.categories.items():
-            out[col] = pd.Categorical(out[col], categories=levels)
+            out[col] = pd.Categorical(out[col].astype(str), categories=levels)
         return out

@@ -1,9 +1,27 @@
-"""The causal spec of a dataset (treatment, outcome, covariates) and its validation."""
+"""The causal spec of a dataset (column roles, design, estimand) and its validation.
+
+Keys (YAML file or inline run config; every key is checked and errors name it):
+
+* ``treatment`` (binary 0/1), ``outcome`` (numeric): required.
+* ``common_causes``: observed confounders; may be empty (a randomised experiment).
+* ``effect_modifiers``: columns the effect may vary with (CATE per segment).
+* ``categorical``: columns coded as categories whatever their dtype (integer codes such as a
+  region 0-9). Non-numeric columns are categorical anyway.
+* ``missing``: ``error`` (default) rejects NaN in the spec's columns; ``drop`` drops those rows,
+  records how many per column, and fails when fewer than :data:`MIN_ROWS_AFTER_DROP` remain.
+* ``target``: the estimand, ``ate`` (default), ``att`` or ``atc``.
+* ``graph``: an optional causal DAG (DOT or GML, inline or a file path). The backdoor
+  adjustment set is then identified from it (DoWhy) instead of taken from ``common_causes``.
+* ``id_column``: unique row id; one is added when absent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -13,27 +31,75 @@ class DataValidationError(ValueError):
     """The data or the spec cannot be used; the message names the column and the problem."""
 
 
+TARGETS = ("ate", "att", "atc")
+MISSING_POLICIES = ("error", "drop")
+MIN_ROWS_AFTER_DROP = 50
+"""``missing: drop`` fails when fewer rows remain (or one treatment arm has fewer than 10)."""
+MIN_ROWS_PER_ARM = 10
+
+
 @dataclass(frozen=True)
 class CausalSpec:
-    """Which columns play which role. ``id_column`` None means rows get a synthetic id."""
+    """Which columns play which role, and what is estimated. ``graph`` holds DOT/GML text."""
 
     treatment: str
     outcome: str
     common_causes: list[str]
     effect_modifiers: list[str] = field(default_factory=list)
     id_column: str | None = None
+    categorical: list[str] = field(default_factory=list)
+    missing: str = "error"
+    target: str = "ate"
+    graph: str | None = None
 
     @property
     def covariates(self) -> list[str]:
-        """Common causes then effect modifiers, without repeats."""
+        """Common causes then effect modifiers, without repeats (the outcome model's inputs)."""
         return list(dict.fromkeys([*self.common_causes, *self.effect_modifiers]))
+
+    @cached_property
+    def parsed_graph(self):  # -> ParsedGraph | None (import kept lazy: dowhy is heavy)
+        if not self.graph:
+            return None
+        from e2i_pipelines.analytics.causal.graph import parse_graph
+
+        return parse_graph(self.graph)
+
+    @property
+    def graph_columns(self) -> list[str]:
+        """Observed graph nodes other than treatment and outcome (data columns they name)."""
+        g = self.parsed_graph
+        if g is None:
+            return []
+        return [n for n in g.observed if n not in (self.treatment, self.outcome)]
 
     @property
     def required_columns(self) -> list[str]:
-        return [self.treatment, self.outcome, *self.covariates]
+        """Every column the spec names: treatment, outcome, covariates, graph nodes."""
+        return list(dict.fromkeys(
+            [self.treatment, self.outcome, *self.covariates, *self.graph_columns]))
+
+    @cached_property
+    def adjustment_set(self) -> list[str]:
+        """The confounders adjusted for: identified from ``graph`` when given, else
+        ``common_causes``. Empty means a randomised design (difference in means)."""
+        g = self.parsed_graph
+        if g is None:
+            return list(self.common_causes)
+        from e2i_pipelines.analytics.causal.graph import backdoor_adjustment_set
+
+        return backdoor_adjustment_set(g, self.treatment, self.outcome)
+
+    @property
+    def randomised(self) -> bool:
+        return not self.adjustment_set
 
     def check_roles(self) -> None:
-        """Raise when a column plays two incompatible roles or a role is empty."""
+        """Raise naming the key when a value is invalid or a column plays two roles.
+
+        Cheap and data-free (graph parsing and identification included), so it runs before
+        any data is read and in the API before a run is launched.
+        """
         if not self.treatment or not self.outcome:
             raise DataValidationError("spec needs both 'treatment' and 'outcome'")
         if self.treatment == self.outcome:
@@ -43,36 +109,136 @@ class CausalSpec:
                 raise DataValidationError(
                     f"column {col!r} is listed as a covariate and as treatment/outcome"
                 )
-        if not self.common_causes:
-            raise DataValidationError("spec needs at least one common cause (confounder)")
+        if self.target not in TARGETS:
+            raise DataValidationError(
+                f"spec key 'target' is {self.target!r}; expected one of {list(TARGETS)}")
+        if self.missing not in MISSING_POLICIES:
+            raise DataValidationError(
+                f"spec key 'missing' is {self.missing!r}; expected one of "
+                f"{list(MISSING_POLICIES)}")
+        if self.graph is not None:
+            from e2i_pipelines.analytics.causal.graph import check_graph
+
+            check_graph(self.parsed_graph, self.treatment, self.outcome)
+            outside = [c for c in self.covariates if c not in self.parsed_graph.nodes]
+            if outside:
+                raise DataValidationError(
+                    f"spec columns {outside} are not nodes of 'graph'; add them to the graph "
+                    "or drop them from common_causes/effect_modifiers")
+            _ = self.adjustment_set  # not identifiable -> GraphError with DoWhy's reason
+        candidates = set(self.required_columns) - {self.treatment, self.outcome}
+        bad = [c for c in self.categorical if c not in candidates]
+        if bad:
+            raise DataValidationError(
+                f"spec key 'categorical' names {bad}, which are not covariates of the spec "
+                f"(common_causes, effect_modifiers or graph nodes: {sorted(candidates)})")
 
 
-_SPEC_KEYS = {"treatment", "outcome", "common_causes", "effect_modifiers", "id_column"}
+_SPEC_TYPES: dict[str, type | tuple[type, ...]] = {
+    "treatment": str, "outcome": str, "common_causes": list, "effect_modifiers": list,
+    "id_column": str, "categorical": list, "missing": str, "target": str, "graph": str,
+}
+SPEC_KEYS = tuple(_SPEC_TYPES)
+
+
+def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
+                      base_dir: str | Path | None = None) -> CausalSpec:
+    """A checked :class:`CausalSpec` from a mapping (a YAML file or inline config).
+
+    Unknown keys, wrong types and missing ``treatment``/``outcome`` are errors naming the
+    key; a ``graph`` that is a file path is read (relative to ``base_dir``).
+    """
+    unknown = set(raw) - set(_SPEC_TYPES)
+    if unknown:
+        raise DataValidationError(
+            f"{source} has unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_TYPES)}")
+    missing = [k for k in ("treatment", "outcome") if not raw.get(k)]
+    if missing:
+        raise DataValidationError(f"{source} is missing {missing}")
+    values = {k: v for k, v in raw.items() if v is not None}
+    for key, value in values.items():
+        if not isinstance(value, _SPEC_TYPES[key]):
+            raise DataValidationError(
+                f"{source} key {key!r} must be a {_SPEC_TYPES[key].__name__}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise DataValidationError(f"{source} key {key!r} must list column names (strings)")
+    graph = values.get("graph") or None
+    if graph is not None:
+        from e2i_pipelines.analytics.causal.graph import graph_text
+
+        graph = graph_text(graph, base_dir)
+    spec = CausalSpec(
+        treatment=values["treatment"], outcome=values["outcome"],
+        common_causes=list(values.get("common_causes", [])),
+        effect_modifiers=list(values.get("effect_modifiers", [])),
+        id_column=values.get("id_column") or None,
+        categorical=list(values.get("categorical", [])),
+        missing=values.get("missing", "error"), target=values.get("target", "ate"),
+        graph=graph,
+    )
+    spec.check_roles()
+    return spec
 
 
 def load_spec_yaml(path: str | Path) -> CausalSpec:
-    """Read a spec YAML file; unknown keys and missing required keys are errors."""
+    """Read a spec YAML file (see :func:`spec_from_mapping`); a graph path is relative to it."""
     p = Path(path)
     if not p.is_file():
         raise DataValidationError(f"spec file {str(p)!r} does not exist")
-    raw = yaml.safe_load(p.read_text()) or {}
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataValidationError(f"spec file {str(p)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise DataValidationError(f"spec file {str(p)!r} must hold a mapping")
-    unknown = set(raw) - _SPEC_KEYS
-    if unknown:
+    return spec_from_mapping(raw, source=f"spec file {str(p)!r}", base_dir=p.parent)
+
+
+@dataclass(frozen=True)
+class MissingReport:
+    """What ``missing: drop`` removed: rows before/after and NaN rows per column."""
+
+    rows_before: int
+    rows_after: int
+    nan_rows_per_column: dict[str, int]
+
+    @property
+    def rows_dropped(self) -> int:
+        return self.rows_before - self.rows_after
+
+
+def apply_missing_policy(df: pd.DataFrame, spec: CausalSpec, *,
+                         source: str = "data") -> tuple[pd.DataFrame, MissingReport]:
+    """Drop rows with NaN in the spec's columns (``missing: drop``); ``error`` keeps all rows
+    for :func:`validate_frame` to reject. Too few rows left is an error naming the counts."""
+    cols = [c for c in spec.required_columns if c in df.columns]
+    nan = df[cols].isna()
+    per_column = {c: int(n) for c, n in nan.sum().items() if n}
+    if spec.missing != "drop" or not per_column:
+        return df, MissingReport(len(df), len(df), per_column)
+    kept = df.loc[~nan.any(axis=1)].reset_index(drop=True)
+    report = MissingReport(len(df), len(kept), per_column)
+    arms = kept[spec.treatment].value_counts()
+    if len(kept) < MIN_ROWS_AFTER_DROP or len(arms) < 2 or arms.min() < MIN_ROWS_PER_ARM:
         raise DataValidationError(
-            f"spec file {str(p)!r} has unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
-        )
-    missing = {"treatment", "outcome", "common_causes"} - set(raw)
+            f"{source}: missing: drop leaves {len(kept)} of {len(df)} rows "
+            f"({dict(arms.astype(int))} per treatment arm); need at least "
+            f"{MIN_ROWS_AFTER_DROP} rows and {MIN_ROWS_PER_ARM} per arm. NaN rows per column: "
+            f"{per_column}")
+    return kept, report
+
+
+def check_columns(spec: CausalSpec, columns: list[str], source: str = "data") -> None:
+    """Raise when ``columns`` (a file's header) lack a column the spec names."""
+    wanted = spec.required_columns + ([spec.id_column] if spec.id_column else [])
+    missing = [c for c in wanted if c not in columns]
+    graph_only = [c for c in missing if c in spec.graph_columns and c not in spec.covariates]
+    if graph_only:
+        raise DataValidationError(
+            f"graph node(s) {graph_only} are not columns of {source}; mark unobserved "
+            f"variables with observed=\"no\"; columns: {columns}")
     if missing:
-        raise DataValidationError(f"spec file {str(p)!r} is missing {sorted(missing)}")
-    return CausalSpec(
-        treatment=raw["treatment"],
-        outcome=raw["outcome"],
-        common_causes=list(raw["common_causes"] or []),
-        effect_modifiers=list(raw.get("effect_modifiers") or []),
-        id_column=raw.get("id_column"),
-    )
+        raise DataValidationError(f"{source} has no column(s) {missing}; available: {columns}")
 
 
 def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") -> None:
@@ -80,16 +246,13 @@ def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") 
     spec.check_roles()
     if df.empty:
         raise DataValidationError(f"{source} is empty (no rows)")
-    wanted = spec.required_columns + ([spec.id_column] if spec.id_column else [])
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{source} has no column(s) {missing}; available: {list(df.columns)}"
-        )
+    check_columns(spec, list(df.columns), source)
     for col in spec.required_columns:
         n_null = int(df[col].isna().sum())
         if n_null:
-            raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
+            raise DataValidationError(
+                f"column {col!r} has {n_null} missing (NaN) values (spec key 'missing: drop' "
+                "drops such rows)")
     values = set(pd.unique(df[spec.treatment]))
     if not values <= {0, 1}:  # bools and 0.0/1.0 compare equal
         shown = sorted(map(str, values))[:5]

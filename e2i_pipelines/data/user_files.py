@@ -7,7 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from e2i_pipelines.core.spec import CausalSpec, DataValidationError, validate_frame
+from e2i_pipelines.core.spec import (
+    CausalSpec,
+    DataValidationError,
+    MissingReport,
+    apply_missing_policy,
+    check_columns,
+    validate_frame,
+)
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -40,19 +47,18 @@ def header_columns(path: str | Path) -> list[str]:
         raise DataValidationError(f"data file {str(p)!r} is empty") from None
 
 
-def load_user_frame(path: str | Path, spec: CausalSpec) -> pd.DataFrame:
-    """Load the spec's columns of ``path`` and validate them (roles, NaNs, binary treatment)."""
+def load_user_frame(path: str | Path, spec: CausalSpec) -> tuple[pd.DataFrame, MissingReport]:
+    """Load the spec's columns of ``path``, apply ``missing`` and validate them (roles, NaNs,
+    binary treatment); returns the frame and what ``missing: drop`` removed."""
     spec.check_roles()
     columns = header_columns(path)
+    source = f"data file {str(path)!r}"
+    check_columns(spec, columns, source)
     wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise DataValidationError(
-            f"data file {str(path)!r} has no column(s) {missing}; available: {columns}"
-        )
     if file_format(path) == "parquet":
         frame = pd.read_parquet(path, columns=wanted)
     else:
         frame = pd.read_csv(path, usecols=wanted)
-    validate_frame(frame, spec, source=f"data file {str(path)!r}")
-    return frame[wanted]
+    frame, report = apply_missing_policy(frame, spec, source=source)
+    validate_frame(frame, spec, source=source)
+    return frame[wanted], report

@@ -17,8 +17,9 @@ def e2i_small():
 
 @pytest.fixture(scope="session")
 def linear_fit(e2i_small):
-    """(CausalFrame, EstimateResult, (model, estimand, estimate)) for linear regression."""
+    """(CausalFrame, EstimateResult, (model, estimand, estimate), FittedEffect) for linear
+    regression."""
     warnings.filterwarnings("ignore")
     frame = prepare_frame(e2i_small[0], SPEC)
-    result, fitted = estimate_effect(frame, "linear_regression")
-    return frame, result, fitted
+    result, fit, fitted = estimate_effect(frame, "linear_regression")
+    return frame, result, fitted, fit

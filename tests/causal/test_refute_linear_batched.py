@@ -8,7 +8,7 @@ from e2i_pipelines.analytics.causal import refute_linear as fast
 
 @pytest.fixture(scope="module")
 def setup(linear_fit):
-    frame, result, (_, estimand, estimate) = linear_fit
+    frame, result, (_, estimand, estimate), _ = linear_fit
     adj = estimand.get_adjustment_set()
     ems = estimate.estimator._effect_modifier_names
     problem = fast.LinearProblem.from_frame(frame.data, frame.treatment, frame.outcome, adj, ems)

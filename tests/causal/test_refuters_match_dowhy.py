@@ -51,21 +51,21 @@ def _dowhy_effects(name, frame, fitted, sims):
 
 @pytest.fixture(scope="module")
 def problem(linear_fit):
-    frame, result, (_, estimand, estimate) = linear_fit
+    frame, result, (_, estimand, estimate), _ = linear_fit
     return fast.LinearProblem.from_frame(frame.data, frame.treatment, frame.outcome,
                                          estimand.get_adjustment_set(),
                                          estimate.estimator._effect_modifier_names)
 
 
 def test_point_estimate_identical(linear_fit, problem):
-    _, result, _ = linear_fit
+    _, result, _, _ = linear_fit
     assert problem.estimate() == pytest.approx(result.estimate, rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["placebo_treatment", "random_common_cause", "data_subset",
                                   "bootstrap"])
 def test_simulated_effects_match_dowhy(linear_fit, problem, name):
-    frame, _, fitted = linear_fit
+    frame, _, fitted, _ = linear_fit
     rng = np.random.default_rng(5)
     ours = {
         "placebo_treatment": lambda: fast.placebo_effects(problem, OUR_SIMS, rng),
@@ -84,7 +84,7 @@ def test_simulated_effects_match_dowhy(linear_fit, problem, name):
 
 def test_bootstrap_noise_changes_the_distribution_like_dowhy(linear_fit, problem):
     """Without DoWhy's measurement noise the bootstrap would be centred on the estimate."""
-    _, result, _ = linear_fit
+    _, result, _, _ = linear_fit
     rng = np.random.default_rng(9)
     noisy = fast.bootstrap_effects(problem, 300, 0.1, rng)
     clean = fast.bootstrap_effects(problem, 300, 0.0, rng)
@@ -93,7 +93,7 @@ def test_bootstrap_noise_changes_the_distribution_like_dowhy(linear_fit, problem
 
 
 def test_unobserved_common_cause_matches_dowhy_direct_simulation(linear_fit, problem):
-    frame, _, fitted = linear_fit
+    frame, _, fitted, _ = linear_fit
     model, estimand, estimate = fitted
     kt, ky = 0.08, 3.0
     rng = np.random.default_rng(2)
@@ -117,9 +117,9 @@ def test_p_value_is_dowhys_definition():
 
 def test_run_refuters_agrees_with_dowhy_public_refuters(linear_fit):
     """Our pass/fail uses DoWhy's test; mean effects agree with DoWhy's public refuters."""
-    frame, result, fitted = linear_fit
+    frame, result, fitted, fit = linear_fit
     settings = RefuterSettings(num_simulations=100, seed=1)
-    ours = {r.name: r for r in run_refuters(frame, fitted, "linear_regression", settings)}
+    ours = {r.name: r for r in run_refuters(frame, fit, fitted, settings)}
     assert set(ours) == {"placebo_treatment", "random_common_cause", "data_subset", "bootstrap",
                          "unobserved_common_cause"}
     assert all(r.engine == "fast" for r in ours.values())

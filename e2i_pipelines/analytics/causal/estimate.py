@@ -1,9 +1,13 @@
-"""Average treatment effect with DoWhy: frame preparation, backdoor identification, estimate + CI.
+"""Effect estimates: frame preparation, estimator choice, estimate + CI of the spec's target.
 
-The estimand adjusts for every covariate of the spec (common causes *and* effect modifiers as
-main effects) and, for linear regression, adds treatment x effect-modifier interactions, so the
-ATE is ``b_T + sum_j g_j * mean(M_j)`` (what DoWhy's ``estimate_effect`` returns). Categorical
-covariates are one-hot coded with :func:`numeric_design`; column names are made formula-safe.
+The frame adjusts for the spec's adjustment set (``common_causes``, or the set identified from
+its ``graph``) plus the effect modifiers as main effects. ``linear_regression`` is DoWhy's
+backdoor linear regression with treatment x effect-modifier interactions, so its effect on a
+set of rows is ``b_T + sum_j g_j * mean(M_j)`` over those rows (ATE: all rows, ATT: treated,
+ATC: controls). The other estimators live in :mod:`estimators`. Categorical covariates
+(declared in the spec or not numeric) are one-hot coded with :func:`numeric_design` for
+regressions and propensity models and kept as categories for LightGBM; column names are
+made formula-safe.
 """
 
 from __future__ import annotations
@@ -18,27 +22,48 @@ import numpy as np
 import pandas as pd
 import scipy.stats as st
 
-from e2i_pipelines.core.encoding import numeric_design
+from e2i_pipelines.analytics.causal.estimators import (
+    EffectData,
+    EstimatorSettings,
+    FittedEffect,
+    Log,
+    fit_scored,
+)
+from e2i_pipelines.analytics.causal.weights import logistic_propensity, target_weights
+from e2i_pipelines.core.encoding import categorical_columns, numeric_design
 from e2i_pipelines.core.spec import CausalSpec, DataValidationError, validate_frame
 
 METHODS: dict[str, str] = {
+    "auto": "difference_in_means without confounders, else linear_regression",
+    "difference_in_means": "mean(y | T=1) - mean(y | T=0), HC2 CI",
     "linear_regression": "backdoor.linear_regression",
-    "propensity_score_weighting": "backdoor.propensity_score_weighting",
+    "propensity_score_weighting": "stabilised Hajek IPW, logistic propensity, optional trim",
+    "aipw": "cross-fitted augmented IPW (doubly robust)",
+    "dml": "DoubleML partially linear model, cross-fitted",
 }
+NEEDS_COVARIATES = {"propensity_score_weighting", "aipw", "dml"}
 
 
 class UnknownEstimatorError(ValueError):
     """An estimator name outside :data:`METHODS`."""
 
 
-def dowhy_method_name(method: str) -> str:
-    """DoWhy ``method_name`` for one of our estimator names; unknown names raise."""
-    try:
-        return METHODS[method]
-    except KeyError:
+def resolve_method(method: str, frame: CausalFrame) -> str:
+    """The estimator to run: ``auto`` resolved, and the method checked against the design."""
+    if method not in METHODS:
         raise UnknownEstimatorError(
-            f"unknown estimator {method!r}: expected one of {', '.join(METHODS)}"
-        ) from None
+            f"unknown estimator {method!r}: expected one of {', '.join(METHODS)}")
+    if method == "auto":
+        return "difference_in_means" if frame.randomised else "linear_regression"
+    if method in NEEDS_COVARIATES and not frame.common_causes:
+        raise DataValidationError(
+            f"method {method!r} needs covariates; the spec has none (a randomised design): "
+            "use difference_in_means")
+    if method == "dml" and frame.target != "ate":
+        raise DataValidationError(
+            f"method 'dml' estimates the constant effect of the partially linear model, "
+            f"not target {frame.target!r}; use aipw or propensity_score_weighting")
+    return method
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,23 @@ class CausalFrame:
     common_causes: list[str]  # safe names, every covariate column (main effects)
     effect_modifiers: list[str]  # safe names of the effect-modifier design columns
     source_columns: dict[str, str] = field(default_factory=dict)  # safe name -> design name
+    adjustment_set: list[str] = field(default_factory=list)  # spec columns (confounders)
+    modifier_columns: list[str] = field(default_factory=list)  # spec effect modifiers
+    tree_frame: pd.DataFrame | None = None  # covariates, categoricals as categories
+    categorical: list[str] = field(default_factory=list)  # categorical covariates
+    target: str = "ate"
+
+    @property
+    def randomised(self) -> bool:
+        """No confounder to adjust for (a randomised experiment, or a graph that says so)."""
+        return not self.adjustment_set
+
+    def effect_data(self) -> EffectData:
+        return EffectData(
+            t=self.data[self.treatment].to_numpy(dtype=bool),
+            y=self.data[self.outcome].to_numpy(dtype=np.float64),
+            X=self.data[self.common_causes].to_numpy(dtype=np.float64),
+            names=list(self.common_causes), tree_frame=self.tree_frame, target=self.target)
 
 
 def _safe_names(columns: list[str], taken: set[str]) -> dict[str, str]:
@@ -107,9 +149,11 @@ def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
 def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
     """Validate ``df`` against ``spec`` and build the DoWhy frame (raises DataValidationError)."""
     validate_frame(df, spec)
-    design = numeric_design(df, spec.covariates)
+    covariates = list(dict.fromkeys([*spec.adjustment_set, *spec.effect_modifiers]))
+    design = numeric_design(df, covariates, spec.categorical)
     em_set = set(spec.effect_modifiers)
-    em_design = [c for c in design.columns if _source_column(c, spec.covariates) in em_set]
+    em_design = [c for c in design.columns if _source_column(c, covariates) in em_set]
+    cats = categorical_columns(df, covariates, spec.categorical)
     constant = [c for c in design.columns if design[c].std() == 0]
     if constant:
         raise DataValidationError(f"covariate design column(s) {constant} are constant")
@@ -126,12 +170,24 @@ def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
         common_causes=[names[c] for c in design.columns],
         effect_modifiers=[names[c] for c in em_design],
         source_columns={v: k for k, v in names.items()},
+        adjustment_set=list(spec.adjustment_set), modifier_columns=list(spec.effect_modifiers),
+        tree_frame=_tree_frame(df, covariates, cats), categorical=cats, target=spec.target,
     )
+
+
+def _tree_frame(df: pd.DataFrame, covariates: list[str], cats: list[str]) -> pd.DataFrame:
+    """Covariates for LightGBM nuisances: categoricals as pandas categories, the rest float."""
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for c in covariates:
+        values = df[c].to_numpy()
+        out[c] = (pd.Categorical(pd.Series(values).astype(str)) if c in cats
+                  else values.astype(np.float64))
+    return out
 
 
 @dataclass(frozen=True)
 class EstimateResult:
-    """The estimate and how it was obtained."""
+    """The estimate of the target and how it was obtained (JSON-able)."""
 
     method: str
     estimate: float
@@ -139,9 +195,13 @@ class EstimateResult:
     ci_high: float
     confidence_level: float
     n_rows: int
-    adjustment_set: list[str]
+    adjustment_set: list[str]  # spec columns adjusted for as confounders
     effect_modifiers: list[str]
     std_error: float | None = None
+    target: str = "ate"
+    design: str = "observational"  # or "randomised" (no confounders)
+    requested_method: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _quiet_dowhy() -> None:
@@ -151,41 +211,46 @@ def _quiet_dowhy() -> None:
     warnings.filterwarnings("ignore", module="dowhy")
 
 
-def fit_dowhy(frame: CausalFrame, method: str, *, ci_simulations: int = 30,
-              confidence_level: float = 0.95, with_ci: bool = True) -> tuple[Any, Any, Any]:
-    """(CausalModel, identified estimand, CausalEstimate) for ``method`` on ``frame``.
+def dowhy_model(frame: CausalFrame, effect_modifiers: bool = True) -> tuple[Any, Any]:
+    """(CausalModel, identified estimand) adjusting for every design column.
 
-    Identification is DoWhy's backdoor "maximal-adjustment" (all covariates): the default
-    enumerates adjustment sets and took ~50 s for 30 covariates. ``with_ci`` asks DoWhy for
-    its bootstrap CI (propensity-score weighting only; ``ci_simulations`` refits).
+    Identification is DoWhy's backdoor "maximal-adjustment" over the design's columns (the
+    adjustment set was chosen already, from the spec or its graph); DoWhy's default enumerates
+    adjustment sets and took ~50 s for 30 covariates.
     """
     from dowhy import CausalModel
 
     _quiet_dowhy()
-    method_name = dowhy_method_name(method)
     model = CausalModel(
         data=frame.data, treatment=frame.treatment, outcome=frame.outcome,
         common_causes=frame.common_causes,
-        effect_modifiers=frame.effect_modifiers if method == "linear_regression" else None,
+        effect_modifiers=frame.effect_modifiers if effect_modifiers else None,
     )
     estimand = model.identify_effect(proceed_when_unidentifiable=True,
                                      method_name="maximal-adjustment")
-    params: dict[str, Any] = {"need_conditional_estimates": False}
-    if method == "propensity_score_weighting":
-        params.update(num_simulations=ci_simulations, confidence_level=confidence_level)
+    return model, estimand
+
+
+def fit_dowhy(frame: CausalFrame, method: str = "linear_regression", **_: Any
+              ) -> tuple[Any, Any, Any]:
+    """(CausalModel, identified estimand, CausalEstimate) of DoWhy's linear regression."""
+    if method != "linear_regression":
+        raise ValueError(f"fit_dowhy fits linear_regression only, not {method!r}")
+    model, estimand = dowhy_model(frame)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimate = model.estimate_effect(estimand, method_name=method_name, method_params=params,
-                                         confidence_intervals=with_ci and method != "linear_regression")
+        estimate = model.estimate_effect(
+            estimand, method_name=METHODS["linear_regression"],
+            method_params={"need_conditional_estimates": False}, confidence_intervals=False)
     return model, estimand, estimate
 
 
-def linear_ate_interval(estimate: Any, data: pd.DataFrame,
-                        confidence_level: float) -> tuple[float, float, float]:
-    """(low, high, std error) of the linear-regression ATE ``c'b`` from the OLS covariance.
+def linear_contrast(estimate: Any, data: pd.DataFrame, rows: np.ndarray | None = None
+                    ) -> tuple[float, float, int]:
+    """(effect, std error, residual dof) of the linear-regression effect over ``rows``.
 
-    ``c`` is 1 on the treatment coefficient and mean(M_j) on each interaction, which is the
-    t-interval DoWhy reports when there are no effect modifiers.
+    The effect is ``c'b`` with ``c`` 1 on the treatment coefficient and mean(M_j) over the
+    rows on each interaction (DoWhy's ATE when ``rows`` is all rows), from the OLS covariance.
     """
     estimator = estimate.estimator
     ols = estimator.model
@@ -194,33 +259,84 @@ def linear_ate_interval(estimate: Any, data: pd.DataFrame,
     c = np.zeros(len(ols.params))
     c[1] = 1.0
     if ems:
-        c[2 + n_adj:] = data[ems].to_numpy(dtype=np.float64).mean(axis=0)
+        values = data[ems].to_numpy(dtype=np.float64)
+        c[2 + n_adj:] = (values if rows is None else values[rows]).mean(axis=0)
     value = float(c @ ols.params.to_numpy())
     se = float(np.sqrt(c @ ols.cov_params().to_numpy() @ c))
-    q = st.t.ppf(0.5 + confidence_level / 2, ols.df_resid)
+    return value, se, int(ols.df_resid)
+
+
+def linear_ate_interval(estimate: Any, data: pd.DataFrame,
+                        confidence_level: float) -> tuple[float, float, float]:
+    """(low, high, std error) of the linear-regression ATE (t-interval, as DoWhy's)."""
+    value, se, dof = linear_contrast(estimate, data)
+    q = st.t.ppf(0.5 + confidence_level / 2, dof)
     return value - q * se, value + q * se, se
 
 
-def estimate_effect(frame: CausalFrame, method: str, confidence_level: float = 0.95,
-                    ci_simulations: int = 30) -> tuple[EstimateResult, tuple[Any, Any, Any]]:
-    """Fit the estimate; returns the result and the DoWhy objects for refuters."""
+def target_rows(frame: CausalFrame) -> np.ndarray | None:
+    """Rows the target averages over: None (all), the treated (att) or the controls (atc)."""
+    t = frame.data[frame.treatment].to_numpy(dtype=bool)
+    return {"ate": None, "att": t, "atc": ~t}[frame.target]
+
+
+def _linear_fit(frame: CausalFrame, settings: EstimatorSettings) -> tuple[FittedEffect, Any]:
+    fitted = fit_dowhy(frame)
+    estimate = fitted[2]
+    rows = target_rows(frame)
+    value, se, dof = linear_contrast(estimate, frame.data, rows)
+    q = st.t.ppf(0.5 + settings.confidence_level / 2, dof)
+
+    def effect_on(mask: np.ndarray) -> tuple[float, float]:
+        sel = mask if rows is None else mask & rows
+        v, s_, _ = linear_contrast(estimate, frame.data, sel)
+        return v, s_
+
+    result = FittedEffect(
+        method="linear_regression", target=frame.target, estimate=value, se=se,
+        ci_low=value - q * se, ci_high=value + q * se, scores=None,
+        details={"se_type": "OLS", "dof": dof}, effect_on=effect_on)
+    return result, fitted
+
+
+def fit_effect(frame: CausalFrame, method: str, settings: EstimatorSettings,
+               log: Log | None = None) -> tuple[FittedEffect, Any]:
+    """Fit ``method`` (resolved); returns the fit and DoWhy's objects (linear regression)."""
+    method = resolve_method(method, frame)
+    if method == "linear_regression":
+        return _linear_fit(frame, settings)
+    try:
+        fit = fit_scored(method, frame.effect_data(), settings, log)
+    except ValueError as exc:
+        raise DataValidationError(f"{method}: {exc}") from exc
+    return fit, None
+
+
+def diagnostic_propensity(frame: CausalFrame, fit: FittedEffect) -> tuple[np.ndarray, np.ndarray]:
+    """(propensity, balancing weights) the diagnostics use: the estimator's own where it has
+    them (weighting, aipw, dml), else a logistic model of the design."""
+    if fit.propensity is not None and fit.weights is not None:
+        return fit.propensity, fit.weights
+    data = frame.effect_data()
+    e, _ = logistic_propensity(data.X, data.t)
+    return e, target_weights(e, data.t, frame.target)
+
+
+def estimate_effect(frame: CausalFrame, method: str = "auto", confidence_level: float = 0.95,
+                    settings: EstimatorSettings | None = None, log: Log | None = None
+                    ) -> tuple[EstimateResult, FittedEffect, Any]:
+    """Fit the estimate; returns the summary, the fit, and DoWhy's objects (linear only)."""
     if not 0 < confidence_level < 1:
         raise ValueError(f"confidence_level must be in (0, 1), got {confidence_level}")
-    fitted = fit_dowhy(frame, method, ci_simulations=ci_simulations,
-                       confidence_level=confidence_level)
-    _, estimand, estimate = fitted
-    se: float | None = None
-    if method == "linear_regression":
-        low, high, se = linear_ate_interval(estimate, frame.data, confidence_level)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ci = np.asarray(estimate.get_confidence_intervals(confidence_level=confidence_level))
-        low, high = float(ci.ravel()[0]), float(ci.ravel()[-1])
+    settings = settings or EstimatorSettings(confidence_level=confidence_level)
+    fit, dowhy_fit = fit_effect(frame, method, settings, log)
     result = EstimateResult(
-        method=method, estimate=float(estimate.value), ci_low=float(low), ci_high=float(high),
-        confidence_level=confidence_level, n_rows=len(frame.data),
-        adjustment_set=list(estimand.get_adjustment_set()),
-        effect_modifiers=list(estimate.estimator._effect_modifier_names or []), std_error=se,
+        method=fit.method, estimate=float(fit.estimate), ci_low=float(fit.ci_low),
+        ci_high=float(fit.ci_high), confidence_level=settings.confidence_level,
+        n_rows=len(frame.data), adjustment_set=list(frame.adjustment_set),
+        effect_modifiers=list(frame.modifier_columns), std_error=float(fit.se),
+        target=frame.target, design="randomised" if frame.randomised else "observational",
+        requested_method=method, details=dict(fit.details),
     )
-    return result, fitted
+    return result, fit, dowhy_fit
+

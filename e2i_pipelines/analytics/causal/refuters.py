@@ -22,8 +22,15 @@ test below that), so the statistics are DoWhy's by construction. Pass rules
   estimate's sign at every grid point.**
 
 Engines: ``fast`` (linear regression, :mod:`refute_linear`: all simulations from sufficient
-statistics) or ``dowhy`` (DoWhy's refuters, ``n_jobs`` parallel; used for propensity-score
-weighting, which is not accelerated).
+statistics) or ``scores`` (every other estimator, :mod:`refute_scores`: placebo, subset and
+bootstrap from the estimator's scores with its nuisances held fixed; the random common cause
+and the unobserved confounder refit the estimator, ``refit_simulations`` times and on the
+strongest confounder x 3 outcome strengths).
+
+Refuters that need observed confounders (random common cause, unobserved common cause) are
+**skipped** for a randomised design (no confounders): the result says "skipped: no
+confounders (randomised design)" and is neither a pass nor a fail. Placebo, subset and
+bootstrap still run.
 """
 
 from __future__ import annotations
@@ -37,16 +44,16 @@ from typing import Any
 import numpy as np
 
 from e2i_pipelines.analytics.causal import refute_linear as fast
-from e2i_pipelines.analytics.causal.estimate import CausalFrame
-from e2i_pipelines.analytics.causal.refute_dowhy import (
-    default_strength_grid,
-    dowhy_refute,
-    dowhy_unobserved_effect,
-)
+from e2i_pipelines.analytics.causal import refute_scores as scored
+from e2i_pipelines.analytics.causal.estimate import CausalFrame, dowhy_model
+from e2i_pipelines.analytics.causal.estimators import FittedEffect
+from e2i_pipelines.analytics.causal.refute_dowhy import default_strength_grid
 
 REFUTERS = ("placebo_treatment", "random_common_cause", "data_subset", "bootstrap",
             "unobserved_common_cause")
 FAST_METHODS = {"linear_regression"}
+NEEDS_CONFOUNDERS = {"random_common_cause", "unobserved_common_cause"}
+RANDOMISED_SKIP = "skipped: no confounders (randomised design)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class RefuterSettings:
     grid_points: int = 10
     seed: int = 0
     n_jobs: int = 1
+    refit_simulations: int = 5
 
     def __post_init__(self) -> None:
         if self.num_simulations <= 0:
@@ -76,6 +84,8 @@ class RefuterSettings:
             raise ValueError(f"strength_fraction must be > 0, got {self.strength_fraction}")
         if self.grid_points < 1:
             raise ValueError(f"grid_points must be >= 1, got {self.grid_points}")
+        if self.refit_simulations < 2:
+            raise ValueError(f"refit_simulations must be >= 2, got {self.refit_simulations}")
 
 
 @dataclass
@@ -85,13 +95,19 @@ class RefutationResult:
     name: str
     engine: str
     estimate: float
-    new_effect: float  # mean simulated effect (unobserved: effect at the strongest grid point)
-    passed: bool
+    new_effect: float | None  # mean simulated effect (unobserved: at the strongest point)
+    passed: bool | None  # None when skipped
     rule: str
     seconds: float
     p_value: float | None = None
     simulations: np.ndarray | None = None  # simulated effects (fast engine)
     details: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None  # why the refuter did not run
+
+    @classmethod
+    def skip(cls, name: str, estimate: float, reason: str) -> RefutationResult:
+        return cls(name=name, engine="none", estimate=estimate, new_effect=None, passed=None,
+                   rule=reason, seconds=0.0, skipped=reason)
 
     def metadata(self) -> dict[str, Any]:
         """Plain values for Dagster check metadata."""
@@ -99,6 +115,8 @@ class RefutationResult:
             "engine": self.engine, "estimate": self.estimate, "new_effect": self.new_effect,
             "rule": self.rule, "seconds": round(self.seconds, 3),
         }
+        if self.skipped:
+            out["skipped"] = self.skipped
         if self.p_value is not None:
             out["p_value"] = self.p_value
         if self.simulations is not None:
@@ -151,20 +169,40 @@ def _unobserved(estimate: float, grid: np.ndarray, kappa_t: np.ndarray, kappa_y:
     )
 
 
-def run_refuters(frame: CausalFrame, fitted: tuple[Any, Any, Any], method: str,
+def refuter_units(name: str, method: str, settings: RefuterSettings,
+                  randomised: bool) -> int:
+    """Progress units refuter ``name`` reports (simulations or refits)."""
+    if randomised and name in NEEDS_CONFOUNDERS:
+        return 0
+    if method in FAST_METHODS:
+        return settings.num_simulations
+    if name == "random_common_cause":
+        return settings.refit_simulations
+    if name == "unobserved_common_cause":
+        return min(3, settings.grid_points)
+    return settings.num_simulations
+
+
+def run_refuters(frame: CausalFrame, fit: FittedEffect, dowhy_fit: tuple[Any, Any, Any] | None,
                  settings: RefuterSettings,
                  advance: Callable[[int], None] | None = None,
-                 only: tuple[str, ...] = REFUTERS) -> list[RefutationResult]:
-    """Run the refuters named in ``only``; ``advance(n)`` is called as simulations finish."""
+                 only: tuple[str, ...] = REFUTERS,
+                 refit: Callable[[CausalFrame], float] | None = None) -> list[RefutationResult]:
+    """Run the refuters named in ``only``; ``advance(n)`` is called as simulations finish.
+
+    ``dowhy_fit`` (model, estimand, estimate) is needed for linear regression, ``refit``
+    (frame -> estimate) for the other estimators' refitting refuters.
+    """
     unknown = set(only) - set(REFUTERS)
     if unknown:
         raise ValueError(f"unknown refuter(s) {sorted(unknown)}; expected {REFUTERS}")
-    model, estimand, estimate_obj = fitted
-    estimate = float(estimate_obj.value)
+    method, estimate = fit.method, float(fit.estimate)
     step = advance or (lambda _n: None)
     s, alpha = settings.num_simulations, settings.significance_level
     results = []
-    if method in FAST_METHODS:
+    fast_engine = method in FAST_METHODS
+    if fast_engine:
+        _, estimand, estimate_obj = dowhy_fit
         problem = fast.LinearProblem.from_frame(
             frame.data, frame.treatment, frame.outcome, list(estimand.get_adjustment_set()),
             list(estimate_obj.estimator._effect_modifier_names or []))
@@ -176,39 +214,42 @@ def run_refuters(frame: CausalFrame, fitted: tuple[Any, Any, Any], method: str,
             "bootstrap": lambda g: fast.bootstrap_effects(problem, s, settings.bootstrap_noise, g,
                                                           step),
         }
+    else:
+        if settings.bootstrap_noise:
+            raise ValueError(f"bootstrap_noise > 0 needs method linear_regression, not {method}")
+        sc, n_refit = fit.scores, settings.refit_simulations
+        runs = {
+            "placebo_treatment": lambda g: scored.placebo_effects(sc, s, g, step),
+            "random_common_cause": lambda g: scored.random_common_cause_effects(
+                frame, refit, n_refit, g, step),
+            "data_subset": lambda g: scored.subset_effects(sc, s, settings.subset_fraction, g,
+                                                           step),
+            "bootstrap": lambda g: scored.bootstrap_effects(sc, s, g, step),
+        }
+    engine = "fast" if fast_engine else "scores"
     for i, name in enumerate(only):
         started = time.perf_counter()
         rng = np.random.default_rng([settings.seed, i])
-        if name == "unobserved_common_cause":
+        if frame.randomised and name in NEEDS_CONFOUNDERS:
+            results.append(RefutationResult.skip(name, estimate, RANDOMISED_SKIP))
+        elif name == "unobserved_common_cause":
+            estimand = estimand if fast_engine else dowhy_model(frame, False)[1]
             kt, ky = default_strength_grid(_grid_sample(frame, settings.seed), estimand,
                                            frame.treatment, frame.outcome,
                                            settings.strength_fraction, settings.grid_points)
-            if method in FAST_METHODS:
+            if fast_engine:
                 grid = fast.unobserved_confounder_effects(problem, kt, ky, rng)
-                zero = _zero_crossing(grid[int(np.argmax(kt))], ky)
-                engine = "fast"
+                step(s)  # progress counts the sensitivity grid as one refuter's worth
             else:
-                grid = np.array([[dowhy_unobserved_effect(model, estimand, estimate_obj, a, b)
-                                  for b in ky] for a in kt])
-                zero, engine = _zero_crossing(grid[int(np.argmax(kt))], ky), "dowhy"
-            step(s)  # progress counts the sensitivity grid as one refuter's worth
+                kt, ky = scored.refit_grid(kt, ky)
+                grid = scored.unobserved_effects(frame, refit, kt, ky, rng, step)
+            zero = _zero_crossing(grid[int(np.argmax(kt))], ky)
             results.append(_unobserved(estimate, grid, kt, ky, engine,
                                        time.perf_counter() - started, zero))
-        elif method in FAST_METHODS:
-            effects = runs[name](rng)
-            results.append(_simulated(name, estimate, effects, alpha, "fast",
-                                      time.perf_counter() - started))
         else:
-            mean, p = dowhy_refute(name, model, estimand, estimate_obj, num_simulations=s,
-                                   subset_fraction=settings.subset_fraction,
-                                   noise=settings.bootstrap_noise, n_jobs=settings.n_jobs,
-                                   random_seed=settings.seed + i)
-            step(s)
-            reference = "0" if name == "placebo_treatment" else "the estimate"
-            results.append(RefutationResult(
-                name=name, engine="dowhy", estimate=estimate, new_effect=mean, p_value=p,
-                passed=p > alpha, seconds=time.perf_counter() - started,
-                rule=f"pass when p > {alpha} for {reference} within the simulated effects"))
+            effects = runs[name](rng)
+            results.append(_simulated(name, estimate, effects, alpha, engine,
+                                      time.perf_counter() - started))
     return results
 
 

@@ -15,7 +15,7 @@ so any chunking of the rows gives exactly the same twins as one-shot sampling.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -178,13 +178,14 @@ def fit_copula(
     grid_size: int = DEFAULT_GRID,
     min_stratum_rows: int = 200,
     max_numeric_levels: int = 2,
+    categorical: Sequence[str] = (),
     block_rows: int = DEFAULT_BLOCK_ROWS,
     seed: int = 0,
 ) -> CopulaModel:
     """Fit the population model on (a sample of at most ``max_fit_rows`` of) ``frame``.
 
-    ``discrete`` overrides the automatic choice (non-numeric, bool, or numeric with at most
-    ``max_numeric_levels`` values); ``priority`` discrete columns (e.g. the treatment) are
+    ``discrete`` overrides the automatic choice (``categorical`` columns, non-numeric, bool, or
+    numeric with at most ``max_numeric_levels`` values); discrete columns define the strata; ``priority`` discrete columns (e.g. the treatment) are
     kept in the fallback copula of small strata.
     """
     columns = list(columns or frame.columns)
@@ -203,7 +204,9 @@ def fit_copula(
         data = data.sample(max_fit_rows, random_state=np.random.RandomState(seed % 2**32))
     data = data.reset_index(drop=True)
     if discrete is None:
-        discrete = [c for c in columns if _is_discrete(data[c], max_numeric_levels)]
+        declared = set(categorical)
+        discrete = [c for c in columns
+                    if c in declared or _is_discrete(data[c], max_numeric_levels)]
     unknown = [c for c in [*discrete, *(priority or [])] if c not in columns]
     if unknown:
         raise ValueError(f"discrete/priority columns {unknown} are not among the modelled columns")

@@ -1,9 +1,11 @@
-"""The ``causal_estimate`` asset: the treatment's average effect with DoWhy, with a CI."""
+"""The ``causal_estimate`` asset: the target effect with a CI, CATE per segment, diagnostics."""
 
 import json
 from dataclasses import asdict, dataclass
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 
 from e2i_pipelines.analytics.causal.estimate import (
     CausalFrame,
@@ -11,27 +13,40 @@ from e2i_pipelines.analytics.causal.estimate import (
     estimate_effect,
     prepare_frame,
     read_dataset_frame,
+    resolve_method,
 )
-from e2i_pipelines.analytics.causal.refuters import RefuterSettings
+from e2i_pipelines.analytics.causal.estimators import EffectScores, EstimatorSettings
+from e2i_pipelines.analytics.causal.refuters import (
+    NEEDS_CONFOUNDERS,
+    RANDOMISED_SKIP,
+    REFUTERS,
+    RefuterSettings,
+)
+from e2i_pipelines.analytics.causal.segments import cate_plot, cate_table
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.refs import DatasetRef
 from e2i_pipelines.core.spec import DataValidationError
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
+from e2i_pipelines.defs.causal import diagnostics
 from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
+
+CAUSAL_ESTIMATE = dg.AssetKey("causal_estimate")
 
 
 @dataclass(frozen=True)
 class CausalEstimateRef:
-    """The estimate and everything the refutation checks need to rebuild its data."""
+    """The estimate and everything the refutation checks need to rebuild its fit."""
 
     dataset: DatasetRef
     result: EstimateResult
     settings: RefuterSettings
+    estimator: EstimatorSettings
     max_rows: int
     seed: int
-    ci_simulations: int
+    scores_path: str | None = None  # EffectScores of score-based estimators (.npz)
     true_ate: float | None = None
     mlflow_run_id: str | None = None
 
@@ -44,6 +59,12 @@ class CausalEstimateRef:
         df = read_dataset_frame(self.dataset, self.max_rows, self.seed)
         return prepare_frame(df, self.dataset.spec)
 
+    def load_scores(self) -> EffectScores | None:
+        if not self.scores_path:
+            return None
+        with np.load(self.scores_path) as z:
+            return EffectScores(**{k: z[k] for k in ("a1", "b1", "a0", "b0", "residual")})
+
 
 def load_frame_or_fail(dataset: DatasetRef, max_rows: int, seed: int) -> CausalFrame:
     """Read + validate the dataset; data problems become a dg.Failure naming the column."""
@@ -53,10 +74,16 @@ def load_frame_or_fail(dataset: DatasetRef, max_rows: int, seed: int) -> CausalF
         raise dg.Failure(description=f"causal_estimate input invalid: {exc}") from exc
 
 
+def _metadata_table(table: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(table.round(4).to_markdown(index=False))
+
+
 @dg.asset(
     group_name="causal",
-    description="Average treatment effect (DoWhy backdoor estimate) with its confidence "
-                "interval; refuted by five asset checks.",
+    description="Treatment effect on the spec's target (ATE/ATT/ATC) with its CI, by the "
+                "configured estimator; CATE per effect-modifier segment; balance, overlap and "
+                "sensitivity checks here, five refutation checks in their own step.",
+    check_specs=diagnostics.check_specs(CAUSAL_ESTIMATE),
     **asset_tier_kwargs(Tier.HEAVY),
 )
 def causal_estimate(
@@ -65,56 +92,118 @@ def causal_estimate(
     dataset: DatasetRef,
     storage: E2IStorage,
     mlflow: MlflowTracker,
-) -> dg.Output[CausalEstimateRef]:
+):
     import mlflow as mlf
 
     config.check()
+    spec = dataset.spec
     frame = load_frame_or_fail(dataset, config.max_rows, config.seed)
-    context.log.info(f"estimating the effect of {dataset.spec.treatment!r} on "
-                     f"{dataset.spec.outcome!r} with {config.method} over {len(frame.data):,} rows")
-    result, _ = estimate_effect(frame, config.method, config.confidence_level,
-                                config.ci_simulations)
-    truth = (dataset.truth or {}).get("ate")
+    try:
+        method = resolve_method(config.method, frame)
+    except (DataValidationError, ValueError) as exc:
+        raise dg.Failure(description=f"causal_estimate config invalid: {exc}") from exc
+    settings = config.estimator_settings(n_jobs())
+    context.log.info(
+        f"estimating the {spec.target.upper()} of {spec.treatment!r} on {spec.outcome!r} with "
+        f"{method} over {len(frame.data):,} rows; adjustment set {frame.adjustment_set or '[]'}"
+        f"{' (randomised design)' if frame.randomised else ''}")
+    try:
+        result, fit, _ = estimate_effect(frame, method, settings=settings, log=context.log.info)
+    except DataValidationError as exc:
+        raise dg.Failure(description=f"causal_estimate failed: {exc}") from exc
+    context.log.info(f"{method}: {spec.target.upper()} {result.estimate:.4f} "
+                     f"[{result.ci_low:.4f}, {result.ci_high:.4f}]")
+    truth = (dataset.truth or {}).get(spec.target)  # synthetic data: the true effect
     true_ate = float(truth) if truth is not None else None
-    summary = {**asdict(result), "true_ate": true_ate}
+
+    cate = None
+    if frame.modifier_columns:
+        t = frame.data[frame.treatment].to_numpy(dtype=bool)
+        cate = cate_table(frame.tree_frame, t, frame.modifier_columns, frame.categorical, fit,
+                          config.cate_bins, settings.confidence_level)
+    skipped = {n: RANDOMISED_SKIP for n in REFUTERS if frame.randomised and n in NEEDS_CONFOUNDERS}
 
     final = storage.output_dir(context)
     with storage.atomic_output(final) as tmp:
-        (tmp / "estimate.json").write_text(json.dumps(summary, indent=2))
+        outcomes = diagnostics.run_diagnostics(frame, fit, tmp, settings.confidence_level)
+        skipped.update({o.name: o.skipped for o in outcomes if o.skipped})
+        summary = {**asdict(result), "true_value": true_ate,
+                   "diagnostics": [o.summary() for o in outcomes], "skipped_checks": skipped,
+                   "cate": cate.to_dict("records") if cate is not None else None}
+        (tmp / "estimate.json").write_text(json.dumps(summary, indent=2, default=_plain))
+        scores_path = None
+        if fit.scores is not None:
+            scores_path = str(final / "scores.npz")
+            np.savez(tmp / "scores.npz", **{k: getattr(fit.scores, k)
+                                            for k in ("a1", "b1", "a0", "b0", "residual")})
+        cate_png = None
+        if cate is not None and cate["estimate"].notna().any():
+            cate_png = figure_png(cate_plot(cate, result.estimate, spec.target),
+                                  tmp / "cate.png")
     with mlflow.start_run(context, "causal_estimate") as run:
-        mlf.log_params({"method": config.method, "confidence_level": config.confidence_level,
-                        "n_rows": result.n_rows, "treatment": dataset.spec.treatment,
-                        "outcome": dataset.spec.outcome})
+        mlf.log_params({"method": method, "target": spec.target,
+                        "confidence_level": settings.confidence_level, "n_rows": result.n_rows,
+                        "treatment": spec.treatment, "outcome": spec.outcome,
+                        "adjustment_set": ",".join(result.adjustment_set)[:500]})
         metrics = {"estimate": result.estimate, "ci_low": result.ci_low,
-                   "ci_high": result.ci_high}
+                   "ci_high": result.ci_high, "std_error": result.std_error}
+        metrics.update({f"{o.name}_passed": float(o.passed) for o in outcomes
+                        if o.passed is not None})
         if true_ate is not None:
-            metrics["true_ate"] = true_ate
+            metrics["true_value"] = true_ate
         mlf.log_metrics(metrics)
-        mlf.log_artifact(str(final / "estimate.json"))
+        mlf.log_artifacts(str(final))
         run_id = run.info.run_id
 
     ref = CausalEstimateRef(
         dataset=dataset, result=result, settings=config.refuter_settings(n_jobs()),
-        max_rows=config.max_rows, seed=config.seed, ci_simulations=config.ci_simulations,
-        true_ate=true_ate, mlflow_run_id=run_id,
+        estimator=settings, max_rows=config.max_rows, seed=config.seed,
+        scores_path=scores_path, true_ate=true_ate, mlflow_run_id=run_id,
     )
-    context.log.info(f"{config.method}: ATE {result.estimate:.4f} "
-                     f"[{result.ci_low:.4f}, {result.ci_high:.4f}]")
     metadata = {
         "estimate": result.estimate, "ci_low": result.ci_low, "ci_high": result.ci_high,
-        "confidence_level": result.confidence_level, "method": result.method,
+        "std_error": result.std_error, "confidence_level": result.confidence_level,
+        "method": result.method, "target": result.target, "design": result.design,
         "n_rows": result.n_rows,
         "adjustment_set": dg.MetadataValue.json(result.adjustment_set),
         "effect_modifiers": dg.MetadataValue.json(result.effect_modifiers),
+        "estimator_details": dg.MetadataValue.json(result.details),
+        "diagnostics": dg.MetadataValue.json(
+            {o.name: ("skipped" if o.skipped else "passed" if o.passed else "failed")
+             for o in outcomes}),
+        "skipped_checks": dg.MetadataValue.json(skipped),
         "num_simulations": config.num_simulations, "mlflow_run_id": run_id,
         "path": dg.MetadataValue.path(str(final / "estimate.json")),
     }
-    if result.std_error is not None:
-        metadata["std_error"] = result.std_error
+    if spec.graph:
+        metadata["adjustment_from"] = "graph (DoWhy backdoor identification)"
+    if cate is not None:
+        metadata["cate"] = _metadata_table(cate)
+        metadata["cate_records"] = dg.MetadataValue.json(
+            json.loads(json.dumps(cate.to_dict("records"), default=_plain)))
+        if cate_png is not None:
+            metadata["cate_plot"] = png_metadata(cate_png, "CATE by segment")
     if true_ate is not None:
-        metadata["true_ate"] = true_ate
-        metadata["true_ate_in_ci"] = bool(result.ci_low <= true_ate <= result.ci_high)
-    return dg.Output(ref, metadata=metadata)
+        metadata["true_value"] = true_ate
+        metadata["true_value_in_ci"] = bool(result.ci_low <= true_ate <= result.ci_high)
+        if spec.target == "ate":
+            metadata["true_ate"] = true_ate
+            metadata["true_ate_in_ci"] = metadata["true_value_in_ci"]
+    for o in outcomes:
+        if o.metadata.get("table") is not None:
+            metadata[f"{o.name}_table"] = _metadata_table(o.metadata["table"])
+    yield dg.Output(ref, metadata=metadata)
+    yield from diagnostics.check_results(outcomes, CAUSAL_ESTIMATE, final, context.log)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict("records")
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 assets = [causal_estimate]

@@ -1,8 +1,9 @@
 """Refutations of ``causal_estimate`` as five asset checks (one step, each its own check).
 
 Statistics and pass rules are documented in :mod:`e2i_pipelines.analytics.causal.refuters`; the
-linear-regression estimate uses the fast engine, other estimators DoWhy's own refuters
-(``engine`` in each check's metadata says which).
+linear-regression estimate uses the fast engine, other estimators the score engine
+(``engine`` in each check's metadata says which). Refuters that need confounders are skipped
+for a randomised design: not evaluated, with the reason logged and in refutations.json.
 """
 
 import json
@@ -10,13 +11,14 @@ from dataclasses import replace
 
 import dagster as dg
 
-from e2i_pipelines.analytics.causal.estimate import fit_dowhy
+from e2i_pipelines.analytics.causal.estimate import fit_dowhy, fit_effect
+from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refute_plots import (
     panel_figure,
     refutation_figure,
     simulated_summary,
 )
-from e2i_pipelines.analytics.causal.refuters import REFUTERS, run_refuters
+from e2i_pipelines.analytics.causal.refuters import REFUTERS, refuter_units, run_refuters
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
@@ -63,35 +65,55 @@ def causal_refutations(
                      in context.selected_asset_check_keys)
     ref = causal_estimate
     settings = replace(ref.settings, n_jobs=n_jobs())  # this step's CPU budget
+    estimator = replace(ref.estimator, n_jobs=settings.n_jobs)
     frame = ref.load_frame()
-    fitted = fit_dowhy(frame, ref.method, confidence_level=ref.result.confidence_level,
-                       with_ci=False)
-    progress = Progress(context.log, total=settings.num_simulations * len(selected),
-                        label="refutation simulations", unit="simulations")
-    context.log.info(f"refuting the {ref.method} estimate {ref.result.estimate:.4f} with "
+    r = ref.result
+    if ref.method == "linear_regression":
+        dowhy_fit = fit_dowhy(frame)
+        fit = FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
+                           se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high, scores=None)
+    else:
+        dowhy_fit = None
+        fit = FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
+                           se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high,
+                           scores=ref.load_scores())
+
+    def refit(changed) -> float:
+        return float(fit_effect(changed, ref.method, estimator)[0].estimate)
+
+    total = sum(refuter_units(n, ref.method, settings, frame.randomised) for n in selected)
+    progress = Progress(context.log, total=max(total, 1), label="refutation simulations",
+                        unit="simulations")
+    context.log.info(f"refuting the {ref.method} estimate {r.estimate:.4f} with "
                      f"{list(selected)} x {settings.num_simulations} simulations "
                      f"over {len(frame.data):,} rows")
-    results = run_refuters(frame, fitted, ref.method, settings, progress.advance, only=selected)
+    results = run_refuters(frame, fit, dowhy_fit, settings, progress.advance, only=selected,
+                           refit=refit)
+    for res in results:
+        if res.skipped:
+            context.log.warning(f"check {res.name} {res.skipped}")
+    evaluated = [res for res in results if not res.skipped]
 
     final = storage.output_dir(context, name="causal_refutations")
     with storage.atomic_output(final) as tmp:
-        figure_png(refutation_figure(results), tmp / "refutations.png")
+        if evaluated:
+            figure_png(refutation_figure(evaluated), tmp / "refutations.png")
         panels = {r.name: figure_png(panel_figure(r), tmp / f"{r.name}.png", dpi=80)
-                  for r in results}
+                  for r in evaluated}
         (tmp / "refutations.json").write_text(json.dumps(
             [{**r.metadata(), "name": r.name, "passed": r.passed} for r in results], indent=2))
     with mlflow.start_run(context, "causal_refutations",
                           tags={"estimate_mlflow_run_id": ref.mlflow_run_id or ""}) as run:
         mlf.log_params({"method": ref.method, "num_simulations": settings.num_simulations,
                         "n_rows": len(frame.data)})
-        for r in results:
+        for r in evaluated:
             mlf.log_metrics({f"{r.name}_new_effect": r.new_effect,
                              f"{r.name}_passed": float(r.passed),
                              **({f"{r.name}_p_value": r.p_value} if r.p_value is not None else {})})
         mlf.log_artifacts(str(final))
         run_id = run.info.run_id
 
-    for r in results:
+    for r in evaluated:
         yield dg.AssetCheckResult(
             check_name=r.name,
             asset_key=causal_estimate_key(),

@@ -4,14 +4,16 @@ import dagster as dg
 from pydantic import Field
 
 from e2i_pipelines.analytics.causal.estimate import METHODS
+from e2i_pipelines.analytics.causal.estimators import NUISANCES, EstimatorSettings
 from e2i_pipelines.analytics.causal.refuters import RefuterSettings
 
 
 class CausalEstimateConfig(dg.Config):
     """Estimator, interval, and how the refutation checks run."""
 
-    method: str = Field(default="linear_regression",
-                        description=f"Estimator: one of {list(METHODS)}.")
+    method: str = Field(
+        default="auto", description=f"Estimator: one of {list(METHODS)}; 'auto' is "
+        "difference_in_means for a spec without confounders, else linear_regression.")
     confidence_level: float = Field(default=0.95, description="Level of the estimate's CI.")
     num_simulations: int = Field(default=100, description="Simulations per refuter.")
     max_rows: int = Field(default=0, description="Seeded row sample (0 = all rows).")
@@ -26,8 +28,21 @@ class CausalEstimateConfig(dg.Config):
         default=1.0, description="Unobserved confounder strength, as a multiple of the "
         "strongest observed confounder (DoWhy's frac_strength).")
     grid_points: int = Field(default=10, description="Strengths per axis of the sensitivity grid.")
-    ci_simulations: int = Field(
-        default=30, description="Bootstrap refits for the propensity-score weighting CI.")
+    trim: float = Field(
+        default=0.0, description="Drop rows whose propensity is outside [trim, 1 - trim] "
+        "(propensity_score_weighting, aipw); e.g. 0.01. 0 keeps all rows.")
+    stabilized: bool = Field(default=True, description="Stabilised weights (weighting).")
+    propensity_clip: float = Field(
+        default=0.01, description="aipw/dml: propensities are clipped to [clip, 1 - clip].")
+    folds: int = Field(default=5, description="Cross-fitting folds (aipw, dml).")
+    nuisance: str = Field(default="lightgbm",
+                          description=f"Nuisance models of aipw/dml: {list(NUISANCES)}.")
+    nuisance_trees: int = Field(default=100, description="Trees per LightGBM nuisance model.")
+    refit_simulations: int = Field(
+        default=5, description="Refits of the random-common-cause refuter for estimators "
+        "other than linear_regression (each refit re-runs the estimator).")
+    cate_bins: int = Field(
+        default=4, description="Quantile bins per numeric effect modifier (CATE segments).")
 
     def check(self) -> None:
         """Raise dg.Failure naming every invalid field."""
@@ -41,19 +56,36 @@ class CausalEstimateConfig(dg.Config):
             "significance_level": not 0 < self.significance_level < 1,
             "strength_fraction": self.strength_fraction <= 0,
             "grid_points": self.grid_points < 1,
-            "ci_simulations": self.ci_simulations < 2,
+            "trim": not 0 <= self.trim < 0.5,
+            "propensity_clip": not 0 < self.propensity_clip < 0.5,
+            "folds": not 2 <= self.folds <= 20,
+            "nuisance": self.nuisance not in NUISANCES,
+            "nuisance_trees": self.nuisance_trees < 1,
+            "refit_simulations": self.refit_simulations < 2,
+            "cate_bins": not 2 <= self.cate_bins <= 20,
+            "bootstrap_noise needs method linear_regression":
+                self.bootstrap_noise > 0 and self.method not in ("linear_regression", "auto"),
         }
-        bad = {name: getattr(self, name) for name, wrong in problems.items() if wrong}
+        bad = {name: getattr(self, name, self.bootstrap_noise)
+               for name, wrong in problems.items() if wrong}
         if bad:
             hint = f" (method must be one of {list(METHODS)})" if "method" in bad else ""
             raise dg.Failure(
                 f"causal_estimate config invalid: {bad}{hint}; num_simulations must be > 0, "
                 "confidence_level/subset_fraction/significance_level in (0, 1), "
-                "bootstrap_noise in [0, 1], max_rows >= 0 (0 = all)")
+                "bootstrap_noise in [0, 1], max_rows >= 0 (0 = all), trim in [0, 0.5), "
+                f"propensity_clip in (0, 0.5), folds 2..20, nuisance in {list(NUISANCES)}, "
+                "refit_simulations >= 2, cate_bins 2..20")
 
     def refuter_settings(self, n_jobs: int) -> RefuterSettings:
         return RefuterSettings(
             num_simulations=self.num_simulations, subset_fraction=self.subset_fraction,
             bootstrap_noise=self.bootstrap_noise, significance_level=self.significance_level,
             strength_fraction=self.strength_fraction, grid_points=self.grid_points,
-            seed=self.seed, n_jobs=n_jobs)
+            seed=self.seed, n_jobs=n_jobs, refit_simulations=self.refit_simulations)
+
+    def estimator_settings(self, n_jobs: int) -> EstimatorSettings:
+        return EstimatorSettings(
+            confidence_level=self.confidence_level, trim=self.trim, stabilized=self.stabilized,
+            propensity_clip=self.propensity_clip, folds=self.folds, nuisance=self.nuisance,
+            nuisance_trees=self.nuisance_trees, seed=self.seed, n_jobs=n_jobs)

@@ -1,7 +1,7 @@
 """The ``dataset`` asset: validated data on disk, the root every analysis starts from."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import dagster as dg
 import numpy as np
@@ -30,9 +30,14 @@ def dataset(
         if config.source == "synthetic":
             context.log.info(f"generating {config.n_rows:,} synthetic HCP rows (seed {config.seed})")
             frame, truth = generate_e2i(config.n_rows, config.seed)
+            dropped = None
         else:
             context.log.info(f"loading and validating {config.path}")
-            frame, truth = load_user_frame(config.path, spec), None
+            (frame, dropped), truth = load_user_frame(config.path, spec), None
+            if dropped.rows_dropped:
+                context.log.warning(
+                    f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "
+                    f"rows; NaN rows per column: {dropped.nan_rows_per_column}")
     except DataValidationError as exc:
         raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
 
@@ -43,7 +48,7 @@ def dataset(
     final = storage.output_dir(context)
     with storage.atomic_output(final) as tmp:
         frame.to_parquet(tmp / "data.parquet", index=False)
-        (tmp / "spec.json").write_text(json.dumps(spec.__dict__, indent=2))
+        (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
         if truth is not None:
             (tmp / "truth.json").write_text(json.dumps(truth, indent=2))
     ref = DatasetRef(
@@ -59,9 +64,20 @@ def dataset(
         "outcome": spec.outcome,
         "common_causes": dg.MetadataValue.json(spec.common_causes),
         "effect_modifiers": dg.MetadataValue.json(spec.effect_modifiers),
+        "categorical": dg.MetadataValue.json(spec.categorical),
+        "adjustment_set": dg.MetadataValue.json(spec.adjustment_set),
+        "design": "randomised (no confounders)" if spec.randomised else "observational",
+        "target": spec.target,
         "treated_share": treated,
         "preview": dg.MetadataValue.md(frame.head(5).to_markdown(index=False)),
     }
+    if spec.graph:
+        metadata["graph"] = dg.MetadataValue.md(f"```\n{spec.graph.strip()}\n```")
+    if dropped is not None:
+        metadata["missing"] = spec.missing
+        metadata["rows_before_drop"] = dropped.rows_before
+        metadata["rows_dropped"] = dropped.rows_dropped
+        metadata["nan_rows_per_column"] = dg.MetadataValue.json(dropped.nan_rows_per_column)
     if truth is not None:
         metadata["true_ate"] = truth["ate"]
         metadata["naive_difference"] = truth["naive_difference"]

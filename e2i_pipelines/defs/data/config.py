@@ -5,7 +5,13 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.core.spec import CausalSpec, DataValidationError, load_spec_yaml
+from e2i_pipelines.core.spec import (
+    MIN_ROWS_AFTER_DROP,
+    CausalSpec,
+    DataValidationError,
+    load_spec_yaml,
+    spec_from_mapping,
+)
 from e2i_pipelines.data import synthetic
 
 
@@ -21,9 +27,20 @@ class DatasetConfig(dg.Config):
     spec_path: str = Field(default="", description="YAML spec file with the column roles.")
     treatment: str = Field(default="", description="Binary 0/1 treatment column (inline spec).")
     outcome: str = Field(default="", description="Numeric outcome column (inline spec).")
-    common_causes: list[str] = Field(default=[], description="Confounders (inline spec).")
+    common_causes: list[str] = Field(
+        default=[], description="Confounders (inline spec); empty = a randomised experiment.")
     effect_modifiers: list[str] = Field(default=[], description="Effect modifiers (inline spec).")
     id_column: str = Field(default="", description="Unique row id column; empty: one is added.")
+    categorical: list[str] = Field(
+        default=[], description="Columns coded as categories whatever their dtype (inline spec).")
+    missing: Literal["error", "drop"] = Field(
+        default="error", description="NaN in the spec's columns: 'error', or 'drop' the rows "
+        f"(fails when fewer than {MIN_ROWS_AFTER_DROP} remain).")
+    target: Literal["ate", "att", "atc"] = Field(
+        default="ate", description="Estimand: average effect on all, the treated, the controls.")
+    graph: str = Field(
+        default="", description="Causal DAG, DOT or GML text or a file path (inline spec); the "
+        "adjustment set is then identified from it.")
 
     def check(self) -> None:
         """Raise dg.Failure when the source or the spec is unusable (before any data is read)."""
@@ -43,20 +60,21 @@ class DatasetConfig(dg.Config):
             return synthetic.SPEC
         if not self.path:
             raise DataValidationError("source 'file' needs 'path' (a CSV or Parquet file)")
-        inline = bool(self.treatment or self.outcome or self.common_causes)
+        inline = bool(self.treatment or self.outcome or self.common_causes or self.graph
+                      or self.categorical or self.effect_modifiers)
         if self.spec_path and inline:
             raise DataValidationError("give the spec either as 'spec_path' or inline, not both")
         if self.spec_path:
             return load_spec_yaml(self.spec_path)
         if not (self.treatment and self.outcome):
             raise DataValidationError(
-                "source 'file' needs a spec: 'spec_path' or inline 'treatment', 'outcome', "
-                "'common_causes'"
+                "source 'file' needs a spec: 'spec_path' or inline 'treatment', 'outcome' "
+                "(and 'common_causes', 'graph', ...)"
             )
-        return CausalSpec(
-            treatment=self.treatment,
-            outcome=self.outcome,
-            common_causes=list(self.common_causes),
-            effect_modifiers=list(self.effect_modifiers),
-            id_column=self.id_column or None,
-        )
+        return spec_from_mapping({
+            "treatment": self.treatment, "outcome": self.outcome,
+            "common_causes": list(self.common_causes),
+            "effect_modifiers": list(self.effect_modifiers), "id_column": self.id_column or None,
+            "categorical": list(self.categorical), "missing": self.missing,
+            "target": self.target, "graph": self.graph or None,
+        }, source="inline spec")

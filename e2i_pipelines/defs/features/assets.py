@@ -25,7 +25,7 @@ def feature_frame(dataset: DatasetRef, as_of: pd.Timestamp) -> pd.DataFrame:
     """Entity id, timestamp and covariates (categoricals as strings) for the offline store."""
     spec = dataset.spec
     frame = dataset.read([dataset.id_column, *spec.covariates])
-    for col in categorical_columns(frame, spec.covariates):
+    for col in categorical_columns(frame, spec.covariates, spec.categorical):
         frame[col] = frame[col].astype(str)
     frame[TIMESTAMP] = as_of
     return frame

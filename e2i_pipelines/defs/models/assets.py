@@ -61,11 +61,13 @@ def retrieve_training_frame(
     return frame
 
 
-def model_inputs(frame: pd.DataFrame, treatment: str, covariates: list[str]):
-    """Model input frame (treatment first) and the category levels of string columns."""
+def model_inputs(frame: pd.DataFrame, treatment: str, covariates: list[str],
+                 declared: list[str] | tuple[str, ...] = ()):
+    """Model input frame (treatment first) and the category levels of categorical columns
+    (declared in the spec or not numeric), which LightGBM then splits on as categories."""
     inputs = frame[[treatment, *covariates]].copy()
     categories: dict[str, list[str]] = {}
-    for col in categorical_columns(inputs, covariates):
+    for col in categorical_columns(inputs, covariates, declared):
         levels = sorted(inputs[col].astype(str).unique())
         categories[col] = levels
         inputs[col] = pd.Categorical(inputs[col].astype(str), categories=levels)
@@ -101,7 +103,8 @@ def outcome_model(
     spec = dataset.spec
     frame = retrieve_training_frame(dataset, feature_store, config.train_rows, config.seed)
     context.log.info(f"retrieved {len(frame):,} training rows through Feast")
-    inputs, categories = model_inputs(frame, spec.treatment, feature_store.feature_names)
+    inputs, categories = model_inputs(frame, spec.treatment, feature_store.feature_names,
+                                      spec.categorical)
     target = frame[spec.outcome].to_numpy(dtype=np.float64)
     rng = np.random.default_rng(config.seed)
     holdout = rng.random(len(frame)) < config.holdout_share

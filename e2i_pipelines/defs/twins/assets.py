@@ -46,7 +46,8 @@ def _fit_population(context: dg.AssetExecutionContext, config: DigitalTwinsConfi
     columns = [*spec.covariates, spec.treatment]
     try:
         real = sample_parquet_rows(dataset.path, columns, config.fit_rows, config.seed)
-        model = fit_copula(real, columns, priority=[spec.treatment], max_fit_rows=config.fit_rows,
+        model = fit_copula(real, columns, priority=[spec.treatment], categorical=spec.categorical,
+                           max_fit_rows=config.fit_rows,
                            grid_size=config.grid_size, min_stratum_rows=config.min_stratum_rows,
                            seed=config.seed)
     except ValueError as exc:

@@ -1,0 +1,355 @@
+"""Effect estimators beside DoWhy's linear regression: difference in means, propensity-score
+weighting, cross-fitted AIPW, and double machine learning (DoubleML's partially linear model).
+
+Every estimator returns a :class:`FittedEffect`: the estimate of its target (``ate``, ``att``
+or ``atc``), a normal-theory CI, the balancing weights and propensities the diagnostics use,
+and :class:`EffectScores` -- the estimate written as ``sum(a1)/sum(b1) - sum(a0)/sum(b0)``
+with its nuisance models held fixed. The scores give, without refitting any model, the
+effect on any subset of rows (CATE per segment; the data-subset and bootstrap refuters) and
+the outcome net of its covariate prediction (the placebo refuter).
+
+* ``difference_in_means``: mean(y | T=1) - mean(y | T=0); HC2 standard error
+  (sqrt(s1^2/n1 + s0^2/n0), equal to OLS ``y ~ T`` with ``cov_type="HC2"``). For a
+  randomised design every target equals the ATE.
+* ``propensity_score_weighting``: logistic propensity (IRLS), the target's weights
+  (stabilised by default), optional trimming of rows with e outside [trim, 1 - trim] (the
+  target population is then the trimmed one), Hajek (within-arm normalised) means. The SE is
+  the M-estimation sandwich that accounts for the estimated propensity (Lunceford & Davidian
+  2004).
+* ``aipw``: augmented IPW (doubly robust) with K-fold cross-fitted nuisances (LightGBM or
+  linear: an outcome model per arm and a propensity model), propensities clipped to
+  [clip, 1 - clip]; the SE from the efficient influence function.
+* ``dml``: DoubleML's ``DoubleMLPLR`` (partialling out, the same K folds, LightGBM or linear
+  nuisances). It estimates the constant effect of the partially linear model, so only
+  ``target: ate`` is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats as st
+
+from e2i_pipelines.analytics.causal.weights import (
+    effective_sample_size,
+    logistic_propensity,
+    target_weights,
+    weighted_gram,
+    with_intercept,
+)
+
+Log = Callable[[str], None]
+NUISANCES = ("lightgbm", "linear")
+SCORE_METHODS = ("difference_in_means", "propensity_score_weighting", "aipw", "dml")
+ATE_ONLY = {"dml"}
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """Knobs of the estimators (validated by the run config)."""
+
+    confidence_level: float = 0.95
+    trim: float = 0.0
+    stabilized: bool = True
+    propensity_clip: float = 0.01
+    folds: int = 5
+    nuisance: str = "lightgbm"
+    nuisance_trees: int = 100
+    seed: int = 0
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class EffectData:
+    """What an estimator sees: treatment, outcome, numeric design, LightGBM frame, target."""
+
+    t: np.ndarray  # bool
+    y: np.ndarray  # float64
+    X: np.ndarray  # float64 (n, p): adjustment set + effect modifiers, categoricals one-hot
+    names: list[str]  # design column names
+    tree_frame: pd.DataFrame  # same covariates, categoricals as pandas categories (LightGBM)
+    target: str = "ate"
+
+
+@dataclass(frozen=True)
+class EffectScores:
+    """The estimate as ``sum(a1)/sum(b1) - sum(a0)/sum(b0)`` with nuisances held fixed."""
+
+    a1: np.ndarray
+    b1: np.ndarray
+    a0: np.ndarray
+    b0: np.ndarray
+    residual: np.ndarray  # y - m(x): outcome net of its covariate prediction
+
+    def effect(self, rows: np.ndarray | None = None) -> float:
+        """The estimate over ``rows`` (indices, repeats allowed, or a boolean mask)."""
+        if rows is None:
+            return float(self.a1.sum() / self.b1.sum() - self.a0.sum() / self.b0.sum())
+        return float(self.a1[rows].sum() / self.b1[rows].sum()
+                     - self.a0[rows].sum() / self.b0[rows].sum())
+
+    def effect_and_se(self, mask: np.ndarray | None = None) -> tuple[float, float]:
+        """(estimate, delta-method SE) over the rows of ``mask`` (all rows when None)."""
+        parts = [getattr(self, f) if mask is None else getattr(self, f)[mask]
+                 for f in ("a1", "b1", "a0", "b0")]
+        a1, b1, a0, b0 = parts
+        B1, B0 = b1.sum(), b0.sum()
+        th1, th0 = a1.sum() / B1, a0.sum() / B0
+        psi = (a1 - th1 * b1) / B1 - (a0 - th0 * b0) / B0
+        return float(th1 - th0), float(np.sqrt(np.square(psi).sum()))
+
+
+@dataclass
+class FittedEffect:
+    """A fitted estimator: estimate, CI, and what diagnostics and refuters reuse."""
+
+    method: str
+    target: str
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    scores: EffectScores | None  # None for linear regression (own refuter engine)
+    propensity: np.ndarray | None = None  # cross-fitted where the estimator cross-fits
+    weights: np.ndarray | None = None  # the target's balancing weights (diagnostics)
+    details: dict[str, Any] = field(default_factory=dict)
+    effect_on: Callable[[np.ndarray], tuple[float, float]] | None = None
+    """(effect, SE) over a boolean row mask (CATE per segment); set for every estimator."""
+
+    def __post_init__(self) -> None:
+        if self.effect_on is None and self.scores is not None:
+            self.effect_on = self.scores.effect_and_se
+
+
+def normal_ci(estimate: float, se: float, level: float) -> tuple[float, float]:
+    q = st.norm.ppf(0.5 + level / 2)
+    return estimate - q * se, estimate + q * se
+
+
+def _fitted(method: str, data: EffectData, estimate: float, se: float,
+            settings: EstimatorSettings, scores: EffectScores, **kw: Any) -> FittedEffect:
+    low, high = normal_ci(estimate, se, settings.confidence_level)
+    return FittedEffect(method=method, target=data.target, estimate=estimate, se=se,
+                        ci_low=low, ci_high=high, scores=scores, **kw)
+
+
+def difference_in_means(data: EffectData, settings: EstimatorSettings,
+                        log: Log | None = None) -> FittedEffect:
+    """Mean outcome difference with the HC2 (Neyman) standard error."""
+    t, y = data.t, data.y
+    tf = t.astype(np.float64)
+    y1, y0 = y[t], y[~t]
+    estimate = float(y1.mean() - y0.mean())
+    se = float(np.sqrt(y1.var(ddof=1) / y1.size + y0.var(ddof=1) / y0.size))
+    scores = EffectScores(a1=tf * y, b1=tf, a0=(1 - tf) * y, b0=1 - tf, residual=y - y.mean())
+    return _fitted("difference_in_means", data, estimate, se, settings, scores,
+                   details={"n_treated": int(y1.size), "n_control": int(y0.size),
+                            "se_type": "HC2"})
+
+
+def _ipw_sandwich_se(Xi: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray,
+                     keep: np.ndarray, target: str, mu1: float, mu0: float) -> float:
+    """SE of the Hajek IPW contrast by M-estimation, with the logistic propensity estimated.
+
+    Estimating equations: x (t - e) for the propensity, w1 t (y - mu1) and w0 (1-t) (y - mu0)
+    for the arm means (``keep`` zeroes trimmed rows). The influence function of mu1 - mu0 is
+    the arm terms minus their derivative in beta times beta's influence.
+    """
+    n = len(y)
+    tf = t.astype(np.float64)
+    w = target_weights(e, t, target, stabilized=False) * keep
+    w1, w0 = w * tf, w * (1 - tf)
+    # d w1 / d beta = g1 x, d w0 / d beta = g0 x  (see weights' table)
+    g1 = -(1 - e) / e * (w1 > 0) if target != "att" else np.zeros(n)
+    g0 = e / (1 - e) * (w0 > 0) if target != "atc" else np.zeros(n)
+    A_bb = weighted_gram(Xi, e * (1 - e)) / n
+    A11, A00 = w1.mean(), w0.mean()
+    A1b = -(Xi.T @ (tf * (y - mu1) * g1)) / n
+    A0b = -(Xi.T @ ((1 - tf) * (y - mu0) * g0)) / n
+    v1 = np.linalg.solve(A_bb, A1b)
+    v0 = np.linalg.solve(A_bb, A0b)
+    resid_t = tf - e
+    phi = ((w1 * (y - mu1) - (Xi @ v1) * resid_t) / A11
+           - (w0 * (y - mu0) - (Xi @ v0) * resid_t) / A00)
+    return float(np.sqrt(np.square(phi).mean() / n))
+
+
+def propensity_score_weighting(data: EffectData, settings: EstimatorSettings,
+                               log: Log | None = None) -> FittedEffect:
+    """Hajek IPW with a logistic propensity, stabilised weights and optional trimming."""
+    say = log or (lambda _m: None)
+    t, y = data.t, data.y
+    say(f"propensity_score_weighting: logistic propensity on {data.X.shape[1]} design "
+        f"columns x {len(y):,} rows")
+    e, _ = logistic_propensity(data.X, t)
+    keep = np.ones(len(y))
+    if settings.trim > 0:
+        keep = ((e >= settings.trim) & (e <= 1 - settings.trim)).astype(np.float64)
+    n_trimmed = int((keep == 0).sum())
+    if keep[t].sum() < 2 or keep[~t].sum() < 2:
+        raise ValueError(f"trim {settings.trim} leaves fewer than 2 rows in an arm")
+    w = target_weights(e, t, data.target, settings.stabilized) * keep
+    tf = t.astype(np.float64)
+    scores = EffectScores(a1=w * tf * y, b1=w * tf, a0=w * (1 - tf) * y, b0=w * (1 - tf),
+                          residual=y - y.mean())
+    estimate = scores.effect()
+    mu1 = float((w * tf * y).sum() / (w * tf).sum())
+    mu0 = float((w * (1 - tf) * y).sum() / (w * (1 - tf)).sum())
+    se = _ipw_sandwich_se(with_intercept(data.X), t, y, e, keep, data.target, mu1, mu0)
+    details = {"n_trimmed": n_trimmed, "trim": settings.trim, "stabilized": settings.stabilized,
+               "ess_treated": effective_sample_size(w[t]),
+               "ess_control": effective_sample_size(w[~t]),
+               "max_weight": float(w.max()), "se_type": "M-estimation sandwich"}
+    return _fitted("propensity_score_weighting", data, estimate, se, settings, scores,
+                   propensity=e, weights=w, details=details)
+
+
+def crossfit_folds(t: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id per row, stratified by treatment (each arm split evenly), seeded."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(t), dtype=np.int64)
+    for arm in (False, True):
+        idx = np.flatnonzero(t == arm)
+        fold[rng.permutation(idx)] = np.arange(idx.size) % folds
+    return fold
+
+
+def _lgb_params(settings: EstimatorSettings) -> dict[str, Any]:
+    return {"n_estimators": settings.nuisance_trees, "learning_rate": 0.1, "num_leaves": 31,
+            "min_child_samples": 50, "n_jobs": settings.n_jobs, "random_state": settings.seed,
+            "verbose": -1}
+
+
+def _ols_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_new: np.ndarray) -> np.ndarray:
+    Xi = with_intercept(X_fit)
+    beta = np.linalg.lstsq(Xi.T @ Xi, Xi.T @ y_fit, rcond=None)[0]
+    return with_intercept(X_new) @ beta
+
+
+def _nuisance_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
+                   settings: EstimatorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(e, mu1, mu0) on ``test`` from models fitted on ``train``."""
+    t, y = data.t, data.y
+    tr1, tr0 = train[t[train]], train[~t[train]]
+    if settings.nuisance == "linear":
+        e, beta = logistic_propensity(data.X[train], t[train])
+        e_test = 1 / (1 + np.exp(-(with_intercept(data.X[test]) @ beta)))
+        mu1 = _ols_predict(data.X[tr1], y[tr1], data.X[test])
+        mu0 = _ols_predict(data.X[tr0], y[tr0], data.X[test])
+        return e_test, mu1, mu0
+    import lightgbm as lgb
+
+    frame, params = data.tree_frame, _lgb_params(settings)
+    clf = lgb.LGBMClassifier(**params).fit(frame.iloc[train], t[train])
+    e_test = clf.predict_proba(frame.iloc[test])[:, 1]
+    mu1 = lgb.LGBMRegressor(**params).fit(frame.iloc[tr1], y[tr1]).predict(frame.iloc[test])
+    mu0 = lgb.LGBMRegressor(**params).fit(frame.iloc[tr0], y[tr0]).predict(frame.iloc[test])
+    return e_test, mu1, mu0
+
+
+def aipw_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, mu1: np.ndarray,
+                mu0: np.ndarray, target: str) -> EffectScores:
+    """Doubly robust scores of ``target`` from (clipped) nuisance predictions."""
+    tf = t.astype(np.float64)
+    ones, zeros = np.ones_like(y), np.zeros_like(y)
+    residual = y - (e * mu1 + (1 - e) * mu0)
+    if target == "ate":
+        psi = mu1 - mu0 + tf * (y - mu1) / e - (1 - tf) * (y - mu0) / (1 - e)
+        return EffectScores(psi, ones, zeros, ones, residual)
+    if target == "att":
+        a = tf * (y - mu0) - (1 - tf) * e / (1 - e) * (y - mu0)
+        return EffectScores(a, tf, zeros, ones, residual)
+    a = (1 - tf) * (mu1 - y) + tf * (1 - e) / e * (y - mu1)
+    return EffectScores(a, 1 - tf, zeros, ones, residual)
+
+
+def aipw(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -> FittedEffect:
+    """Cross-fitted augmented IPW (doubly robust) for the target."""
+    say = log or (lambda _m: None)
+    n = len(data.y)
+    fold = crossfit_folds(data.t, settings.folds, settings.seed)
+    e, mu1, mu0 = np.empty(n), np.empty(n), np.empty(n)
+    for k in range(settings.folds):
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        say(f"aipw: fold {k + 1}/{settings.folds}: propensity + outcome model per arm "
+            f"({settings.nuisance}) on {train.size:,} rows")
+        e[test], mu1[test], mu0[test] = _nuisance_fold(data, train, test, settings)
+    clip = settings.propensity_clip
+    n_clipped = int(((e < clip) | (e > 1 - clip)).sum())
+    e_used = np.clip(e, clip, 1 - clip)
+    keep = np.ones(n, dtype=bool)
+    if settings.trim > 0:
+        keep = (e >= settings.trim) & (e <= 1 - settings.trim)
+    scores = aipw_scores(data.t, data.y, e_used, mu1, mu0, data.target)
+    if not keep.all():
+        scores = EffectScores(*(getattr(scores, f) * keep for f in ("a1", "b1", "a0", "b0")),
+                              residual=scores.residual)
+    estimate, se = scores.effect_and_se()
+    w = target_weights(e_used, data.t, data.target, settings.stabilized) * keep
+    details = {"folds": settings.folds, "nuisance": settings.nuisance,
+               "propensity_clip": clip, "n_clipped": n_clipped,
+               "n_trimmed": int((~keep).sum()), "se_type": "influence function"}
+    return _fitted("aipw", data, estimate, se, settings, scores, propensity=e, weights=w,
+                   details=details)
+
+
+def dml(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -> FittedEffect:
+    """DoubleML's partially linear model (partialling out) on the same cross-fitting folds."""
+    import doubleml
+
+    say = log or (lambda _m: None)
+    if data.target != "ate":
+        raise ValueError("dml estimates the constant effect of the partially linear model; "
+                         "use aipw for target att/atc")
+    t, y = data.t, data.y
+    n = len(y)
+    fold = crossfit_folds(t, settings.folds, settings.seed)
+    if settings.nuisance == "linear":
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+
+        ml_l, ml_m = LinearRegression(), LogisticRegression(penalty=None, max_iter=1000)
+    else:
+        import lightgbm as lgb
+
+        ml_l = lgb.LGBMRegressor(**_lgb_params(settings))
+        ml_m = lgb.LGBMClassifier(**_lgb_params(settings))
+    dml_data = doubleml.DoubleMLData.from_arrays(x=data.X, y=y, d=t.astype(np.float64))
+    plr = doubleml.DoubleMLPLR(dml_data, ml_l=ml_l, ml_m=ml_m, n_folds=settings.folds,
+                               score="partialling out", draw_sample_splitting=False)
+    smpls = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+             for k in range(settings.folds)]
+    plr.set_sample_splitting([smpls])
+    say(f"dml: DoubleMLPLR, {settings.folds} folds x 2 nuisance models ({settings.nuisance}) "
+        f"on {n:,} rows")
+    plr.fit(store_predictions=True)
+    psi_a = plr.psi_elements["psi_a"][:, 0, 0]
+    psi_b = plr.psi_elements["psi_b"][:, 0, 0]
+    l_hat = plr.predictions["ml_l"][:, 0, 0]
+    m_hat = plr.predictions["ml_m"][:, 0, 0]
+    zeros, ones = np.zeros(n), np.ones(n)
+    scores = EffectScores(psi_b, -psi_a, zeros, ones, residual=y - l_hat)
+    estimate, se = float(plr.coef[0]), float(plr.se[0])
+    e = np.clip(m_hat, settings.propensity_clip, 1 - settings.propensity_clip)
+    w = target_weights(e, t, "ate", settings.stabilized)
+    return _fitted("dml", data, estimate, se, settings, scores, propensity=m_hat, weights=w,
+                   details={"folds": settings.folds, "nuisance": settings.nuisance,
+                            "library": f"doubleml {doubleml.__version__} DoubleMLPLR",
+                            "se_type": "DoubleML (influence function)"})
+
+
+ESTIMATORS: dict[str, Callable[[EffectData, EstimatorSettings, Log | None], FittedEffect]] = {
+    "difference_in_means": difference_in_means,
+    "propensity_score_weighting": propensity_score_weighting,
+    "aipw": aipw,
+    "dml": dml,
+}
+
+
+def fit_scored(method: str, data: EffectData, settings: EstimatorSettings,
+               log: Log | None = None) -> FittedEffect:
+    """Fit one of :data:`SCORE_METHODS` on ``data``."""
+    return ESTIMATORS[method](data, settings, log)

@@ -1,0 +1,128 @@
+"""Diagnostics of ``causal_estimate`` as asset checks: covariate balance, overlap, sensitivity.
+
+Computed in the estimate's own step (they take seconds on 1M rows) and yielded as check
+results with plots; pass rules are in :mod:`e2i_pipelines.analytics.causal.diagnostics`.
+A randomised design (no confounders) has nothing to balance or to benchmark against: the
+three checks are then skipped (not evaluated) and the reason is logged and recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from e2i_pipelines.analytics.causal import diagnostics as dx
+from e2i_pipelines.analytics.causal.estimate import CausalFrame, diagnostic_propensity
+from e2i_pipelines.analytics.causal.estimators import FittedEffect
+from e2i_pipelines.analytics.causal.refuters import RANDOMISED_SKIP
+from e2i_pipelines.core.plots import figure_png, png_metadata
+
+DIAGNOSTICS = ("covariate_balance", "overlap", "sensitivity")
+_DESCRIPTIONS = {
+    "covariate_balance": "Standardised mean differences before/after weighting: passes when "
+                         f"every |SMD| after weighting is <= {dx.BALANCE_THRESHOLD}.",
+    "overlap": f"Propensity overlap: share of rows outside {list(dx.OVERLAP_BOUNDS)}; pass <= "
+               f"{dx.OVERLAP_WARN_SHARE:.0%}, warn <= {dx.OVERLAP_FAIL_SHARE:.0%}, else fail.",
+    "sensitivity": "Cinelli-Hazlett robustness value; passes when a confounder as strong as "
+                   "the strongest observed covariate cannot move the CI to include 0.",
+}
+
+
+def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name=n, asset=asset_key, description=_DESCRIPTIONS[n])
+            for n in DIAGNOSTICS]
+
+
+@dataclass
+class DiagnosticOutcome:
+    """One diagnostic: passed (None when skipped), severity, metadata, plot file."""
+
+    name: str
+    passed: bool | None
+    severity: dg.AssetCheckSeverity
+    metadata: dict[str, Any]
+    plot: Path | None = None
+    skipped: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Plain values for estimate.json, MLflow and the API."""
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+                "severity": self.severity.value,
+                **{k: v for k, v in self.metadata.items() if k != "table"}}
+
+
+def run_diagnostics(frame: CausalFrame, fit: FittedEffect, out_dir: Path,
+                    level: float) -> list[DiagnosticOutcome]:
+    """Balance, overlap and sensitivity of ``fit`` on ``frame``; plots written to ``out_dir``."""
+    if frame.randomised:
+        return [DiagnosticOutcome(n, None, dg.AssetCheckSeverity.WARN, {"skipped": RANDOMISED_SKIP},
+                                  skipped=RANDOMISED_SKIP) for n in DIAGNOSTICS]
+    data = frame.effect_data()
+    names = [frame.source_columns.get(c, c) for c in data.names]
+    e, w = diagnostic_propensity(frame, fit)
+    outcomes = []
+
+    table = dx.balance_table(data.X, names, data.t, w)
+    passed = dx.balance_passed(table)
+    worst = table.iloc[int(np.argmax(np.abs(table["smd_after"].to_numpy())))]
+    outcomes.append(DiagnosticOutcome(
+        "covariate_balance", passed, dg.AssetCheckSeverity.WARN,
+        {"max_abs_smd_before": float(np.abs(table["smd_before"]).max()),
+         "max_abs_smd_after": float(np.abs(table["smd_after"]).max()),
+         "worst_covariate": str(worst["covariate"]), "threshold": dx.BALANCE_THRESHOLD,
+         "weights": f"{fit.method} weights" if fit.weights is not None
+                    else "logistic propensity weights of the target",
+         "table": table.round(4)},
+        plot=_save(dx.love_plot(table), out_dir / "love_plot.png")))
+
+    ov = dx.overlap_summary(e, data.t)
+    status = ov["status"]
+    outcomes.append(DiagnosticOutcome(
+        "overlap", status == "pass",
+        dg.AssetCheckSeverity.ERROR if status == "fail" else dg.AssetCheckSeverity.WARN, ov,
+        plot=_save(dx.overlap_plot(e, data.t), out_dir / "overlap.png")))
+
+    sens = dx.sensitivity(data.y, data.t, data.X, names, alpha=1 - level)
+    meta = sens.metadata()
+    outcomes.append(DiagnosticOutcome(
+        "sensitivity", bool(sens.passed) if sens.passed is not None else None,
+        dg.AssetCheckSeverity.WARN, meta,
+        plot=_save(dx.sensitivity_contour_plot(sens), out_dir / "sensitivity_contours.png")))
+    return outcomes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    figure_png(fig, path)
+    return path
+
+
+def check_results(outcomes: list[DiagnosticOutcome], asset_key: dg.AssetKey,
+                  final_dir: Path, log: Any) -> list[dg.AssetCheckResult]:
+    """AssetCheckResults of the evaluated diagnostics; skipped ones are logged, not yielded."""
+    results = []
+    for o in outcomes:
+        if o.skipped:
+            log.warning(f"check {o.name} {o.skipped}")
+            continue
+        metadata = {k: _meta_value(v) for k, v in o.metadata.items() if v is not None}
+        if o.plot is not None:
+            png = (final_dir / o.plot.name).read_bytes()
+            metadata["plot"] = png_metadata(png, o.name)
+        results.append(dg.AssetCheckResult(
+            check_name=o.name, asset_key=asset_key, passed=bool(o.passed), severity=o.severity,
+            metadata=metadata))
+    return results
+
+
+def _meta_value(value: Any) -> Any:
+    if hasattr(value, "to_markdown"):
+        return dg.MetadataValue.md(value.to_markdown(index=False))
+    if isinstance(value, (list, dict)):
+        return dg.MetadataValue.json(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
