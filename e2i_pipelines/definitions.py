@@ -8,6 +8,7 @@ from e2i_pipelines.core.storage import E2IStorage, default_data_dir
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal import assets as causal_assets
 from e2i_pipelines.defs.causal import checks as causal_checks
+from e2i_pipelines.defs.causal import diagnostics as causal_diagnostics
 from e2i_pipelines.defs.data import assets as data_assets
 from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
 from e2i_pipelines.defs.explain import assets as explain_assets
@@ -35,7 +36,7 @@ defs = dg.Definitions(
         *twin_assets.assets,
         *probe_assets,
     ],
-    asset_checks=[*causal_checks.asset_checks],
+    asset_checks=[*causal_checks.asset_checks, *causal_diagnostics.asset_checks],
     jobs=[*analysis_jobs, *probe_jobs],
     schedules=[*schedules],
     sensors=[heavy_scaler_sensor, *launch_sensors],

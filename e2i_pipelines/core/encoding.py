@@ -23,6 +23,8 @@ def numeric_design(df: pd.DataFrame, columns: list[str],
                    declared: Iterable[str] = ()) -> pd.DataFrame:
     """Float design matrix: numeric columns as is, categoricals (declared or not numeric)
     one-hot coded with the first level dropped."""
+    if not columns:
+        return pd.DataFrame(index=df.index)
     cats = categorical_columns(df, columns, declared)
     frame = pd.get_dummies(df[columns], columns=cats, drop_first=True, dtype=np.float64)
     return frame.astype(np.float64)

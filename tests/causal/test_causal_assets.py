@@ -7,6 +7,7 @@ from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal.assets import causal_estimate
 from e2i_pipelines.defs.causal.checks import causal_refutations
+from e2i_pipelines.defs.causal.diagnostics import causal_diagnostics
 from e2i_pipelines.defs.data.assets import dataset
 from e2i_pipelines.tiers import TIER_TAG
 
@@ -30,7 +31,7 @@ def _run_config(**causal):
 
 def _materialize(resources, **causal):
     with dg.instance_for_test() as instance:
-        result = dg.materialize([dataset, causal_estimate, causal_refutations],
+        result = dg.materialize([dataset, causal_estimate, causal_refutations, causal_diagnostics],
                                 resources=resources, instance=instance,
                                 run_config=_run_config(**causal), raise_on_error=False)
         return result

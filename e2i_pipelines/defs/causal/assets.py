@@ -15,11 +15,14 @@ from e2i_pipelines.analytics.causal.estimate import (
     read_dataset_frame,
     resolve_method,
 )
-from e2i_pipelines.analytics.causal.estimators import EffectScores, EstimatorSettings
+from e2i_pipelines.analytics.causal.estimators import (
+    EffectScores,
+    EstimatorSettings,
+    FittedEffect,
+)
 from e2i_pipelines.analytics.causal.refuters import (
     NEEDS_CONFOUNDERS,
     RANDOMISED_SKIP,
-    REFUTERS,
     RefuterSettings,
 )
 from e2i_pipelines.analytics.causal.segments import cate_plot, cate_table
@@ -29,11 +32,11 @@ from e2i_pipelines.core.refs import DatasetRef
 from e2i_pipelines.core.spec import DataValidationError
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
-from e2i_pipelines.defs.causal import diagnostics
 from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
 
-CAUSAL_ESTIMATE = dg.AssetKey("causal_estimate")
+CONFOUNDER_CHECKS = (*sorted(NEEDS_CONFOUNDERS), "covariate_balance", "overlap", "sensitivity")
+"""Checks a randomised design skips (refuters and diagnostics that need confounders)."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,22 @@ class CausalEstimateRef:
         df = read_dataset_frame(self.dataset, self.max_rows, self.seed)
         return prepare_frame(df, self.dataset.spec)
 
-    def load_scores(self) -> EffectScores | None:
-        if not self.scores_path:
-            return None
-        with np.load(self.scores_path) as z:
-            return EffectScores(**{k: z[k] for k in ("a1", "b1", "a0", "b0", "residual")})
+    def load_fit(self) -> FittedEffect:
+        """The fit as saved: estimate, CI, and (score-based estimators) scores, propensities
+        and weights; linear regression is refitted from the frame where needed."""
+        r = self.result
+        scores = propensity = weights = None
+        if self.scores_path:
+            with np.load(self.scores_path) as z:
+                scores = EffectScores(**{k: z[k] for k in SCORE_FIELDS})
+                propensity = z.get("propensity")
+                weights = z.get("weights")
+        return FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
+                            se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high,
+                            scores=scores, propensity=propensity, weights=weights)
+
+
+SCORE_FIELDS = ("a1", "b1", "a0", "b0", "residual")
 
 
 def load_frame_or_fail(dataset: DatasetRef, max_rows: int, seed: int) -> CausalFrame:
@@ -83,7 +97,6 @@ def _metadata_table(table: pd.DataFrame) -> dg.MetadataValue:
     description="Treatment effect on the spec's target (ATE/ATT/ATC) with its CI, by the "
                 "configured estimator; CATE per effect-modifier segment; balance, overlap and "
                 "sensitivity checks here, five refutation checks in their own step.",
-    check_specs=diagnostics.check_specs(CAUSAL_ESTIMATE),
     **asset_tier_kwargs(Tier.HEAVY),
 )
 def causal_estimate(
@@ -121,21 +134,20 @@ def causal_estimate(
         t = frame.data[frame.treatment].to_numpy(dtype=bool)
         cate = cate_table(frame.tree_frame, t, frame.modifier_columns, frame.categorical, fit,
                           config.cate_bins, settings.confidence_level)
-    skipped = {n: RANDOMISED_SKIP for n in REFUTERS if frame.randomised and n in NEEDS_CONFOUNDERS}
+    skipped = {n: RANDOMISED_SKIP for n in CONFOUNDER_CHECKS} if frame.randomised else {}
 
     final = storage.output_dir(context)
     with storage.atomic_output(final) as tmp:
-        outcomes = diagnostics.run_diagnostics(frame, fit, tmp, settings.confidence_level)
-        skipped.update({o.name: o.skipped for o in outcomes if o.skipped})
-        summary = {**asdict(result), "true_value": true_ate,
-                   "diagnostics": [o.summary() for o in outcomes], "skipped_checks": skipped,
+        summary = {**asdict(result), "true_value": true_ate, "skipped_checks": skipped,
                    "cate": cate.to_dict("records") if cate is not None else None}
         (tmp / "estimate.json").write_text(json.dumps(summary, indent=2, default=_plain))
         scores_path = None
         if fit.scores is not None:
             scores_path = str(final / "scores.npz")
-            np.savez(tmp / "scores.npz", **{k: getattr(fit.scores, k)
-                                            for k in ("a1", "b1", "a0", "b0", "residual")})
+            extra = {k: v for k, v in (("propensity", fit.propensity), ("weights", fit.weights))
+                     if v is not None}
+            np.savez(tmp / "scores.npz", **{k: getattr(fit.scores, k) for k in SCORE_FIELDS},
+                     **extra)
         cate_png = None
         if cate is not None and cate["estimate"].notna().any():
             cate_png = figure_png(cate_plot(cate, result.estimate, spec.target),
@@ -147,8 +159,6 @@ def causal_estimate(
                         "adjustment_set": ",".join(result.adjustment_set)[:500]})
         metrics = {"estimate": result.estimate, "ci_low": result.ci_low,
                    "ci_high": result.ci_high, "std_error": result.std_error}
-        metrics.update({f"{o.name}_passed": float(o.passed) for o in outcomes
-                        if o.passed is not None})
         if true_ate is not None:
             metrics["true_value"] = true_ate
         mlf.log_metrics(metrics)
@@ -168,9 +178,6 @@ def causal_estimate(
         "adjustment_set": dg.MetadataValue.json(result.adjustment_set),
         "effect_modifiers": dg.MetadataValue.json(result.effect_modifiers),
         "estimator_details": dg.MetadataValue.json(result.details),
-        "diagnostics": dg.MetadataValue.json(
-            {o.name: ("skipped" if o.skipped else "passed" if o.passed else "failed")
-             for o in outcomes}),
         "skipped_checks": dg.MetadataValue.json(skipped),
         "num_simulations": config.num_simulations, "mlflow_run_id": run_id,
         "path": dg.MetadataValue.path(str(final / "estimate.json")),
@@ -189,11 +196,9 @@ def causal_estimate(
         if spec.target == "ate":
             metadata["true_ate"] = true_ate
             metadata["true_ate_in_ci"] = metadata["true_value_in_ci"]
-    for o in outcomes:
-        if o.metadata.get("table") is not None:
-            metadata[f"{o.name}_table"] = _metadata_table(o.metadata["table"])
-    yield dg.Output(ref, metadata=metadata)
-    yield from diagnostics.check_results(outcomes, CAUSAL_ESTIMATE, final, context.log)
+    for name, reason in skipped.items():
+        context.log.warning(f"check {name} {reason}")
+    return dg.Output(ref, metadata=metadata)
 
 
 def _plain(value):

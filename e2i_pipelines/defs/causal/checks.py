@@ -12,7 +12,6 @@ from dataclasses import replace
 import dagster as dg
 
 from e2i_pipelines.analytics.causal.estimate import fit_dowhy, fit_effect
-from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refute_plots import (
     panel_figure,
     refutation_figure,
@@ -68,15 +67,8 @@ def causal_refutations(
     estimator = replace(ref.estimator, n_jobs=settings.n_jobs)
     frame = ref.load_frame()
     r = ref.result
-    if ref.method == "linear_regression":
-        dowhy_fit = fit_dowhy(frame)
-        fit = FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
-                           se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high, scores=None)
-    else:
-        dowhy_fit = None
-        fit = FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
-                           se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high,
-                           scores=ref.load_scores())
+    fit = ref.load_fit()
+    dowhy_fit = fit_dowhy(frame) if ref.method == "linear_regression" else None
 
     def refit(changed) -> float:
         return float(fit_effect(changed, ref.method, estimator)[0].estimate)
