@@ -196,9 +196,22 @@ class CausalSummary(BaseModel):
     estimate: Any
     ci_low: Any = None
     ci_high: Any = None
+    std_error: Any = None
     method: Any = None
+    target: Any = Field(default=None, examples=["ate"], description="ate, att or atc")
+    design: Any = Field(default=None, examples=["observational"],
+                        description="observational, or randomised (no confounders)")
+    adjustment_set: Any = Field(default=None, examples=[["tenure", "region"]],
+                                description="confounders adjusted for (from the spec or its graph)")
+    cate: Any = Field(default=None, description="effect per effect-modifier segment, with CIs")
     refutations: list[CheckResult]
     refutations_passed: bool | None = Field(description="all refutation checks passed (null when none ran)")
+    diagnostics: list[CheckResult] = Field(
+        default_factory=list, description="covariate_balance, overlap, sensitivity checks")
+    diagnostics_passed: bool | None = Field(
+        default=None, description="all diagnostic checks passed (null when none ran)")
+    skipped_checks: dict[str, str] = Field(
+        default_factory=dict, description="checks not evaluated, with the reason")
 
 
 class TwinsSummary(BaseModel):

@@ -27,11 +27,13 @@ from e2i_api.models import (
     ShapSummary,
     TwinsSummary,
 )
+from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS
 
 _DATA_IMAGE = re.compile(r"data:(image/(?:png|jpeg|svg\+xml));base64,([A-Za-z0-9+/=\s]+)")
 TWIN_KEYS = ("ate", "uplift")
 """Metadata keys (and key prefixes) that mark a digital-twin intervention result."""
-CAUSAL_KEYS = ("estimate", "ci_low", "ci_high", "method")
+CAUSAL_KEYS = ("estimate", "ci_low", "ci_high", "std_error", "method", "target", "design",
+               "adjustment_set")
 
 
 def artifact_url(run_id: str, asset: str, label: str) -> str:
@@ -100,10 +102,17 @@ def highlights(assets: list[AssetResult], checks: list[CheckResult], mlflow_uri:
         if "top_features" in meta:
             found.shap.append(ShapSummary(asset=result.asset, top_features=_plain(meta["top_features"])))
         if "estimate" in meta:
-            refutations = [c for c in checks if c.asset == result.asset]
+            own = [c for c in checks if c.asset == result.asset]
+            refutations = [c for c in own if c.name not in DIAGNOSTIC_CHECKS]
+            diagnostics = [c for c in own if c.name in DIAGNOSTIC_CHECKS]
+            skipped = _plain(meta["skipped_checks"]) if "skipped_checks" in meta else {}
             found.causal.append(CausalSummary(
                 asset=result.asset, refutations=refutations,
                 refutations_passed=all(c.passed for c in refutations) if refutations else None,
+                diagnostics=diagnostics,
+                diagnostics_passed=all(c.passed for c in diagnostics) if diagnostics else None,
+                skipped_checks=skipped or {},
+                cate=_plain(meta["cate_records"]) if "cate_records" in meta else None,
                 **{k: _plain(meta[k]) for k in CAUSAL_KEYS if k in meta},
             ))
         twin = {k: _plain(v) for k, v in meta.items() if k.startswith(TWIN_KEYS)}

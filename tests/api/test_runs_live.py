@@ -189,6 +189,40 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
+def test_results_of_a_real_causal_run(client: TestClient, dagster_home: Path, tmp_path: Path) -> None:
+    """The real causal assets: estimate, CI, method, target, adjustment set, CATE, diagnostics."""
+    from e2i_pipelines.core.storage import E2IStorage
+    from e2i_pipelines.core.tracking import MlflowTracker
+    from e2i_pipelines.defs.causal.assets import causal_estimate
+    from e2i_pipelines.defs.causal.checks import causal_refutations
+    from e2i_pipelines.defs.causal.diagnostics import causal_diagnostics
+    from e2i_pipelines.defs.data.assets import dataset
+    from tests.causal.generated import heterogeneous
+
+    frame, _, _ = heterogeneous(4000, seed=3)
+    frame.to_parquet(tmp_path / "h.parquet")
+    resources = {"storage": E2IStorage(root=str(tmp_path / "data")),
+                 "mlflow": MlflowTracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                 "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))}
+    config = {"ops": {
+        "dataset": {"config": {"source": "file", "path": str(tmp_path / "h.parquet"), "treatment": "t",
+                               "outcome": "y", "common_causes": ["x0", "x1"], "effect_modifiers": ["x0"]}},
+        "causal_estimate": {"config": {"method": "propensity_score_weighting", "num_simulations": 20,
+                                       "refit_simulations": 2}}}}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        result = dg.materialize([dataset, causal_estimate, causal_refutations, causal_diagnostics],
+                                resources=resources, run_config=config, instance=instance)
+    body = client.get(f"/v1/runs/{result.run_id}/results", headers=READ).json()
+    [summary] = body["highlights"]["causal"]
+    assert summary["method"] == "propensity_score_weighting" and summary["target"] == "ate"
+    assert summary["design"] == "observational" and summary["adjustment_set"] == ["x0", "x1"]
+    assert summary["ci_low"] < summary["estimate"] < summary["ci_high"]
+    assert {d["name"] for d in summary["diagnostics"]} == {"covariate_balance", "overlap", "sensitivity"}
+    assert all(isinstance(d["passed"], bool) for d in summary["diagnostics"])
+    assert len(summary["refutations"]) == 5 and summary["skipped_checks"] == {}
+    assert len(summary["cate"]) == 4 and {"segment", "estimate", "ci_low", "ci_high"} <= set(summary["cate"][0])
+
+
 def test_results_recognise_analytics_outputs(client: TestClient, dagster_home: Path) -> None:
     """A run with SHAP/causal/twin/MLflow metadata (materialized into the same instance) reads back."""
 

@@ -7,6 +7,9 @@ from e2i_pipelines.analytics.causal.estimate import METHODS
 from e2i_pipelines.analytics.causal.estimators import NUISANCES, EstimatorSettings
 from e2i_pipelines.analytics.causal.refuters import RefuterSettings
 
+DIAGNOSTIC_CHECKS = ("covariate_balance", "overlap", "sensitivity")
+"""Names of the diagnostic checks on causal_estimate (the API tells them from refutations)."""
+
 
 class CausalEstimateConfig(dg.Config):
     """Estimator, interval, and how the refutation checks run."""

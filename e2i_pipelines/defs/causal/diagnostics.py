@@ -22,9 +22,10 @@ from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal.assets import CausalEstimateRef
+from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS
 from e2i_pipelines.tiers import Tier, tier_kwargs
 
-DIAGNOSTICS = ("covariate_balance", "overlap", "sensitivity")
+DIAGNOSTICS = DIAGNOSTIC_CHECKS
 _DESCRIPTIONS = {
     "covariate_balance": "Standardised mean differences before/after weighting: passes when "
                          f"every |SMD| after weighting is <= {dx.BALANCE_THRESHOLD}.",
