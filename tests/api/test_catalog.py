@@ -95,6 +95,13 @@ def test_the_real_catalog_resolves_every_line() -> None:
         ("twins_job", {"digital_twins": {"n_twins": 0}}, "n_twins"),
         ("shap_job", {"dataset": {"source": "file"}}, "needs 'path'"),
         ("shap_job", {"dataset": {"n_rows": 3}}, "n_rows must be between"),
+        ("causal_job", {"dataset": {"source": "file", "path": "/data/x.csv", "treatment": "t",
+                                    "outcome": "y", "graph": "digraph { t -> y; y -> t; }"}},
+         "cycle"),
+        ("causal_job", {"dataset": {"source": "file", "path": "/data/x.csv", "treatment": "t",
+                                    "outcome": "y", "common_causes": ["w"],
+                                    "categorical": ["region"]}}, "'categorical' names ['region']"),
+        ("causal_job", {"causal_estimate": {"nuisance": "forest"}}, "nuisance"),
     ],
 )
 def test_config_rules_reject_params_before_launch(job: str, params: dict, expected: str) -> None:

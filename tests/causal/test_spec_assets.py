@@ -156,6 +156,8 @@ CYCLE = "digraph { t -> y; y -> x; x -> t; }"
 @pytest.mark.parametrize(("overrides", "needle"), [
     ({"graph": CYCLE}, "cycle"),
     ({"graph": "digraph { w -> t; w -> y; t -> y; ghost -> t; ghost -> y; }"}, "ghost"),
+    ({"graph": 'digraph { u [observed="no"]; u -> t; u -> y; t -> y; x0 -> y; }'},
+     "not identifiable"),
     ({"categorical": ["colour"]}, "colour"),
     ({"common_causes": ["x0"], "missing": "drop", "_all_nan": True}, "missing: drop leaves 0"),
 ])
