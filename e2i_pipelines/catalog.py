@@ -57,7 +57,8 @@ _MODEL_CHAIN = ("dataset", "feature_store", "outcome_model")
 LAUNCHABLE: tuple[LaunchableJob, ...] = (
     LaunchableJob("shap_job", "Exact SHAP explanations of the outcome model.",
                   _configs(*_MODEL_CHAIN, "shap_explanations", "shap_summary")),
-    LaunchableJob("causal_job", "Causal estimate (DoWhy) with five refutation checks.",
+    LaunchableJob("causal_job", "Causal estimate (ATE/ATT/ATC; regression, weighting, AIPW, DML) "
+                  "with CATE, balance/overlap/sensitivity and five refutation checks.",
                   _configs("dataset", "causal_estimate")),
     LaunchableJob("twins_job", "Digital twins and simulated interventions.",
                   _configs(*_MODEL_CHAIN, "digital_twins", "twin_interventions")),

@@ -26,7 +26,7 @@ shap_job = dg.define_asset_job(
 causal_job = dg.define_asset_job(
     "causal_job",
     selection=dg.AssetSelection.groups("causal").upstream(),
-    description="Causal estimate and its refutation checks.",
+    description="Causal estimate with its diagnostic and refutation checks.",
     tags={"e2i/group": "causal"},
 )
 twins_job = dg.define_asset_job(
