@@ -70,3 +70,22 @@ def test_model_logged_to_mlflow_with_params_metrics_and_artifact(pipeline):
     booster = model.load_booster()
     sample = model.model_frame(result.output_for_node("dataset").read().head(20))
     assert loaded.predict(sample) == pytest.approx(booster.predict(sample))
+
+
+def test_declared_categoricals_are_lightgbm_categories():
+    """model_inputs codes declared integer columns as categories; ModelRef decodes them alike."""
+    import numpy as np
+
+    from e2i_pipelines.core.refs import ModelRef
+    from e2i_pipelines.defs.models.assets import model_inputs
+
+    frame = pd.DataFrame({"t": [0, 1, 0, 1], "region": [3, 1, 3, 7], "x": [0.1, 0.2, 0.3, 0.4]})
+    inputs, categories = model_inputs(frame, "t", ["region", "x"], ["region"])
+    assert isinstance(inputs["region"].dtype, pd.CategoricalDtype)
+    assert categories == {"region": ["1", "3", "7"]} and inputs["x"].dtype == np.float64
+    ref = ModelRef(model_path="", feature_names=["t", "region", "x"], treatment="t", target="y",
+                   categories=categories)
+    again = ref.model_frame(frame)
+    assert (again["region"].cat.codes.to_numpy() == inputs["region"].cat.codes.to_numpy()).all()
+    plain, none = model_inputs(frame, "t", ["region", "x"])
+    assert none == {} and plain["region"].dtype.kind == "i"

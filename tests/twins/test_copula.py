@@ -174,3 +174,17 @@ def test_streaming_memory_is_bounded_by_the_chunk_not_n(tmp_path, model):
     one_chunk = tc.sample(model, 4_096, seed=0).memory_usage(deep=True).sum()
     assert large < 1.5 * small  # 10x the twins, about the same peak
     assert large < 10 * one_chunk  # far below holding all 200k twins (~49 chunks)
+
+
+def test_declared_categorical_codes_become_strata():
+    """An integer-coded region with 10 levels is continuous by default, strata when declared."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"region": rng.integers(0, 10, 5000), "x": rng.normal(size=5000),
+                          "t": rng.integers(0, 2, 5000)})
+    auto = tc.fit_copula(frame, ["region", "x", "t"], priority=["t"])
+    declared = tc.fit_copula(frame, ["region", "x", "t"], priority=["t"], categorical=["region"])
+    assert "region" not in auto.discrete_names and "region" in declared.discrete_names
+    twins = tc.sample(declared, 20000, seed=1)
+    assert set(np.unique(twins["region"])) <= set(range(10))
+    shares = twins["region"].value_counts(normalize=True).sort_index().to_numpy()
+    assert np.abs(shares - 0.1).max() < 0.02
