@@ -63,6 +63,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
 
 N_COV, TRUE_EFFECT, SEED = 30, 2.0, 7
 COLS = [f"x{i:02d}" for i in range(N_COV)]
@@ -99,17 +100,6 @@ def make_frame(n: int, seed: int = SEED):
     df["treated"] = t.astype(np.int64)
     df["y"] = y
     return df
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process since its exec (VmHWM)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rss_mb() -> float:

@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
+
 SIM_REFUTERS = ("placebo_treatment", "random_common_cause", "data_subset", "bootstrap")
 UCC_GRID = 10  # DoWhy's default sensitivity grid is 10 x 10 strengths
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _current_rss_mb() -> float:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
 
 N_FEATURES, N_TREES, N_LEAVES, TRAIN_ROWS = 30, 200, 31, 50_000
 
@@ -56,18 +57,6 @@ def write_population(path: Path, n: int, seed: int, chunk: int = 250_000) -> Non
         writer = writer or pq.ParquetWriter(str(path), table.schema)
         writer.write_table(table)
     writer.close()
-
-
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process since its exec (VmHWM; ru_maxrss also counts the parent
-    image the spawned child was forked from)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _cpu_seconds() -> float:

@@ -36,11 +36,9 @@ import time
 import traceback
 from pathlib import Path
 
+from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
+
 COVARIATE_TARGETING = "engagement_score > 0.5 and region == 'Northeast'"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _cpu_s() -> float:
