@@ -266,14 +266,6 @@ def linear_contrast(estimate: Any, data: pd.DataFrame, rows: np.ndarray | None =
     return value, se, int(ols.df_resid)
 
 
-def linear_ate_interval(estimate: Any, data: pd.DataFrame,
-                        confidence_level: float) -> tuple[float, float, float]:
-    """(low, high, std error) of the linear-regression ATE (t-interval, as DoWhy's)."""
-    value, se, dof = linear_contrast(estimate, data)
-    q = st.t.ppf(0.5 + confidence_level / 2, dof)
-    return value - q * se, value + q * se, se
-
-
 def target_rows(frame: CausalFrame) -> np.ndarray | None:
     """Rows the target averages over: None (all), the treated (att) or the controls (atc)."""
     t = frame.data[frame.treatment].to_numpy(dtype=bool)
