@@ -304,14 +304,13 @@ def fit_effect(frame: CausalFrame, method: str, settings: EstimatorSettings,
     return fit, None
 
 
-def diagnostic_propensity(frame: CausalFrame, fit: FittedEffect) -> tuple[np.ndarray, np.ndarray]:
+def diagnostic_propensity(data: EffectData, fit: FittedEffect) -> tuple[np.ndarray, np.ndarray]:
     """(propensity, balancing weights) the diagnostics use: the estimator's own where it has
     them (weighting, aipw, dml), else a logistic model of the design."""
     if fit.propensity is not None and fit.weights is not None:
         return fit.propensity, fit.weights
-    data = frame.effect_data()
     e, _ = logistic_propensity(data.X, data.t)
-    return e, target_weights(e, data.t, frame.target)
+    return e, target_weights(e, data.t, data.target)
 
 
 def estimate_effect(frame: CausalFrame, method: str = "auto", confidence_level: float = 0.95,

@@ -67,7 +67,7 @@ def run_diagnostics(frame: CausalFrame, fit: FittedEffect, out_dir: Path,
                                   skipped=RANDOMISED_SKIP) for n in DIAGNOSTICS]
     data = frame.effect_data()
     names = [frame.source_columns.get(c, c) for c in data.names]
-    e, w = diagnostic_propensity(frame, fit)
+    e, w = diagnostic_propensity(data, fit)
     outcomes = []
 
     table = dx.balance_table(data.X, names, data.t, w)
