@@ -27,6 +27,7 @@ from e2i_pipelines.analytics.causal.refuters import (
 )
 from e2i_pipelines.analytics.causal.segments import cate_plot, cate_table
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.refs import DatasetRef
 from e2i_pipelines.core.spec import DataValidationError
@@ -140,7 +141,7 @@ def causal_estimate(
     with storage.atomic_output(final) as tmp:
         summary = {**asdict(result), "true_value": true_ate, "skipped_checks": skipped,
                    "cate": cate.to_dict("records") if cate is not None else None}
-        (tmp / "estimate.json").write_text(json.dumps(summary, indent=2, default=_plain))
+        (tmp / "estimate.json").write_text(json.dumps(summary, indent=2, default=json_default))
         scores_path = None
         if fit.scores is not None:
             scores_path = str(final / "scores.npz")
@@ -187,7 +188,7 @@ def causal_estimate(
     if cate is not None:
         metadata["cate"] = _metadata_table(cate)
         metadata["cate_records"] = dg.MetadataValue.json(
-            json.loads(json.dumps(cate.to_dict("records"), default=_plain)))
+            json.loads(json.dumps(cate.to_dict("records"), default=json_default)))
         if cate_png is not None:
             metadata["cate_plot"] = png_metadata(cate_png, "CATE by segment")
     if true_ate is not None:
@@ -199,16 +200,6 @@ def causal_estimate(
     for name, reason in skipped.items():
         context.log.warning(f"check {name} {reason}")
     return dg.Output(ref, metadata=metadata)
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, pd.DataFrame):
-        return value.to_dict("records")
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 assets = [causal_estimate]

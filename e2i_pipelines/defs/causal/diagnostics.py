@@ -18,6 +18,7 @@ from e2i_pipelines.analytics.causal import diagnostics as dx
 from e2i_pipelines.analytics.causal.estimate import CausalFrame, diagnostic_propensity
 from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refuters import RANDOMISED_SKIP
+from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
@@ -159,7 +160,7 @@ def causal_diagnostics(
     with storage.atomic_output(final) as tmp:
         outcomes = run_diagnostics(frame, fit, tmp, ref.result.confidence_level)
         (tmp / "diagnostics.json").write_text(json.dumps(
-            [o.summary() for o in outcomes], indent=2, default=_json_value))
+            [o.summary() for o in outcomes], indent=2, default=json_default))
     with mlflow.start_run(context, "causal_diagnostics",
                           tags={"estimate_mlflow_run_id": ref.mlflow_run_id or ""}):
         mlf.log_metrics({f"{o.name}_passed": float(o.passed) for o in outcomes
@@ -169,14 +170,6 @@ def causal_diagnostics(
     for result in check_results(outcomes, CAUSAL_ESTIMATE, final, context.log):
         if result.check_name in selected:
             yield result
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "to_dict"):
-        return value.to_dict("records")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 asset_checks = [causal_diagnostics]

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from e2i_pipelines.analytics.twins.copula import (
@@ -25,6 +24,7 @@ from e2i_pipelines.analytics.twins.interventions import (
     validate_rule,
 )
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
 from e2i_pipelines.core.refs import DatasetRef, ModelRef
@@ -32,12 +32,6 @@ from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.twins.config import DigitalTwinsConfig, TwinInterventionsConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _fit_population(context: dg.AssetExecutionContext, config: DigitalTwinsConfig,
@@ -93,7 +87,7 @@ def digital_twins(
                               workers=n_jobs())
         seconds = time.perf_counter() - started
         report = fidelity.report()
-        (tmp / "fidelity.json").write_text(json.dumps(report, default=_json_default, indent=1))
+        (tmp / "fidelity.json").write_text(json.dumps(report, default=json_default, indent=1))
         png = figure_png(fidelity_figure(report), tmp / "fidelity.png")
     rate = written / seconds if seconds > 0 else 0.0
     summary = {"max_ks": report["max_ks"], "max_abs_corr_diff": report["max_abs_corr_diff"],
@@ -171,7 +165,7 @@ def twin_interventions(
     report["twins_per_second"] = report["n_twins"] / seconds if seconds > 0 else 0.0
     final = storage.output_dir(context)
     with storage.atomic_output(final) as tmp:
-        (tmp / "interventions.json").write_text(json.dumps(report, default=_json_default, indent=1))
+        (tmp / "interventions.json").write_text(json.dumps(report, default=json_default, indent=1))
         png = figure_png(policy_figure(report, kept, rule.describe()), tmp / "interventions.png")
     numbers = {k: v for k, v in report.items() if isinstance(v, int | float) and v is not None}
     with mlflow.start_run(context, "twin_interventions",
