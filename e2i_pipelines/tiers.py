@@ -146,3 +146,12 @@ def asset_tiers(defs: Any) -> dict[str, Tier]:
             raise ValueError(f"asset {key.to_user_string()!r} has no {TIER_TAG} op tag")
         tiers[key.to_user_string()] = tier
     return tiers
+
+
+RAY_FANOUT_RESOURCE = "e2i-fanout"
+"""Ray custom resource a heavy node offers per concurrent fan-out task (``fan_out: true``)."""
+
+
+def ray_resource(tier: str | Tier) -> str:
+    """Ray custom resource naming a tier (``e2i-heavy``): a node offers it, a run requests 1."""
+    return f"e2i-{parse_tier(tier).value}"

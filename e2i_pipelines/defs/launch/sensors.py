@@ -1,14 +1,16 @@
 """OOM promotion sensor: a run killed for memory is re-launched once at the next tier up.
 
-Watches failed runs. For a run launched by the TieredDockerRunLauncher it makes sure the OOM kill
-is recorded on the run (``e2i/failure=oom`` + engine event; run monitoring records it when the
-whole container died, this sensor when only the step's process was killed), then re-launches the
+Watches failed runs. For a run launched by a tiered launcher (Docker, Ray or Kubernetes) it makes
+sure the OOM kill is recorded on the run (``e2i/failure=oom`` + engine event; run monitoring
+records it when the whole worker died, this sensor when only the step's process was killed), through
+the launcher's own diagnosis (``TieredLauncherMixin.diagnose_finished_run``), then re-launches the
 same assets with the same run config and the tag ``e2i/tier`` one tier up, tagged
 ``e2i/parent_run_id``. Not when the run was heavy, is itself a promotion, or promotion is off
 (launcher config ``promote_on_oom: false`` or run tag ``e2i/promote_on_oom: false``).
 
-Diagnosing a run whose step process (not the whole container) was OOM-killed needs the Docker
-socket where this sensor is evaluated (the code server); without it the run is only logged.
+Diagnosing a Docker run whose step process (not the whole container) was OOM-killed needs the
+Docker socket where this sensor is evaluated (the code server); without it the run is only logged.
+A Ray run's worker reports the OOM evidence in its job log, which the launcher reads over HTTP.
 """
 
 import datetime
@@ -16,11 +18,9 @@ from collections.abc import Iterator
 
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
-from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
-from docker.errors import DockerException
 
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, decide_promotion, promoted_run_tags
-from e2i_pipelines.launcher.tiered_docker_run_launcher import TieredDockerRunLauncher
+from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 
 PROMOTION_RUN_KEY_PREFIX = "e2i-oom-promotion"
 BATCH = 20
@@ -44,13 +44,13 @@ def _planned_targets(
 
 
 def _promotion_request(
-    context: dg.SensorEvaluationContext, launcher: TieredDockerRunLauncher, run: DagsterRun
+    context: dg.SensorEvaluationContext, launcher: TieredLauncherMixin, run: DagsterRun
 ) -> dg.RunRequest | None:
     if FAILURE_TAG not in run.tags:
         try:
             launcher.diagnose_finished_run(run, wait_seconds=15)
-        except DockerException as exc:
-            context.log.warning(f"run {run.run_id}: cannot inspect its container ({exc})")
+        except Exception as exc:  # noqa: BLE001 - engine unreachable (no socket, HTTP error)
+            context.log.warning(f"run {run.run_id}: cannot inspect its worker ({exc})")
             return None
         run = context.instance.get_run_by_id(run.run_id) or run
     try:
@@ -84,8 +84,8 @@ def _promotion_request(
 )
 def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
     launcher = context.instance.run_launcher
-    if not isinstance(launcher, TieredDockerRunLauncher):
-        yield dg.SkipReason("the instance does not use the TieredDockerRunLauncher")
+    if not isinstance(launcher, TieredLauncherMixin):
+        yield dg.SkipReason("the instance does not use a tiered e2i run launcher")
         return
     now = datetime.datetime.now(datetime.UTC).timestamp()
     if not context.cursor:
@@ -101,7 +101,7 @@ def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.Run
     for record in records:
         cursor = max(cursor, record.update_timestamp.timestamp())
         run = record.dagster_run
-        if DOCKER_CONTAINER_ID_TAG not in run.tags:
+        if not launcher.owns_run(run):
             continue
         request = _promotion_request(context, launcher, run)
         if request is not None:
