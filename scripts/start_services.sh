@@ -24,6 +24,13 @@ for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"CREATE ROLE $PG_USER LOGIN SUPERUSER PASSWORD '$PG_PASSWORD'\""
 
+# The Ray tests run inside a network namespace and reach PostgreSQL over its Unix socket.
+hba=$(su postgres -c "psql -qtAc 'SHOW hba_file'")
+if ! grep -q "^local *all *$PG_USER " "$hba"; then
+  sed -i "0,/^local/s//local   all             $PG_USER                                scram-sha-256\n&/" "$hba"
+  su postgres -c "psql -qc 'SELECT pg_reload_conf()'" >/dev/null
+fi
+
 # Docker engine: no bridge/iptables here; containers use host networking or project networks.
 if ! docker info >/dev/null 2>&1; then
   nohup dockerd --bridge=none --iptables=false --ip-masq=false >/var/log/e2i-dockerd.log 2>&1 &

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -41,6 +42,13 @@ def _pg_connect(dbname: str = "postgres"):
 @pytest.fixture()
 def postgres_db() -> Iterator[dict]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    with fresh_database() as params:
+        yield params
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[dict]:
+    """Create an empty PostgreSQL database; yield its connection parameters; drop it."""
     try:
         admin = _pg_connect()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no postgres"

@@ -2,6 +2,7 @@
 
 Input is Docker's ``State`` dict (``docker inspect``) and the run's step events; output is a
 :class:`ContainerDiagnosis` whose ``message`` goes on the run (tag + engine event + failure).
+A Kubernetes run pod is first converted to the same ``State`` dict by :func:`pod_state`.
 """
 
 from collections.abc import Iterable, Mapping
@@ -57,27 +58,28 @@ def _steps_text(steps: list[str]) -> str:
 
 def diagnose_state(
     state: Mapping[str, Any] | None, *, tier: str, memory: str, steps: list[str],
-    container_id: str = "", log_tail: str = "",
+    container_id: str = "", log_tail: str = "", worker: str = "Run container",
 ) -> ContainerDiagnosis:
-    """Classify a stopped container from its Docker ``State``."""
-    short = container_id[:12]
+    """Classify a stopped run worker from its Docker-style ``State`` (``OOMKilled``,
+    ``ExitCode``, ``Error``); ``worker`` names it in the message ("Run container", "Ray job")."""
+    short = container_id[:12] if worker == "Run container" else container_id
     if state is None:
         return ContainerDiagnosis(
             MISSING,
-            f"Run container {short} disappeared (removed or never created) {_steps_text(steps)}"
+            f"{worker} {short} disappeared (removed or never created) {_steps_text(steps)}"
             f" at tier {tier}; the run worker cannot report its result.",
         )
     code = state.get("ExitCode")
     where = f"at tier {tier} (memory limit {memory}) {_steps_text(steps)}"
     if state.get("OOMKilled"):
         return ContainerDiagnosis(
-            OOM, f"Run container {short} was OOM-killed {where} (exit code {code}).", code
+            OOM, f"{worker} {short} was OOM-killed {where} (exit code {code}).", code
         )
     if code == 137:
         return ContainerDiagnosis(
             KILLED,
-            f"Run container {short} was killed by SIGKILL (exit code 137) {where}; Docker did not"
-            " flag an OOM kill inside the limit, so it was stopped externally or by the host's"
+            f"{worker} {short} was killed by SIGKILL (exit code 137) {where}; no OOM kill"
+            " was recorded inside its memory limit, so it was stopped externally or by the host's"
             " OOM killer.",
             code,
         )
@@ -86,12 +88,49 @@ def diagnose_state(
         tail = f" Last output: {log_tail.strip()}" if log_tail.strip() else ""
         return ContainerDiagnosis(
             CRASHED,
-            f"Run container {short} crashed with exit code {code} {where}.{detail}{tail}",
+            f"{worker} {short} crashed with exit code {code} {where}.{detail}{tail}",
             code,
         )
     return ContainerDiagnosis(
         EXITED,
-        f"Run container {short} exited with code {code} {_steps_text(steps)} but the run did not"
+        f"{worker} {short} exited with code {code} {_steps_text(steps)} but the run did not"
         " report completion.",
         code,
     )
+
+
+_PLAIN_REASONS = {"OOMKilled", "Error", "Completed"}
+"""Kubernetes termination reasons that say nothing beyond the exit code / OOM flag."""
+
+
+def pod_state(pod: Any, container: str | None = None) -> dict[str, Any] | None:
+    """Docker-style ``State`` of a Kubernetes run pod's worker container (for diagnose_state).
+
+    ``pod`` is a kubernetes ``V1Pod`` (None: the pod no longer exists -> None); ``container``
+    names the worker container (default: the pod's first). A worker that has not terminated
+    (pod pending, container waiting or running) gives ``Running: True``; a terminated one gives
+    ``OOMKilled`` (reason ``OOMKilled``), ``ExitCode`` and ``Error`` (its message or an unusual
+    reason such as ``ContainerCannotRun``).
+    """
+    if pod is None:
+        return None
+    status = pod.status
+    name = container or (pod.spec.containers[0].name if pod.spec and pod.spec.containers else None)
+    statuses = list((status.container_statuses if status else None) or [])
+    worker = next((s for s in statuses if s.name == name), statuses[0] if statuses else None)
+    terminated = worker.state.terminated if worker is not None and worker.state else None
+    if terminated is None:
+        if status is not None and status.phase in ("Failed", "Succeeded"):
+            detail = ": ".join(part for part in (status.reason, status.message) if part)
+            return {"Status": "exited", "Running": False, "OOMKilled": False, "ExitCode": None,
+                    "Error": detail}
+        return {"Status": "running", "Running": True, "OOMKilled": False, "ExitCode": None,
+                "Error": ""}
+    reason = terminated.reason or ""
+    return {
+        "Status": "exited",
+        "Running": False,
+        "OOMKilled": reason == "OOMKilled",
+        "ExitCode": terminated.exit_code,
+        "Error": terminated.message or ("" if reason in _PLAIN_REASONS else reason),
+    }

@@ -18,8 +18,16 @@ PROMOTED_FROM_TAG = "e2i/promoted_from"
 TIER_SOURCE_TAG = "e2i/tier_source"
 LIMITS_TAG = "e2i/limits"
 
-LAUNCHER_TAGS = (TIER_SOURCE_TAG, LIMITS_TAG, FAILURE_TAG, FAILURE_REASON_TAG, TIER_TAG)
-"""Tags the launcher writes about one container; not copied onto a promoted run."""
+RAY_JOB_TAG = "e2i/ray_job"
+"""Ray job submission id of the run's worker (TieredRayRunLauncher)."""
+RAY_NODE_TAG = "e2i/ray_node"
+"""Ray node the run's worker ran on (node name, else node id)."""
+K8S_JOB_TAG = "e2i/k8s_job"
+"""Kubernetes Job of the run's worker (TieredK8sRunLauncher)."""
+
+LAUNCHER_TAGS = (TIER_SOURCE_TAG, LIMITS_TAG, FAILURE_TAG, FAILURE_REASON_TAG, TIER_TAG,
+                 RAY_JOB_TAG, RAY_NODE_TAG, K8S_JOB_TAG)
+"""Tags a launcher writes about one run worker; not copied onto a promoted run."""
 
 _FALSE = {"false", "0", "no", "off"}
 _TRUE = {"true", "1", "yes", "on"}

@@ -1,5 +1,5 @@
-"""Host capacity for heavy runs: the Docker engine's CPUs/memory minus what containers hold,
-or this machine (psutil) when Docker is not used or unreachable."""
+"""Capacity for heavy runs: the Docker engine's CPUs/memory minus what containers hold, a Ray
+cluster's heavy nodes (``ray_capacity``), or this machine (psutil) when neither is used."""
 
 from __future__ import annotations
 
@@ -125,6 +125,11 @@ def docker_capacity(client: Any, exclude_run_ids: Collection[str] = ()) -> HostC
     )
 
 
+def launcher_uses_ray(run_launcher: Any) -> bool:
+    """True when the run launcher is (a subclass of) dagster-ray's RayRunLauncher."""
+    return any(cls.__name__ == "RayRunLauncher" for cls in type(run_launcher).__mro__)
+
+
 def launcher_uses_docker(run_launcher: Any) -> bool:
     """True when the run launcher is (a subclass of) dagster-docker's DockerRunLauncher."""
     return any(cls.__name__ == "DockerRunLauncher" for cls in type(run_launcher).__mro__)
@@ -141,8 +146,13 @@ def measure_capacity(
     run_launcher: Any,
     exclude_run_ids: Collection[str] = (),
     docker_client_factory: Callable[[], Any] = docker_client_from_env,
-) -> HostCapacity:
-    """Capacity per ``source`` (auto/docker/host); Docker falls back to the host when unreachable."""
+) -> Any:
+    """Capacity per ``source`` (auto/docker/ray/host); Docker falls back to the host when
+    unreachable; a Ray cluster that cannot be asked raises (its capacity is not this machine's)."""
+    if source == "ray" or (source == "auto" and launcher_uses_ray(run_launcher)):
+        from e2i_pipelines.scaler.ray_capacity import ray_capacity
+
+        return ray_capacity(run_launcher.address)
     use_docker = source == "docker" or (source == "auto" and launcher_uses_docker(run_launcher))
     if not use_docker:
         return host_capacity()

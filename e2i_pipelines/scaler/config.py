@@ -6,7 +6,7 @@ File path: ``$E2I_SCALER_CONFIG`` or the packaged ``scaler.yaml``. Keys::
     max_heavy_runs: 4          # never more heavy runs at once
     interval_seconds: 30       # sensor interval
     capacity:                  # optional
-      source: auto             # auto | docker | host (auto: docker when the launcher uses it)
+      source: auto             # auto | docker | ray | host (auto: the launcher's engine)
       cpus: 8                  # optional override of the measured total CPUs
       memory: 32g              # optional override of the measured total memory
     heavy_profile:             # optional override of what one heavy run needs
@@ -28,7 +28,7 @@ from e2i_pipelines.tiers import parse_bytes
 
 CONFIG_ENV = "E2I_SCALER_CONFIG"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("scaler.yaml")
-CAPACITY_SOURCES = ("auto", "docker", "host")
+CAPACITY_SOURCES = ("auto", "docker", "ray", "host")
 
 _TOP_KEYS = ("min_heavy_runs", "max_heavy_runs", "interval_seconds", "capacity", "heavy_profile")
 _CAPACITY_KEYS = ("source", "cpus", "memory")

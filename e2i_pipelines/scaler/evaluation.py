@@ -20,6 +20,7 @@ from e2i_pipelines.scaler.capacity import HostCapacity, docker_client_from_env, 
 from e2i_pipelines.scaler.config import ScalerConfig
 from e2i_pipelines.scaler.decision import Decision, decide
 from e2i_pipelines.scaler.profile import HeavyProfile, resolve_heavy_profile
+from e2i_pipelines.scaler.ray_capacity import RayCapacity
 from e2i_pipelines.tiers import HEAVY_POOL
 
 HEAVY_POOL_TAG = f"{POOL_TAG_PREFIX}{HEAVY_POOL}"
@@ -31,7 +32,7 @@ class ScalerEvaluation:
     """A decision plus the measurements behind it."""
 
     decision: Decision
-    capacity: HostCapacity | None
+    capacity: HostCapacity | RayCapacity | None
     heavy_profile: HeavyProfile | None
     config: ScalerConfig
     pool: str

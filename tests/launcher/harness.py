@@ -69,20 +69,23 @@ def probe_config(tier: str, allocate_mb: int = 0, hold_seconds: float = 0.0) -> 
 class LauncherHarness:
     """A real instance + loaded workspace; create, launch and watch runs."""
 
-    def __init__(self, home: Path, db: Mapping[str, Any], promote_on_oom: bool = True) -> None:
+    def __init__(self, home: Path, db: Mapping[str, Any], promote_on_oom: bool = True,
+                 sections: Mapping[str, Any] | None = None, workspace: Path = WORKSPACE) -> None:
+        """``sections`` replace the instance_sections() defaults (e.g. another run launcher)."""
         self.home = home
-        write_instance_yaml(home, instance_sections(db, promote_on_oom))
+        self.workspace = workspace
+        write_instance_yaml(home, {**instance_sections(db, promote_on_oom), **(sections or {})})
         self.instance = DagsterInstance.from_config(str(home))
-        self.context = WorkspaceProcessContext(self.instance, WorkspaceFileTarget(paths=[str(WORKSPACE)]))
+        self.context = WorkspaceProcessContext(self.instance, WorkspaceFileTarget(paths=[str(workspace)]))
 
     def close(self) -> None:
         """Remove this instance's run containers, stop the code server, dispose the instance."""
-        client = docker.from_env()
-        for run in self.instance.get_runs():
-            container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
-            if container_id:
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.containers.get(container_id).remove(force=True)
+        containers = [run.tags[DOCKER_CONTAINER_ID_TAG] for run in self.instance.get_runs()
+                      if run.tags.get(DOCKER_CONTAINER_ID_TAG)]
+        client = docker.from_env() if containers else None
+        for container_id in containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(container_id).remove(force=True)
         self.context.__exit__(None, None, None)
         self.instance.dispose()
 

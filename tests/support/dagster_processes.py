@@ -38,8 +38,10 @@ def postgres_storage(db: Mapping[str, Any]) -> dict[str, Any]:
     """dagster.yaml ``storage:`` section for a ``postgres_db`` fixture value."""
     keys = ("username", "password", "hostname", "db_name", "port")
     # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; psycopg2 is what is installed.
-    return {"postgres": {"postgres_db": {**{k: db[k] for k in keys},
-                                         "scheme": "postgresql+psycopg2"}}}
+    postgres_db = {**{k: db[k] for k in keys}, "scheme": "postgresql+psycopg2"}
+    if str(db["hostname"]).startswith("/"):  # a Unix socket directory (inside a netns)
+        postgres_db.update(hostname="", params={"host": db["hostname"]})
+    return {"postgres": {"postgres_db": postgres_db}}
 
 
 def write_instance_yaml(home: Path, sections: Mapping[str, Any]) -> Path:

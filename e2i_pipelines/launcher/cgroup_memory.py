@@ -1,0 +1,66 @@
+"""The memory cgroup a process runs in: its OOM-kill counter and limit (cgroup v1 and v2).
+
+A run worker reads these about itself, so an OOM kill of any of its processes is seen where it
+happened (inside a container, a Ray node's cgroup, a VM's service slice) without the engine's API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_NO_LIMIT = 1 << 60
+
+
+@dataclass(frozen=True)
+class MemoryCgroup:
+    """One memory cgroup directory and the files that hold its OOM kills and limit."""
+
+    path: Path
+    version: int
+
+    @property
+    def _events_file(self) -> Path:
+        return self.path / ("memory.events" if self.version == 2 else "memory.oom_control")
+
+    def oom_kills(self) -> int | None:
+        """Processes of this cgroup (and below) killed by the OOM killer so far."""
+        try:
+            for line in self._events_file.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except OSError:
+            return None
+        return None
+
+    def limit_bytes(self) -> int | None:
+        """The memory limit in bytes, None when unlimited or unreadable."""
+        name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
+        try:
+            text = (self.path / name).read_text().strip()
+        except OSError:
+            return None
+        if text == "max" or int(text) >= _NO_LIMIT:
+            return None
+        return int(text)
+
+
+def own_memory_cgroup(pid: str = "self", root: Path = CGROUP_ROOT) -> MemoryCgroup | None:
+    """The memory cgroup of ``pid`` (v1 ``memory`` hierarchy, else the v2 unified one)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+    for _, controllers, path in entries:
+        if "memory" in controllers.split(",") and (root / "memory").is_dir():
+            return MemoryCgroup(root / "memory" / path.lstrip("/"), 1)
+    for hierarchy, controllers, path in entries:
+        if hierarchy == "0" and controllers == "":
+            unified = root / "unified" if (root / "unified" / "cgroup.procs").exists() else root
+            candidate = MemoryCgroup(unified / path.lstrip("/"), 2)
+            if (candidate.path / "memory.events").exists():
+                return candidate
+    return None

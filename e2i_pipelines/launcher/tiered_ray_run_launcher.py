@@ -1,0 +1,254 @@
+"""TieredRayRunLauncher: dagster-ray's RayRunLauncher, each run a Ray job sized to its tier.
+
+A run becomes a Ray job whose entrypoint asks for the tier's CPUs and memory plus one unit of the
+custom resource naming the tier (``{"e2i-heavy": 1}``), so it can only land on a node that offers
+that tier. Ray's ``memory`` only admits work; the hard cap is the node itself (one node per VM
+in production, a memory cgroup or container of the tier's size in tests), so a run that exceeds
+its tier is really killed. The entrypoint is :mod:`e2i_pipelines.launcher.ray_worker`, which
+runs ``dagster api execute_run`` and logs how it ended (exit code, OOM kills in the node's
+memory cgroup); ``diagnose`` turns that record and the job status into the same
+:class:`~e2i_pipelines.launcher.oom.ContainerDiagnosis` the Docker launcher gives, so run
+monitoring fails a dead job with the reason and the OOM sensor promotes it.
+
+Config (dagster.yaml)::
+
+    run_launcher:
+      module: e2i_pipelines.launcher.tiered_ray_run_launcher
+      class: TieredRayRunLauncher
+      config:
+        ray: {address: "http://ray-head:8265", env_vars: [DAGSTER_PG_PASSWORD]}
+        tiers: {heavy: {cpus: 16, memory: 32g}}
+        promote_on_oom: true
+        worker_python: python
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import Field
+from dagster._cli.api import ExecuteRunArgs  # type: ignore[attr-defined]
+from dagster._core.events import EngineEventData
+from dagster._core.launcher import LaunchRunContext, ResumeRunContext
+from dagster._core.launcher.base import CheckRunHealthResult
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._grpc.types import ResumeRunArgs
+from dagster_ray.configs import RayExecutionConfig
+from dagster_ray.core.run_launcher import (
+    RayLauncherConfig,
+    RayRunLauncher,
+    get_job_submission_id_from_run_id,
+)
+from dagster_ray.utils import resolve_env_vars_list
+
+from e2i_pipelines.core.budget import thread_env
+from e2i_pipelines.launcher.oom import (
+    STEP_EVENT_TYPES,
+    ContainerDiagnosis,
+    diagnose_state,
+    unfinished_steps,
+)
+from e2i_pipelines.launcher.promotion import RAY_JOB_TAG, RAY_NODE_TAG
+from e2i_pipelines.launcher.ray_worker import parse_exit_record
+from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
+from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
+
+WORKER_MODULE = "e2i_pipelines.launcher.ray_worker"
+_ALIVE = {"PENDING", "RUNNING"}
+
+
+def ray_limits(profile: TierProfile, resource: str) -> str:
+    """One-line summary of what a Ray run asks for, e.g. ``cpus=2 memory=2g resource e2i-light=1``."""
+    return f"cpus={profile.cpus:g} memory={profile.memory} resource {resource}=1 (ray job)"
+
+
+class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
+    """Submit each run as a Ray job sized to its tier, diagnose how it ended."""
+
+    def __init__(self, inst_data=None, tiers: Mapping[str, Any] | None = None,
+                 promote_on_oom: bool = True, worker_python: str = "python",
+                 **ray_config: Any) -> None:
+        self.init_tiers(tiers, promote_on_oom)
+        self.worker_python = worker_python
+        super().__init__(inst_data=inst_data, **ray_config)
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return {
+            **RayRunLauncher.config_type(),
+            **TIER_CONFIG_FIELDS,
+            "worker_python": Field(
+                str, is_required=False, default_value="python",
+                description="Python on the Ray nodes that has e2i installed (runs the worker).",
+            ),
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        extra = {k: v for k, v in config_value.items() if k != "ray"}
+        return cls(inst_data=inst_data, **extra, **config_value["ray"])
+
+    # -- sizing and launch ------------------------------------------------------------------
+    def job_request(self, run: DagsterRun) -> dict[str, Any]:
+        """``submit_job`` sizing kwargs for ``run``: its tier's CPUs, memory and tier resource."""
+        resolved, profile = self.run_tier(run)
+        return {
+            "entrypoint_num_cpus": profile.cpus,
+            "entrypoint_memory": parse_bytes(profile.memory),
+            "entrypoint_resources": {ray_resource(resolved.tier): 1},
+        }
+
+    def entrypoint(self, args: list[str]) -> str:
+        """Shell command of the Ray job: the e2i worker wrapper around the Dagster run worker."""
+        return shlex.join([self.worker_python, "-m", WORKER_MODULE, *args])
+
+    def launch_run(self, context: LaunchRunContext) -> None:
+        run = context.dagster_run
+        resolved, profile = self.run_tier(run)
+        submission_id = get_job_submission_id_from_run_id(run.run_id)
+        run = self.record_tier(run, resolved, ray_limits(profile, ray_resource(resolved.tier)),
+                               extra={RAY_JOB_TAG: submission_id})
+        args = ExecuteRunArgs(
+            job_origin=run.job_code_origin, run_id=run.run_id,
+            instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True,
+        ).get_command_args()
+        self._launch_ray_job(submission_id, self.entrypoint(list(args)), run)
+
+    def resume_run(self, context: ResumeRunContext) -> None:
+        run = context.dagster_run
+        submission_id = get_job_submission_id_from_run_id(
+            run.run_id, resume_attempt_number=context.resume_attempt_number)
+        self._instance.add_run_tags(run.run_id, {RAY_JOB_TAG: submission_id})
+        args = ResumeRunArgs(
+            job_origin=run.job_code_origin, run_id=run.run_id,
+            instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True,
+        ).get_command_args()
+        self._launch_ray_job(submission_id, self.entrypoint(list(args)), run)
+
+    def _launch_ray_job(self, submission_id: str, entrypoint: str, run: DagsterRun) -> None:
+        """Submit the job with the tier's sizing (a ``dagster-ray/config`` tag may add a
+        runtime_env and env vars; the tier, not the tag, sets CPUs, memory and resources)."""
+        from_tags: RayExecutionConfig = RayLauncherConfig.from_tags(run.tags)
+        resolved, profile = self.run_tier(run)
+        runtime_env = dict(from_tags.runtime_env or self.runtime_env or {})
+        env = dict(runtime_env.get("env_vars", {}))
+        env.update(resolve_env_vars_list(getattr(from_tags, "env_vars", None) or self.env_vars or []))
+        env.update({**thread_env(profile.cpus), TIER_ENV: resolved.tier.value,
+                    "DAGSTER_RUN_JOB_NAME": run.job_name})
+        runtime_env["env_vars"] = env
+        request = self.job_request(run)
+        self.client.submit_job(
+            submission_id=submission_id, entrypoint=entrypoint, runtime_env=runtime_env,
+            metadata={"dagster/job": run.job_name, "dagster/run-id": run.run_id,
+                      "e2i/tier": resolved.tier.value},
+            **request,
+        )
+        self._instance.report_engine_event(
+            f"Ray job {submission_id} submitted: {request}", run,
+            EngineEventData({"ray_job": submission_id, "tier": resolved.tier.value}),
+            cls=self.__class__,
+        )
+        self.record_placement(run, wait_seconds=5.0)
+
+    # -- placement and diagnosis ------------------------------------------------------------
+    def owns_run(self, run: DagsterRun) -> bool:
+        return bool(run.tags.get(RAY_JOB_TAG))
+
+    def _job_info(self, run: DagsterRun) -> Any | None:
+        """The Ray job's details, None when the cluster does not know the job."""
+        try:
+            return self.client.get_job_info(run.tags[RAY_JOB_TAG])
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise
+
+    def node_name(self, node_id: str) -> str:
+        """Name (``ray start --node-name``) of node ``node_id``; the id when it has none."""
+        from ray.util.state import list_nodes
+
+        nodes = list_nodes(address=self.address, detail=True, raise_on_missing_output=False)
+        return next((n.node_name or node_id for n in nodes if n.node_id == node_id), node_id)
+
+    def record_placement(self, run: DagsterRun, wait_seconds: float = 0.0) -> str | None:
+        """Tag the run with the node its worker runs on (once known); return the node name."""
+        current = self._instance.get_run_by_id(run.run_id) or run
+        if current.tags.get(RAY_NODE_TAG):
+            return current.tags[RAY_NODE_TAG]
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            info = self._job_info(current)
+            node_id = getattr(info, "driver_node_id", None) if info else None
+            if node_id or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        if not node_id:
+            return None
+        name = self.node_name(node_id)
+        self._instance.add_run_tags(run.run_id, {RAY_NODE_TAG: name})
+        self._instance.report_engine_event(
+            f"Run worker placed on Ray node {name}", current,
+            EngineEventData({"ray_node": name, "ray_node_id": node_id}), cls=self.__class__,
+        )
+        return name
+
+    def diagnose(self, run: DagsterRun, include_failed_steps: bool = False) -> ContainerDiagnosis | None:
+        """Why the run's Ray job ended; None while it is pending or running."""
+        submission_id = run.tags.get(RAY_JOB_TAG, "")
+        info = self._job_info(run)
+        if info is not None and str(info.status) in _ALIVE:
+            return None
+        resolved, profile = self.run_tier(run)
+        state = None
+        log_text = ""
+        if info is not None:
+            try:
+                log_text = self.client.get_job_logs(submission_id)
+            except RuntimeError:
+                log_text = ""
+            record = parse_exit_record(log_text) or {}
+            code = record.get("exit_code", info.driver_exit_code)
+            if isinstance(code, int) and code < 0:
+                code = 128 - code
+            state = {"OOMKilled": bool(record.get("oom_kills")), "ExitCode": code,
+                     "Error": "" if record else (info.message or "")}
+        events = self._instance.all_logs(run.run_id, of_type=STEP_EVENT_TYPES)
+        tail = "\n".join(line for line in log_text.splitlines()[-6:] if "E2I-WORKER-EXIT" not in line)
+        return diagnose_state(
+            state, tier=resolved.tier.value, memory=profile.memory,
+            steps=unfinished_steps(events, include_failed=include_failed_steps),
+            container_id=submission_id, log_tail=tail, worker="Ray job",
+        )
+
+    # -- run monitoring and termination ----------------------------------------------------
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        if not self.owns_run(run):
+            return super().check_run_worker_health(run)
+        try:
+            self.record_placement(run)
+        except Exception as exc:  # noqa: BLE001 - placement is information, health comes first
+            logging.getLogger(__name__).warning(f"run {run.run_id}: placement unknown ({exc})")
+        return self.health_result(run)
+
+    def terminate(self, run_id: str) -> bool:
+        """Stop the run's Ray job; mark the run canceled if its worker could not say so."""
+        stopped = super().terminate(run_id)
+        run = self._instance.get_run_by_id(run_id)
+        if run is None or not self.owns_run(run):
+            return stopped
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            info = self._job_info(run)
+            run = self._instance.get_run_by_id(run_id)
+            if (info is None or str(info.status) not in _ALIVE) and run.is_finished:
+                return True
+            if info is None or str(info.status) not in _ALIVE:
+                break
+            time.sleep(0.5)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_canceled(run, message="Ray job stopped on a terminate request.")
+        return True

@@ -1,0 +1,187 @@
+"""A real multi-node Ray cluster on this machine, for tests and benchmarks.
+
+Runs only inside a network namespace of its own (``scripts/in_netns.sh``): outside one, Ray binds
+the machine's external interface even when told 127.0.0.1. A head (no CPUs: it runs no work)
+and one ``ray start`` per worker node; each worker node lives in a memory cgroup of its tier's
+size plus the Ray node's own overhead, so a run that exceeds its tier is really OOM-killed, as on
+a VM of that size. Worker nodes offer their tier resource (``e2i-heavy: 1``) and heavy nodes the
+fan-out resource. ``stop`` ends every Ray process and removes the cgroups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2i_pipelines.launcher.cgroup_memory import CGROUP_ROOT, own_memory_cgroup
+from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, parse_bytes, ray_resource
+from tests.support.dagster_processes import free_port
+
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+NODE_OVERHEAD = "640m"
+"""Memory of a Ray worker node's own processes (raylet, agents, job supervisor), measured ~450 MB
+here; a node's cgroup is its tier's memory plus this."""
+
+
+CLUSTER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+               "RAY_task_oom_retries": "1"}
+"""Environment of every process of the test cluster and its clients: no usage stats, no token
+auth (loopback in a namespace; a stray ~/.ray/auth_token would otherwise split the cluster), and
+Ray's unlimited OOM retries bounded."""
+
+
+def in_isolated_netns() -> bool:
+    """True when the only network interface is loopback (a namespace the test made)."""
+    lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    return sorted(line.split(":")[0].strip() for line in lines) == ["lo"]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One worker node: its name, tier, CPUs, tier memory and fan-out slots."""
+
+    name: str
+    tier: str
+    cpus: float
+    memory: str
+    fanout: int = 0
+
+    def resources(self) -> dict[str, float]:
+        res = {ray_resource(self.tier): 1.0}
+        if self.fanout:
+            res[RAY_FANOUT_RESOURCE] = float(self.fanout)
+        return res
+
+
+@dataclass
+class RayTestCluster:
+    """Head + worker nodes started with ``ray start``; use as a context manager."""
+
+    nodes: list[NodeSpec]
+    overhead: str = NODE_OVERHEAD
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    gcs_port: int = 0
+    dashboard_port: int = 0
+    cgroups: list[Path] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """GCS address for ``ray.init(address=...)`` / ``ray start --address``."""
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Job submission / state API address (the launcher's ``ray.address``)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def temp_dir(self) -> str:
+        return f"/tmp/e2i-ray-{self.tag}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, **CLUSTER_ENV,
+                "RAY_DISABLE_IMPORT_WARNING": "1", **extra}
+
+    def _ray(self, args: list[str], env: dict[str, str], cgroup: Path | None = None) -> None:
+        """``ray start ...``; inside ``cgroup`` when given (the node's processes inherit it)."""
+        command = [*RAY_CLI, *args]
+        preexec = None
+        if cgroup is not None:
+            def preexec() -> None:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                              preexec_fn=preexec)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+    def _cgroup(self, spec: NodeSpec) -> Path:
+        """A memory cgroup of the node's size (cgroup v1 or v2), below this process's own."""
+        own = own_memory_cgroup()
+        if own is None:
+            raise RuntimeError("no memory cgroup found for this process")
+        limit = parse_bytes(spec.memory) + parse_bytes(self.overhead)
+        path = own.path / f"e2i-ray-{self.tag}-{spec.name}"
+        if own.version == 2 and own.path != CGROUP_ROOT:
+            with contextlib.suppress(OSError):
+                (own.path / "cgroup.subtree_control").write_text("+memory")
+        path.mkdir(exist_ok=True)
+        if own.version == 1:
+            (path / "memory.limit_in_bytes").write_text(str(limit))
+            swap = path / "memory.memsw.limit_in_bytes"
+            if swap.exists():
+                swap.write_text(str(limit))
+        else:
+            (path / "memory.max").write_text(str(limit))
+            with contextlib.suppress(OSError):
+                (path / "memory.swap.max").write_text("0")
+        self.cgroups.append(path)
+        return path
+
+    def start(self, timeout: float = 120) -> RayTestCluster:
+        if not in_isolated_netns():
+            raise RuntimeError("a Ray test cluster must run inside its own network namespace "
+                               "(scripts/in_netns.sh): outside one Ray binds the external interface")
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self._ray(["start", "--head", "--num-cpus=0", "--node-ip-address=127.0.0.1",
+                   f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
+                   f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
+                   "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--node-name=head"],
+                  self.env())
+        for spec in self.nodes:
+            self._ray(["start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                       f"--num-cpus={spec.cpus:g}", f"--memory={parse_bytes(spec.memory)}",
+                       f"--resources={json.dumps(spec.resources())}", f"--node-name={spec.name}",
+                       f"--labels=e2i-tier={spec.tier}",
+                       f"--dashboard-agent-listen-port={free_port()}",
+                       f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
+                      self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec))
+        self.wait_nodes(len(self.nodes) + 1, timeout)
+        return self
+
+    def wait_nodes(self, count: int, timeout: float) -> None:
+        from ray.util.state import list_nodes
+
+        deadline = time.monotonic() + timeout
+        alive: list = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                alive = [n for n in list_nodes(address=self.dashboard_url,
+                                               raise_on_missing_output=False)
+                         if str(n.state) == "ALIVE"]
+                if len(alive) >= count:
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"{len(alive)} of {count} Ray nodes alive after {timeout}s")
+
+    def oom_kills(self, name: str) -> int:
+        """OOM kills so far in node ``name``'s cgroup."""
+        from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup
+
+        path = next(p for p in self.cgroups if p.name.endswith(f"-{name}"))
+        kills = MemoryCgroup(path, 1 if "/memory/" in str(path) else 2).oom_kills()
+        return int(kills or 0)
+
+    def stop(self) -> None:
+        subprocess.run([*RAY_CLI, "stop", "--force"], env=self.env(), capture_output=True,
+                       timeout=120)
+        for path in self.cgroups:
+            deadline = time.monotonic() + 20
+            while path.exists() and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+                time.sleep(0.2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> RayTestCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
