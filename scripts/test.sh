@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install and start everything the tests need (Python deps, PostgreSQL, dockerd, the local base
-# and project images), lint, then run the whole test suite. Services that are missing make the
-# tests fail, not skip. Extra arguments go to pytest (e.g. tests/foundation -x).
+# and project images), lint, then run the whole test suite: everything but tests/ray here, then the
+# Ray suite in a network namespace of its own (scripts/test_ray.sh). Services that are missing
+# make the tests fail, not skip. Extra arguments run only pytest with them (e.g. tests/foundation -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e '.[dev]'
+python3 -m pip install -q -e '.[dev,ray]'
 bash scripts/start_services.sh
 bash docker/build_base_image.sh
 bash docker/build_image.sh
@@ -12,4 +13,8 @@ ruff check .
 export E2I_REQUIRE_SERVICES=1
 # A long session opens many SQLite instances and sockets; the default 1024 fds is too few.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+if [ $# -gt 0 ]; then exec python3 -m pytest -q -p no:cacheprovider "$@"; fi
+status=0
+python3 -m pytest -q -p no:cacheprovider --ignore=tests/ray || status=$?
+bash scripts/test_ray.sh || status=$?
+exit "$status"

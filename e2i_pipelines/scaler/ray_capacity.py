@@ -82,6 +82,6 @@ def list_alive_nodes(address: str) -> list[RayNode]:
 
 
 def ray_capacity(address: str,
-                 lister: Callable[[str], list[RayNode]] = list_alive_nodes) -> RayCapacity:
-    """The cluster's heavy capacity now."""
-    return RayCapacity(address=address, nodes=tuple(lister(address)))
+                 lister: Callable[[str], list[RayNode]] | None = None) -> RayCapacity:
+    """The cluster's heavy capacity now (``lister``: how nodes are read; the state API)."""
+    return RayCapacity(address=address, nodes=tuple((lister or list_alive_nodes)(address)))

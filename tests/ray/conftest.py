@@ -5,6 +5,7 @@ memory cgroup of its tier, all inside the network namespace the suite runs in
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +37,10 @@ def ray_cluster() -> Iterator[RayTestCluster]:
     except ImportError:
         require(False, "Ray (pip install -e '.[ray]')")
     os.environ.update(CLUSTER_ENV)  # this process is a client too (launcher, ray.init)
+    started = time.monotonic()
     cluster = RayTestCluster(NODES).start()
+    print(f"\nRay test cluster: head + {len(NODES)} worker nodes up in "
+          f"{time.monotonic() - started:.1f}s")
     try:
         yield cluster
     finally:

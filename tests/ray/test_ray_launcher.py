@@ -90,10 +90,14 @@ def test_runs_land_on_the_nodes_of_their_tier(deployment: RayDeployment):
         assert run.tags["e2i/limits"] == (
             f"cpus={profile['cpus']} memory={profile['memory']} resource e2i-{tier}=1 (ray job)")
         assert run.tags[RAY_NODE_TAG].startswith(tier), run.tags  # light / heavy-1 | heavy-2
+        assert launcher.job_request(run) == {
+            "entrypoint_num_cpus": profile["cpus"],
+            "entrypoint_memory": parse_bytes(profile["memory"]),
+            "entrypoint_resources": {f"e2i-{tier}": 1},
+        }
         info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
-        assert info.entrypoint_resources == {f"e2i-{tier}": 1}
-        assert info.entrypoint_num_cpus == profile["cpus"]
-        assert info.entrypoint_memory == parse_bytes(profile["memory"])
+        assert info.metadata["e2i/tier"] == tier
+        assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.ray_worker ")
         assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
                    for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
         materialization = deployment.harness.instance.get_latest_materialization_event(

@@ -90,17 +90,21 @@ class RayTestCluster:
         return {**os.environ, **CLUSTER_ENV,
                 "RAY_DISABLE_IMPORT_WARNING": "1", **extra}
 
-    def _ray(self, args: list[str], env: dict[str, str], cgroup: Path | None = None) -> None:
-        """``ray start ...``; inside ``cgroup`` when given (the node's processes inherit it)."""
-        command = [*RAY_CLI, *args]
+    def _ray(self, args: list[str], env: dict[str, str],
+             cgroup: Path | None = None) -> subprocess.Popen:
+        """Start ``ray start ...``; inside ``cgroup`` when given (the node's processes inherit it)."""
         preexec = None
         if cgroup is not None:
             def preexec() -> None:
                 (cgroup / "cgroup.procs").write_text(str(os.getpid()))
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
-                              preexec_fn=preexec)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        return subprocess.Popen([*RAY_CLI, *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, preexec_fn=preexec)
+
+    @staticmethod
+    def _finish(proc: subprocess.Popen, what: str) -> None:
+        output, _ = proc.communicate(timeout=180)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start ({what}) failed:\n{output[-3000:]}")
 
     def _cgroup(self, spec: NodeSpec) -> Path:
         """A memory cgroup of the node's size (cgroup v1 or v2), below this process's own."""
@@ -125,24 +129,31 @@ class RayTestCluster:
         self.cgroups.append(path)
         return path
 
+    def _start_worker(self, spec: NodeSpec) -> subprocess.Popen:
+        """``ray start`` of one worker node in its own memory cgroup (not waited for)."""
+        return self._ray(
+            ["start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+             f"--num-cpus={spec.cpus:g}", f"--memory={parse_bytes(spec.memory)}",
+             f"--resources={json.dumps(spec.resources())}", f"--node-name={spec.name}",
+             f"--labels=e2i-tier={spec.tier}", f"--dashboard-agent-listen-port={free_port()}",
+             f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
+            self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec))
+
     def start(self, timeout: float = 120) -> RayTestCluster:
         if not in_isolated_netns():
             raise RuntimeError("a Ray test cluster must run inside its own network namespace "
                                "(scripts/in_netns.sh): outside one Ray binds the external interface")
         self.gcs_port, self.dashboard_port = free_port(), free_port()
-        self._ray(["start", "--head", "--num-cpus=0", "--node-ip-address=127.0.0.1",
-                   f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
-                   f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
-                   "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--node-name=head"],
-                  self.env())
+        head = self._ray(["start", "--head", "--num-cpus=0", "--node-ip-address=127.0.0.1",
+                          f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
+                          f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
+                          "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+                          "--node-name=head"], self.env())
+        self._finish(head, "head")
+        # One at a time: side by side they can exceed the 30 s Ray gives a raylet to register
+        # on a loaded 2-core machine.
         for spec in self.nodes:
-            self._ray(["start", f"--address={self.address}", "--node-ip-address=127.0.0.1",
-                       f"--num-cpus={spec.cpus:g}", f"--memory={parse_bytes(spec.memory)}",
-                       f"--resources={json.dumps(spec.resources())}", f"--node-name={spec.name}",
-                       f"--labels=e2i-tier={spec.tier}",
-                       f"--dashboard-agent-listen-port={free_port()}",
-                       f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
-                      self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec))
+            self._finish(self._start_worker(spec), spec.name)
         self.wait_nodes(len(self.nodes) + 1, timeout)
         return self
 
