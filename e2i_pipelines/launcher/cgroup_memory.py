@@ -56,11 +56,21 @@ def own_memory_cgroup(pid: str = "self", root: Path = CGROUP_ROOT) -> MemoryCgro
     entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
     for _, controllers, path in entries:
         if "memory" in controllers.split(",") and (root / "memory").is_dir():
-            return MemoryCgroup(root / "memory" / path.lstrip("/"), 1)
+            return _mounted(root / "memory", path, 1, "memory.oom_control")
     for hierarchy, controllers, path in entries:
         if hierarchy == "0" and controllers == "":
             unified = root / "unified" if (root / "unified" / "cgroup.procs").exists() else root
-            candidate = MemoryCgroup(unified / path.lstrip("/"), 2)
-            if (candidate.path / "memory.events").exists():
-                return candidate
+            found = _mounted(unified, path, 2, "memory.events")
+            if (found.path / "memory.events").exists():
+                return found
     return None
+
+
+def _mounted(mount: Path, path: str, version: int, probe: str) -> MemoryCgroup:
+    """The cgroup directory for ``path`` under ``mount``. Inside a container (cgroup v1 without
+    a cgroup namespace) /proc shows the host's path while the container's own cgroup is mounted
+    at the hierarchy root: fall back to the root when the path is not there."""
+    full = mount / path.lstrip("/")
+    if not (full / probe).exists() and (mount / probe).exists():
+        full = mount
+    return MemoryCgroup(full, version)

@@ -174,3 +174,21 @@ def test_job_request_sizes_the_run_by_its_tier(ray_launcher):
     entry = launcher.entrypoint(["dagster", "api", "execute_run", '{"x": "it\'s"}'])
     assert entry.startswith("python -m e2i_pipelines.launcher.ray_worker dagster api execute_run ")
     assert shlex.split(entry)[-1] == '{"x": "it\'s"}'  # the JSON survives the job's shell
+
+
+def test_container_view_falls_back_to_the_hierarchy_root(tmp_path, monkeypatch):
+    """In a container /proc/self/cgroup names the host path; the cgroup is mounted at the root."""
+    from e2i_pipelines.launcher import cgroup_memory
+
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.oom_control").write_text("oom_kill 3\n")
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("4:memory:/docker/abc123\n0::/\n")
+    real_path = cgroup_memory.Path
+
+    def fake_path(value="", *rest):
+        return proc if str(value) == "/proc/self/cgroup" else real_path(value, *rest)
+
+    monkeypatch.setattr(cgroup_memory, "Path", fake_path)
+    found = own_memory_cgroup(root=tmp_path)
+    assert found == MemoryCgroup(tmp_path / "memory", 1) and found.oom_kills() == 3

@@ -1,31 +1,74 @@
 """The compose file as docker-compose 1.29 resolves it: every service hardened the same way, the
-Docker socket only where runs are launched/stopped, ports only on loopback for API + webserver."""
+Docker socket only where runs are launched/stopped, ports only on loopback for API + webserver.
+The Ray trial (docker-compose.ray.yml, profile ray): a head and one worker node per tier, hardened
+alike, each worker sized as its tier in docker/dagster.ray.yaml plus the node's own overhead."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from e2i_pipelines.launcher.profiles import parse_profiles
+from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, TIER_NAMES, parse_bytes, ray_resource
 from tests.conftest import require
-from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
+from tests.stack.compose_stack import COMPOSE_FILE, DATA_DIR, INSTANCE_TEMPLATE, ComposeStack
+from tests.support.ray_cluster import NODE_OVERHEAD
 
 SOCKET = "/var/run/docker.sock"
+RAY_COMPOSE_FILE = COMPOSE_FILE.with_name("docker-compose.ray.yml")
+RAY_INSTANCE = COMPOSE_FILE.with_name("dagster.ray.yaml")
+RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api"}
 
 
 @pytest.fixture(scope="module")
-def config() -> dict:
+def compose_env() -> Iterator[ComposeStack]:
+    """A throw-away project (own env file) both configs below are resolved for."""
     require(shutil.which("docker-compose") is not None, "docker-compose (apt-get install docker-compose)")
     require(Path(SOCKET).exists(), f"Docker socket {SOCKET}")
     stack = ComposeStack(workdir=Path(tempfile.mkdtemp(prefix="e2i-compose-config-")))
-    try:
-        return yaml.safe_load(stack.compose("config").stdout)
-    finally:
-        shutil.rmtree(stack.workdir, ignore_errors=True)
+    yield stack
+    shutil.rmtree(stack.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def config(compose_env: ComposeStack) -> dict:
+    return yaml.safe_load(compose_env.compose("config").stdout)
+
+
+@pytest.fixture(scope="module")
+def ray_config(compose_env: ComposeStack) -> dict:
+    """The stack with the Ray trial: both files, profile ray."""
+    cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "-f", str(RAY_COMPOSE_FILE),
+           "--env-file", str(compose_env.env_file), "-p", compose_env.project, "--profile", "ray",
+           "config"]
+    return yaml.safe_load(compose_env.run(cmd, timeout=120, check=True).stdout)
+
+
+@pytest.fixture(scope="module")
+def ray_tiers() -> dict:
+    """Tier profiles of the Ray instance config, parsed as the launcher parses them."""
+    launcher = yaml.safe_load(RAY_INSTANCE.read_text())["run_launcher"]["config"]
+    return {tier.value: profile for tier, profile in parse_profiles(launcher["tiers"]).items()}
+
+
+def _normalised(service: dict) -> dict:
+    """A service as merging files renders it alike: network names, volumes in any order."""
+    return {**service, "networks": sorted(service.get("networks", [])),
+            "volumes": sorted(service.get("volumes", []))}
+
+
+def flags(service: dict) -> dict[str, str]:
+    """``--name=value`` arguments of a service's command (``--block`` -> "")."""
+    return dict(arg.removeprefix("--").partition("=")[::2] for arg in service["command"]
+                if arg.startswith("--"))
 
 
 def test_every_service_is_hardened(config: dict) -> None:
@@ -68,3 +111,103 @@ def test_missing_secret_is_refused() -> None:
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "POSTGRES_USER" in result.stderr or "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_ray_file_adds_only_the_ray_services_behind_the_profile(config: dict,
+                                                                 ray_config: dict) -> None:
+    assert set(config["services"]) == DEFAULT_SERVICES
+    assert set(ray_config["services"]) == DEFAULT_SERVICES | RAY_SERVICES
+    for name in DEFAULT_SERVICES:
+        assert _normalised(ray_config["services"][name]) == _normalised(config["services"][name]), name
+    for name in RAY_SERVICES:
+        assert ray_config["services"][name]["profiles"] == ["ray"], name
+
+
+def test_ray_services_are_hardened_like_the_others(ray_config: dict) -> None:
+    services = ray_config["services"]
+    for name in RAY_SERVICES:
+        service = services[name]
+        assert service["image"] == services["daemon"]["image"], name
+        assert service["user"] == services["daemon"]["user"] == "10001:10001", name
+        assert service["init"] is True and service["restart"] == "unless-stopped", name
+        assert service["logging"] == services["daemon"]["logging"], name
+        assert service["healthcheck"]["test"][:2] == ["CMD", "python"], name
+        assert float(service["cpus"]) > 0, name
+        assert parse_bytes(service["mem_limit"]) > 0, name
+        assert service["memswap_limit"] == service["mem_limit"], name
+        assert 0 < service["pids_limit"] <= 4096, name
+        store = parse_bytes(flags(service)["object-store-memory"])
+        assert parse_bytes(service["shm_size"]) > store, name  # else Ray's store falls back to /tmp
+        assert not any(SOCKET in str(volume) for volume in service.get("volumes", [])), name
+        assert service["environment"]["RAY_USAGE_STATS_ENABLED"] == "0", name
+        assert service["environment"]["RAY_task_oom_retries"] == "1", name
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] == "service_healthy", name
+
+
+def test_ray_services_publish_nothing_and_stay_on_the_backend(ray_config: dict) -> None:
+    for name in RAY_SERVICES:
+        service = ray_config["services"][name]
+        assert not service.get("ports") and not service.get("expose"), name
+        assert list(service["networks"]) == ["backend"], name
+        assert service.get("network_mode") is None, name
+    assert ray_config["networks"]["backend"]["internal"] is True
+    head = flags(ray_config["services"]["ray-head"])
+    assert "head" in head and head["num-cpus"] == "0"
+
+
+def test_ray_workers_are_sized_as_their_tier_plus_the_node_overhead(ray_config: dict,
+                                                                     ray_tiers: dict) -> None:
+    for tier in TIER_NAMES:
+        service = ray_config["services"][f"ray-{tier}"]
+        args = flags(service)
+        profile = ray_tiers[tier]
+        assert float(args["num-cpus"]) == float(service["cpus"]) == profile.cpus, tier
+        assert int(args["memory"]) == parse_bytes(profile.memory), tier
+        node = parse_bytes(profile.memory) + parse_bytes(NODE_OVERHEAD)
+        assert parse_bytes(service["mem_limit"]) == node, tier
+        assert args["node-name"] == service["environment"]["E2I_RAY_NODE_NAME"] == tier
+        assert args["address"] == "ray-head:6379" and "block" in args, tier
+        assert ray_resource(tier) in json.loads(args["resources"]), tier
+        assert service["depends_on"] == {"ray-head": {"condition": "service_healthy"}}, tier
+
+
+def test_only_the_heavy_node_offers_fan_out(ray_config: dict) -> None:
+    offers = {name: json.loads(flags(ray_config["services"][name]).get("resources", "{}"))
+              for name in RAY_SERVICES}
+    assert offers["ray-head"] == {}
+    assert {name for name, res in offers.items() if RAY_FANOUT_RESOURCE in res} == {"ray-heavy"}
+    for tier in TIER_NAMES:
+        assert set(offers[f"ray-{tier}"]) - {RAY_FANOUT_RESOURCE} == {ray_resource(tier)}, tier
+
+
+def test_ray_workers_run_dagster_runs_like_run_containers(ray_config: dict) -> None:
+    """Workers get the stack's Dagster env and data volume (their run workers write to Postgres
+    and E2I_DATA_DIR); the head gets neither (it runs no run worker)."""
+    services = ray_config["services"]
+    daemon_env = services["daemon"]["environment"]
+    instance = yaml.safe_load(RAY_INSTANCE.read_text())
+    forwarded = instance["run_launcher"]["config"]["ray"]["env_vars"]
+    for tier in TIER_NAMES:
+        service = services[f"ray-{tier}"]
+        assert daemon_env.items() <= service["environment"].items(), tier
+        assert set(forwarded) <= set(service["environment"]), tier
+        assert f"e2i-data:{DATA_DIR}:rw" in service["volumes"], tier
+        # The kernel, not Ray's memory monitor, stops a run at its node's limit.
+        assert service["environment"]["RAY_memory_monitor_refresh_ms"] == "0", tier
+    head = services["ray-head"]
+    assert "DAGSTER_PG_PASSWORD" not in head["environment"]
+    assert not any(DATA_DIR in str(volume) for volume in head.get("volumes", []))
+
+
+def test_ray_instance_config_is_the_compose_one_with_the_ray_launcher(ray_config: dict) -> None:
+    compose_instance = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
+    ray_instance = yaml.safe_load(RAY_INSTANCE.read_text())
+    launcher = ray_instance.pop("run_launcher")
+    docker_launcher = compose_instance.pop("run_launcher")
+    assert ray_instance == compose_instance
+    assert (launcher["module"], launcher["class"]) == (
+        "e2i_pipelines.launcher.tiered_ray_run_launcher", "TieredRayRunLauncher")
+    head = flags(ray_config["services"]["ray-head"])
+    assert launcher["config"]["ray"]["address"] == f"http://ray-head:{head['dashboard-port']}"
+    assert launcher["config"]["ray"]["env_vars"] == docker_launcher["config"]["env_vars"]

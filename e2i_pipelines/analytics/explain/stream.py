@@ -4,6 +4,11 @@ Rows are read in batches (``ParquetFile.iter_batches``), explained, checked for 
 (every row against the explainer's fast raw score, the first ``check_rows`` of each chunk
 against LightGBM's own) and appended to a Parquet writer. Memory is bounded by the
 chunk size plus the explainer's tables and a fixed-size uniform sample kept for plots.
+
+The per-chunk numerics (:func:`explain_chunk`) run through a mapper: serial here by default,
+or a Ray fan-out (:mod:`e2i_pipelines.core.fanout`) that ships a :class:`ShapKernel` (the
+model text) and each chunk's model matrix; reading, summaries and writing stay here, so the
+output is the same file either way.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from e2i_pipelines.analytics.explain.treeshap import (
     additivity_error,
     model_matrix,
 )
+from e2i_pipelines.core.fanout import LocalMapper, Mapper
 
 
 @dataclass
@@ -90,6 +96,52 @@ class ShapRunResult:
         return table.sort_values("mean_abs_shap", ascending=False, ignore_index=True)
 
 
+class ShapKernel:
+    """The per-chunk SHAP work, picklable: it ships as the model text and method and builds
+    its explainer where it runs (once per process; ``n_jobs()`` threads there)."""
+
+    def __init__(self, explainer: TreeShapExplainer, check_rows: int = 2_000) -> None:
+        self._explainer: TreeShapExplainer | None = explainer
+        self.method = explainer.requested_method
+        self.check_rows = check_rows
+        self._model_text: str | None = None
+
+    @property
+    def explainer(self) -> TreeShapExplainer:
+        if self._explainer is None:
+            import lightgbm as lgb
+
+            from e2i_pipelines.core.budget import n_jobs
+
+            booster = lgb.Booster(model_str=self._model_text)
+            self._explainer = TreeShapExplainer(booster, self.method, n_threads=n_jobs())
+        return self._explainer
+
+    def __getstate__(self) -> dict:
+        text = self._model_text or self.explainer.booster.model_to_string()
+        return {"method": self.method, "check_rows": self.check_rows, "_model_text": text,
+                "_explainer": None}
+
+
+@dataclass
+class ShapChunk:
+    """One chunk on its way through the mapper: the ids and the model matrix."""
+
+    ids: np.ndarray
+    X: np.ndarray
+
+
+def explain_chunk(kernel: ShapKernel, chunk: ShapChunk) -> tuple[np.ndarray, float]:
+    """SHAP values of a chunk and its additivity error: every row against the fast raw
+    score, the first ``check_rows`` rows against LightGBM's own raw score."""
+    ex, X = kernel.explainer, chunk.X
+    phi = ex.shap_values(X)
+    head = slice(0, min(len(X), kernel.check_rows))
+    worst = max(additivity_error(phi, ex.base_value, ex.raw_score(X)),
+                additivity_error(phi[head], ex.base_value, ex.library_raw_score(X[head])))
+    return phi, worst
+
+
 def iter_frames(path: str | Path, columns: list[str], chunk_rows: int,
                 max_rows: int = 0) -> Iterator[pd.DataFrame]:
     """Frames of exactly ``chunk_rows`` rows (the last may be shorter) of ``columns``.
@@ -144,8 +196,13 @@ def explain_parquet(
     seed: int = 0,
     on_chunk: Callable[[int], None] | None = None,
     check_rows: int = 2_000,
+    mapper: Mapper | None = None,
 ) -> ShapRunResult:
-    """Stream ``source`` through ``explainer`` into ``out_path`` (Parquet) chunk by chunk."""
+    """Stream ``source`` through ``explainer`` into ``out_path`` (Parquet) chunk by chunk.
+
+    ``mapper`` runs :func:`explain_chunk` (default: serially here; the explainer's kernels
+    are threaded); results come back in order, so the output does not depend on it.
+    """
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     names = explainer.feature_names
@@ -161,24 +218,21 @@ def explain_parquet(
     total = np.zeros(len(names))
     rows, worst = 0, 0.0
     started = time.perf_counter()
+    chunks = (ShapChunk(frame[id_column].to_numpy(),
+                        model_matrix(explainer.booster, to_model_frame(frame)))
+              for frame in iter_frames(source, columns, chunk_rows, max_rows))
+    kernel = ShapKernel(explainer, check_rows)
     with pq.ParquetWriter(str(out_path), schema) as writer:
-        for frame in iter_frames(source, columns, chunk_rows, max_rows):
-            X = model_matrix(explainer.booster, to_model_frame(frame))
-            phi = explainer.shap_values(X)
-            head = slice(0, min(len(X), check_rows))
-            worst = max(worst,
-                        additivity_error(phi, explainer.base_value, explainer.raw_score(X)),
-                        additivity_error(phi[head], explainer.base_value,
-                                         explainer.library_raw_score(X[head])))
+        for chunk, (phi, error) in (mapper or LocalMapper()).map(explain_chunk, kernel, chunks):
+            worst = max(worst, error)
             sum_abs += np.abs(phi).sum(axis=0)
             total += phi.sum(axis=0)
-            sample.add(X, phi)
-            arrays = [pa.array(frame[id_column].to_numpy())] + [pa.array(phi[:, j])
-                                                                for j in range(len(names))]
+            sample.add(chunk.X, phi)
+            arrays = [pa.array(chunk.ids)] + [pa.array(phi[:, j]) for j in range(len(names))]
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            rows += len(frame)
+            rows += len(chunk.ids)
             if on_chunk is not None:
-                on_chunk(len(frame))
+                on_chunk(len(chunk.ids))
     seconds = time.perf_counter() - started
     n = max(rows, 1)
     return ShapRunResult(

@@ -9,22 +9,23 @@ it). Strata with too few rows borrow the copula of a coarser key: the least info
 discrete columns are dropped one by one, ``priority`` columns (the treatment) last of all.
 
 Sampling is defined per fixed block of rows with a seed derived from ``(seed, block index)``,
-so any chunking of the rows gives exactly the same twins as one-shot sampling.
+so any chunking of the rows gives exactly the same twins as one-shot sampling; the latent
+correlation step avoids BLAS, so the bits do not depend on the thread count or the process
+either (chunks drawn by a Ray fan-out are the same as chunks drawn here).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import special
+
+from e2i_pipelines.core.fanout import LocalMapper, Mapper
 
 DEFAULT_GRID = 1024
 DEFAULT_BLOCK_ROWS = 1 << 16
@@ -298,6 +299,18 @@ def _interpolate(u: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return left + frac * (grid[cols, lo + 1] - left)
 
 
+def _correlate(z: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """``z @ chol.T`` summed term by term in a fixed order with elementwise ufuncs, not BLAS
+    (whose last bit depends on its thread count): the twins are the same bits wherever and
+    on however many threads they are drawn (e.g. a Ray worker with OMP_NUM_THREADS=1)."""
+    zt = np.ascontiguousarray(z.T)
+    out = np.zeros_like(zt)
+    for j in range(chol.shape[0]):
+        for k in np.flatnonzero(chol[j]):  # lower triangular: skip the exact zeros
+            out[j] += zt[k] * chol[j, k]
+    return out.T
+
+
 def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Numeric values (rows, p) and stratum indices (rows,) of one block.
 
@@ -318,7 +331,7 @@ def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple
         start = 0
         for c in np.flatnonzero(comp_counts):
             stop = start + comp_counts[c]
-            u = special.ndtr(z[start:stop] @ model.chol[c].T)
+            u = special.ndtr(_correlate(z[start:stop], model.chol[c]))
             values[start:stop] = _interpolate(u, model.quantiles[c])
             start = stop
     perm = rng.permutation(rows)
@@ -373,40 +386,35 @@ def chunk_bounds(model: CopulaModel, n: int, chunk_rows: int) -> list[tuple[int,
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
+def draw_chunk(state: tuple[CopulaModel, int], bounds: tuple[int, int]) -> pd.DataFrame:
+    """Twins ``bounds[0] <= twin_id < bounds[1]`` of ``state = (model, seed)`` (a mapper's
+    per-chunk function: the same rows wherever it runs)."""
+    model, seed = state
+    return sample_range(model, bounds[0], bounds[1], seed)
+
+
 def iter_chunks(model: CopulaModel, n: int, chunk_rows: int, seed: int,
-                workers: int = 1) -> Iterator[pd.DataFrame]:
+                workers: int = 1, mapper: Mapper | None = None) -> Iterator[pd.DataFrame]:
     """Twins in chunks of about ``chunk_rows`` (memory is bounded by the chunk, not ``n``).
 
-    With ``workers > 1`` the next chunks are drawn on threads (numpy and scipy release the
-    GIL) while the caller consumes this one; at most ``workers`` chunks wait. The chunks are
-    the same either way: each random block has its own seed.
+    Chunks are drawn by ``mapper`` (default: ``workers`` threads here; numpy and scipy release
+    the GIL, and at most ``workers`` chunks wait), e.g. a Ray fan-out. The chunks are the same
+    either way: each random block has its own seed.
     """
-    bounds = iter(chunk_bounds(model, n, chunk_rows))
-    if workers <= 1:
-        for a, z in bounds:
-            yield sample_range(model, a, z, seed)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="twins") as pool:
-        pending = deque(pool.submit(sample_range, model, a, z, seed)
-                        for a, z in islice(bounds, workers))
-        try:
-            while pending:
-                chunk = pending.popleft().result()
-                for a, z in islice(bounds, 1):
-                    pending.append(pool.submit(sample_range, model, a, z, seed))
-                yield chunk
-        finally:
-            for future in pending:
-                future.cancel()
+    mapper = mapper or LocalMapper(workers)
+    for _, chunk in mapper.map(draw_chunk, (model, seed), chunk_bounds(model, n, chunk_rows)):
+        yield chunk
 
 
 def write_twins(
     model: CopulaModel, n: int, path: str | Path, *, chunk_rows: int, seed: int,
     on_chunk: Callable[[pd.DataFrame], None] | None = None, workers: int = 1,
+    mapper: Mapper | None = None,
 ) -> int:
     """Stream ``n`` twins to one Parquet file (a row group per chunk); returns rows written.
 
-    ``workers`` threads draw the next chunks while this one is written (see ``iter_chunks``).
+    ``workers`` threads (or ``mapper``) draw the next chunks while this one is written (see
+    ``iter_chunks``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -414,7 +422,7 @@ def write_twins(
     writer = None
     written = 0
     try:
-        for chunk in iter_chunks(model, n, chunk_rows, seed, workers):
+        for chunk in iter_chunks(model, n, chunk_rows, seed, workers, mapper):
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(str(path), table.schema, compression="snappy")

@@ -1,5 +1,6 @@
 """SHAP assets: exact per-row attributions of the whole population, and a sampled summary."""
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from e2i_pipelines.analytics.explain.treeshap import (
     model_matrix,
 )
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.fanout import fanout_metadata, open_fanout
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
 from e2i_pipelines.core.refs import DatasetRef, ModelRef
@@ -93,15 +95,17 @@ def shap_explanations(
 ) -> dg.Output[dict]:
     config.check()
     _check_columns(dataset, outcome_model)
+    fanout = open_fanout(context, config.fan_out)
     explainer = _explainer(context, outcome_model, config.method)
     total = parquet_rows(dataset.path, config.max_rows)
     progress = Progress(context.log, total, "shap_explanations", every_seconds=0.0)
     final = storage.output_dir(context)
-    with storage.atomic_output(final) as tmp:
+    with storage.atomic_output(final) as tmp, fanout or nullcontext():
         result = explain_parquet(
             explainer, dataset.path, tmp / "attributions.parquet", dataset.id_column,
             outcome_model.model_frame, chunk_rows=config.chunk_rows, max_rows=config.max_rows,
             sample_rows=config.sample_rows, seed=config.seed, on_chunk=progress.advance,
+            mapper=fanout,
         )
         if result.max_additivity_error > ADDITIVITY_TOLERANCE:
             raise dg.Failure(f"SHAP additivity violated: max |sum(phi) + base - raw| = "
@@ -140,6 +144,7 @@ def shap_explanations(
         "importance": dg.MetadataValue.md(importance.head(config.top_k).to_markdown(index=False)),
         "shap_beeswarm": png_metadata(pngs["beeswarm"], "SHAP beeswarm"),
         "shap_bar": png_metadata(pngs["bar"], "SHAP importance"),
+        **fanout_metadata(context, fanout),
     })
 
 

@@ -4,6 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from e2i_pipelines.analytics.explain.treeshap import METHODS
+from e2i_pipelines.core.fanout import FAN_OUT_HELP
 
 
 class ShapConfig(dg.Config):
@@ -16,6 +17,7 @@ class ShapConfig(dg.Config):
     sample_rows: int = Field(default=5_000, description="Uniform sample kept for the beeswarm.")
     top_k: int = Field(default=15, description="Features shown in plots and top_features.")
     seed: int = Field(default=0, description="Seed of the plot sample.")
+    fan_out: bool = Field(default=False, description=FAN_OUT_HELP)
 
     def check(self) -> None:
         """Raise dg.Failure naming every invalid field."""

@@ -3,6 +3,7 @@
 import json
 import pickle
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,7 @@ from e2i_pipelines.analytics.twins.interventions import (
     validate_rule,
 )
 from e2i_pipelines.core.budget import n_jobs
+from e2i_pipelines.core.fanout import fanout_metadata, open_fanout
 from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
@@ -69,10 +71,11 @@ def digital_twins(
     import mlflow as mlf
 
     config.check()
+    fanout = open_fanout(context, config.fan_out)
     model, real = _fit_population(context, config, dataset)
     final = storage.output_dir(context)
     started = time.perf_counter()
-    with storage.atomic_output(final) as tmp:
+    with storage.atomic_output(final) as tmp, fanout or nullcontext():
         (tmp / "population_model.pkl").write_bytes(pickle.dumps(model))
         fidelity = FidelityAccumulator(real, model.numeric, model.discrete_names,
                                        ks_rows=config.ks_rows)
@@ -84,7 +87,7 @@ def digital_twins(
 
         written = write_twins(model, config.n_twins, tmp / "twins.parquet",
                               chunk_rows=config.chunk_rows, seed=config.seed, on_chunk=on_chunk,
-                              workers=n_jobs())
+                              workers=n_jobs(), mapper=fanout)
         seconds = time.perf_counter() - started
         report = fidelity.report()
         (tmp / "fidelity.json").write_text(json.dumps(report, default=json_default, indent=1))
@@ -117,6 +120,7 @@ def digital_twins(
         "path": dg.MetadataValue.path(ref.path),
         "mlflow_run_id": run_id,
         "fidelity_plot": png_metadata(png, "twin fidelity"),
+        **fanout_metadata(context, fanout),
     })
 
 

@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from e2i_pipelines.analytics.twins.interventions import TargetingError, TargetingRule
+from e2i_pipelines.core.fanout import FAN_OUT_HELP
 
 MAX_TWINS = 200_000_000
 
@@ -28,6 +29,7 @@ class DigitalTwinsConfig(dg.Config):
     min_stratum_rows: int = Field(
         default=200, description="Smaller discrete strata borrow the treatment-level copula.")
     ks_rows: int = Field(default=200_000, description="Twins used for the KS statistics.")
+    fan_out: bool = Field(default=False, description=FAN_OUT_HELP)
 
     def check(self) -> None:
         """Raise dg.Failure naming every out-of-range field."""
