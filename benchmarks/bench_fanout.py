@@ -35,7 +35,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 
 import numpy as np
-from bench_shap import N_FEATURES, N_LEAVES, N_TREES, TRAIN_ROWS, synthetic, write_population
+from bench_shap import N_FEATURES, N_LEAVES, N_TREES, train_model, write_population
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 NODE_RESOURCES = {"e2i-heavy": 1, "e2i-fanout": 1}
@@ -152,7 +152,6 @@ def main() -> None:
                  "'ip link set lo up; export RAY_USAGE_STATS_ENABLED=0; python "
                  "benchmarks/bench_fanout.py ...'")
 
-    import lightgbm as lgb
 
     from e2i_pipelines.core.budget import n_jobs
     from e2i_pipelines.core.fanout import FanoutUnavailable, connect_fanout
@@ -161,13 +160,8 @@ def main() -> None:
     os.environ.update({**RAY_ENV, "E2I_N_JOBS": str(threads)})  # before Ray is imported
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_fanout_"))
     work.mkdir(parents=True, exist_ok=True)
-    X, y = synthetic(TRAIN_ROWS, seed=0)
-    booster = lgb.train({"objective": "regression", "num_leaves": N_LEAVES, "verbose": -1,
-                         "num_threads": threads, "seed": 0},
-                        lgb.Dataset(X, y, feature_name=[f"f{i}" for i in range(N_FEATURES)]),
-                        num_boost_round=N_TREES)
-    model, data = str(work / "model.txt"), str(work / "pop.parquet")
-    booster.save_model(model)
+    _, model = train_model(work, threads)
+    data = str(work / "pop.parquet")
     write_population(Path(data), args.rows, seed=1)
     chunks = -(-args.rows // args.chunk_rows)
     print(f"model: {N_TREES} trees, {N_LEAVES} leaves, {N_FEATURES} features; {args.rows:,} rows "

@@ -132,6 +132,21 @@ def max_diff(ours_path: str, stock_path: str, rows: int) -> float:
     return worst
 
 
+
+def train_model(work: Path, threads: int):
+    """The benchmark's LightGBM model (N_TREES trees, N_LEAVES leaves) saved as work/model.txt;
+    returns the booster and the file's path."""
+    import lightgbm as lgb
+
+    X, y = synthetic(TRAIN_ROWS, seed=0)
+    booster = lgb.train({"objective": "regression", "num_leaves": N_LEAVES, "verbose": -1,
+                         "num_threads": threads, "seed": 0},
+                        lgb.Dataset(X, y, feature_name=[f"f{i}" for i in range(N_FEATURES)]),
+                        num_boost_round=N_TREES)
+    model = str(work / "model.txt")
+    booster.save_model(model)
+    return booster, model
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
@@ -143,7 +158,6 @@ def main() -> None:
     parser.add_argument("--workdir", default="", help="where data/model go (default: temp)")
     args = parser.parse_args()
 
-    import lightgbm as lgb
 
     from e2i_pipelines.core.budget import n_jobs
 
@@ -151,13 +165,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_shap_"))
     work.mkdir(parents=True, exist_ok=True)
-    X, y = synthetic(TRAIN_ROWS, seed=0)
-    booster = lgb.train({"objective": "regression", "num_leaves": N_LEAVES, "verbose": -1,
-                         "num_threads": threads, "seed": 0},
-                        lgb.Dataset(X, y, feature_name=[f"f{i}" for i in range(N_FEATURES)]),
-                        num_boost_round=N_TREES)
-    model = str(work / "model.txt")
-    booster.save_model(model)
+    booster, model = train_model(work, threads)
     print(f"model: {booster.num_trees()} trees, {N_LEAVES} leaves, {N_FEATURES} features; "
           f"threads {threads}; load average {os.getloadavg()[0]:.1f} (cpus {os.cpu_count()})")
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from e2i_pipelines.core.budget import thread_env
 from e2i_pipelines.launcher.profiles import parse_profiles
+from e2i_pipelines.launcher.tiered import TIER_ENV
 from e2i_pipelines.tiers import Tier, TierProfile, parse_bytes, parse_tier
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
-TIER_ENV = "E2I_TIER"  # same variable the TieredDockerRunLauncher sets in run containers
 SHM_VOLUME = "e2i-shm"
 _BINARY_UNITS = (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024))
 

@@ -23,22 +23,18 @@ EXIT_MARKER = "E2I-WORKER-EXIT"
 OOM_EXIT_CODE = 137
 
 
+def _set_oom_score(value: int) -> None:
+    """This process's ``oom_score_adj`` (best effort: lowering it needs privilege)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(value))
+    except OSError:
+        pass
+
+
 def _prefer_oom_kill() -> None:
     """In the child: be the first the OOM killer picks (raising the score needs no privilege)."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as handle:
-            handle.write("1000")
-    except OSError:
-        pass
-
-
-def _protect_self() -> None:
-    """Lower this wrapper's own OOM score where allowed, so its report survives the kill."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as handle:
-            handle.write("-500")
-    except OSError:
-        pass
+    _set_oom_score(1000)
 
 
 def run(argv: list[str]) -> int:
@@ -48,7 +44,7 @@ def run(argv: list[str]) -> int:
         return 2
     cgroup = own_memory_cgroup()
     before = cgroup.oom_kills() if cgroup else None
-    _protect_self()
+    _set_oom_score(-500)  # the wrapper's report should survive the kill
     child = subprocess.Popen(argv, preexec_fn=_prefer_oom_kill)  # noqa: PLW1509 - sets a score only
     # Ray stops a job by signalling its whole process group: the child gets it too; wait for it.
     for sig in (signal.SIGTERM, signal.SIGINT):

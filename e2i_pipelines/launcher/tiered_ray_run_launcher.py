@@ -53,7 +53,7 @@ from e2i_pipelines.launcher.oom import (
     unfinished_steps,
 )
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG, RAY_NODE_TAG
-from e2i_pipelines.launcher.ray_worker import parse_exit_record
+from e2i_pipelines.launcher.ray_worker import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
 from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
 
@@ -217,7 +217,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
             state = {"OOMKilled": bool(record.get("oom_kills")), "ExitCode": code,
                      "Error": "" if record else (info.message or "")}
         events = self._instance.all_logs(run.run_id, of_type=STEP_EVENT_TYPES)
-        tail = "\n".join(line for line in log_text.splitlines()[-6:] if "E2I-WORKER-EXIT" not in line)
+        tail = "\n".join(line for line in log_text.splitlines()[-6:] if EXIT_MARKER not in line)
         return diagnose_state(
             state, tier=resolved.tier.value, memory=profile.memory,
             steps=unfinished_steps(events, include_failed=include_failed_steps),
