@@ -1,0 +1,1 @@
+"""Run costs: the cost-recording sensor and the daily ``run_costs`` report."""

@@ -1,0 +1,1 @@
+"""Platform metrics and run costs: price table, run cost, Prometheus exporter."""

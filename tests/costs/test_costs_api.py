@@ -1,0 +1,98 @@
+"""GET /v1/costs and /metrics against a real ``dagster dev``: exact sums of runs of known tier and
+wall time, 401 without a key, 422 for a bad window; Dagster availability in /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster._core.instance import DagsterInstance, InstanceRef
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2i_api.main import create_app
+from e2i_pipelines.defs.costs.sensors import cost_finished_runs
+from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG
+from tests.api.conftest import READ, api_settings
+from tests.costs.runs import add_run
+from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
+
+DAY = 1_780_012_800.0  # 2026-05-29 00:00 UTC
+
+
+@pytest.fixture(scope="module")
+def seeded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A ``dagster dev`` whose instance holds costed runs of known tier and wall time."""
+    home: Path = tmp_path_factory.mktemp("costs_home")
+    write_instance_yaml(home, {})
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        add_run(instance, "causal_job", "heavy", start=DAY + 60, seconds=900)            # 0.160000
+        add_run(instance, "causal_job", "medium", start=DAY + 86_400 + 5, seconds=7)     # 0.000311
+        oom = add_run(instance, "shap_job", "medium", start=DAY + 100, seconds=90,
+                      status=DagsterRunStatus.FAILURE, tags={FAILURE_TAG: "oom"})         # 0.004000
+        add_run(instance, "shap_job", "heavy", start=DAY + 300, seconds=45,
+                tags={PARENT_RUN_TAG: oom})                                                 # 0.008000
+        add_run(instance, "causal_job", "heavy", start=DAY - 7200, seconds=60)          # before since
+        while cost_finished_runs(instance, None)[0]:
+            pass
+    port = free_port()
+    proc = dagster_dev(home, port)
+    try:
+        yield port
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(seeded_port: int) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings(seeded_port))) as test_client:
+        yield test_client
+
+
+WINDOW = {"since": "2026-05-29T00:00:00Z", "until": "2026-05-31T00:00:00Z"}
+
+
+def test_costs_need_a_key(client: TestClient) -> None:
+    response = client.get("/v1/costs", params=WINDOW)
+    assert response.status_code == 401 and "missing API key" in response.json()["detail"]
+    assert client.get("/v1/costs", headers={"X-API-Key": "wrong-key-0123456789"}).status_code == 401
+
+
+@pytest.mark.parametrize(("group_by", "expected"), [
+    ("job", {"causal_job": ("0.160311", 2, "0.000000"), "shap_job": ("0.012000", 2, "0.004000")}),
+    ("tier", {"heavy": ("0.168000", 2, "0.000000"), "medium": ("0.004311", 2, "0.004000")}),
+    ("day", {"2026-05-29": ("0.172000", 3, "0.004000"), "2026-05-30": ("0.000311", 1, "0.000000")}),
+])
+def test_costs_sum_exactly(client: TestClient, group_by: str, expected: dict) -> None:
+    response = client.get("/v1/costs", params={**WINDOW, "group_by": group_by}, headers=READ)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    got = {g["key"]: (g["cost"], g["runs"], g["oom_cost"]) for g in body["groups"]}
+    assert got == expected
+    assert body["total"]["cost"] == "0.172311" and body["total"]["runs"] == 4
+    assert body["currency"] == "USD" and body["group_by"] == group_by
+
+
+def test_window_excludes_and_validates(client: TestClient) -> None:
+    body = client.get("/v1/costs", params={"since": "2026-05-30T00:00:00Z", "until": "2026-05-31",
+                                           "group_by": "tier"}, headers=READ).json()
+    assert body["total"] == {"key": "total", "runs": 1, "cost": "0.000311", "oom_runs": 0, "oom_cost": "0.000000"}
+    bad = client.get("/v1/costs", params={"since": "2026-05-31", "until": "2026-05-30"}, headers=READ)
+    assert bad.status_code == 422 and "since must be before until" in bad.text
+    assert client.get("/v1/costs", params={"group_by": "week"}, headers=READ).status_code == 422
+
+
+def test_metrics_count_routes_and_see_dagster(client: TestClient) -> None:
+    client.get("/v1/costs", params=WINDOW, headers=READ)
+    client.get("/v1/runs/00000000-0000-0000-0000-000000000000", headers=READ)
+    text = client.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("e2i_api_dagster_up", ())] == 1.0
+    ok = (("method", "GET"), ("route", "/v1/costs"), ("status", "200"))
+    assert samples[("e2i_api_requests_total", ok)] >= 1
+    missing = (("method", "GET"), ("route", "/v1/runs/{run_id}"), ("status", "404"))
+    assert samples[("e2i_api_requests_total", missing)] == 1
+    assert samples[("e2i_api_request_duration_seconds_count", ok)] >= 1

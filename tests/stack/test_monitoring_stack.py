@@ -1,0 +1,89 @@
+"""The compose stack with profile ``monitoring``, for real: after a run through the API, Prometheus
+(its own HTTP query API) has the run's metrics from the exporter and the API's request counts,
+and GET /v1/costs has the run's cost from the daemon's cost sensor."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
+from tests.stack.conftest import COLD_START_TIMEOUT, require_stack_tools
+from tests.stack.test_stack_smoke import FINISHED, api, submit, wait_for
+from tests.support.dagster_processes import free_port
+
+pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.timeout(1800)]
+
+MONITORING_FILE = COMPOSE_FILE.with_name("docker-compose.monitoring.yml")
+PROFILE = ("--profile", "monitoring")
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client) -> Iterator[ComposeStack]:
+    """A fresh stack plus the exporter and Prometheus, healthy; removed with its volumes after."""
+    require_stack_tools(docker_client, ComposeStack.image)
+    workdir = Path(tempfile.mkdtemp(prefix="e2i-stack-monitoring-"))
+    workdir.chmod(0o755)
+    stack = ComposeStack(workdir=workdir, extra_compose_files=[MONITORING_FILE])
+    stack.prometheus_port = free_port()
+    with stack.env_file.open("a") as env:
+        env.write(f"E2I_PROMETHEUS_PORT={stack.prometheus_port}\n")
+    try:
+        stack.compose("build", "postgres", "prometheus", timeout=900)
+        start = time.monotonic()
+        stack.compose(*PROFILE, "up", "-d", timeout=COLD_START_TIMEOUT, check=False)
+        seconds = stack.wait_healthy(docker_client, timeout=COLD_START_TIMEOUT, start=start)
+        print(f"\nstack {stack.project} with monitoring: all healthy after {seconds:.1f}s")
+        yield stack
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.remove_run_containers(docker_client)
+            stack.compose(*PROFILE, "down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
+            stack.cleanup(docker_client)
+
+
+def query(stack: ComposeStack, expr: str, timeout: float = 180) -> list[dict]:
+    """Poll Prometheus' instant query API until ``expr`` has a sample."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            body = httpx.get(f"http://127.0.0.1:{stack.prometheus_port}/api/v1/query",
+                             params={"query": expr}, timeout=10).json()
+            if body.get("status") == "success" and body["data"]["result"]:
+                return body["data"]["result"]
+        time.sleep(3)
+    raise AssertionError(f"Prometheus has nothing for {expr!r} after {timeout}s: {body}")
+
+
+def test_prometheus_reads_back_a_runs_metrics_and_its_cost(stack: ComposeStack) -> None:
+    run_id = submit(stack, "probe_light_job", "probe_light", allocate_mb=32, hold_seconds=2)
+    run = wait_for(stack, run_id, FINISHED)
+    assert run["status"] == "SUCCESS", run
+
+    (runs,) = query(stack, 'e2i_runs{job_name="probe_light_job",status="SUCCESS",tier="light"}')
+    assert runs["value"][1] == "1" and runs["metric"]["job"] == "e2i-exporter"
+    (duration,) = query(stack, 'e2i_run_duration_seconds_count{tier="light"} > 0')
+    assert duration["value"][1] == "1"
+    (latency,) = query(stack, 'e2i_run_launch_to_first_step_seconds_count{tier="light"} > 0')
+    assert latency["value"][1] == "1"
+    assert query(stack, 'e2i_daemon_heartbeat_timestamp_seconds{daemon="SENSOR"}')
+    posted = query(stack, 'e2i_api_requests_total{route="/v1/runs",method="POST",status="202"}')
+    assert posted[0]["value"][1] == "1"
+    targets = httpx.get(f"http://127.0.0.1:{stack.prometheus_port}/api/v1/targets", timeout=10).json()
+    health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+    assert health["e2i-api"] == "up" and health["e2i-exporter"] == "up", health
+
+    # the daemon's cost sensor tags the run (every 30 s); the exporter and /v1/costs sum it
+    (cost,) = query(stack, 'e2i_run_cost_total{job_name="probe_light_job",tier="light"}', timeout=240)
+    with api(stack) as client:
+        body = client.get("/v1/costs", params={"group_by": "job"}).json()
+    (group,) = [g for g in body["groups"] if g["key"] == "probe_light_job"]
+    assert group["runs"] == 1 and float(group["cost"]) == pytest.approx(float(cost["value"][1]), abs=1e-6)
