@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from e2i_pipelines.analytics.twins.copula import TwinsRef
+from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
+from e2i_pipelines.defs.twins.checks import asset_checks as twin_checks
 from e2i_pipelines.tiers import TIER_TAG
 from tests.support.analytics import (
     materialization_metadata,
@@ -26,8 +28,8 @@ def upstream(tmp_path_factory):
 
 def _materialize(upstream, tmp_path, monkeypatch, run_config, selection=None):
     data_ref, model_ref = upstream
-    return materialize_on_upstream(twin_assets, data_ref, model_ref, tmp_path, monkeypatch,
-                                   run_config, selection)
+    return materialize_on_upstream([*twin_assets, *twin_checks], data_ref, model_ref, tmp_path,
+                                   monkeypatch, run_config, selection)
 
 
 _metadata = materialization_metadata
@@ -69,6 +71,23 @@ def test_twins_and_interventions_materialize(upstream, tmp_path, monkeypatch):
     assert meta["ate"] == pytest.approx(upstream[0].truth["ate"], rel=0.25)
     out = result.output_for_node("twin_interventions")
     assert out["mlflow_run_id"] == meta["mlflow_run_id"]
+
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+              for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert set(checks) == set(CHECKS)
+    failed = {n: {k: v.value for k, v in c.metadata.items() if k != "plot"}
+              for n, c in checks.items() if not c.passed}
+    assert not failed
+    for check in checks.values():
+        assert check.asset_key.path == ["digital_twins"]
+        assert check.metadata["rule"].value and "data:image/png" in check.metadata["plot"].value
+    assert checks["detection"].metadata["auc"].value < 0.6
+    assert checks["privacy"].metadata["real_rows_hashed"].value == 6_000
+    shapes = checks["column_shapes"].metadata["column_scores"].value
+    assert set(shapes) == set(twins.columns)
+    causal = checks["causal_fidelity"].metadata
+    assert causal["data_ate_ci_low"].value < causal["data_ate"].value
+    assert len(list(tmp_path.glob("**/twins_fidelity/**/fidelity_checks.json"))) == 1
 
 
 @pytest.mark.parametrize("n_twins", [0, -5])

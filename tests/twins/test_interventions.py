@@ -10,6 +10,7 @@ from e2i_pipelines.analytics.twins.interventions import (
     PolicyAccumulator,
     TargetingError,
     TargetingRule,
+    model_input,
     simulate_policies,
     target_mask,
     validate_rule,
@@ -153,3 +154,18 @@ def test_models_the_fast_path_does_not_cover_fall_back_to_booster_predict(tmp_pa
     expected = booster_uplift(ref.load_booster(), ref.model_frame(twins), "treatment")
     assert report["uplift_method"] == "booster"
     assert report["ate"] == pytest.approx(expected.mean(), abs=1e-9)
+
+
+def test_model_input_equals_model_frame(fitted):
+    """Code remapping gives the same frame as the str conversion, for any category order,
+    unknown and missing values, and non-categorical columns."""
+    _, ref = fitted
+    rng = np.random.default_rng(1)
+    raw = rng.choice(["c", "a", "zz", None], 500)
+    chunk = pd.DataFrame({"treatment": rng.integers(0, 2, 500).astype(np.int8),
+                          "x": rng.normal(size=500),
+                          "segment": pd.Categorical(raw, categories=["zz", "c", "a"])})
+    for frame in (chunk, chunk.assign(segment=chunk["segment"].astype(object))):
+        fast, slow = model_input(ref, frame), ref.model_frame(frame)
+        pd.testing.assert_frame_equal(fast, slow)
+    assert model_input(ref, chunk)["segment"].isna().sum() > 0  # "zz" is not a model level

@@ -11,6 +11,8 @@ population given the fitted models (they do not include outcome-model uncertaint
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +203,37 @@ def policy_figure(report: dict[str, Any], uplift_sample: np.ndarray, rule_text: 
     return fig
 
 
+def prefetched(chunks: Iterator[pd.DataFrame],
+               prepare: Callable[[pd.DataFrame], Any]) -> Iterator[tuple[pd.DataFrame, Any]]:
+    """``(chunk, prepare(chunk))`` in order; the next chunk is read and prepared on a thread
+    while the caller works on this one (Parquet reads and numpy release the GIL)."""
+    def load() -> tuple[pd.DataFrame, Any] | None:
+        chunk = next(chunks, None)
+        return None if chunk is None else (chunk, prepare(chunk))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="e2i-read") as pool:
+        pending = pool.submit(load)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(load)
+            yield item
+
+
+def model_input(model: Any, chunk: pd.DataFrame) -> pd.DataFrame:
+    """``model.model_frame(chunk)`` (categoricals coded by their string value as in training),
+    remapping the codes of categorical columns instead of converting every value to str."""
+    out = chunk[model.feature_names].copy()
+    for col, levels in model.categories.items():
+        values = out[col]
+        if not isinstance(values.dtype, pd.CategoricalDtype):
+            out[col] = pd.Categorical(values.astype(str), categories=levels)
+            continue
+        position = {str(level): k for k, level in enumerate(levels)}
+        remap = np.array([position.get(str(c), -1) for c in values.cat.categories] + [-1])
+        codes = remap[values.cat.codes.to_numpy()]  # code -1 (missing) picks the last slot
+        out[col] = pd.Categorical.from_codes(codes, categories=levels)
+    return out
+
+
 def simulate_policies(
     twins_path: str, model: Any, rule: TargetingRule, *, treatment_column: str,
     chunk_rows: int, n_threads: int = 1, check_rows: int = 2_000,
@@ -218,17 +251,23 @@ def simulate_policies(
     booster = model.load_booster()
     try:
         fast = TreeUplift(booster, model.treatment, n_threads=n_threads)
-        uplift_of, method = fast.uplift, "tree_uplift"
+        prepare, uplift_of, method = fast.matrix, fast.uplift_matrix, "tree_uplift"
         trees_used = fast.trees_used
     except UnsupportedModelError:  # e.g. linear trees: LightGBM's own predict for both arms
-        uplift_of, method = (lambda f: booster_uplift(booster, f, model.treatment)), "booster"
+        prepare, method = (lambda f: f), "booster"
+        uplift_of = lambda f: booster_uplift(booster, f, model.treatment)  # noqa: E731
         trees_used = int(booster.num_trees())
     acc = PolicyAccumulator(keep_rows=keep_rows)
     threshold: float | None = None
     check_diff = float("nan")
-    for i, chunk in enumerate(iter_parquet_chunks(twins_path, chunk_rows)):
-        frame = model.model_frame(chunk)
-        uplift = uplift_of(frame)
+
+    def load(chunk: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+        frame = model_input(model, chunk)
+        return frame, prepare(frame)
+
+    for i, (chunk, (frame, prepared)) in enumerate(
+            prefetched(iter_parquet_chunks(twins_path, chunk_rows), load)):
+        uplift = uplift_of(prepared)
         if i == 0:
             head = frame.iloc[:check_rows]
             check_diff = float(np.abs(uplift[: len(head)]

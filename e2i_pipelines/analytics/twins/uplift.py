@@ -58,7 +58,14 @@ class TreeUplift:
     def trees_total(self) -> int:
         return int(self.booster.num_trees())
 
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model input ``frame`` as the float matrix the scorer reads."""
+        return model_matrix(self.booster, frame)
+
+    def uplift_matrix(self, X: np.ndarray) -> np.ndarray:
+        """f(x, 1) - f(x, 0) per row of ``matrix(frame)``."""
+        return self.scorer.difference(X, 1.0, 0.0, n_threads=self.n_threads)
+
     def uplift(self, frame: pd.DataFrame) -> np.ndarray:
         """f(x, 1) - f(x, 0) per row of the model input ``frame``."""
-        X = model_matrix(self.booster, frame)
-        return self.scorer.difference(X, 1.0, 0.0, n_threads=self.n_threads)
+        return self.uplift_matrix(self.matrix(frame))

@@ -58,7 +58,8 @@ def _fit_population(context: dg.AssetExecutionContext, config: DigitalTwinsConfi
 @dg.asset(
     group_name="twins",
     description="Digital twins: N people sampled in chunks from a stratified Gaussian copula "
-                "fitted to the dataset (covariates + treatment), with a fidelity report.",
+                "fitted to the dataset (covariates + treatment), with a fidelity report; "
+                "six fidelity checks (twins_fidelity) score it against the real data.",
     **asset_tier_kwargs(Tier.HEAVY),
 )
 def digital_twins(
