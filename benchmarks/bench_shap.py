@@ -1,16 +1,21 @@
-"""Exact SHAP throughput and peak memory: ours (chunked, bounded) vs shap.TreeExplainer.
+"""Exact SHAP throughput and peak memory: ours (chunked, bounded) vs WOODELF vs shap.
 
 Trains a 200-tree, 31-leaf LightGBM on 30 synthetic features, writes each population size
-to Parquet, then in fresh 'spawn' subprocesses (so peak RSS is per side) runs
-  * ours: ``explain_parquet`` (chunked read -> fast TreeSHAP -> Parquet writer), and
-  * stock: ``shap.TreeExplainer(booster).shap_values(X)`` on the same rows (all in memory),
-and prints rows/s, peak RSS, the speed ratio and the max abs difference.
+to Parquet, samples one seeded background of ``--background-rows`` rows (interventional),
+then in fresh 'spawn' subprocesses (so peak RSS is per side) runs, per perturbation:
+  * ours: ``explain_parquet`` (chunked read -> fast TreeSHAP -> additivity check -> Parquet
+    writer), the ``shap_explanations`` asset's path;
+  * woodelf: ``woodelf.WoodelfExplainer(...).shap_values(X)`` (woodelf-explainer, bench extra);
+  * shap: ``shap.TreeExplainer`` (path-dependent: LightGBM pred_contrib; interventional:
+    shap's tree_shap_indep with the same background, all rows kept by the masker),
+all in memory but ours, and prints rows/s, rows/CPU-s, peak RSS, the speed ratios (same
+run) and the max abs difference to ours.
 
-    python benchmarks/bench_shap.py                      # 100k and 1M rows, stock on all rows
-    python benchmarks/bench_shap.py --sizes 100000 --stock-rows 20000
+    python benchmarks/bench_shap.py --sizes 100000,1000000 --stock-rows 100000 \
+        --shap-int-rows 2000
 
-With ``--stock-rows N`` the stock side runs on the first N rows only and its rows/s is
-extrapolated to the full size (the output says so); the difference is taken on those rows.
+``--stock-rows``, ``--woodelf-rows`` and ``--shap-int-rows`` time that side on the first N
+rows only and extrapolate its rows/s (marked *); the difference is taken on those rows.
 """
 
 from __future__ import annotations
@@ -27,8 +32,7 @@ import numpy as np
 from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
 
 N_FEATURES, N_TREES, N_LEAVES, TRAIN_ROWS = 30, 200, 31, 50_000
-
-
+NAMES = [f"f{i}" for i in range(N_FEATURES)]
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """30 correlated features (a few NaNs), nonlinear target with interactions."""
     rng = np.random.default_rng(seed)
@@ -47,7 +51,7 @@ def write_population(path: Path, n: int, seed: int, chunk: int = 250_000) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [f"f{i}" for i in range(N_FEATURES)]
+    names = NAMES
     writer = None
     for start in range(0, n, chunk):
         X, _ = synthetic(min(chunk, n - start), seed + start)
@@ -65,7 +69,31 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(model: str, data: str, out: str, chunk_rows: int, threads: int) -> dict:
+def load_rows(data: str, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of the model columns as a float64 matrix."""
+    import pyarrow.parquet as pq
+
+    parts, left = [], rows
+    for batch in pq.ParquetFile(data).iter_batches(batch_size=min(rows, 100_000), columns=NAMES):
+        parts.append(np.column_stack([batch.column(c).to_numpy() for c in NAMES])[:left])
+        left -= len(parts[-1])
+        if left <= 0:
+            break
+    return np.concatenate(parts)
+
+
+def _timed(fn, rows: int) -> dict:
+    """Run ``fn()`` and measure wall, CPU and peak RSS (before and after)."""
+    before = _peak_rss_mb()
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    out = fn()
+    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    return {"rows": rows, "seconds": seconds, "cpu": cpu, "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": before, "out": out}
+
+
+def run_ours(model: str, data: str, out: str, chunk_rows: int, threads: int,
+             perturbation: str, background: str) -> dict:
     """Child process: chunked fast TreeSHAP over the Parquet file into Parquet."""
     import lightgbm as lgb
 
@@ -73,42 +101,67 @@ def run_ours(model: str, data: str, out: str, chunk_rows: int, threads: int) -> 
     from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
 
     booster = lgb.Booster(model_file=model)
-    explainer = TreeShapExplainer(booster, "fast", n_threads=threads)
-    explainer.shap_values(np.zeros((8, N_FEATURES)))  # JIT compile/load outside the timing
-    before = _peak_rss_mb()
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    result = explain_parquet(explainer, data, out, "row_id", lambda f: f[booster.feature_name()],
-                             chunk_rows=chunk_rows, sample_rows=5_000)
-    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    return {"rows": result.rows, "seconds": seconds, "cpu": cpu, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_mb": before, "additivity": result.max_additivity_error,
-            "table_mb": explainer.table_mb}
+    bg = np.load(background) if perturbation == "interventional" else None
+    warm = TreeShapExplainer(booster, "fast", feature_perturbation=perturbation,
+                             background=None if bg is None else bg[:8])
+    warm.shap_values(np.zeros((8, N_FEATURES)))  # JIT compile/load outside the timing
+    setup = {}
+
+    def explain():  # table (and background) building is timed: it is part of the work
+        started = time.perf_counter()
+        explainer = TreeShapExplainer(booster, "fast", n_threads=threads,
+                                      feature_perturbation=perturbation, background=bg)
+        setup.update(seconds=time.perf_counter() - started, table_mb=explainer.table_mb)
+        return explain_parquet(explainer, data, out, "row_id", lambda f: f[booster.feature_name()],
+                               chunk_rows=chunk_rows, sample_rows=5_000)
+
+    res = _timed(explain, 0)
+    result = res.pop("out")
+    res.update(rows=result.rows, additivity=result.max_additivity_error,
+               table_mb=setup["table_mb"], setup_s=setup["seconds"])
+    return res
 
 
-def run_stock(model: str, data: str, rows: int, out: str) -> dict:
-    """Child: shap.TreeExplainer on the first ``rows`` rows in memory (LightGBM: all cores)."""
+def run_woodelf(model: str, data: str, rows: int, out: str, perturbation: str,
+                background: str) -> dict:
+    """Child: woodelf.WoodelfExplainer on the first ``rows`` rows in memory."""
     import lightgbm as lgb
-    import pyarrow.parquet as pq
+    import pandas as pd
+    from woodelf import WoodelfExplainer
+
+    booster = lgb.Booster(model_file=model)
+    X = pd.DataFrame(load_rows(data, rows), columns=NAMES)
+    bg = (pd.DataFrame(np.load(background), columns=NAMES)
+          if perturbation == "interventional" else None)
+
+    def explain():
+        return np.asarray(WoodelfExplainer(booster, data=bg, feature_perturbation=perturbation)
+                          .shap_values(X, verbose=False))
+
+    res = _timed(explain, len(X))
+    np.save(out, res.pop("out"))
+    return res
+
+
+def run_shap(model: str, data: str, rows: int, out: str, perturbation: str,
+             background: str) -> dict:
+    """Child: shap.TreeExplainer on the first ``rows`` rows in memory (path-dependent:
+    LightGBM pred_contrib on all cores; interventional: every background row)."""
+    import lightgbm as lgb
     import shap
 
     booster = lgb.Booster(model_file=model)
-    names = booster.feature_name()
-    parts, left = [], rows
-    for batch in pq.ParquetFile(data).iter_batches(batch_size=min(rows, 100_000), columns=names):
-        parts.append(np.column_stack([batch.column(c).to_numpy() for c in names])[:left])
-        left -= len(parts[-1])
-        if left <= 0:
-            break
-    X = np.concatenate(parts)
-    del parts
-    explainer = shap.TreeExplainer(booster)
-    before = _peak_rss_mb()
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    values = np.asarray(explainer.shap_values(X))
-    seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    np.save(out, values)
-    return {"rows": len(X), "seconds": seconds, "cpu": cpu, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_mb": before}
+    X = load_rows(data, rows)
+    if perturbation == "interventional":
+        bg = np.load(background)
+        explainer = shap.TreeExplainer(
+            booster, data=shap.maskers.Independent(bg, max_samples=len(bg)),
+            feature_perturbation="interventional")
+    else:
+        explainer = shap.TreeExplainer(booster)
+    res = _timed(lambda: np.asarray(explainer.shap_values(X)), len(X))
+    np.save(out, res.pop("out"))
+    return res
 
 
 def in_child(fn, *args) -> dict:
@@ -117,20 +170,19 @@ def in_child(fn, *args) -> dict:
         return pool.apply(fn, args)
 
 
-def max_diff(ours_path: str, stock_path: str, rows: int) -> float:
+def max_diff(ours_path: str, other_path: str, rows: int) -> float:
+    """max |ours - other| over the first ``rows`` rows."""
     import pyarrow.parquet as pq
 
-    stock = np.load(stock_path, mmap_mode="r")
-    names = [f"f{i}" for i in range(N_FEATURES)]
+    other = np.load(other_path, mmap_mode="r")
     worst, start = 0.0, 0
-    for batch in pq.ParquetFile(ours_path).iter_batches(batch_size=100_000, columns=names):
+    for batch in pq.ParquetFile(ours_path).iter_batches(batch_size=100_000, columns=NAMES):
         if start >= rows:
             break
-        ours = np.column_stack([batch.column(c).to_numpy() for c in names])[: rows - start]
-        worst = max(worst, float(np.max(np.abs(ours - stock[start:start + len(ours)]))))
+        ours = np.column_stack([batch.column(c).to_numpy() for c in NAMES])[: rows - start]
+        worst = max(worst, float(np.max(np.abs(ours - other[start:start + len(ours)]))))
         start += len(ours)
     return worst
-
 
 
 def train_model(work: Path, threads: int):
@@ -141,76 +193,120 @@ def train_model(work: Path, threads: int):
     X, y = synthetic(TRAIN_ROWS, seed=0)
     booster = lgb.train({"objective": "regression", "num_leaves": N_LEAVES, "verbose": -1,
                          "num_threads": threads, "seed": 0},
-                        lgb.Dataset(X, y, feature_name=[f"f{i}" for i in range(N_FEATURES)]),
-                        num_boost_round=N_TREES)
+                        lgb.Dataset(X, y, feature_name=NAMES), num_boost_round=N_TREES)
     model = str(work / "model.txt")
     booster.save_model(model)
     return booster, model
 
+
+def write_background(data: str, rows: int, out: Path) -> str:
+    """A seeded uniform background sample of the population, as the asset draws it."""
+    from e2i_pipelines.analytics.explain.background import sample_background
+
+    np.save(out, sample_background(data, NAMES, rows, seed=0).to_numpy(dtype=np.float64))
+    return str(out)
+
+
+def _side_rows(n: int, limit: int) -> int:
+    return min(n, limit) if limit else n
+
+
+def bench_size(args, work: Path, model: str, n: int, threads: int) -> list[dict]:
+    """All sides of every perturbation on ``n`` rows; one result dict per side."""
+    data = str(work / f"pop_{n}.parquet")
+    write_population(Path(data), n, seed=1)
+    background = write_background(data, args.background_rows, work / "background.npy")
+    results = []
+    for pert in args.perturbations.split(","):
+        ours_out = str(work / f"shap_{pert}_{n}.parquet")
+        ours = in_child(run_ours, model, data, ours_out, args.chunk_rows, threads, pert,
+                        background)
+        ours.update(side="ours", pert=pert, n=n, diff=0.0, timed=ours["rows"])
+        results.append(ours)
+        limits = {"woodelf": args.woodelf_rows,
+                  "shap": args.stock_rows if pert == "tree_path_dependent" else args.shap_int_rows}
+        for side, fn in (("woodelf", run_woodelf), ("shap", run_shap)):
+            if side not in args.sides:
+                continue
+            rows = _side_rows(n, limits[side])
+            out = str(work / f"{side}_{pert}_{n}.npy")
+            res = in_child(fn, model, data, rows, out, pert, background)
+            res.update(side=side, pert=pert, n=n, diff=max_diff(ours_out, out, rows), timed=rows)
+            results.append(res)
+            Path(out).unlink(missing_ok=True)
+        Path(ours_out).unlink(missing_ok=True)
+        _print_block([r for r in results if r["pert"] == pert and r["n"] == n], args,
+                     os.getloadavg()[0])
+    Path(data).unlink(missing_ok=True)
+    return results
+
+
+def _print_block(block: list[dict], args, load: float) -> None:
+    ours = block[0]
+    rate = ours["rows"] / ours["seconds"]
+    print(f"\n== {ours['n']:,} rows, {ours['pert']} (load {load:.1f})")
+    print(f"ours (chunk {args.chunk_rows:,}): {ours['seconds']:.1f}s, {rate:,.0f} rows/s, "
+          f"peak RSS {ours['peak_rss_mb']:,.0f} MB (tables {ours['table_mb']:.0f} MB, table "
+          f"setup {ours['setup_s']:.2f}s of it), max additivity error {ours['additivity']:.1e}")
+    for side in block[1:]:
+        srate = side["rows"] / side["seconds"]
+        note = "" if side["timed"] == ours["n"] else " (prefix, extrapolated)"
+        print(f"{side['side']}: {side['seconds']:.1f}s on {side['rows']:,} rows, {srate:,.0f} "
+              f"rows/s{note}; ours/{side['side']} {rate / srate:.1f}x wall, "
+              f"{(ours['rows'] / ours['cpu']) / (side['rows'] / side['cpu']):.1f}x CPU; "
+              f"max |ours - {side['side']}| = {side['diff']:.1e}")
+
+
+def print_table(results: list[dict]) -> None:
+    """Markdown table of every side, with ratios against ours of the same size and run."""
+    print("\n| perturbation | rows | side | s | rows/s | rows/CPU-s | peak RSS MB | ours/side "
+          "wall | ours/side CPU | max abs diff to ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ours = {(r["pert"], r["n"]): r for r in results if r["side"] == "ours"}
+    for r in results:
+        o = ours[(r["pert"], r["n"])]
+        rate, cpu_rate = r["rows"] / r["seconds"], r["rows"] / r["cpu"]
+        star = "*" if r["timed"] < r["n"] else ""
+        ratio = (o["rows"] / o["seconds"]) / rate
+        cpu_ratio = (o["rows"] / o["cpu"]) / cpu_rate
+        print(f"| {r['pert']} | {r['n']:,} | {r['side']} | {r['seconds']:.1f} | "
+              f"{rate:,.0f}{star} | {cpu_rate:,.0f} | {r['peak_rss_mb']:,.0f} | {ratio:.1f}x | "
+              f"{cpu_ratio:.1f}x | {r['diff']:.1e} |")
+    if any(r["timed"] < r["n"] for r in results):
+        print("* timed on a prefix of the rows and extrapolated linearly")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--perturbations", default="tree_path_dependent,interventional")
+    parser.add_argument("--background-rows", type=int, default=1_000)
     parser.add_argument("--stock-rows", type=int, default=0,
-                        help="time the stock side on the first N rows only (0 = all) and "
-                             "extrapolate its rows/s")
+                        help="shap path-dependent on the first N rows only (0 = all)")
+    parser.add_argument("--shap-int-rows", type=int, default=2_000,
+                        help="shap interventional on the first N rows only (0 = all; slow)")
+    parser.add_argument("--woodelf-rows", type=int, default=0,
+                        help="WOODELF on the first N rows only (0 = all)")
+    parser.add_argument("--sides", default="woodelf,shap",
+                        help="sides besides ours: woodelf, shap (comma-separated)")
     parser.add_argument("--chunk-rows", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=0, help="0 = e2i n_jobs()")
     parser.add_argument("--workdir", default="", help="where data/model go (default: temp)")
     args = parser.parse_args()
 
-
     from e2i_pipelines.core.budget import n_jobs
 
     threads = args.threads or n_jobs()
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_shap_"))
     work.mkdir(parents=True, exist_ok=True)
     booster, model = train_model(work, threads)
     print(f"model: {booster.num_trees()} trees, {N_LEAVES} leaves, {N_FEATURES} features; "
-          f"threads {threads}; load average {os.getloadavg()[0]:.1f} (cpus {os.cpu_count()})")
-
-    rows_out = []
-    for n in sizes:
-        data = str(work / f"pop_{n}.parquet")
-        write_population(Path(data), n, seed=1)
-        ours = in_child(run_ours, model, data, str(work / f"shap_{n}.parquet"),
-                        args.chunk_rows, threads)
-        stock_n = min(n, args.stock_rows) if args.stock_rows else n
-        stock = in_child(run_stock, model, data, stock_n, str(work / f"stock_{n}.npy"))
-        diff = max_diff(str(work / f"shap_{n}.parquet"), str(work / f"stock_{n}.npy"), stock_n)
-        ours_rate = ours["rows"] / ours["seconds"]
-        stock_rate = stock["rows"] / stock["seconds"]
-        note = "" if stock_n == n else f" (timed on {stock_n:,} rows, extrapolated)"
-        rows_out.append((n, ours, stock, ours_rate, stock_rate, diff, note))
-        print(f"\n== {n:,} rows (load {os.getloadavg()[0]:.1f})")
-        print(f"ours  (fast, chunk {args.chunk_rows:,}): {ours['seconds']:.1f}s, "
-              f"{ours_rate:,.0f} rows/s, peak RSS {ours['peak_rss_mb']:,.0f} MB "
-              f"(before run {ours['rss_before_mb']:,.0f} MB, tables {ours['table_mb']:.0f} MB), "
-              f"max additivity error {ours['additivity']:.1e}")
-        print(f"stock (shap.TreeExplainer): {stock['seconds']:.1f}s on {stock['rows']:,} rows, "
-              f"{stock_rate:,.0f} rows/s{note}, est. {n / stock_rate:,.0f}s for {n:,}, "
-              f"peak RSS {stock['peak_rss_mb']:,.0f} MB for {stock['rows']:,} rows")
-        print(f"CPU time: ours {ours['cpu']:.1f}s = {ours['rows'] / ours['cpu']:,.0f} rows/CPU-s; "
-              f"stock {stock['cpu']:.1f}s = {stock['rows'] / stock['cpu']:,.0f} rows/CPU-s "
-              f"(ratio {(ours['rows'] / ours['cpu']) / (stock['rows'] / stock['cpu']):.1f}x)")
-        print(f"speed ratio ours/stock (wall): {ours_rate / stock_rate:.1f}x; "
-              f"max |ours - stock| = {diff:.2e}")
-        for f in (work / f"pop_{n}.parquet", work / f"shap_{n}.parquet", work / f"stock_{n}.npy"):
-            f.unlink(missing_ok=True)
-
-    print("\n| rows | ours s | ours rows/s | ours rows/CPU-s | ours peak RSS MB | stock rows/s "
-          "| stock s (est.) | stock rows/CPU-s | stock peak RSS MB | ratio wall | ratio CPU "
-          "| max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for n, ours, stock, orate, srate, diff, note in rows_out:
-        extrap = "*" if note else ""
-        ocpu, scpu = ours["rows"] / ours["cpu"], stock["rows"] / stock["cpu"]
-        print(f"| {n:,} | {ours['seconds']:.1f} | {orate:,.0f} | {ocpu:,.0f} | "
-              f"{ours['peak_rss_mb']:,.0f} | {srate:,.0f}{extrap} | {n / srate:,.0f}{extrap} | "
-              f"{scpu:,.0f} | {stock['peak_rss_mb']:,.0f} ({stock['rows']:,} rows) | "
-              f"{orate / srate:.1f}x | {ocpu / scpu:.1f}x | {diff:.1e} |")
-    if any(r[6] for r in rows_out):
-        print("* stock timed on a prefix (--stock-rows) and extrapolated linearly")
+          f"threads {threads}; background {args.background_rows:,} rows; load average "
+          f"{os.getloadavg()[0]:.1f} (cpus {os.cpu_count()})")
+    results = []
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        results += bench_size(args, work, model, n, threads)
+    print_table(results)
 
 
 if __name__ == "__main__":

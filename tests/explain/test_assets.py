@@ -85,6 +85,28 @@ def test_shap_explanations_materializes_exact_attributions(upstream, tmp_path, m
     assert {"importance.csv", "shap_beeswarm.png", "shap_bar.png"} <= artifacts
 
 
+def test_interventional_shap_over_a_control_arm_background(upstream, tmp_path, monkeypatch):
+    data_ref, model_ref, frame = upstream
+    config = {"feature_perturbation": "interventional", "background_rows": 200,
+              "background_source": "control", "seed": 3, "chunk_rows": 1_500}
+    result = _materialize(upstream, tmp_path, monkeypatch,
+                          {"shap_explanations": {"config": config}},
+                          selection=["*shap_explanations"])
+    assert result.success
+    meta = _metadata(result, "shap_explanations")
+    assert meta["feature_perturbation"] == "interventional" and meta["background_rows"] == 200
+    assert meta["max_additivity_error"] <= 1e-9
+    booster = model_ref.load_booster()
+    inputs = model_ref.model_frame(frame)
+    raw = booster.predict(inputs, raw_score=True)
+    control = raw[frame[model_ref.treatment].to_numpy() == 0]
+    # base value = mean raw score of 200 control rows: near the control arm's mean
+    assert abs(meta["base_value"] - control.mean()) < 4 * control.std() / np.sqrt(200)
+    out = pq.read_table(meta["attributions_path"]).to_pandas()
+    phi = out[model_ref.feature_names].to_numpy()
+    np.testing.assert_allclose(phi.sum(axis=1) + meta["base_value"], raw, atol=1e-9)
+
+
 def test_shap_summary_on_a_sample(upstream, tmp_path, monkeypatch):
     result = _materialize(upstream, tmp_path, monkeypatch,
                           {"shap_summary": {"config": {"sample_rows": 500}}},
@@ -100,6 +122,12 @@ def test_shap_summary_on_a_sample(upstream, tmp_path, monkeypatch):
     ({"method": "kernel"}, "method"),
     ({"chunk_rows": 0}, "chunk_rows"),
     ({"max_rows": -5}, "max_rows"),
+    ({"feature_perturbation": "observational"}, "feature_perturbation"),
+    ({"feature_perturbation": "interventional", "background_rows": 0}, "background_rows"),
+    ({"feature_perturbation": "interventional", "background_rows": 4_001}, "background_rows"),
+    ({"feature_perturbation": "interventional", "background_source": "control",
+      "background_rows": 3_999}, "background_rows"),
+    ({"feature_perturbation": "interventional", "method": "lightgbm"}, "method"),
 ])
 def test_bad_config_fails_before_work(upstream, tmp_path, monkeypatch, config, named):
     result = _materialize(upstream, tmp_path, monkeypatch,

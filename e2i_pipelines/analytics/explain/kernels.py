@@ -1,4 +1,7 @@
-"""Numba kernels: exact path-dependent TreeSHAP by per-leaf subset tables (FastTreeSHAP v2).
+"""Numba kernels: exact TreeSHAP by per-leaf subset tables (FastTreeSHAP v2).
+
+The per-row kernel serves both perturbations; the path-dependent tables are built here,
+the interventional ones in :mod:`e2i_pipelines.analytics.explain.interventional`.
 
 For a leaf with value v and unique path features D (|D| = d, cover-fraction products z_k),
 a row only matters through its *hot set* P ⊆ D: the features whose every split on the
@@ -109,6 +112,23 @@ def _goes_left(x, nd, node_threshold, node_kind, node_default_left, node_missing
     return ((cat_words[node_cat_offset[nd] + word] >> np.uint32(iv & 31)) & np.uint32(1)) == 1
 
 
+@njit(cache=True, inline="always")
+def _cold_masks(X, r, n0, n1, node_slot, node_threshold, node_kind, node_default_left,
+                node_missing, node_pos, node_feature, node_cat_offset, node_cat_len, cat_words,
+                slots):
+    """One fixed-order pass over a tree's nodes for row ``r``: every child's slot gets the
+    cold mask (path positions whose split the row fails) of the path down to it."""
+    for nd in range(n0, n1):
+        cold = slots[node_slot[nd]]
+        left = np.int64(_goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
+                                   node_default_left, node_missing, node_cat_offset,
+                                   node_cat_len, cat_words))
+        bit = np.int64(1) << node_pos[nd]
+        k = 1 + 2 * (nd - n0)
+        slots[k] = cold | (bit * (1 - left))
+        slots[k + 1] = cold | (bit * left)
+
+
 @njit(cache=True)
 def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf_value, W,
                  esym, ediv):
@@ -147,12 +167,64 @@ def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf
             phi[row, f] += cold
 
 
+@njit(cache=True, inline="always")
+def popcount(m):
+    """Set bits of a non-negative int64."""
+    c = 0
+    while m:
+        m &= m - 1
+        c += 1
+    return c
+
+
+@njit(cache=True, inline="always")
+def interventional_add(out, o, d, f, b, scale, W):
+    """out[o + k] += interventional SHAP of position k for foreground pattern ``f`` against
+    background pattern ``b`` of a leaf with value * weight ``scale`` (0 unless f | b covers
+    all d positions; x-only positions get +, z-only positions - Shapley weights)."""
+    full = (np.int64(1) << d) - 1
+    if (f | b) != full:
+        return
+    sx = f & ~b
+    sz = b & ~f
+    nx = popcount(sx)
+    nz = popcount(sz)
+    if nx + nz == 0:
+        return
+    pos = scale * W[nx + nz, nx - 1] if nx > 0 else 0.0
+    neg = -scale * W[nx + nz, nx] if nz > 0 else 0.0
+    for k in range(d):
+        if (sx >> k) & 1:
+            out[o + k] += pos
+        elif (sz >> k) & 1:
+            out[o + k] += neg
+
+
+@njit(cache=True)
+def _leaf_interventional(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_value, W,
+                         bg_offset, bg_pattern, bg_weight, acc):
+    """Interventional contribution of one leaf without a table: sum over its distinct
+    background patterns (weights = share of background rows), O(patterns * d)."""
+    o = leaf_offset[leaf]
+    v = leaf_value[leaf]
+    acc[:d] = 0.0
+    for j in range(bg_offset[leaf], bg_offset[leaf + 1]):
+        interventional_add(acc, 0, d, hot, bg_pattern[j], v * bg_weight[j], W)
+    for k in range(d):
+        phi[row, leaf_feature[o + k]] += acc[k]
+
+
 @njit(parallel=True, cache=True)
 def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
                 node_default_left, node_missing, node_pos, node_feature, node_cat_offset,
                 node_cat_len, cat_words, leaf_depth, leaf_offset, leaf_feature, leaf_z,
-                leaf_value, table_offset, tables, W, max_nodes, block, phi):
+                leaf_value, table_offset, tables, W, bg_offset, bg_pattern, bg_weight,
+                max_nodes, block, phi):
     """phi[r, f] += exact SHAP of every tree for every row of X (rows in parallel blocks).
+
+    The tables decide the flavour (path-dependent or interventional); leaves without a
+    table use the per-row path-dependent formula, or, when ``bg_offset`` is not empty, the
+    per-row interventional sum over the leaf's background patterns.
 
     A tree's nodes are visited in the same (pre-)order for every row, so there is no stack
     and no data-dependent branch: node ``nd`` reads its cold mask from the slot its parent
@@ -161,6 +233,7 @@ def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
     """
     n = X.shape[0]
     n_blocks = (n + block - 1) // block
+    interventional = bg_offset.shape[0] > 0
     for b in prange(n_blocks):
         slots = np.zeros(2 * max_nodes + 1, dtype=np.int64)  # slot 0: the root's (empty)
         esym = np.empty(64)
@@ -171,15 +244,9 @@ def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
             n0, n1 = tree_range[t, 0], tree_range[t, 1]
             l0, l1 = tree_range[t, 2], tree_range[t, 3]
             for r in range(r0, r1):
-                for nd in range(n0, n1):
-                    cold = slots[node_slot[nd]]
-                    left = np.int64(_goes_left(X[r, node_feature[nd]], nd, node_threshold,
-                                               node_kind, node_default_left, node_missing,
-                                               node_cat_offset, node_cat_len, cat_words))
-                    bit = np.int64(1) << node_pos[nd]
-                    k = 1 + 2 * (nd - n0)
-                    slots[k] = cold | (bit * (1 - left))
-                    slots[k + 1] = cold | (bit * left)
+                _cold_masks(X, r, n0, n1, node_slot, node_threshold, node_kind,
+                            node_default_left, node_missing, node_pos, node_feature,
+                            node_cat_offset, node_cat_len, cat_words, slots)
                 for leaf in range(l0, l1):
                     d = leaf_depth[leaf]
                     hot = ((np.int64(1) << d) - 1) & ~slots[leaf_slot[leaf]]
@@ -189,6 +256,10 @@ def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
                         base = t0 + hot * d
                         for k in range(d):
                             phi[r, leaf_feature[o + k]] += tables[base + k]
+                    elif interventional:
+                        _leaf_interventional(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
+                                             leaf_value, W, bg_offset, bg_pattern, bg_weight,
+                                             esym)
                     else:
                         _leaf_direct(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
                                      leaf_z, leaf_value, W, esym, ediv)

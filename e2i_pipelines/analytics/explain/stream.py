@@ -74,6 +74,7 @@ class ShapRunResult:
     seconds: float
     method: str
     fallback_reason: str | None
+    feature_perturbation: str
     base_value: float
     feature_names: list[str]
     mean_abs_shap: np.ndarray
@@ -103,6 +104,8 @@ class ShapKernel:
     def __init__(self, explainer: TreeShapExplainer, check_rows: int = 2_000) -> None:
         self._explainer: TreeShapExplainer | None = explainer
         self.method = explainer.requested_method
+        self.feature_perturbation = explainer.feature_perturbation
+        self.background = explainer.background
         self.check_rows = check_rows
         self._model_text: str | None = None
 
@@ -114,13 +117,16 @@ class ShapKernel:
             from e2i_pipelines.core.budget import n_jobs
 
             booster = lgb.Booster(model_str=self._model_text)
-            self._explainer = TreeShapExplainer(booster, self.method, n_threads=n_jobs())
+            self._explainer = TreeShapExplainer(
+                booster, self.method, n_threads=n_jobs(),
+                feature_perturbation=self.feature_perturbation, background=self.background)
         return self._explainer
 
     def __getstate__(self) -> dict:
         text = self._model_text or self.explainer.booster.model_to_string()
         return {"method": self.method, "check_rows": self.check_rows, "_model_text": text,
-                "_explainer": None}
+                "feature_perturbation": self.feature_perturbation,
+                "background": self.background, "_explainer": None}
 
 
 @dataclass
@@ -176,10 +182,14 @@ def parquet_rows(path: str | Path, max_rows: int = 0) -> int:
 
 
 def attribution_schema(id_column: str, id_type: pa.DataType, features: list[str],
-                       base_value: float, method: str) -> pa.Schema:
+                       base_value: float, method: str,
+                       feature_perturbation: str = "tree_path_dependent",
+                       background_rows: int = 0) -> pa.Schema:
     """Output schema: the id, then one float64 SHAP column per model feature."""
     fields = [pa.field(id_column, id_type)] + [pa.field(f, pa.float64()) for f in features]
     meta = {"e2i.base_value": repr(base_value), "e2i.method": method,
+            "e2i.feature_perturbation": feature_perturbation,
+            "e2i.background_rows": str(background_rows),
             "e2i.content": "per-row exact TreeSHAP attributions (raw score scale)"}
     return pa.schema(fields, metadata=meta)
 
@@ -211,8 +221,11 @@ def explain_parquet(
     missing = [c for c in columns if c not in available.names]
     if missing:
         raise ValueError(f"{source} has no column(s) {missing} needed by the model")
+    background = explainer.background
     schema = attribution_schema(id_column, available.field(id_column).type, names,
-                                explainer.base_value, explainer.method)
+                                explainer.base_value, explainer.method,
+                                explainer.feature_perturbation,
+                                0 if background is None else len(background))
     sample = ShapSample(sample_rows, len(names), seed)
     sum_abs = np.zeros(len(names))
     total = np.zeros(len(names))
@@ -237,7 +250,8 @@ def explain_parquet(
     n = max(rows, 1)
     return ShapRunResult(
         rows=rows, seconds=seconds, method=explainer.method,
-        fallback_reason=explainer.fallback_reason, base_value=explainer.base_value,
+        fallback_reason=explainer.fallback_reason,
+        feature_perturbation=explainer.feature_perturbation, base_value=explainer.base_value,
         feature_names=list(names), mean_abs_shap=sum_abs / n, mean_shap=total / n,
         max_additivity_error=worst, sample=sample, attributions_path=str(out_path),
     )

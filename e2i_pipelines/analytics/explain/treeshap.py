@@ -2,7 +2,10 @@
 
 ``TreeShapExplainer(booster, method="fast")`` gives the same numbers as
 ``shap.TreeExplainer(booster).shap_values(X)`` (which calls LightGBM's
-``predict(pred_contrib=True)``), several times faster. Boosters the fast kernels cannot
+``predict(pred_contrib=True)``), several times faster; with
+``feature_perturbation="interventional"`` and a background set, exact interventional SHAP
+(shap's interventional TreeExplainer agrees to its float32 precision), far faster. Boosters
+the fast kernels cannot
 handle (e.g. paths over 62 distinct features) fall back to LightGBM with the reason in ``fallback_reason``.
 """
 
@@ -15,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from e2i_pipelines.analytics.explain import interventional as inter
 from e2i_pipelines.analytics.explain import kernels as kern
 from e2i_pipelines.analytics.explain.model import (
     FlatEnsemble,
@@ -27,6 +31,7 @@ from e2i_pipelines.analytics.explain.tree_scorer import QuickScorer
 
 Method = Literal["fast", "lightgbm"]
 METHODS: tuple[str, ...] = ("fast", "lightgbm")
+PERTURBATIONS: tuple[str, ...] = ("tree_path_dependent", "interventional")
 DEFAULT_TABLE_DEPTH = 12  # leaves with more unique path features use the O(d^2) per-row path
 DEFAULT_TABLE_BYTES = 512 * 2**20
 _BLOCK_ROWS = 1024  # rows per parallel block: a tree's tables are reused across its rows
@@ -39,6 +44,14 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown SHAP method {method!r}; allowed: {list(METHODS)}")
     return method
+
+
+def check_perturbation(feature_perturbation: str) -> str:
+    """Return ``feature_perturbation`` or raise naming the allowed values."""
+    if feature_perturbation not in PERTURBATIONS:
+        raise ValueError(f"unknown feature_perturbation {feature_perturbation!r}; "
+                         f"allowed: {list(PERTURBATIONS)}")
+    return feature_perturbation
 
 
 def model_matrix(booster: Any, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -73,18 +86,32 @@ def model_matrix(booster: Any, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
 
 
 class TreeShapExplainer:
-    """Exact path-dependent SHAP values of a LightGBM booster (raw score scale)."""
+    """Exact TreeSHAP values of a LightGBM booster (raw score scale).
+
+    ``feature_perturbation="tree_path_dependent"`` (default) follows the trees' cover
+    fractions, like LightGBM's ``pred_contrib``; ``"interventional"`` averages over the rows
+    of ``background`` (like ``shap.TreeExplainer(model, data=background,
+    feature_perturbation="interventional")``, in float64) and its base value is the mean
+    raw score over the background. Models the kernels refuse fall back to LightGBM
+    (path-dependent) or shap (interventional), with the reason in ``fallback_reason``.
+    """
 
     def __init__(self, booster: Any, method: str = "fast", n_threads: int = 1,
                  table_depth: int = DEFAULT_TABLE_DEPTH,
-                 table_bytes: int = DEFAULT_TABLE_BYTES) -> None:
+                 table_bytes: int = DEFAULT_TABLE_BYTES,
+                 feature_perturbation: str = "tree_path_dependent",
+                 background: pd.DataFrame | np.ndarray | None = None) -> None:
         self.booster = booster
         self.requested_method = check_method(method)
+        self.feature_perturbation = check_perturbation(feature_perturbation)
         self.n_threads = max(1, int(n_threads))
         self.feature_names: list[str] = list(booster.feature_name())
         self.fallback_reason: str | None = None
         self.flat: FlatEnsemble | None = None
         self.method: str = method
+        self.background: np.ndarray | None = None
+        if self.interventional:
+            self.background = self._check_background(background, method)
         if method == "fast":
             try:
                 self.flat = flatten_booster(booster)
@@ -92,14 +119,28 @@ class TreeShapExplainer:
                 raise ValueError(str(exc)) from exc
             except UnsupportedModelError as exc:
                 self.fallback_reason = str(exc)
-                self.method = "lightgbm"
-                log.warning("fast TreeSHAP does not support this model (%s); "
-                            "using LightGBM pred_contrib", exc)
+                self.method = "shap" if self.interventional else "lightgbm"
+                log.warning("fast TreeSHAP does not support this model (%s); using %s",
+                            exc, self.method)
         if self.flat is not None:
             self._prepare_tables(table_depth, table_bytes)
-            self.base_value = float(self.flat.base_value)
+        elif self.interventional:
+            self.base_value = float(self._shap_explainer.expected_value)
         else:
             self.base_value = float(self._lightgbm(np.zeros((1, len(self.feature_names))))[1])
+
+    @property
+    def interventional(self) -> bool:
+        return self.feature_perturbation == "interventional"
+
+    def _check_background(self, background: pd.DataFrame | np.ndarray | None,
+                          method: str) -> np.ndarray:
+        if method != "fast":
+            raise ValueError("interventional SHAP needs method 'fast' (LightGBM's "
+                             "pred_contrib is path-dependent only)")
+        if background is None or len(background) == 0:
+            raise ValueError("interventional SHAP needs background rows (got none)")
+        return model_matrix(self.booster, background)
 
     def _prepare_tables(self, table_depth: int, table_bytes: int) -> None:
         """Choose the deepest table depth whose tables fit ``table_bytes``; build them."""
@@ -122,8 +163,56 @@ class TreeShapExplainer:
         self.tree_range, self.node_slot, self.leaf_slot = tree_slots(flat)
         spans = self.tree_range[:, 1] - self.tree_range[:, 0]
         self.max_nodes = int(spans.max(initial=0))
+        empty = np.zeros(0, dtype=np.int64)
+        self.bg_offset, self.bg_pattern, self.bg_weight = empty, empty, np.zeros(0)
+        if self.interventional:
+            self._build_interventional(use)
+            return
         kern.build_tables(flat.leaf_depth, flat.leaf_offset, flat.leaf_z, flat.leaf_value,
                           self.table_offset, table_depth, self.W, self.tables)
+        self.base_value = float(flat.base_value)
+
+    def _build_interventional(self, use: np.ndarray) -> None:
+        """Background pattern counts per leaf -> tables; deep leaves keep their distinct
+        patterns and weights; base value = mean raw score over the background."""
+        f, Xb = self.flat, self.background
+        n_b = len(Xb)
+        depth = f.leaf_depth.astype(np.int64)
+        sizes = np.where(use, np.int64(1) << np.minimum(depth, 62), 0)
+        count_offset = np.where(use, np.concatenate([[0], np.cumsum(sizes)[:-1]]), -1)
+        counts = np.zeros(max(1, int(sizes.sum())))
+        deep = np.flatnonzero(~use & (depth > 0))
+        deep_index = np.full(f.n_leaves, -1, dtype=np.int64)
+        deep_index[deep] = np.arange(len(deep))
+        deep_hot = np.zeros((len(deep), n_b), dtype=np.int64)
+        kern.set_threads(self.n_threads)
+        inter.background_patterns(
+            Xb, self.tree_range, self.node_slot, self.leaf_slot, f.node_threshold, f.node_kind,
+            f.node_default_left, f.node_missing, f.node_pos, f.node_feature, f.node_cat_offset,
+            f.node_cat_len, f.cat_words, f.leaf_depth, count_offset.astype(np.int64), counts,
+            deep_index, deep_hot, self.max_nodes)
+        inter.interventional_tables(counts, count_offset.astype(np.int64), f.leaf_depth,
+                                    f.leaf_value, self.table_offset, self.W, float(n_b),
+                                    self.tables)
+        offset = np.zeros(f.n_leaves + 1, dtype=np.int64)
+        patterns, weights = [], []
+        for i, leaf in enumerate(deep):
+            values, n = np.unique(deep_hot[i], return_counts=True)
+            patterns.append(values)
+            weights.append(n / n_b)
+            offset[leaf + 1] = len(values)
+        self.bg_offset = np.cumsum(offset)
+        self.bg_pattern = np.concatenate(patterns) if patterns else np.zeros(1, np.int64)
+        self.bg_weight = np.concatenate(weights) if weights else np.zeros(1)
+        self.base_value = float(np.mean(self.library_raw_score(Xb)))
+
+    @cached_property
+    def _shap_explainer(self) -> Any:
+        """shap's own interventional explainer (fallback for models the kernels refuse)."""
+        import shap
+
+        return shap.TreeExplainer(self.booster, data=self.background,
+                                  feature_perturbation="interventional")
 
     @property
     def table_mb(self) -> float:
@@ -140,6 +229,8 @@ class TreeShapExplainer:
     def shap_values(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
         """(n_rows, n_features) SHAP values; rows sum with ``base_value`` to the raw score."""
         X = model_matrix(self.booster, data)
+        if self.flat is None and self.interventional:
+            return np.asarray(self._shap_explainer.shap_values(X), dtype=np.float64)
         if self.flat is None:
             return self._lightgbm(X)[0]
         f = self.flat
@@ -152,7 +243,8 @@ class TreeShapExplainer:
                          f.node_kind, f.node_default_left, f.node_missing, f.node_pos,
                          f.node_feature, f.node_cat_offset, f.node_cat_len, f.cat_words,
                          f.leaf_depth, f.leaf_offset, f.leaf_feature, f.leaf_z, f.leaf_value,
-                         self.table_offset, self.tables, self.W, self.max_nodes, block, phi)
+                         self.table_offset, self.tables, self.W, self.bg_offset,
+                         self.bg_pattern, self.bg_weight, self.max_nodes, block, phi)
         return phi
 
     @cached_property

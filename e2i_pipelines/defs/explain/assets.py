@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from e2i_pipelines.analytics.explain.background import sample_background, sample_rows
 from e2i_pipelines.analytics.explain.plots import beeswarm_figure, importance_bar_figure
-from e2i_pipelines.analytics.explain.stream import explain_parquet, iter_frames, parquet_rows
+from e2i_pipelines.analytics.explain.stream import explain_parquet, parquet_rows
 from e2i_pipelines.analytics.explain.treeshap import (
     TreeShapExplainer,
     additivity_error,
@@ -37,9 +38,26 @@ def _check_columns(dataset: DatasetRef, model: ModelRef) -> None:
                          f"available: {names}")
 
 
-def _explainer(context: dg.AssetExecutionContext, model: ModelRef,
-               method: str) -> TreeShapExplainer:
-    explainer = TreeShapExplainer(model.load_booster(), method, n_threads=n_jobs())
+def _background(dataset: DatasetRef, model: ModelRef, config: ShapConfig) -> pd.DataFrame | None:
+    """The seeded background sample of an interventional run (None: path-dependent);
+    too many rows for the chosen source fail here, before any SHAP work."""
+    if config.feature_perturbation != "interventional":
+        return None
+    try:
+        frame = sample_background(dataset.path, list(model.feature_names),
+                                  config.background_rows, config.seed,
+                                  config.background_source, model.treatment)
+    except ValueError as exc:
+        raise dg.Failure(f"shap config invalid: {exc}") from exc
+    return model.model_frame(frame)
+
+
+def _explainer(context: dg.AssetExecutionContext, model: ModelRef, method: str,
+               feature_perturbation: str = "tree_path_dependent",
+               background: pd.DataFrame | None = None) -> TreeShapExplainer:
+    explainer = TreeShapExplainer(model.load_booster(), method, n_threads=n_jobs(),
+                                  feature_perturbation=feature_perturbation,
+                                  background=background)
     if explainer.fallback_reason:
         context.log.warning(f"fast TreeSHAP cannot handle this model ({explainer.fallback_reason}); "
                             "falling back to LightGBM pred_contrib (exact, slower)")
@@ -47,7 +65,8 @@ def _explainer(context: dg.AssetExecutionContext, model: ModelRef,
         context.log.info(
             f"fast TreeSHAP: {explainer.flat.n_trees} trees, {explainer.flat.n_leaves} leaves, "
             f"{explainer.table_leaves} tabulated (depth <= {explainer.table_depth}, "
-            f"{explainer.table_mb:.0f} MiB), {n_jobs()} threads")
+            f"{explainer.table_mb:.0f} MiB), {n_jobs()} threads, {feature_perturbation}"
+            + (f" over {len(background):,} background rows" if background is not None else ""))
     return explainer
 
 
@@ -95,8 +114,10 @@ def shap_explanations(
 ) -> dg.Output[dict]:
     config.check()
     _check_columns(dataset, outcome_model)
+    background = _background(dataset, outcome_model, config)
     fanout = open_fanout(context, config.fan_out)
-    explainer = _explainer(context, outcome_model, config.method)
+    explainer = _explainer(context, outcome_model, config.method,
+                           config.feature_perturbation, background)
     total = parquet_rows(dataset.path, config.max_rows)
     progress = Progress(context.log, total, "shap_explanations", every_seconds=0.0)
     final = storage.output_dir(context)
@@ -116,6 +137,9 @@ def shap_explanations(
     run_id = _log_mlflow(
         context, mlflow, "shap_explanations", final,
         params={"method": result.method, "rows": result.rows, "chunk_rows": config.chunk_rows,
+                "feature_perturbation": config.feature_perturbation,
+                "background_rows": 0 if background is None else len(background),
+                "background_source": config.background_source if background is not None else "",
                 "threads": n_jobs(), "model_mlflow_run_id": outcome_model.mlflow_run_id or "",
                 "fallback_reason": result.fallback_reason or ""},
         metrics={"rows_per_second": result.rows_per_second, "seconds": result.seconds,
@@ -128,10 +152,13 @@ def shap_explanations(
                      f"({result.rows_per_second:,.0f} rows/s, {result.method}); "
                      f"max additivity error {result.max_additivity_error:.2e}")
     value = {"attributions_path": attributions, "base_value": result.base_value,
-             "rows": result.rows, "method": result.method, "top_features": top,
+             "rows": result.rows, "method": result.method,
+             "feature_perturbation": config.feature_perturbation, "top_features": top,
              "mlflow_run_id": run_id}
     return dg.Output(value, metadata={
         "rows": result.rows,
+        "feature_perturbation": config.feature_perturbation,
+        "background_rows": 0 if background is None else len(background),
         "rows_per_second": float(result.rows_per_second),
         "seconds": float(result.seconds),
         "method": result.method,
@@ -146,19 +173,6 @@ def shap_explanations(
         "shap_bar": png_metadata(pngs["bar"], "SHAP importance"),
         **fanout_metadata(context, fanout),
     })
-
-
-def _sample_rows(dataset: DatasetRef, columns: list[str], k: int, seed: int) -> pd.DataFrame:
-    """Uniform random rows (without replacement) read batch by batch."""
-    n = parquet_rows(dataset.path)
-    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
-    parts, start = [], 0
-    for frame in iter_frames(dataset.path, columns, chunk_rows=100_000):
-        lo, hi = np.searchsorted(chosen, [start, start + len(frame)])
-        if hi > lo:
-            parts.append(frame.iloc[chosen[lo:hi] - start])
-        start += len(frame)
-    return pd.concat(parts, ignore_index=True)
 
 
 @dg.asset(
@@ -179,7 +193,8 @@ def shap_summary(
     _check_columns(dataset, outcome_model)
     explainer = _explainer(context, outcome_model, "fast")
     columns = list(dict.fromkeys([dataset.id_column, *outcome_model.feature_names]))
-    frame = _sample_rows(dataset, columns, config.sample_rows, config.seed)
+    k = min(config.sample_rows, parquet_rows(dataset.path))
+    frame = sample_rows(dataset.path, columns, k, config.seed)
     X = model_matrix(explainer.booster, outcome_model.model_frame(frame))
     phi = explainer.shap_values(X)
     error = additivity_error(phi, explainer.base_value, explainer.library_raw_score(X))
