@@ -189,6 +189,11 @@ class CheckResult(BaseModel):
 class ShapSummary(BaseModel):
     asset: str
     top_features: Any
+    feature_perturbation: Any = Field(default=None, examples=["interventional"],
+                                      description="tree_path_dependent or interventional")
+    background_rows: Any = Field(default=None, examples=[1000],
+                                 description="background rows of interventional SHAP (0 otherwise)")
+    base_value: Any = None
 
 
 class CausalSummary(BaseModel):

@@ -27,6 +27,7 @@ from e2i_api.models import (
     ShapSummary,
     TwinsSummary,
 )
+from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS as TWIN_FIDELITY_CHECKS
 from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS
 
 _DATA_IMAGE = re.compile(r"data:(image/(?:png|jpeg|svg\+xml));base64,([A-Za-z0-9+/=\s]+)")
@@ -94,13 +95,29 @@ def _plain(value: MetadataValue) -> Any:
     return value.value if value.url is None or value.value is not None else value.url
 
 
+def twin_fidelity(asset: str, checks: list[CheckResult]) -> dict[str, Any]:
+    """Pass/fail and the scalar numbers of the twin fidelity checks on ``asset``."""
+    own = {c.name: c for c in checks if c.asset == asset and c.name in TWIN_FIDELITY_CHECKS}
+    if not own:
+        return {}
+    fidelity = {name: {"passed": c.passed, "severity": c.severity,
+                       **{k: v.value for k, v in c.metadata.items()
+                          if isinstance(v.value, int | float | str) and v.url is None}}
+                for name, c in own.items()}
+    return {"fidelity": fidelity, "fidelity_passed": all(c.passed for c in own.values())}
+
+
 def highlights(assets: list[AssetResult], checks: list[CheckResult], mlflow_uri: str) -> Highlights:
     """Recognise SHAP, causal, twin and MLflow outputs by their metadata keys."""
     found = Highlights()
     for result in assets:
         meta = result.metadata
         if "top_features" in meta:
-            found.shap.append(ShapSummary(asset=result.asset, top_features=_plain(meta["top_features"])))
+            found.shap.append(ShapSummary(
+                asset=result.asset, top_features=_plain(meta["top_features"]),
+                feature_perturbation=_plain(meta["feature_perturbation"]) if "feature_perturbation" in meta else None,
+                background_rows=_plain(meta["background_rows"]) if "background_rows" in meta else None,
+                base_value=_plain(meta["base_value"]) if "base_value" in meta else None))
         if "estimate" in meta:
             own = [c for c in checks if c.asset == result.asset]
             refutations = [c for c in own if c.name not in DIAGNOSTIC_CHECKS]
@@ -116,6 +133,7 @@ def highlights(assets: list[AssetResult], checks: list[CheckResult], mlflow_uri:
                 **{k: _plain(meta[k]) for k in CAUSAL_KEYS if k in meta},
             ))
         twin = {k: _plain(v) for k, v in meta.items() if k.startswith(TWIN_KEYS)}
+        twin.update(twin_fidelity(result.asset, checks))
         if twin:
             found.twins.append(TwinsSummary(asset=result.asset, values=twin))
         if "mlflow_run_id" in meta or "mlflow_artifact_uri" in meta:

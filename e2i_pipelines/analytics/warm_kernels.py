@@ -17,13 +17,15 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from e2i_pipelines.analytics.explain import interventional, tree_scorer
 from e2i_pipelines.analytics.explain import kernels as treeshap_kernels
-from e2i_pipelines.analytics.explain import tree_scorer
 from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
 from e2i_pipelines.analytics.twins.uplift import TreeUplift
 
 KERNELS = {
     "build_tables": treeshap_kernels.build_tables,
+    "background_patterns": interventional.background_patterns,
+    "interventional_tables": interventional.interventional_tables,
     "shap_kernel": treeshap_kernels.shap_kernel,
     "score_kernel": tree_scorer._score_kernel,
     "and_right_masks": tree_scorer._and_right_masks,
@@ -51,6 +53,8 @@ def warm() -> dict[str, dict[str, int]]:
     explainer = TreeShapExplainer(booster, "fast", n_threads=1)
     explainer.raw_score(frame)
     explainer.shap_values(frame)
+    TreeShapExplainer(booster, "fast", n_threads=1, feature_perturbation="interventional",
+                      background=frame.iloc[:50]).shap_values(frame.iloc[:50])
     TreeUplift(booster, "treatment", n_threads=1).uplift(frame)
     return {name: {"hits": sum(k.stats.cache_hits.values()),
                    "misses": sum(k.stats.cache_misses.values())}
