@@ -10,7 +10,8 @@ from e2i_api.core.config import get_settings
 def main() -> None:
     settings = get_settings()
     uvicorn.run("e2i_api.main:create_app", factory=True, host=settings.bind_host, port=settings.bind_port,
-                workers=1, access_log=False, log_level=settings.log_level.lower())
+                workers=settings.workers, access_log=False, log_level=settings.log_level.lower(),
+                timeout_keep_alive=30)  # longer than clients keep idle connections (httpx: 5 s)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 
 from e2i_api.core.config import Settings
 from e2i_api.dagster_client import DagsterClient
-from e2i_api.idempotency import KeyLocks
+from e2i_api.idempotency import KeyLock
+from e2i_api.run_store import FinishedResults, RunReader
 from e2i_pipelines.catalog import Catalog
 
 
@@ -24,11 +25,22 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_key_locks(request: Request) -> KeyLocks:
+def get_key_locks(request: Request) -> KeyLock:
     return request.app.state.key_locks
+
+
+def get_run_reader(request: Request) -> RunReader:
+    """Run fields from the instance's run storage when the API has its database, else GraphQL."""
+    return request.app.state.run_reader or request.app.state.dagster
+
+
+def get_finished_results(request: Request) -> FinishedResults:
+    return request.app.state.finished_results
 
 
 DagsterDep = Annotated[DagsterClient, Depends(get_dagster)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-KeyLocksDep = Annotated[KeyLocks, Depends(get_key_locks)]
+KeyLocksDep = Annotated[KeyLock, Depends(get_key_locks)]
+RunReaderDep = Annotated[RunReader, Depends(get_run_reader)]
+FinishedResultsDep = Annotated[FinishedResults, Depends(get_finished_results)]

@@ -38,11 +38,14 @@ def format_evaluation(evaluation: ScalerEvaluation) -> str:
             f"    total:        {c.total_cpus:g} CPUs, {_gib(c.total_memory_bytes)}",
             f"    held:         {c.held_cpus:g} CPUs, {_gib(c.held_memory_bytes)} "
             f"by {c.holding_containers} other container(s)",
+            f"    services:     {c.service_cpus:.2f} CPUs, {_gib(c.service_memory_bytes)} of that in use "
+            "by non-run containers (runs count with their limits)",
             f"    heavy run:    {p.cpus:g} CPUs, {_gib(p.memory_bytes)} ({p.source})",
         ]
         need_cpus, need_memory = c.need_of(p)
         if (need_cpus, need_memory) != (p.cpus, p.memory_bytes):
-            lines.append(f"    capped at host: {need_cpus:g} CPUs, {_gib(need_memory)} per heavy run")
+            lines.append(f"    capped at host: {need_cpus:.2f} CPUs, {_gib(need_memory)} per heavy run "
+                         "(host minus its services)")
         if c.note:
             lines.append(f"    note:         {c.note}")
     return "\n".join(lines)

@@ -9,6 +9,8 @@ File path: ``$E2I_SCALER_CONFIG`` or the packaged ``scaler.yaml``. Keys::
       source: auto             # auto | docker | ray | host (auto: the launcher's engine)
       cpus: 8                  # optional override of the measured total CPUs
       memory: 32g              # optional override of the measured total memory
+      reserve:                 # optional: what a compose service (not a run) takes, instead
+        postgres: {cpus: 0.5, memory: 1g}   # of its measured use (docker stats); either key
     heavy_profile:             # optional override of what one heavy run needs
       cpus: 16
       memory: 32g
@@ -31,7 +33,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("scaler.yaml")
 CAPACITY_SOURCES = ("auto", "docker", "ray", "host")
 
 _TOP_KEYS = ("min_heavy_runs", "max_heavy_runs", "interval_seconds", "capacity", "heavy_profile")
-_CAPACITY_KEYS = ("source", "cpus", "memory")
+_CAPACITY_KEYS = ("source", "cpus", "memory", "reserve")
 _PROFILE_KEYS = ("cpus", "memory")
 
 
@@ -61,6 +63,8 @@ class ScalerConfig:
     capacity: ResourceOverride = field(default_factory=ResourceOverride)
     heavy_profile: ResourceOverride = field(default_factory=ResourceOverride)
     path: str | None = None
+    reserve: dict[str, ResourceOverride] = field(default_factory=dict)
+    """Compose service -> what it takes (Docker capacity), instead of its measured use."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +74,7 @@ class ScalerConfig:
             "capacity_source": self.capacity_source,
             "capacity_override": self.capacity.as_dict(),
             "heavy_profile_override": self.heavy_profile.as_dict(),
+            "reserve": {name: r.as_dict() for name, r in self.reserve.items()},
             "path": self.path,
         }
 
@@ -125,7 +130,22 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "<scaler config>"
         capacity=_override(capacity, "capacity.", source),
         heavy_profile=_override(profile, "heavy_profile.", source),
         path=source,
+        reserve=_reserve(capacity.get("reserve") or {}, source),
     )
+
+
+def _reserve(data: Any, source: str) -> dict[str, ResourceOverride]:
+    """``capacity.reserve``: service name -> {cpus, memory} (at least one of them)."""
+    _check_mapping(data, "capacity.reserve", source)
+    reserve = {}
+    for name, values in data.items():
+        prefix = f"capacity.reserve.{name}."
+        _check_mapping(values, prefix[:-1], source)
+        _check_keys(values, _PROFILE_KEYS, prefix, source)
+        if not values:
+            raise ScalerConfigError(f"{source}: {prefix[:-1]} needs cpus and/or memory")
+        reserve[str(name)] = _override(values, prefix, source)
+    return reserve
 
 
 def _check_mapping(value: Any, key: str, source: str) -> None:

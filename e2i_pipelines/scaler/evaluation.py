@@ -83,7 +83,7 @@ def evaluate(
         launcher = instance.run_launcher
         profile = resolve_heavy_profile(launcher, config.heavy_profile)
         capacity = measure_capacity(
-            config.capacity_source, launcher, set(running_ids), docker_client_factory
+            config.capacity_source, launcher, set(running_ids), docker_client_factory, config.reserve
         ).with_override(config.capacity)
         slots = capacity.slots_for(profile)
     decision = decide(

@@ -39,6 +39,14 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
     assert config_path() == DEFAULT_CONFIG_PATH
 
 
+def test_reserve_per_service():
+    cfg = parse_config({"capacity": {"reserve": {"postgres": {"cpus": 0.5, "memory": "1g"},
+                                                 "webserver": {"memory": "768m"}}}})
+    assert cfg.reserve["postgres"].cpus == 0.5 and cfg.reserve["postgres"].memory_bytes == 1024**3
+    assert cfg.reserve["webserver"].cpus is None and cfg.reserve["webserver"].memory_bytes == 768 * 1024**2
+    assert parse_config(None).reserve == {}
+
+
 @pytest.mark.parametrize("data,needle", [
     ({"min_heavy_runs": 3, "max_heavy_runs": 2}, "max_heavy_runs (2) is less than min_heavy_runs (3)"),
     ({"min_heavy_runs": -1}, "min_heavy_runs must be >= 0"),
@@ -54,6 +62,10 @@ def test_env_var_selects_the_file(tmp_path, monkeypatch):
     ({"heavy_profile": {"memory": "lots"}}, "heavy_profile.memory"),
     ({"heavy_profile": {"memory": "0"}}, "heavy_profile.memory must be positive"),
     ({"capacity": [1, 2]}, "capacity must be a mapping"),
+    ({"capacity": {"reserve": ["postgres"]}}, "capacity.reserve must be a mapping"),
+    ({"capacity": {"reserve": {"postgres": {}}}}, "capacity.reserve.postgres needs cpus and/or memory"),
+    ({"capacity": {"reserve": {"postgres": {"disk": 1}}}}, "unknown key(s) capacity.reserve.postgres.disk"),
+    ({"capacity": {"reserve": {"api": {"memory": "big"}}}}, "capacity.reserve.api.memory"),
 ])
 def test_invalid_config_names_the_key(data, needle):
     with pytest.raises(ScalerConfigError) as err:

@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 
-from e2i_api.api.deps import CatalogDep, DagsterDep, KeyLocksDep, SettingsDep
+from e2i_api.api.deps import (
+    CatalogDep,
+    DagsterDep,
+    FinishedResultsDep,
+    KeyLocksDep,
+    RunReaderDep,
+    SettingsDep,
+)
 from e2i_api.core.security import Principal, require_scope
 from e2i_api.idempotency import (
     CLIENT_TAG,
@@ -45,7 +52,9 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, examples=[EXAMPLE_RUN_ID], d
 
 
 @router.post("", status_code=202, response_model=RunAccepted, summary="Start a job",
-             responses={404: {"model": ErrorResponse, "description": "unknown job"}})
+             responses={404: {"model": ErrorResponse, "description": "unknown job"},
+                        409: {"model": ErrorResponse,
+                              "description": "the Idempotency-Key's first request is still launching"}})
 async def create_run(
     body: RunCreate,
     response: Response,
@@ -53,10 +62,12 @@ async def create_run(
     dagster: DagsterDep,
     catalog: CatalogDep,
     locks: KeyLocksDep,
+    reader: RunReaderDep,
     idempotency_key: Annotated[str | None, Header(
         alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN.pattern, examples=["3f6d2c1e-retry-safe"],
         description="1-200 printable ASCII characters without spaces; retrying with the same key "
-                    "returns the run of the first request")] = None,
+                    "returns the run of the first request (waiting while it is still launching); "
+                    "the same key with a different body is 422")] = None,
 ) -> RunAccepted:
     entry = catalog.get(body.job)
     validated = entry.validate_params(body.params)
@@ -70,7 +81,7 @@ async def create_run(
         run, replayed = await launch({}), False
     else:
         run, replayed = await launch_once(
-            dagster, locks, client_name=principal.name, key=idempotency_key,
+            reader, locks, client_name=principal.name, key=idempotency_key,
             request_hash=fingerprint(entry.name, validated, body.tags), launch=launch)
     location = f"/v1/runs/{run['runId']}"
     response.headers["Location"] = location
@@ -98,9 +109,9 @@ async def list_runs(
 
 @router.get("/{run_id}", response_model=RunDetail, summary="Status, tier, times and failure reason",
             responses=NOT_FOUND, dependencies=[Depends(read)])
-async def get_run(run_id: RunId, dagster: DagsterDep,
+async def get_run(run_id: RunId, dagster: DagsterDep, reader: RunReaderDep,
                   catalog: CatalogDep) -> RunDetail:
-    run = await dagster.get_run(run_id)
+    run = await reader.get_run(run_id)
     failure = promoted_to = None
     if run["status"] == RunStatus.FAILURE:
         events = await dagster.run_events(run_id, frozenset({"RunFailureEvent", "ExecutionStepFailureEvent"}))
@@ -127,11 +138,16 @@ async def cancel_run(run_id: RunId, dagster: DagsterDep) -> CancelResult:
 
 @router.get("/{run_id}/results", response_model=RunResults, summary="Outputs of the run's assets and checks",
             responses=NOT_FOUND, dependencies=[Depends(read)])
-async def get_results(run_id: RunId, dagster: DagsterDep,
-                      settings: SettingsDep) -> RunResults:
-    run = await dagster.get_run(run_id)
-    events = await dagster.run_events(run_id)
-    return build_results(run, events, settings.mlflow_tracking_uri)
+async def get_results(run_id: RunId, dagster: DagsterDep, reader: RunReaderDep, settings: SettingsDep,
+                      finished: FinishedResultsDep) -> RunResults:
+    cached = finished.get(run_id)
+    if cached is not None:
+        return cached
+    run = await reader.get_run(run_id)
+    results = build_results(run, await dagster.run_events(run_id), settings.mlflow_tracking_uri)
+    if run["status"] in FINISHED_STATUSES:  # read before its events: they are complete
+        finished.put(run_id, results)
+    return results
 
 
 @router.get("/{run_id}/artifacts", summary="A markdown or plot metadata entry of the run",
