@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import uvicorn
 
 from e2i_api.core.config import get_settings
@@ -9,6 +12,9 @@ from e2i_api.core.config import get_settings
 
 def main() -> None:
     settings = get_settings()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics to files here; /metrics sums them over all workers.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="e2i-api-metrics-")
     uvicorn.run("e2i_api.main:create_app", factory=True, host=settings.bind_host, port=settings.bind_port,
                 workers=settings.workers, access_log=False, log_level=settings.log_level.lower(),
                 timeout_keep_alive=30)  # longer than clients keep idle connections (httpx: 5 s)

@@ -2,15 +2,19 @@
 
 A pure ASGI middleware (streams pass through untouched). The route label is the matched route's
 template (``/v1/runs/{run_id}``), ``<unmatched>`` otherwise, so label sets stay bounded. Each app
-has its own registry (tests build many apps).
+has its own registry (tests build many apps). With several uvicorn workers
+(``PROMETHEUS_MULTIPROC_DIR`` set, see ``e2i_api.__main__``) every worker writes its values to
+files there and ``exposition()`` sums them over the workers.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -29,12 +33,21 @@ class ApiMetrics:
                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
         self.in_progress = Gauge("e2i_api_requests_in_progress", "HTTP requests being answered.",
-                                 registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="livesum")
         self.dagster_up = Gauge("e2i_api_dagster_up",
                                 "1 when the Dagster webserver answered the last scrape's check.",
-                                registry=self.registry)
+                                registry=self.registry, multiprocess_mode="mostrecent")
         self.dagster_check = Gauge("e2i_api_dagster_check_duration_seconds",
-                                   "Time the last Dagster check took.", registry=self.registry)
+                                   "Time the last Dagster check took.", registry=self.registry,
+                                   multiprocess_mode="mostrecent")
+
+    def exposition(self) -> bytes:
+        """The text exposition: this app's registry, or the sum over all workers' files."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return generate_latest(merged)
 
 
 def route_template(scope: Scope) -> str:

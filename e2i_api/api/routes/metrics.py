@@ -7,7 +7,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from e2i_api.api.deps import DagsterDep
 from e2i_api.readiness import _guard, check_webserver
@@ -26,4 +26,4 @@ async def metrics(request: Request, dagster: DagsterDep) -> Response:
     check = await _guard(check_webserver(dagster), DAGSTER_CHECK_TIMEOUT)
     api_metrics.dagster_up.set(1 if check.ok else 0)
     api_metrics.dagster_check.set(time.perf_counter() - started)
-    return Response(generate_latest(api_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(api_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
