@@ -146,7 +146,9 @@ class DagsterClient:
         self.repository = repository
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, transport=transport,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+            # Idle connections expire before the webserver's (uvicorn: 5 s) close them, so a request
+            # never goes out on a connection the server is closing (ReadError under load).
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=2.0),
         )
 
     async def aclose(self) -> None:
@@ -227,9 +229,12 @@ class DagsterClient:
 
     async def list_runs(self, *, job_name: str | None = None, statuses: Sequence[str] = (),
                         tags: Mapping[str, str] | None = None, cursor: str | None = None,
-                        limit: int = 20) -> list[dict[str, Any]]:
-        """Runs newest first, after ``cursor`` (a run id), filtered by job, statuses and tags."""
+                        limit: int = 20, updated_after: float | None = None) -> list[dict[str, Any]]:
+        """Runs newest first, after ``cursor`` (a run id), filtered by job, statuses, tags and
+        last update (epoch seconds)."""
         run_filter: dict[str, Any] = {}
+        if updated_after is not None:
+            run_filter["updatedAfter"] = updated_after
         if job_name:
             run_filter["pipelineName"] = job_name
         if statuses:

@@ -12,10 +12,12 @@ from e2i_api.api.main import api_router
 from e2i_api.core.config import Settings, get_settings
 from e2i_api.core.errors import install_error_handlers
 from e2i_api.core.logging import REQUEST_ID_HEADER, RequestIdMiddleware, configure_logging, logger
+from e2i_api.core.metrics import ApiMetrics, MetricsMiddleware
 from e2i_api.core.security import API_KEY_HEADER, KeyRing
 from e2i_api.dagster_client import DagsterClient
-from e2i_api.idempotency import IDEMPOTENCY_HEADER, KeyLocks
+from e2i_api.idempotency import IDEMPOTENCY_HEADER, make_key_locks
 from e2i_api.openapi import install_openapi
+from e2i_api.run_store import FinishedResults, StorageRuns
 from e2i_pipelines.catalog import Catalog, load_catalog
 
 DESCRIPTION = """Start and follow e2i analytics runs (SHAP, causal refutations, digital twins).
@@ -34,18 +36,24 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.dagster = DagsterClient(settings.dagster_url, settings.dagster_location,
                                           settings.dagster_repository, settings.dagster_timeout_seconds)
+        if app.state.run_reader is not None:
+            app.state.run_reader.fallback = app.state.dagster
         logger.info("api started", extra={"dagster": settings.dagster_url, "jobs": len(app.state.catalog),
                                           "api_keys": len(settings.api_keys)})
         try:
             yield
         finally:
             await app.state.dagster.aclose()
+            app.state.key_locks.close()
 
     app = FastAPI(title="e2i API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.keyring = KeyRing(settings.api_keys)
     app.state.catalog = catalog if catalog is not None else load_catalog()
-    app.state.key_locks = KeyLocks()
+    database_url = settings.database_url.get_secret_value() if settings.database_url else None
+    app.state.key_locks = make_key_locks(database_url, settings.idempotency_wait_seconds)
+    app.state.run_reader = StorageRuns(database_url) if database_url else None  # else GraphQL
+    app.state.finished_results = FinishedResults()
     if not settings.api_keys:
         logger.warning("no API keys configured: every authenticated endpoint answers 401")
     install_error_handlers(app)
@@ -58,4 +66,6 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             expose_headers=["Location", REQUEST_ID_HEADER],
         )
     app.add_middleware(RequestIdMiddleware)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -9,6 +9,8 @@ from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal import assets as causal_assets
 from e2i_pipelines.defs.causal import checks as causal_checks
 from e2i_pipelines.defs.causal import diagnostics as causal_diagnostics
+from e2i_pipelines.defs.costs.assets import cost_assets, cost_jobs, cost_schedules
+from e2i_pipelines.defs.costs.sensors import cost_sensors
 from e2i_pipelines.defs.data import assets as data_assets
 from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
 from e2i_pipelines.defs.explain import assets as explain_assets
@@ -19,6 +21,7 @@ from e2i_pipelines.defs.orchestration.jobs import analysis_jobs
 from e2i_pipelines.defs.orchestration.schedules import schedules
 from e2i_pipelines.defs.scaling.sensors import heavy_scaler_sensor
 from e2i_pipelines.defs.twins import assets as twin_assets
+from e2i_pipelines.defs.twins import checks as twin_checks
 
 resources = {
     "storage": E2IStorage(),
@@ -35,10 +38,12 @@ defs = dg.Definitions(
         *causal_assets.assets,
         *twin_assets.assets,
         *probe_assets,
+        *cost_assets,
     ],
-    asset_checks=[*causal_checks.asset_checks, *causal_diagnostics.asset_checks],
-    jobs=[*analysis_jobs, *probe_jobs],
-    schedules=[*schedules],
-    sensors=[heavy_scaler_sensor, *launch_sensors],
+    asset_checks=[*causal_checks.asset_checks, *causal_diagnostics.asset_checks,
+                  *twin_checks.asset_checks],
+    jobs=[*analysis_jobs, *probe_jobs, *cost_jobs],
+    schedules=[*schedules, *cost_schedules],
+    sensors=[heavy_scaler_sensor, *launch_sensors, *cost_sensors],
     resources=resources,
 )

@@ -11,6 +11,7 @@ command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ip >/dev/null || need+=(iproute2)          # the Ray suite's network namespace
+command -v promtool >/dev/null || need+=(prometheus)  # monitoring tests: promtool, a real scrape
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

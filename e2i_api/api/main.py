@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from e2i_api.api.routes import health, jobs, runs
+from e2i_api.api.routes import costs, health, jobs, metrics, runs
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(jobs.router)
 api_router.include_router(runs.router)
+api_router.include_router(costs.router)
+api_router.include_router(metrics.router)

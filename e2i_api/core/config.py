@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     bind_host: str = "127.0.0.1"
     bind_port: int = Field(default=8000, ge=1, le=65535)
+    # The instance's Postgres (postgresql:// URL): key lock across processes, run reads; unset = one process.
+    database_url: SecretStr | None = None
+    workers: int = Field(default=1, ge=1, le=32)
+    idempotency_wait_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -74,6 +78,13 @@ class Settings(BaseSettings):
         if "*" in value:
             raise ValueError("CORS origins must be listed explicitly ('*' is not allowed)")
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_database(self) -> Settings:
+        if self.workers > 1 and self.database_url is None:
+            raise ValueError(f"E2I_API_WORKERS={self.workers} needs E2I_API_DATABASE_URL: without the "
+                             "instance's Postgres the Idempotency-Key lock is per process")
+        return self
 
     @property
     def dagster_url(self) -> str:

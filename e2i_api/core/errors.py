@@ -16,12 +16,31 @@ from e2i_api.dagster_client import (
     LaunchRejected,
     RunNotFound,
 )
-from e2i_api.idempotency import IDEMPOTENCY_HEADER, IdempotencyKeyReused
+from e2i_api.idempotency import (
+    IDEMPOTENCY_HEADER,
+    IdempotencyKeyReused,
+    IdempotencyStoreUnavailable,
+    KeyStillLaunching,
+)
 from e2i_pipelines.catalog import ParamsValidationError, UnknownJobError
 
 
 def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "request_id": request_id_var.get()}, status, headers=headers)
+
+
+STORAGE_DOWN_MARKERS = (
+    "OperationalError", "could not connect to server", "connection refused",
+    "server closed the connection", "the database system is", "terminating connection",
+    "connection to server at",
+)
+"""Texts of a Dagster error that mean its storage (Postgres) is down or restarting, not a bug."""
+
+
+def storage_unavailable(message: str) -> bool:
+    """True when a GraphQL error says Dagster cannot reach its storage (then 503, not 502)."""
+    lowered = message.lower()
+    return any(marker.lower() in lowered for marker in STORAGE_DOWN_MARKERS)
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -55,6 +74,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DagsterQueryError)
     async def bad_gateway(_: Request, exc: DagsterQueryError) -> JSONResponse:
+        if storage_unavailable(str(exc)):
+            logger.warning("dagster storage unavailable", extra={"error": str(exc)})
+            return error_response(503, f"Dagster's storage is unavailable: {exc}", {"Retry-After": "5"})
         logger.error("dagster query failed", extra={"error": str(exc)})
         return error_response(502, f"Dagster returned an error: {exc}")
 
@@ -79,6 +101,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyKeyReused)
     async def key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
         return error_response(422, [_validation(["header", IDEMPOTENCY_HEADER], str(exc), "idempotency_key_reused")])
+
+    @app.exception_handler(KeyStillLaunching)
+    async def key_busy(_: Request, exc: KeyStillLaunching) -> JSONResponse:
+        return error_response(409, str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(IdempotencyStoreUnavailable)
+    async def key_store_down(_: Request, exc: IdempotencyStoreUnavailable) -> JSONResponse:
+        logger.warning("idempotency database unavailable", extra={"error": str(exc)})
+        return error_response(503, f"the idempotency database is unavailable: {exc}", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,8 @@ from typing import Any
 
 from dagster import DagsterEventType, EventLogEntry
 
+from e2i_pipelines.launcher.run_worker import OOM_EXIT_CODE
+
 OOM = "oom"
 KILLED = "killed"
 CRASHED = "crashed"
@@ -97,6 +99,21 @@ def diagnose_state(
         " report completion.",
         code,
     )
+
+
+def exit_record_state(record: Mapping[str, Any], exit_code: int | None = None,
+                      error: str = "") -> dict[str, Any]:
+    """Docker-style ``State`` (for :func:`diagnose_state`) of a run-worker exit record
+    (:mod:`e2i_pipelines.launcher.run_worker`): OOM when the worker's memory cgroup counted an
+    OOM kill, the exit code as a shell reports it (128 + signal); ``exit_code``/``error`` fill in
+    when there is no record (``{}``)."""
+    code = record.get("exit_code", exit_code)
+    if isinstance(code, int) and code < 0:
+        code = 128 - code
+    if record.get("oom_kills"):
+        code = OOM_EXIT_CODE  # what the wrapper exits with: a step process may be the one killed
+    return {"OOMKilled": bool(record.get("oom_kills")), "ExitCode": code,
+            "Error": "" if record else error}
 
 
 _PLAIN_REASONS = {"OOMKilled", "Error", "Completed"}

@@ -17,6 +17,10 @@ PARENT_RUN_TAG = "e2i/parent_run_id"
 PROMOTED_FROM_TAG = "e2i/promoted_from"
 TIER_SOURCE_TAG = "e2i/tier_source"
 LIMITS_TAG = "e2i/limits"
+WORKER_EXIT_TAG = "e2i/worker_exit"
+"""The run worker's own exit record (exit code, OOM kills in its memory cgroup), JSON; written by
+:mod:`e2i_pipelines.launcher.run_worker` after the run's failure tags, so once it is there the
+run's ``e2i/failure`` is final."""
 
 RAY_JOB_TAG = "e2i/ray_job"
 """Ray job submission id of the run's worker (TieredRayRunLauncher)."""
@@ -26,7 +30,7 @@ K8S_JOB_TAG = "e2i/k8s_job"
 """Kubernetes Job of the run's worker (TieredK8sRunLauncher)."""
 
 LAUNCHER_TAGS = (TIER_SOURCE_TAG, LIMITS_TAG, FAILURE_TAG, FAILURE_REASON_TAG, TIER_TAG,
-                 RAY_JOB_TAG, RAY_NODE_TAG, K8S_JOB_TAG)
+                 RAY_JOB_TAG, RAY_NODE_TAG, K8S_JOB_TAG, WORKER_EXIT_TAG)
 """Tags a launcher writes about one run worker; not copied onto a promoted run."""
 
 _FALSE = {"false", "0", "no", "off"}

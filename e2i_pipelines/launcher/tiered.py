@@ -11,6 +11,7 @@ sensor works on any of them through this interface.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,17 +19,27 @@ from typing import Any
 from dagster import Field, Permissive
 from dagster._core.events import EngineEventData
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
-from e2i_pipelines.launcher.oom import MISSING, OOM, ContainerDiagnosis
+from e2i_pipelines.launcher.oom import (
+    MISSING,
+    OOM,
+    STEP_EVENT_TYPES,
+    ContainerDiagnosis,
+    diagnose_state,
+    exit_record_state,
+    unfinished_steps,
+)
 from e2i_pipelines.launcher.profiles import parse_profiles
 from e2i_pipelines.launcher.promotion import (
     FAILURE_REASON_TAG,
     FAILURE_TAG,
     LIMITS_TAG,
     TIER_SOURCE_TAG,
+    WORKER_EXIT_TAG,
 )
 from e2i_pipelines.launcher.run_tier import RunTier, tier_for_run
+from e2i_pipelines.monitoring.prices import PriceTable, parse_prices
 from e2i_pipelines.tiers import TIER_TAG, TierProfile
 
 TIER_ENV = "E2I_TIER"
@@ -44,6 +55,12 @@ TIER_CONFIG_FIELDS: dict[str, Field] = {
         bool, is_required=False, default_value=True,
         description="Re-launch an OOM-killed run once at the next tier (e2i OOM sensor).",
     ),
+    "prices": Field(
+        Permissive(), is_required=False,
+        description="Run cost prices: {currency, per_vcpu_hour, per_gb_hour, tiers: {tier:"
+        " {per_vcpu_hour, per_gb_hour} or {per_hour}}}; default: the reference VM of"
+        " docs/deploy.md (e2i_pipelines/monitoring/prices.py).",
+    ),
 }
 """Launcher config keys every tiered launcher accepts beside its engine's own."""
 
@@ -57,12 +74,15 @@ class TieredLauncherMixin:
 
     tier_profiles: dict
     promote_on_oom: bool
+    prices: PriceTable
     _instance: Any
 
-    def init_tiers(self, tiers: Mapping[str, Any] | None, promote_on_oom: bool) -> None:
-        """Validate the ``tiers`` config (raises TierProfileError naming the field)."""
+    def init_tiers(self, tiers: Mapping[str, Any] | None, promote_on_oom: bool,
+                   prices: Mapping[str, Any] | None = None) -> None:
+        """Validate the ``tiers`` and ``prices`` config (errors name the field)."""
         self.tier_profiles = parse_profiles(tiers)
         self.promote_on_oom = promote_on_oom
+        self.prices = parse_prices(prices)
 
     # -- sizing ------------------------------------------------------------------------------
     def run_tier(self, run: DagsterRun) -> tuple[RunTier, TierProfile]:
@@ -116,6 +136,40 @@ class TieredLauncherMixin:
             ),
             cls=self.__class__,
         )
+
+    def worker_identity(self, run: DagsterRun) -> tuple[str, str]:
+        """How diagnoses name the run's worker: (kind, id), e.g. ("Run container", "3f2a...")."""
+        return "Run worker", ""
+
+    def record_worker_exit(self, run: DagsterRun, record: Mapping[str, Any]) -> ContainerDiagnosis | None:
+        """Record the run worker's own exit ``record`` (from run_worker) on the run.
+
+        An OOM kill counted in the worker's memory cgroup (the whole run worker or only a step
+        process) becomes ``e2i/failure=oom`` with the diagnosis, through the same
+        :func:`diagnose_state` run monitoring uses; a worker that died before the run finished
+        fails the run with the diagnosis. ``e2i/worker_exit`` is written last: once it is there,
+        the failure tags are final (the OOM promotion sensor waits for it). Returns the recorded
+        diagnosis, None when there was nothing to record.
+        """
+        current = self._instance.get_run_by_id(run.run_id) or run
+        diagnosis = None
+        unfinished = not current.is_finished
+        ended_badly = record.get("oom_kills") or (unfinished and record.get("exit_code") != 0)
+        if ended_badly and current.status != DagsterRunStatus.SUCCESS:
+            worker, worker_id = self.worker_identity(current)
+            resolved, profile = self.run_tier(current)
+            events = self._instance.all_logs(run.run_id, of_type=STEP_EVENT_TYPES)
+            diagnosis = diagnose_state(
+                exit_record_state(record), tier=resolved.tier.value, memory=profile.memory,
+                steps=unfinished_steps(events, include_failed=not unfinished),
+                container_id=worker_id, worker=worker,
+            )
+            self.record_failure(current, diagnosis)
+            if unfinished:
+                self._instance.report_run_failed(current, message=diagnosis.message)
+        summary = {k: record.get(k) for k in ("exit_code", "signal", "oom_kills")}
+        self._instance.add_run_tags(run.run_id, {WORKER_EXIT_TAG: json.dumps(summary, sort_keys=True)})
+        return diagnosis
 
     def diagnose_finished_run(self, run: DagsterRun, wait_seconds: float = 30.0) -> ContainerDiagnosis | None:
         """For a run that already ended: wait for its worker to stop, then record an OOM kill.

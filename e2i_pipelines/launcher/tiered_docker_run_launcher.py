@@ -6,6 +6,9 @@ limits (mem_limit, memswap_limit, nano_cpus, pids_limit, shm_size) and thread-co
 the base context. ``launch_run`` records tier + limits as run tags and an engine event.
 ``check_run_worker_health`` turns a dead container into a FAILED result saying why (OOM at which
 tier/limit, in which step; crash; vanished) and records it as ``e2i/failure`` tags + engine event.
+The container's command is the run-worker wrapper (:mod:`e2i_pipelines.launcher.run_worker`)
+around ``dagster api execute_run``: it reads the container's own memory cgroup and records an OOM
+kill of a step process on the run itself, so promotion needs no Docker socket.
 """
 
 import time
@@ -28,6 +31,7 @@ from e2i_pipelines.launcher.oom import (
     unfinished_steps,
 )
 from e2i_pipelines.launcher.profiles import container_limits, describe, effective_cpus
+from e2i_pipelines.launcher.run_worker import WORKER_MODULE
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
 
 _ALIVE = {"running", "created", "restarting", "paused"}
@@ -37,8 +41,8 @@ class TieredDockerRunLauncher(TieredLauncherMixin, DockerRunLauncher):
     """Launch each run in its own Docker container with its tier's CPU/memory/pids limits."""
 
     def __init__(self, inst_data=None, tiers: Mapping[str, Any] | None = None,
-                 promote_on_oom: bool = True, **docker_config: Any) -> None:
-        self.init_tiers(tiers, promote_on_oom)
+                 promote_on_oom: bool = True, prices: Mapping[str, Any] | None = None, **docker_config: Any) -> None:
+        self.init_tiers(tiers, promote_on_oom, prices)
         self._engine_cpus: int | None = None
         super().__init__(inst_data=inst_data, **docker_config)
 
@@ -76,9 +80,17 @@ class TieredDockerRunLauncher(TieredLauncherMixin, DockerRunLauncher):
         tagged = self.record_tier(context.dagster_run, resolved, describe(profile, self.engine_cpus()))
         super().launch_run(LaunchRunContext(dagster_run=tagged, workspace=context.workspace))
 
+    def _launch_container_with_command(self, run: DagsterRun, docker_image: str, command: list[str]) -> None:
+        """Launch (and resume) through the run-worker wrapper; the image's Python runs it."""
+        super()._launch_container_with_command(
+            run, docker_image, ["python", "-m", WORKER_MODULE, *command])
+
     # -- diagnosis -------------------------------------------------------------------------------
     def owns_run(self, run: DagsterRun) -> bool:
         return bool(run.tags.get(DOCKER_CONTAINER_ID_TAG))
+
+    def worker_identity(self, run: DagsterRun) -> tuple[str, str]:
+        return "Run container", run.tags.get(DOCKER_CONTAINER_ID_TAG, "")
 
     def diagnose(self, run: DagsterRun, include_failed_steps: bool = False) -> ContainerDiagnosis | None:
         """Why the run's container stopped; None while it is still alive."""

@@ -67,8 +67,8 @@ class TieredK8sRunLauncher(TieredLauncherMixin, K8sRunLauncher):
     """Launch each run as a Kubernetes Job whose pod has its tier's CPU/memory/shm budget."""
 
     def __init__(self, inst_data=None, tiers: Mapping[str, Any] | None = None,
-                 promote_on_oom: bool = True, **k8s_launcher_config: Any) -> None:
-        self.init_tiers(tiers, promote_on_oom)
+                 promote_on_oom: bool = True, prices: Mapping[str, Any] | None = None, **k8s_launcher_config: Any) -> None:
+        self.init_tiers(tiers, promote_on_oom, prices)
         super().__init__(inst_data=inst_data, **k8s_launcher_config)
 
     @classmethod

@@ -4,8 +4,9 @@ A run becomes a Ray job whose entrypoint asks for the tier's CPUs and memory plu
 custom resource naming the tier (``{"e2i-heavy": 1}``), so it can only land on a node that offers
 that tier. Ray's ``memory`` only admits work; the hard cap is the node itself (one node per VM
 in production, a memory cgroup or container of the tier's size in tests), so a run that exceeds
-its tier is really killed. The entrypoint is :mod:`e2i_pipelines.launcher.ray_worker`, which
-runs ``dagster api execute_run`` and logs how it ended (exit code, OOM kills in the node's
+its tier is really killed. The entrypoint is the run-worker wrapper
+(:mod:`e2i_pipelines.launcher.run_worker`), which
+runs ``dagster api execute_run``, records an OOM kill on the run and logs how it ended (exit code, OOM kills in the node's
 memory cgroup); ``diagnose`` turns that record and the job status into the same
 :class:`~e2i_pipelines.launcher.oom.ContainerDiagnosis` the Docker launcher gives, so run
 monitoring fails a dead job with the reason and the OOM sensor promotes it.
@@ -50,14 +51,15 @@ from e2i_pipelines.launcher.oom import (
     STEP_EVENT_TYPES,
     ContainerDiagnosis,
     diagnose_state,
+    exit_record_state,
     unfinished_steps,
 )
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG, RAY_NODE_TAG
-from e2i_pipelines.launcher.ray_worker import EXIT_MARKER, parse_exit_record
+from e2i_pipelines.launcher.run_worker import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
 from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
 
-WORKER_MODULE = "e2i_pipelines.launcher.ray_worker"
+WORKER_MODULE = "e2i_pipelines.launcher.run_worker"
 _ALIVE = {"PENDING", "RUNNING"}
 
 
@@ -70,9 +72,9 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
     """Submit each run as a Ray job sized to its tier, diagnose how it ended."""
 
     def __init__(self, inst_data=None, tiers: Mapping[str, Any] | None = None,
-                 promote_on_oom: bool = True, worker_python: str = "python",
+                 promote_on_oom: bool = True, prices: Mapping[str, Any] | None = None, worker_python: str = "python",
                  **ray_config: Any) -> None:
-        self.init_tiers(tiers, promote_on_oom)
+        self.init_tiers(tiers, promote_on_oom, prices)
         self.worker_python = worker_python
         super().__init__(inst_data=inst_data, **ray_config)
 
@@ -158,6 +160,9 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
     def owns_run(self, run: DagsterRun) -> bool:
         return bool(run.tags.get(RAY_JOB_TAG))
 
+    def worker_identity(self, run: DagsterRun) -> tuple[str, str]:
+        return "Ray job", run.tags.get(RAY_JOB_TAG, "")
+
     def _job_info(self, run: DagsterRun) -> Any | None:
         """The Ray job's details, None when the cluster does not know the job."""
         try:
@@ -210,12 +215,8 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
                 log_text = self.client.get_job_logs(submission_id)
             except RuntimeError:
                 log_text = ""
-            record = parse_exit_record(log_text) or {}
-            code = record.get("exit_code", info.driver_exit_code)
-            if isinstance(code, int) and code < 0:
-                code = 128 - code
-            state = {"OOMKilled": bool(record.get("oom_kills")), "ExitCode": code,
-                     "Error": "" if record else (info.message or "")}
+            state = exit_record_state(parse_exit_record(log_text) or {}, info.driver_exit_code,
+                                      info.message or "")
         events = self._instance.all_logs(run.run_id, of_type=STEP_EVENT_TYPES)
         tail = "\n".join(line for line in log_text.splitlines()[-6:] if EXIT_MARKER not in line)
         return diagnose_state(

@@ -47,7 +47,7 @@ def test_openapi_documents_auth_examples_and_job_bodies(down_client: TestClient)
     assert doc["components"]["securitySchemes"]["APIKeyHeader"]["name"] == "X-API-Key"
     variants = doc["components"]["schemas"]["RunCreate"]["oneOf"]
     probe = next(v for v in variants if v["properties"]["job"]["const"] == "probe_light_job")
-    assert set(probe["properties"]["params"]["properties"]["probe_light"]["properties"]) == {"allocate_mb", "hold_seconds", "fail_message"}
+    assert set(probe["properties"]["params"]["properties"]["probe_light"]["properties"]) == {"allocate_mb", "hold_seconds", "fail_message", "write_mb"}
     assert "examples" in doc["components"]["schemas"]["RunAccepted"]
     assert set(doc["paths"]["/v1/runs"]["post"]["responses"]) >= {"202", "401", "403", "404", "422", "503"}
 

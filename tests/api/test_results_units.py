@@ -56,3 +56,22 @@ def test_launcher_failure_reason_tag_is_the_message() -> None:
     failure = failure_of({"e2i/failure": "oom", "e2i/failure_reason": "OOM-killed at light (limit 2g) in probe_light"},
                          [{"__typename": "RunFailureEvent", "message": "Run failed", "error": None}])
     assert failure.kind == "oom" and failure.message.startswith("OOM-killed at light")
+
+
+def test_finished_results_drop_the_least_recently_used() -> None:
+    from e2i_api.run_store import FinishedResults
+
+    kept = FinishedResults(size=2)
+    kept.put("a", 1)
+    kept.put("b", 2)
+    assert kept.get("a") == 1  # "a" is now the most recent
+    kept.put("c", 3)
+    assert (kept.get("a"), kept.get("b"), kept.get("c")) == (1, None, 3)
+
+
+def test_sqlalchemy_url_selects_psycopg2() -> None:
+    from e2i_api.run_store import sqlalchemy_url
+
+    assert sqlalchemy_url("postgresql://u:p@h:5432/d") == "postgresql+psycopg2://u:p@h:5432/d"
+    assert sqlalchemy_url("postgres://u@h/d") == "postgresql+psycopg2://u@h/d"
+    assert sqlalchemy_url("postgresql+psycopg2://u@h/d") == "postgresql+psycopg2://u@h/d"

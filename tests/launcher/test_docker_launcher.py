@@ -8,6 +8,7 @@ in-process (one daemon iteration at a time) except for the promotion test, which
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -19,7 +20,9 @@ from e2i_pipelines.launcher.promotion import (
     PARENT_RUN_TAG,
     PROMOTE_TAG,
     PROMOTED_FROM_TAG,
+    WORKER_EXIT_TAG,
 )
+from e2i_pipelines.launcher.run_worker import WORKER_MODULE
 from e2i_pipelines.tiers import TIER_TAG, parse_bytes
 from tests.launcher.harness import (
     IN_PROCESS,
@@ -50,6 +53,7 @@ def test_each_tier_gets_its_limits_and_thread_budget(harness: LauncherHarness, d
         assert host["PidsLimit"] == profile["pids"]
         assert host["ShmSize"] == parse_bytes(profile["shm"])
         assert attrs["HostConfig"]["NetworkMode"] == "host"
+        assert attrs["Config"]["Cmd"][:6] == ["python", "-m", WORKER_MODULE, "dagster", "api", "execute_run"]
         env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
         threads = str(profile["cpus"])
         assert {env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -83,18 +87,17 @@ def test_unknown_run_tier_fails_the_launch_clearly(harness: LauncherHarness):
     assert any("unknown e2i tier 'gpu'" in m for m in harness.messages(run.run_id))
 
 
-def test_oom_kill_of_the_container_fails_run_via_monitoring(harness: LauncherHarness, docker_client):
-    """In-process executor: the kernel kills the run worker; run monitoring must notice."""
+def test_oom_kill_of_the_run_worker_is_reported_by_its_wrapper(harness: LauncherHarness, docker_client):
+    """In-process executor: the kernel kills the run worker; the wrapper around it (the
+    container's command) fails the run with the diagnosis before run monitoring looks."""
     run_id = harness.launch(
         "probe_light_job", {**probe_config("light", allocate_mb=1200, hold_seconds=30), **IN_PROCESS},
         tags=NO_PROMOTION,
     )
     harness.wait_for(run_id, {DagsterRunStatus.STARTED} | FINISHED)
     state = wait_container_exit(docker_client, harness.container_id(run_id))
-    assert state["OOMKilled"] is True, state
-    assert harness.run(run_id).status == DagsterRunStatus.STARTED  # nobody told Dagster yet
-    harness.monitor_once()
-    run = harness.wait_for(run_id, FINISHED, timeout=10)
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137, state
+    run = harness.wait_for(run_id, FINISHED, timeout=10)  # no run monitoring pass needed
     assert run.status == DagsterRunStatus.FAILURE
     expected = "was OOM-killed at tier light (memory limit 768m) while running step probe_light"
     [failure] = harness.messages(run_id, DagsterEventType.RUN_FAILURE)
@@ -129,7 +132,8 @@ def test_terminate_stops_the_container(harness: LauncherHarness, docker_client):
 
 def test_oom_killed_run_is_promoted_once_and_succeeds(harness: LauncherHarness, docker_client):
     """Multiprocess executor: only the step process is OOM-killed and the run fails by itself;
-    the promotion sensor (in a real dagster-daemon) records the OOM and re-launches at medium."""
+    the run worker's wrapper records the OOM from its container's memory cgroup and the promotion
+    sensor (in a real dagster-daemon) re-launches at medium."""
     daemon = dagster_daemon(harness.home)  # started
     try:
         _wait_sensor_ticked(harness, daemon)
@@ -145,6 +149,8 @@ def test_oom_killed_run_is_promoted_once_and_succeeds(harness: LauncherHarness, 
     parent = harness.run(parent_id)
     assert parent.tags[FAILURE_TAG] == "oom"
     assert "OOM-killed at tier light (memory limit 768m)" in parent.tags["e2i/failure_reason"]
+    recorded = json.loads(parent.tags[WORKER_EXIT_TAG])  # by the worker, not by inspection
+    assert recorded["oom_kills"] >= 1 and recorded["signal"] is None, recorded
     assert child.tags[TIER_TAG] == "medium" and child.tags[PROMOTED_FROM_TAG] == "light"
     host = docker_client.containers.get(harness.container_id(child.run_id)).attrs["HostConfig"]
     assert host["Memory"] == parse_bytes(TEST_PROFILES["medium"]["memory"])

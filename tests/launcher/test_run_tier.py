@@ -3,6 +3,7 @@
 import dagster as dg
 import pytest
 
+from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.diagnostics.assets import probe_assets
 from e2i_pipelines.launcher.run_tier import (
     SOURCE_DEFAULT,
@@ -37,14 +38,16 @@ def test_unknown_tier_is_an_error_not_a_default(run_tags, steps):
         resolve_run_tier(run_tags, steps)
 
 
-def test_tier_read_from_a_real_execution_plan():
+def test_tier_read_from_a_real_execution_plan(tmp_path):
     """Ad-hoc asset selections get the max tier of the selected assets' steps."""
+    storage = E2IStorage(root=str(tmp_path))
     with dg.instance_for_test() as instance:
         for selection, expected in [
             (["probe_light"], Tier.LIGHT),
             (["probe_light", "probe_medium"], Tier.MEDIUM),
             (["probe_light", "probe_heavy", "probe_medium"], Tier.HEAVY),
         ]:
-            result = dg.materialize(probe_assets, instance=instance, selection=selection)
+            result = dg.materialize(probe_assets, instance=instance, selection=selection,
+                                    resources={"storage": storage})
             run = instance.get_run_by_id(result.run_id)
             assert tier_for_run(instance, run).tier is expected, selection

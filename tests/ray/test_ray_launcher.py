@@ -97,7 +97,7 @@ def test_runs_land_on_the_nodes_of_their_tier(deployment: RayDeployment):
         }
         info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
         assert info.metadata["e2i/tier"] == tier
-        assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.ray_worker ")
+        assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.run_worker ")
         assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
                    for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
         materialization = deployment.harness.instance.get_latest_materialization_event(

@@ -7,6 +7,7 @@ the project's data volume and stack label), writes an env file with fresh secret
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,8 +15,10 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,14 +47,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def render_instance_config(project: str, tiers: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """docker/dagster.compose.yaml for ``project``: its data volume, stack label and ``tiers``."""
+def render_instance_config(project: str, tiers: dict[str, dict[str, Any]],
+                           monitoring_seconds: float = 5) -> dict[str, Any]:
+    """docker/dagster.compose.yaml for ``project``: its data volume, stack label, ``tiers`` and a
+    run-monitoring poll of ``monitoring_seconds``."""
     config = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
     launcher = config["run_launcher"]["config"]
     launcher["container_kwargs"]["volumes"] = [f"{project}_data:{DATA_DIR}"]
     launcher["container_kwargs"]["labels"] = {STACK_LABEL: project}
     launcher["tiers"] = tiers
-    config["run_monitoring"]["poll_interval_seconds"] = 5
+    config["run_monitoring"]["poll_interval_seconds"] = monitoring_seconds
     config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 2
     return config
 
@@ -63,6 +68,8 @@ class ComposeStack:
     workdir: Path
     project: str = field(default_factory=lambda: f"e2ismoke{uuid.uuid4().hex[:8]}")
     tiers: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TEST_TIERS))
+    extra_compose_files: list[Path] = field(default_factory=list)
+    monitoring_seconds: float = 5
     image: str = os.environ.get("E2I_IMAGE", "e2i:local")
     base_image: str = os.environ.get("E2I_BASE_IMAGE", "e2i-base:bookworm")
     cold_start_seconds: float = 0.0
@@ -75,7 +82,8 @@ class ComposeStack:
         self.webserver_port = free_port()
         self.instance_file = self.workdir / "dagster.yaml"
         self.env_file = self.workdir / "stack.env"
-        self.instance_file.write_text(yaml.safe_dump(render_instance_config(self.project, self.tiers)))
+        self.instance_file.write_text(yaml.safe_dump(
+            render_instance_config(self.project, self.tiers, self.monitoring_seconds)))
         self.instance_file.chmod(0o644)
         keys = [{"name": "smoke", "sha256": hashlib.sha256(self.api_key.encode()).hexdigest(),
                  "scopes": ["runs:read", "runs:write"]}]
@@ -104,8 +112,8 @@ class ComposeStack:
         return {**env, "E2I_ENV_FILE": str(self.env_file), "COMPOSE_PROJECT_NAME": self.project}
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file),
-               "-p", self.project, *args]
+        files = [arg for path in (COMPOSE_FILE, *self.extra_compose_files) for arg in ("-f", str(path))]
+        cmd = ["docker-compose", *files, "--env-file", str(self.env_file), "-p", self.project, *args]
         return self.run(cmd, timeout=timeout, check=check)
 
     def script(self, name: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -174,3 +182,31 @@ class ComposeStack:
     def cleanup(self, docker_client: Any) -> None:
         self.down(docker_client)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def image_present(docker_client: Any, name: str) -> bool:
+    try:
+        docker_client.images.get(name)
+    except Exception:  # noqa: BLE001 - any lookup failure means "not there"
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running_stack(docker_client: Any, timeout: float = 900, **options: Any) -> Iterator[ComposeStack]:
+    """A fresh stack (own project, volumes, ports; ``options`` go to ComposeStack) brought up and
+    healthy, its cold start measured; removed with its volumes afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="e2i-stack-"))
+    workdir.chmod(0o755)
+    stack = ComposeStack(workdir=workdir, **options)
+    try:
+        stack.compose("build", "postgres", timeout=900)
+        start = time.monotonic()
+        up = stack.compose("up", "-d", timeout=timeout, check=False)
+        stack.cold_start_seconds = stack.wait_healthy(docker_client, timeout=timeout, start=start)
+        print(f"\nstack {stack.project}: cold start (up -> all healthy) {stack.cold_start_seconds:.1f}s"
+              f" (up exited {up.returncode}); healthy after: {stack.healthy_after}")
+        yield stack
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stack.cleanup(docker_client)

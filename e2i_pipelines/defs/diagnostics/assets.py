@@ -1,6 +1,8 @@
 """Probe assets, one per tier: check that a deployment sizes, queues and kills runs as designed.
 
-Each probe allocates ``allocate_mb`` of real (touched) memory and holds it for ``hold_seconds``.
+Each probe allocates ``allocate_mb`` of real (touched) memory and holds it for ``hold_seconds``;
+with ``write_mb`` it also writes that many MiB to its output folder, spread over the hold, through
+the storage's atomic output (the chaos tests inject faults while it writes).
 Operators run them after changing tier profiles; the launcher, scaler, API and stack tests use them.
 """
 
@@ -12,6 +14,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.tiers import TIER_NAMES, Tier, asset_tier_kwargs
 
 
@@ -20,15 +23,35 @@ class ProbeConfig(dg.Config):
 
     allocate_mb: int = Field(default=0, ge=0, le=1_048_576, description="MiB to allocate.")
     hold_seconds: float = Field(default=0.0, ge=0, le=86_400, description="Seconds to hold it.")
+    write_mb: int = Field(default=0, ge=0, le=65_536, description="MiB to write to the output folder.")
     fail_message: str = Field(
         default="", description="If set, fail the step with this message (checks failure reporting)."
     )
 
 
-def _run_probe(context: dg.AssetExecutionContext, config: ProbeConfig) -> dg.MaterializeResult:
+def _write_output(context: dg.AssetExecutionContext, storage: E2IStorage, config: ProbeConfig) -> None:
+    """Write ``write_mb`` MiB in 1 MiB chunks over ``hold_seconds``, all-or-nothing."""
+    final = storage.output_dir(context)
+    pause = config.hold_seconds / config.write_mb
+    chunk = os.urandom(1024 * 1024)
+    with storage.atomic_output(final) as tmp, open(tmp / "probe.bin", "wb") as out:
+        for done in range(1, config.write_mb + 1):
+            out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+            if done % 16 == 0:
+                context.log.info(f"probe wrote {done}/{config.write_mb} MiB")
+            time.sleep(pause)
+    context.log.info(f"probe output complete: {final}")
+
+
+def _run_probe(context: dg.AssetExecutionContext, storage: E2IStorage,
+               config: ProbeConfig) -> dg.MaterializeResult:
     context.log.info(f"probe allocating {config.allocate_mb} MiB, holding {config.hold_seconds}s")
     block = np.ones(config.allocate_mb * 1024 * 1024 // 8, dtype=np.float64)  # touched pages
-    deadline = time.monotonic() + config.hold_seconds
+    if config.write_mb:  # the writing takes the hold time
+        _write_output(context, storage, config)
+    deadline = time.monotonic() + (0 if config.write_mb else config.hold_seconds)
     while time.monotonic() < deadline:
         time.sleep(0.2)
     if config.fail_message:
@@ -50,8 +73,9 @@ def _probe(tier: Tier) -> dg.AssetsDefinition:
         description=f"Allocates memory and holds it, at tier {tier.value}.",
         **asset_tier_kwargs(tier),
     )
-    def probe(context: dg.AssetExecutionContext, config: ProbeConfig) -> dg.MaterializeResult:
-        return _run_probe(context, config)
+    def probe(context: dg.AssetExecutionContext, storage: E2IStorage,
+              config: ProbeConfig) -> dg.MaterializeResult:
+        return _run_probe(context, storage, config)
 
     return probe
 

@@ -1,16 +1,16 @@
 """OOM promotion sensor: a run killed for memory is re-launched once at the next tier up.
 
-Watches failed runs. For a run launched by a tiered launcher (Docker, Ray or Kubernetes) it makes
-sure the OOM kill is recorded on the run (``e2i/failure=oom`` + engine event; run monitoring
-records it when the whole worker died, this sensor when only the step's process was killed), through
-the launcher's own diagnosis (``TieredLauncherMixin.diagnose_finished_run``), then re-launches the
-same assets with the same run config and the tag ``e2i/tier`` one tier up, tagged
-``e2i/parent_run_id``. Not when the run was heavy, is itself a promotion, or promotion is off
-(launcher config ``promote_on_oom: false`` or run tag ``e2i/promote_on_oom: false``).
-
-Diagnosing a Docker run whose step process (not the whole container) was OOM-killed needs the
-Docker socket where this sensor is evaluated (the code server); without it the run is only logged.
-A Ray run's worker reports the OOM evidence in its job log, which the launcher reads over HTTP.
+Watches failed runs launched by a tiered launcher (Docker, Ray or Kubernetes). The OOM kill is
+recorded on the run where the evidence lives: by the run worker itself
+(:mod:`e2i_pipelines.launcher.run_worker` reads its container's or node's memory cgroup and writes
+``e2i/failure=oom`` + the diagnosis, then ``e2i/worker_exit``) or by run monitoring in the daemon
+when the whole worker died. The sensor only reads those tags: a failed run without either waits
+(the cursor stays before it) for up to ``WORKER_RECORD_GRACE_SECONDS``; after that the launcher's
+own diagnosis (``TieredLauncherMixin.diagnose_finished_run``) is tried once, for workers started
+without the wrapper. It then re-launches the same assets with the same run config and the tag
+``e2i/tier`` one tier up, tagged ``e2i/parent_run_id``. Not when the run was heavy, is itself a
+promotion, or promotion is off (launcher config ``promote_on_oom: false`` or run tag
+``e2i/promote_on_oom: false``). No Docker socket is needed where the sensor runs.
 """
 
 import datetime
@@ -19,11 +19,26 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, RunsFilter
 
-from e2i_pipelines.launcher.promotion import FAILURE_TAG, decide_promotion, promoted_run_tags
+from e2i_pipelines.launcher.promotion import (
+    FAILURE_TAG,
+    WORKER_EXIT_TAG,
+    decide_promotion,
+    promoted_run_tags,
+)
 from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 
 PROMOTION_RUN_KEY_PREFIX = "e2i-oom-promotion"
 BATCH = 20
+WORKER_RECORD_GRACE_SECONDS = 60.0
+"""How long a failed run may wait for its worker's exit record before it is decided without."""
+
+
+def awaiting_worker_record(run: DagsterRun, failed_at: float, now: float) -> bool:
+    """True while a failed run has neither a recorded failure nor its worker's exit record and
+    failed less than ``WORKER_RECORD_GRACE_SECONDS`` ago (the worker records after the run ends)."""
+    if FAILURE_TAG in run.tags or WORKER_EXIT_TAG in run.tags:
+        return False
+    return now - failed_at < WORKER_RECORD_GRACE_SECONDS
 
 
 def _planned_targets(
@@ -46,9 +61,9 @@ def _planned_targets(
 def _promotion_request(
     context: dg.SensorEvaluationContext, launcher: TieredLauncherMixin, run: DagsterRun
 ) -> dg.RunRequest | None:
-    if FAILURE_TAG not in run.tags:
+    if FAILURE_TAG not in run.tags and WORKER_EXIT_TAG not in run.tags:
         try:
-            launcher.diagnose_finished_run(run, wait_seconds=15)
+            launcher.diagnose_finished_run(run, wait_seconds=0)
         except Exception as exc:  # noqa: BLE001 - engine unreachable (no socket, HTTP error)
             context.log.warning(f"run {run.run_id}: cannot inspect its worker ({exc})")
             return None
@@ -99,8 +114,11 @@ def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.Run
     )
     cursor = float(context.cursor)
     for record in records:
-        cursor = max(cursor, record.update_timestamp.timestamp())
         run = record.dagster_run
+        if launcher.owns_run(run) and awaiting_worker_record(run, record.update_timestamp.timestamp(), now):
+            context.log.info(f"run {run.run_id}: waiting for its worker's exit record")
+            break
+        cursor = max(cursor, record.update_timestamp.timestamp())
         if not launcher.owns_run(run):
             continue
         request = _promotion_request(context, launcher, run)

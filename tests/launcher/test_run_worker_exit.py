@@ -21,10 +21,10 @@ from dagster._core.test_utils import create_run_for_test
 
 from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup, own_memory_cgroup
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, RAY_JOB_TAG, decide_promotion
-from e2i_pipelines.launcher.ray_worker import EXIT_MARKER, parse_exit_record
+from e2i_pipelines.launcher.run_worker import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.tiers import TIER_TAG
 
-WRAPPER = [sys.executable, "-m", "e2i_pipelines.launcher.ray_worker"]
+WRAPPER = [sys.executable, "-m", "e2i_pipelines.launcher.run_worker"]
 
 
 def _wrap(code: str, preexec=None) -> tuple[int, dict]:
@@ -172,7 +172,7 @@ def test_job_request_sizes_the_run_by_its_tier(ray_launcher):
                                          "entrypoint_memory": 768 * 1024**2,
                                          "entrypoint_resources": {"e2i-medium": 1}}
     entry = launcher.entrypoint(["dagster", "api", "execute_run", '{"x": "it\'s"}'])
-    assert entry.startswith("python -m e2i_pipelines.launcher.ray_worker dagster api execute_run ")
+    assert entry.startswith("python -m e2i_pipelines.launcher.run_worker dagster api execute_run ")
     assert shlex.split(entry)[-1] == '{"x": "it\'s"}'  # the JSON survives the job's shell
 
 

@@ -1,0 +1,146 @@
+"""Entrypoint of every e2i run worker (Docker run container, Ray job): run the Dagster run worker,
+then say how it ended, and record an OOM kill on the run itself.
+
+``python -m e2i_pipelines.launcher.run_worker dagster api execute_run '<json>'`` starts the run
+worker as a child with ``oom_score_adj`` 1000, so that when the memory cgroup is full the kernel
+kills the run (or its step process), not this wrapper. When the child exits:
+
+1. one line ``E2I-WORKER-EXIT {...}`` goes to stdout (exit code, OOM kills counted in this
+   process's own memory cgroup while the run worked, the cgroup's limit, the Ray node);
+2. the record is put on the run through the instance named in the command's ``instance_ref``
+   (:meth:`TieredLauncherMixin.record_worker_exit`): an ``e2i/worker_exit`` tag always and, when
+   the OOM counter rose, ``e2i/failure=oom`` + the launcher's diagnosis. The evidence is read
+   where it lives, so the OOM promotion sensor needs no engine API (no Docker socket).
+
+Only the standard library is imported before the child exits, so the wrapper stays a few MB
+while the run works; Dagster is imported afterwards, only to record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
+
+EXIT_MARKER = "E2I-WORKER-EXIT"
+OOM_EXIT_CODE = 137
+WORKER_MODULE = "e2i_pipelines.launcher.run_worker"
+_RUN_COMMANDS = {"execute_run", "resume_run"}
+
+
+def _set_oom_score(value: int) -> None:
+    """This process's ``oom_score_adj`` (best effort: lowering it needs privilege)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(value))
+    except OSError:
+        pass
+
+
+def _prefer_oom_kill() -> None:
+    """In the child: be the first the OOM killer picks (raising the score needs no privilege)."""
+    _set_oom_score(1000)
+
+
+def _handle_signals(child: subprocess.Popen) -> None:
+    """As PID 1 of a container (``docker stop``) pass SIGTERM/SIGINT on to the run worker; under
+    Ray, which signals the whole process group, the child already has it: only wait."""
+    forward = os.getpid() == 1
+
+    def handler(signum: int, _frame: Any) -> None:
+        if forward and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def exit_record(code: int, oom_kills: int | None, cgroup: Any) -> dict[str, Any]:
+    """The worker's exit record (what ``E2I-WORKER-EXIT`` prints and the run's tag holds)."""
+    return {
+        "exit_code": code,
+        "signal": -code if code < 0 else None,
+        "oom_kills": oom_kills,
+        "memory_limit_bytes": cgroup.limit_bytes() if cgroup else None,
+        "cgroup": str(cgroup.path) if cgroup else None,
+        "node": os.environ.get("E2I_RAY_NODE_NAME", ""),
+    }
+
+
+def run(argv: list[str]) -> int:
+    """Run ``argv`` as the run worker; report and record its end; return the exit code to use."""
+    if not argv:
+        print(f"usage: python -m {WORKER_MODULE} COMMAND...", file=sys.stderr)
+        return 2
+    cgroup = own_memory_cgroup()
+    before = cgroup.oom_kills() if cgroup else None
+    _set_oom_score(-500)  # the wrapper's report should survive the kill
+    child = subprocess.Popen(argv, preexec_fn=_prefer_oom_kill)  # noqa: PLW1509 - sets a score only
+    _handle_signals(child)
+    code = child.wait()
+    after = cgroup.oom_kills() if cgroup else None
+    oom_kills = (after - before) if before is not None and after is not None else None
+    record = exit_record(code, oom_kills, cgroup)
+    print(f"{EXIT_MARKER} {json.dumps(record, sort_keys=True)}", flush=True)
+    record_on_run(argv, record)
+    if oom_kills:
+        return OOM_EXIT_CODE
+    return 128 - code if code < 0 else code
+
+
+def run_args(argv: list[str]) -> Any | None:
+    """The ExecuteRunArgs/ResumeRunArgs of a ``dagster api execute_run|resume_run`` command."""
+    if len(argv) < 4 or argv[1] != "api" or argv[2] not in _RUN_COMMANDS:
+        return None
+    from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs  # registers them for serdes
+    from dagster._serdes import deserialize_value
+
+    try:
+        return deserialize_value(argv[-1], (ExecuteRunArgs, ResumeRunArgs))
+    except Exception:  # noqa: BLE001 - not a serialized args payload
+        return None
+
+
+def record_on_run(argv: list[str], record: dict[str, Any]) -> None:
+    """Put ``record`` on the run through its instance and launcher (best effort: the exit code
+    and run monitoring still report a worker that cannot reach the instance)."""
+    args = run_args(argv)
+    if args is None or getattr(args, "instance_ref", None) is None:
+        return
+    try:
+        from dagster import DagsterInstance
+
+        from e2i_pipelines.launcher.tiered import TieredLauncherMixin
+
+        with DagsterInstance.from_ref(args.instance_ref) as instance:
+            run = instance.get_run_by_id(args.run_id)
+            launcher = instance.run_launcher
+            if run is None or not isinstance(launcher, TieredLauncherMixin):
+                return
+            diagnosis = launcher.record_worker_exit(run, record)
+            if diagnosis is not None:
+                print(f"e2i run worker: {diagnosis.message}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - never hide the run's own exit code
+        print(f"e2i run worker: could not record the exit on run {args.run_id}: {exc}",
+              file=sys.stderr, flush=True)
+
+
+def parse_exit_record(log_text: str) -> dict | None:
+    """The last ``E2I-WORKER-EXIT`` record in a job log, or None."""
+    for line in reversed(log_text.splitlines()):
+        head, _, payload = line.strip().partition(" ")
+        if head == EXIT_MARKER:
+            try:
+                return json.loads(payload)
+            except ValueError:
+                return None
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

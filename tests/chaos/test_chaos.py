@@ -1,0 +1,106 @@
+"""Chaos suite on the compose stack: one fault per test, injected while a probe run writes.
+
+Every test asserts (tests/chaos/chaos_lib.inject_fault): the run ends with a readable reason
+within the run-monitoring interval plus a margin and no run is left STARTED; no partial output is
+visible; the API answers 503, never 500, while a dependency is down; the next run succeeds. The
+first test is the OOM path end to end: a medium run whose step process is OOM-killed is recorded
+by its own run worker (the code server that evaluates the promotion sensor has no Docker socket)
+and re-launched at heavy. The suite prints the fault table (README "Fault tolerance").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, WORKER_EXIT_TAG
+from tests.chaos.chaos_lib import (
+    FAULT_TABLE,
+    FaultCase,
+    FaultRow,
+    in_data_volume,
+    inject_fault,
+    run_container,
+    started_runs,
+    submit,
+    wait_run,
+)
+from tests.stack.compose_stack import DATA_DIR, ComposeStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.chaos, pytest.mark.timeout(900)]
+FILLER = f"{DATA_DIR}/.chaos-filler"
+
+
+def test_oom_in_the_step_process_is_recorded_by_the_worker_and_promoted(
+    chaos_stack: ComposeStack, docker_client
+) -> None:
+    code_server = docker_client.containers.get(chaos_stack.container_id("code-server"))
+    assert "/var/run/docker.sock" not in {m["Destination"] for m in code_server.attrs["Mounts"]}
+    start = time.monotonic()
+    parent_id = submit(chaos_stack, "medium", in_process=False, allocate_mb=900, hold_seconds=2)
+    parent = wait_run(chaos_stack, parent_id)
+    assert parent["status"] == "FAILURE", parent
+    deadline = time.monotonic() + 60  # the wrapper records after the run worker has exited
+    while WORKER_EXIT_TAG not in parent["tags"] and time.monotonic() < deadline:
+        time.sleep(1)
+        parent = wait_run(chaos_stack, parent_id)
+    logs = run_container(chaos_stack, docker_client, parent_id).logs(tail=15).decode(errors="replace")
+    assert parent["tags"].get(FAILURE_TAG) == "oom", f"{parent}\n{logs}"
+    assert "OOM-killed at tier medium (memory limit 1280m) while running step probe_medium" \
+        in parent["failure"]["message"]
+    exit_record = json.loads(parent["tags"][WORKER_EXIT_TAG])
+    assert exit_record["oom_kills"] >= 1 and exit_record["signal"] is None, exit_record  # a step process was killed
+    deadline = time.monotonic() + 120
+    while not parent.get("promoted_to") and time.monotonic() < deadline:
+        time.sleep(2)
+        parent = wait_run(chaos_stack, parent_id)
+    assert parent.get("promoted_to"), "the OOM-killed run was not promoted"
+    promoted = time.monotonic()
+    child = wait_run(chaos_stack, parent["promoted_to"])
+    assert child["status"] == "SUCCESS", child
+    assert child["tier"] == "heavy" and child["tags"][PARENT_RUN_TAG] == parent_id
+    assert started_runs(chaos_stack) == []
+    FAULT_TABLE.append(FaultRow("medium run over its memory (step process OOM-killed)",
+                                "failure oom -> promoted to heavy: success",
+                                promoted - start, time.monotonic() - promoted))
+
+
+def test_kill_9_of_the_run_container(chaos_stack: ComposeStack, docker_client) -> None:
+    inject_fault(chaos_stack, docker_client, FaultCase(
+        "kill -9 of the run container",
+        lambda run_id: run_container(chaos_stack, docker_client, run_id).kill("SIGKILL"),
+        outcomes={"FAILURE"}, reason="killed by SIGKILL"))
+
+
+def test_daemon_restart(chaos_stack: ComposeStack, docker_client) -> None:
+    inject_fault(chaos_stack, docker_client, FaultCase(
+        "restart of the daemon",
+        lambda _: chaos_stack.compose("restart", "-t", "10", "daemon"),
+        outcomes={"SUCCESS"}))
+
+
+def test_webserver_restart_during_api_calls(chaos_stack: ComposeStack, docker_client) -> None:
+    inject_fault(chaos_stack, docker_client, FaultCase(
+        "restart of the webserver during API calls",
+        lambda _: chaos_stack.compose("restart", "-t", "10", "webserver"),
+        outcomes={"SUCCESS"}, api_dependency=True))
+
+
+def test_data_volume_full_while_an_asset_writes(chaos_stack: ComposeStack, docker_client) -> None:
+    def fill(_: str) -> None:
+        in_data_volume(chaos_stack, docker_client, f"dd if=/dev/zero of={FILLER} bs=1M 2>&1 || true",
+                       read_only=False)
+
+    inject_fault(chaos_stack, docker_client, FaultCase(
+        "data volume full (ENOSPC) while an asset writes", fill,
+        outcomes={"FAILURE"}, reason="No space left on device",
+        after=lambda: in_data_volume(chaos_stack, docker_client, f"rm -f {FILLER}", read_only=False)))
+
+
+def test_postgres_restart(chaos_stack: ComposeStack, docker_client) -> None:
+    inject_fault(chaos_stack, docker_client, FaultCase(
+        "restart of Postgres",
+        lambda _: chaos_stack.compose("restart", "-t", "10", "postgres"),
+        outcomes={"SUCCESS", "FAILURE"}, reason="", api_dependency=True))
