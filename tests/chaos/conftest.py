@@ -1,4 +1,5 @@
-"""One compose stack for the whole chaos suite (session scope), and the fault table it prints."""
+"""One compose stack for the chaos suite (module scope: down before later suites start), and the
+fault table it prints."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ CHAOS_TIERS = {
 ~350 MB each) is OOM-killed in its step process, heavy large enough that it succeeds."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chaos_stack(docker_client) -> Iterator[ComposeStack]:
     require_stack_tools(docker_client, ComposeStack.image)
     with running_stack(docker_client, timeout=COLD_START_TIMEOUT, tiers=CHAOS_TIERS,

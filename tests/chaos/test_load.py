@@ -1,0 +1,43 @@
+"""The load run of the fault-tolerance suite: 50 loopback clients against the API + a real
+webserver on Postgres (``benchmarks/load_api.py``), mixing status polls, results reads and run
+submissions. It must answer every request; its latency table is printed for the README (timing
+is reported, not asserted: speed is measured by benchmarks, not by tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _pg_connect, require
+
+LOAD_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_api.py"
+
+
+def _postgres_up() -> bool:
+    try:
+        _pg_connect().close()
+    except Exception:  # noqa: BLE001 - any connection failure means "no postgres"
+        return False
+    return True
+
+
+@pytest.mark.postgres
+@pytest.mark.webserver
+def test_fifty_clients_for_sixty_seconds_get_no_errors() -> None:
+    require(_postgres_up(), "PostgreSQL on 127.0.0.1:5432")
+    done = subprocess.run([sys.executable, str(LOAD_SCRIPT), "--clients", "50", "--duration", "60",
+                           "--launch-duration", "20", "--warmup", "10"],
+                          capture_output=True, text=True, timeout=600)
+    print(done.stdout[-4000:])
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    by_phase = {(r["phase"], r["endpoint"]): r for r in rows}
+    assert {r["phase"] for r in rows} >= {"mix", "post", "launchRun"}
+    assert all(r["errors"] == 0 for r in rows), [(k, r["error_kinds"]) for k, r in by_phase.items() if r["errors"]]
+    mixed = [r for r in rows if r["phase"] == "mix"]
+    assert {r["endpoint"] for r in mixed} == {"GET /v1/runs/{id}", "GET /v1/runs/{id}/results", "POST /v1/runs"}
+    assert all(r["ok"] > 0 for r in rows)
