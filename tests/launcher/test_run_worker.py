@@ -9,10 +9,8 @@ cgroup and the wrapper writes to a real (SQLite) instance whose launcher is the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,6 @@ from dagster._core.test_utils import create_run_for_test
 from dagster._serdes import serialize_value
 
 from e2i_pipelines.defs.launch.sensors import WORKER_RECORD_GRACE_SECONDS, awaiting_worker_record
-from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup, own_memory_cgroup
 from e2i_pipelines.launcher.promotion import (
     FAILURE_REASON_TAG,
     FAILURE_TAG,
@@ -39,6 +36,7 @@ from e2i_pipelines.launcher.run_worker import (
     run_args,
 )
 from e2i_pipelines.tiers import TIER_TAG
+from tests.launcher.memory_cgroup import limited_memory_cgroup
 
 LAUNCHER = {
     "module": "e2i_pipelines.launcher.tiered_docker_run_launcher",
@@ -106,34 +104,16 @@ def test_sensor_waits_for_the_worker_record_for_a_while(instance):
 def test_wrapper_records_a_kernel_oom_kill_on_the_run(instance, tmp_path):
     """The whole run worker is OOM-killed (in-process executor): the wrapper survives, fails the
     run with the diagnosis and tags it, before anyone inspects the container."""
-    own = own_memory_cgroup()
-    if own is None:
-        pytest.fail("no memory cgroup on this machine")
     run = create_run_for_test(instance, job_name="probe_light_job", status=DagsterRunStatus.STARTED,
                               tags={TIER_TAG: "light", "docker/container_id": "feedfacecafe0000"})
     fake_dagster = Path(tmp_path) / "dagster"
     fake_dagster.write_text(f"#!/bin/sh\nexec {sys.executable} -c "
                             "'import numpy as np; a = np.ones(400 * 2**20 // 8); print(a.sum())'\n")
     fake_dagster.chmod(0o755)
-    group = MemoryCgroup(own.path / f"e2i-test-{uuid.uuid4().hex[:6]}", own.version)
-    group.path.mkdir()
-    limit = str(160 * 1024**2)
-    try:
-        if own.version == 1:
-            (group.path / "memory.limit_in_bytes").write_text(limit)
-            if (group.path / "memory.memsw.limit_in_bytes").exists():
-                (group.path / "memory.memsw.limit_in_bytes").write_text(limit)
-        else:
-            (group.path / "memory.max").write_text(limit)
-
-        def enter() -> None:
-            (group.path / "cgroup.procs").write_text(str(os.getpid()))
-
+    with limited_memory_cgroup(160 * 1024**2) as enter:
         done = subprocess.run([sys.executable, "-m", WORKER_MODULE,
                                *_command(instance, run.run_id, str(fake_dagster))],
                               capture_output=True, text=True, timeout=180, preexec_fn=enter)
-    finally:
-        group.path.rmdir()
     assert done.returncode == 137, done.stdout + done.stderr
     assert parse_exit_record(done.stdout)["oom_kills"] == 1
     assert EXIT_MARKER in done.stdout and "e2i run worker: Run container feedfacecafe was OOM-killed" in done.stdout

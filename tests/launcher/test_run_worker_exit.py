@@ -8,11 +8,9 @@ details and logs (the cluster tests in tests/ray run the same path end to end).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
-import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +21,7 @@ from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup, own_memory_cgroup
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, RAY_JOB_TAG, decide_promotion
 from e2i_pipelines.launcher.run_worker import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.tiers import TIER_TAG
+from tests.launcher.memory_cgroup import limited_memory_cgroup
 
 WRAPPER = [sys.executable, "-m", "e2i_pipelines.launcher.run_worker"]
 
@@ -53,30 +52,13 @@ def test_child_runs_with_the_highest_oom_score():
 
 
 def test_kernel_oom_kill_in_the_nodes_cgroup_is_reported(tmp_path):
-    own = own_memory_cgroup()
-    if own is None:
-        pytest.fail("no memory cgroup on this machine")
-    group = MemoryCgroup(own.path / f"e2i-test-{uuid.uuid4().hex[:6]}", own.version)
-    group.path.mkdir()
-    limit = str(160 * 1024**2)
-    try:
-        if own.version == 1:
-            (group.path / "memory.limit_in_bytes").write_text(limit)
-            if (group.path / "memory.memsw.limit_in_bytes").exists():
-                (group.path / "memory.memsw.limit_in_bytes").write_text(limit)
-        else:
-            (group.path / "memory.max").write_text(limit)
-
-        def enter() -> None:
-            (group.path / "cgroup.procs").write_text(str(os.getpid()))
-
+    limit = 160 * 1024**2
+    with limited_memory_cgroup(limit) as enter:
         code, record = _wrap("import numpy as np; a = np.ones(400 * 2**20 // 8); print(a.sum())",
                              preexec=enter)
-    finally:
-        group.path.rmdir()
     assert record["oom_kills"] == 1 and record["signal"] == 9, record
     assert code == 137
-    assert record["memory_limit_bytes"] == int(limit)
+    assert record["memory_limit_bytes"] == limit
 
 
 def test_memory_cgroup_files_v1_and_v2(tmp_path):

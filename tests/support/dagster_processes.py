@@ -64,7 +64,7 @@ def _reset_signals() -> None:
 
 
 class DagsterProcess:
-    """A Dagster CLI process with a fresh session; use as a context manager."""
+    """A Dagster CLI (or other service) process with a fresh session; use as a context manager."""
 
     def __init__(self, args: list[str], home: Path, env: Mapping[str, str] | None = None,
                  log_path: Path | None = None) -> None:
