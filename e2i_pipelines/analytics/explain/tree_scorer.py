@@ -73,6 +73,7 @@ class QuickScorer:
         self.roots = self.roots[self.roots >= 0]
         self.pinned = int(pinned_feature)
         self.node_tree, self.node_mask, self.leaf_ids = _tree_layout(flat, self.roots)
+        self.leaf_table = np.ascontiguousarray(flat.leaf_value[self.leaf_ids])  # (tree, leaf)
         node_tree, node_mask = self.node_tree, self.node_mask
         used = node_tree >= 0
         self.n_features = int(flat.n_features)
@@ -174,7 +175,7 @@ class QuickScorer:
                       self.special_node, self.special_tree, self.special_mask,
                       f.node_threshold, f.node_kind, f.node_default_left, f.node_missing,
                       f.node_cat_offset, f.node_cat_len, f.cat_words,
-                      self.leaf_ids, f.leaf_value, arm1, arm0, diff, out)
+                      self.leaf_table, arm1, arm0, diff, out)
         return out
 
     def raw(self, X: np.ndarray, n_threads: int = 1) -> np.ndarray:
@@ -205,12 +206,24 @@ def _and_right_masks(values, nodes, node_tree, node_mask, node_threshold, node_k
                 out[i, node_tree[nd]] &= node_mask[nd]
 
 
+@njit(cache=True, inline="always")
+def _count_below(values, lo, hi, x):
+    """First k in [lo, hi) with values[k] >= x (values ascending): ``searchsorted`` 'left'."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(parallel=True, cache=True)
 def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_node,
                   stride, cp_base, cp_table, cat_base, cat_codes, cat_table, special_start,
                   special_node, special_tree, special_mask, node_threshold, node_kind,
                   node_default_left, node_missing, node_cat_offset, node_cat_len, cat_words,
-                  leaf_ids, leaf_value, arm1, arm0, diff, out):
+                  leaf_table, arm1, arm0, diff, out):
     """out[r] = sum_t value(exit leaf with arm1) [- value(exit leaf with arm0) if diff]."""
     n, p = X.shape
     n_trees = arm1.shape[0]
@@ -231,7 +244,7 @@ def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_
                                           cat_words):
                             v[sorted_tree[k]] &= sorted_mask[k]
                 elif stop > first:
-                    kstar = first + np.searchsorted(sorted_thr[first:stop], x)  # thr < x
+                    kstar = _count_below(sorted_thr, first, stop, x)  # thr < x before kstar
                     c = (kstar - first) // stride
                     if c > 0:
                         row = cp_base[j] + c
@@ -253,7 +266,7 @@ def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_
                         v[special_tree[k]] &= special_mask[k]
             acc = 0.0
             for t in range(n_trees):
-                acc += leaf_value[leaf_ids[t, trailing_zeros(v[t] & arm1[t])]]
+                acc += leaf_table[t, trailing_zeros(v[t] & arm1[t])]
                 if diff:
-                    acc -= leaf_value[leaf_ids[t, trailing_zeros(v[t] & arm0[t])]]
+                    acc -= leaf_table[t, trailing_zeros(v[t] & arm0[t])]
             out[r] = acc

@@ -108,8 +108,9 @@ class _Moments:
     s1: float = 0.0
     s2: float = 0.0
 
-    def add(self, x: np.ndarray) -> None:
-        self.n += len(x)
+    def add(self, x: np.ndarray, n: int | None = None) -> None:
+        """Add the values ``x``; ``n`` rows when the others of the chunk count as zeros."""
+        self.n += len(x) if n is None else n
         self.s1 += float(x.sum())
         self.s2 += float(np.dot(x, x))
 
@@ -139,12 +140,13 @@ class PolicyAccumulator:
         d = np.asarray(uplift, dtype=np.float64)
         m = np.asarray(targeted, dtype=bool)
         t = np.asarray(observed).astype(bool)
+        d_targeted, d_status_quo = d[m], d[t]  # untreated rows add zeros to the sums
         self._all.add(d)
-        self._targeted.add(np.where(m, d, 0.0))
-        self._status_quo.add(np.where(t, d, 0.0))
-        self._n_targeted += int(m.sum())
-        self._n_status_quo += int(t.sum())
-        self._targeted_sum += float(d[m].sum())
+        self._targeted.add(d_targeted, len(d))
+        self._status_quo.add(d_status_quo, len(d))
+        self._n_targeted += len(d_targeted)
+        self._n_status_quo += len(d_status_quo)
+        self._targeted_sum += float(d_targeted.sum())
         if self._kept_n < self.keep_rows:
             part = d[: self.keep_rows - self._kept_n].copy()
             self._kept.append(part)
