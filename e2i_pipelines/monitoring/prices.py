@@ -13,14 +13,21 @@ dagster.yaml under ``run_launcher.config.prices``::
       per_gb_hour: 0.004
       tiers:
         heavy: {per_hour: 0.70}    # flat price per heavy-run hour
+
+or, without touching dagster.yaml, in the environment (e.g. docker/.env): ``E2I_PRICES`` holds the
+same mapping as YAML/JSON, ``E2I_PRICES={currency: EUR, per_vcpu_hour: 0.03}``. The launcher config
+wins over the environment, the environment over the default.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import yaml
 
 from e2i_pipelines.tiers import Tier, TierProfile, parse_bytes, parse_tier
 
@@ -31,6 +38,7 @@ REFERENCE_VM = ("reference heavy VM of docs/deploy.md (16 vCPU, 64 GB) at an ass
                 " 0.032 USD per vCPU-hour + 0.004 USD per GB-hour")
 PRICE_FIELDS = ("per_vcpu_hour", "per_gb_hour", "per_hour")
 GIB = 1024**3
+PRICES_ENV = "E2I_PRICES"
 
 
 class PriceTableError(ValueError):
@@ -100,8 +108,26 @@ def _prices(fields: Mapping[str, Any], base: TierPrice, where: str) -> TierPrice
                      per_hour=values.get("per_hour", base.per_hour))
 
 
+def prices_from_env() -> Mapping[str, Any] | None:
+    """The ``E2I_PRICES`` mapping (YAML or JSON), or None when unset or empty."""
+    text = os.environ.get(PRICES_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PriceTableError(f"{PRICES_ENV} is not YAML/JSON: {exc}") from None
+    if not isinstance(value, Mapping):
+        raise PriceTableError(f"{PRICES_ENV} must be a mapping like the launcher's prices, got {text!r}")
+    return value
+
+
 def parse_prices(config: Mapping[str, Any] | None) -> PriceTable:
-    """The price table from the launcher config's ``prices`` (None: the reference-VM default)."""
+    """The price table from the launcher config's ``prices``, else ``E2I_PRICES``, else the
+    reference-VM default."""
+    source = "run_launcher.config.prices"
+    if not config:
+        config, source = prices_from_env(), PRICES_ENV
     if not config:
         return PriceTable(tiers={tier: TierPrice() for tier in Tier})
     if not isinstance(config, Mapping):
@@ -123,4 +149,4 @@ def parse_prices(config: Mapping[str, Any] | None) -> PriceTable:
         if not isinstance(fields, Mapping):
             raise PriceTableError(f"prices.tiers.{name} must be a mapping of {list(PRICE_FIELDS)}")
         tiers[tier] = _prices(fields, common, f"prices.tiers.{name}")
-    return PriceTable(tiers=tiers, currency=currency, source="run_launcher.config.prices")
+    return PriceTable(tiers=tiers, currency=currency, source=source)

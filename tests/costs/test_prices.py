@@ -82,3 +82,19 @@ def test_micro_unit_text_round_trips() -> None:
         parse_micros("0.0000001")
     with pytest.raises(ValueError, match="not a number"):
         parse_micros("abc")
+
+
+def test_environment_prices_apply_without_launcher_config(monkeypatch) -> None:
+    monkeypatch.setenv("E2I_PRICES", "{currency: EUR, per_vcpu_hour: 0.05, tiers: {heavy: {per_hour: 0.7}}}")
+    table = parse_prices(None)
+    assert table.currency == "EUR" and table.source == "E2I_PRICES"
+    assert table.price(Tier.HEAVY).per_hour == Decimal("0.7")
+    assert table.price(Tier.LIGHT).per_vcpu_hour == Decimal("0.05")
+    launcher_config = parse_prices({"currency": "GBP"})
+    assert launcher_config.currency == "GBP" and launcher_config.source == "run_launcher.config.prices"
+
+
+def test_bad_environment_prices_name_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv("E2I_PRICES", "[1, 2]")
+    with pytest.raises(PriceTableError, match="E2I_PRICES"):
+        parse_prices(None)
