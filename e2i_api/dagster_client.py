@@ -174,6 +174,9 @@ class DagsterClient:
         try:
             body = response.json()
         except ValueError:
+            if response.status_code >= 500:  # the webserver itself failed (e.g. a stale storage connection)
+                raise DagsterUnavailableError(
+                    f"Dagster webserver at {self.base_url} answered HTTP {response.status_code}") from None
             raise DagsterQueryError(f"Dagster answered HTTP {response.status_code} without JSON") from None
         if body.get("errors"):
             raise DagsterQueryError("; ".join(e.get("message", str(e)) for e in body["errors"]))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from e2i_api.core.errors import install_error_handlers, storage_unavailable
-from e2i_api.dagster_client import DagsterQueryError
+from e2i_api.dagster_client import DagsterClient, DagsterQueryError, DagsterUnavailableError
 
 POSTGRES_DOWN = [
     '(psycopg2.OperationalError) connection to server at "postgres" (172.20.0.2), port 5432 failed:'
@@ -41,3 +44,17 @@ def test_other_graphql_errors_stay_502() -> None:
     message = "Cannot query field 'nope' on type 'Run'"
     assert not storage_unavailable(message)
     assert _app(message).get("/boom").status_code == 502
+
+
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (500, "Internal Server Error", DagsterUnavailableError),
+    (500, '{"errors": [{"message": "(psycopg2.OperationalError) server closed the connection"}]}',
+     DagsterQueryError),
+    (400, "Bad Request", DagsterQueryError),
+])
+def test_webserver_failure_without_graphql_body_is_unavailable(status: int, body: str, error: type) -> None:
+    """A webserver 5xx with no GraphQL body means the webserver failed (503); a 4xx stays a bug."""
+    transport = httpx.MockTransport(lambda _: httpx.Response(status, text=body))
+    client = DagsterClient("http://127.0.0.1:3000", "e2i", "__repository__", 5.0, transport=transport)
+    with pytest.raises(error):
+        asyncio.run(client.execute("{ version }"))
