@@ -3,8 +3,10 @@
 A pure ASGI middleware (streams pass through untouched). The route label is the matched route's
 template (``/v1/runs/{run_id}``), ``<unmatched>`` otherwise, so label sets stay bounded. Each app
 has its own registry (tests build many apps). With several uvicorn workers
-(``PROMETHEUS_MULTIPROC_DIR`` set, see ``e2i_api.__main__``) every worker writes its values to
-files there and ``exposition()`` sums them over the workers.
+(``e2i_api.__main__`` sets ``PROMETHEUS_MULTIPROC_DIR`` and ``E2I_API_METRICS_MULTIPROC``) every
+worker writes its values to files there and ``exposition()`` sums them over the workers. The
+flag, not the directory variable, decides: importing Feast sets ``PROMETHEUS_MULTIPROC_DIR`` in
+any process that imports it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 UNMATCHED = "<unmatched>"
+MULTIPROC_FLAG = "E2I_API_METRICS_MULTIPROC"
+
+
+def summed_over_workers() -> bool:
+    """True in an API worker started by ``python -m e2i_api`` with several workers."""
+    return os.environ.get(MULTIPROC_FLAG) == "1" and values.ValueClass is not values.MutexValue
 
 
 class ApiMetrics:
@@ -43,7 +51,7 @@ class ApiMetrics:
 
     def exposition(self) -> bytes:
         """The text exposition: this app's registry, or the sum over all workers' files."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not summed_over_workers():
             return generate_latest(self.registry)
         merged = CollectorRegistry()
         MultiProcessCollector(merged)

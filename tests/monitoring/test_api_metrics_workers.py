@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from e2i_api.core.metrics import MULTIPROC_FLAG
+
 WORKER = """
 from e2i_api.core.metrics import ApiMetrics
 m = ApiMetrics()
@@ -21,7 +23,7 @@ print(ApiMetrics().exposition().decode())
 
 
 def _python(code: str, multiproc_dir: Path) -> str:
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir)}
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir), MULTIPROC_FLAG: "1"}
     return subprocess.run([sys.executable, "-c", code], env=env, check=True,
                           capture_output=True, text=True, timeout=120).stdout
 
@@ -33,3 +35,15 @@ def test_exposition_sums_over_worker_processes(tmp_path: Path) -> None:
     line = next(row for row in text.splitlines()
                 if row.startswith("e2i_api_requests_total{") and 'route="/v1/runs/{run_id}"' in row)
     assert float(line.rsplit(" ", 1)[1]) == 7.0
+
+
+def test_a_stray_multiproc_dir_does_not_hide_this_apps_metrics(tmp_path: Path, monkeypatch) -> None:
+    """Importing Feast sets PROMETHEUS_MULTIPROC_DIR; a single API process still shows its own."""
+    import feast.metrics  # noqa: F401 - sets PROMETHEUS_MULTIPROC_DIR in this process
+
+    from e2i_api.core.metrics import ApiMetrics
+
+    monkeypatch.delenv(MULTIPROC_FLAG, raising=False)
+    metrics = ApiMetrics()
+    metrics.requests.labels("GET", "/health", "200").inc()
+    assert b'e2i_api_requests_total{method="GET",route="/health",status="200"} 1.0' in metrics.exposition()

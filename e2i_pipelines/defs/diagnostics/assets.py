@@ -85,3 +85,10 @@ probe_jobs = [
     dg.define_asset_job(f"probe_{name}_job", selection=[f"probe_{name}"], tags={"e2i/group": "diagnostics"})
     for name in TIER_NAMES
 ]
+
+
+def probe_definitions(*sensors: dg.SensorDefinition) -> dg.Definitions:
+    """Only the probes (and ``sensors``): a small code location whose runs start in ~2 s of CPU,
+    for the scaler and Ray launcher tests."""
+    return dg.Definitions(assets=probe_assets, jobs=probe_jobs, sensors=list(sensors),
+                          resources={"storage": E2IStorage()})
