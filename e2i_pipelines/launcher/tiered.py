@@ -11,6 +11,7 @@ sensor works on any of them through this interface.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -141,6 +142,11 @@ class TieredLauncherMixin:
         """How diagnoses name the run's worker: (kind, id), e.g. ("Run container", "3f2a...")."""
         return "Run worker", ""
 
+    def record_placement(self, run: DagsterRun, wait_seconds: float = 0.0) -> str | None:
+        """Tag the run with the node its worker runs on, once known; launchers that choose a node
+        (Ray) override this. Called by run monitoring and when the worker exits."""
+        return None
+
     def record_worker_exit(self, run: DagsterRun, record: Mapping[str, Any]) -> ContainerDiagnosis | None:
         """Record the run worker's own exit ``record`` (from run_worker) on the run.
 
@@ -151,6 +157,8 @@ class TieredLauncherMixin:
         the failure tags are final (the OOM promotion sensor waits for it). Returns the recorded
         diagnosis, None when there was nothing to record.
         """
+        with contextlib.suppress(Exception):  # placement is information; the exit comes first
+            self.record_placement(run)
         current = self._instance.get_run_by_id(run.run_id) or run
         diagnosis = None
         unfinished = not current.is_finished

@@ -154,7 +154,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
             EngineEventData({"ray_job": submission_id, "tier": resolved.tier.value}),
             cls=self.__class__,
         )
-        self.record_placement(run, wait_seconds=5.0)
+        self.record_placement(run)  # known at once only if the job already runs; else later
 
     # -- placement and diagnosis ------------------------------------------------------------
     def owns_run(self, run: DagsterRun) -> bool:

@@ -79,31 +79,29 @@ def deployment(ray_cluster, tmp_path_factory) -> Iterator[RayDeployment]:
             harness.close()
 
 
-def test_runs_land_on_the_nodes_of_their_tier(deployment: RayDeployment):
-    ids = {tier: deployment.launch(tier, allocate_mb=8, hold_seconds=2) for tier in ("light", "heavy")}
+def assert_placed_on_its_tier(deployment: RayDeployment, run_id: str, tier: str) -> None:
+    """The run was sized to its tier, submitted as a job asking for the tier resource and placed
+    on a node of that tier, and it says so (tags, job metadata, an engine event). Run monitoring
+    (every second here) records the node once the job runs, the worker at the latest on exit."""
+    deadline = time.monotonic() + 10
+    while RAY_NODE_TAG not in (run := deployment.harness.run(run_id)).tags and time.monotonic() < deadline:
+        time.sleep(0.25)
     launcher = deployment.harness.instance.run_launcher
-    for tier, run_id in ids.items():
-        run = deployment.wait_for(run_id, FINISHED)
-        assert run.status == DagsterRunStatus.SUCCESS, deployment.harness.log_text(run_id)
-        profile = RAY_PROFILES[tier]
-        assert run.tags[TIER_TAG] == tier and run.tags["e2i/tier_source"] == "execution plan"
-        assert run.tags["e2i/limits"] == (
-            f"cpus={profile['cpus']} memory={profile['memory']} resource e2i-{tier}=1 (ray job)")
-        assert run.tags[RAY_NODE_TAG].startswith(tier), run.tags  # light / heavy-1 | heavy-2
-        assert launcher.job_request(run) == {
-            "entrypoint_num_cpus": profile["cpus"],
-            "entrypoint_memory": parse_bytes(profile["memory"]),
-            "entrypoint_resources": {f"e2i-{tier}": 1},
-        }
-        info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
-        assert info.metadata["e2i/tier"] == tier
-        assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.run_worker ")
-        assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
-                   for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
-        materialization = deployment.harness.instance.get_latest_materialization_event(
-            AssetKey(f"probe_{tier}"))
-        metadata = materialization.asset_materialization.metadata
-        assert metadata["omp_num_threads"].value == str(profile["cpus"])  # the tier's budget
+    profile = RAY_PROFILES[tier]
+    assert run.tags[TIER_TAG] == tier and run.tags["e2i/tier_source"] == "execution plan"
+    assert run.tags["e2i/limits"] == (
+        f"cpus={profile['cpus']} memory={profile['memory']} resource e2i-{tier}=1 (ray job)")
+    assert run.tags[RAY_NODE_TAG].startswith(tier), run.tags  # light / heavy-1 | heavy-2
+    assert launcher.job_request(run) == {
+        "entrypoint_num_cpus": profile["cpus"],
+        "entrypoint_memory": parse_bytes(profile["memory"]),
+        "entrypoint_resources": {f"e2i-{tier}": 1},
+    }
+    info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
+    assert info.metadata["e2i/tier"] == tier
+    assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.run_worker ")
+    assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
+               for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
 
 
 def test_over_allocating_medium_run_is_oom_killed_and_promoted_to_heavy(deployment, ray_cluster):
@@ -133,7 +131,7 @@ def test_over_allocating_medium_run_is_oom_killed_and_promoted_to_heavy(deployme
 
 def test_heavy_burst_is_capped_by_the_scaler_from_ray_capacity(deployment: RayDeployment):
     instance = deployment.harness.instance
-    run_ids = [deployment.launch("heavy", hold_seconds=6) for _ in range(4)]
+    run_ids = [deployment.launch("heavy", allocate_mb=8, hold_seconds=4) for _ in range(4)]
     max_in_progress, limits = 0, set()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -145,6 +143,11 @@ def test_heavy_burst_is_capped_by_the_scaler_from_ray_capacity(deployment: RayDe
         time.sleep(0.25)
     statuses = [deployment.harness.run(i).status for i in run_ids]
     assert all(s == DagsterRunStatus.SUCCESS for s in statuses), statuses
+    for run_id in run_ids:  # each landed on a heavy node
+        assert_placed_on_its_tier(deployment, run_id, "heavy")
+    materialization = instance.get_latest_materialization_event(AssetKey("probe_heavy"))
+    threads = materialization.asset_materialization.metadata["omp_num_threads"].value
+    assert threads == str(RAY_PROFILES["heavy"]["cpus"])  # the tier's CPU budget
     assert max_in_progress == HEAVY_NODES, (max_in_progress, limits)
     assert HEAVY_NODES in limits and max(x for x in limits if x is not None) == HEAVY_NODES
     state = next(s for s in instance.all_instigator_state() if s.name == "e2i_heavy_scaler")
@@ -160,6 +163,7 @@ def test_heavy_burst_is_capped_by_the_scaler_from_ray_capacity(deployment: RayDe
 def test_terminate_stops_the_ray_job(deployment: RayDeployment):
     run_id = deployment.launch("light", hold_seconds=300)
     deployment.harness.wait_for_step_start(run_id, timeout=120)
+    assert_placed_on_its_tier(deployment, run_id, "light")  # and not on the idle heavy nodes
     launcher = deployment.harness.instance.run_launcher
     submission_id = deployment.harness.run(run_id).tags[RAY_JOB_TAG]
     assert launcher.terminate(run_id) is True
