@@ -160,7 +160,8 @@ class PostgresKeyLocks:
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
         self.max_connections = max_connections
-        self._pool = ConnectionPool(dsn, keep=4, connect_timeout=connect_timeout)
+        # Every slot's connection is kept: a new one costs Postgres a backend and an auth handshake.
+        self._pool = ConnectionPool(dsn, keep=max_connections, connect_timeout=connect_timeout)
         self._local = KeyLocks()
         self._slots: asyncio.Semaphore | None = None
 

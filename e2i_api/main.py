@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
         finally:
             await app.state.dagster.aclose()
             app.state.key_locks.close()
+            if app.state.run_reader is not None:
+                app.state.run_reader.close()
 
     app = FastAPI(title="e2i API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

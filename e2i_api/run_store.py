@@ -2,20 +2,26 @@
 kept per worker: status polls and results reads that do not queue behind the webserver.
 
 Dagster's own ``PostgresRunStorage`` reads the record (no SQL of ours against its tables); the
-fields come back in the shape of the GraphQL ``Run`` the rest of the API uses. Without a
-database (embedded SQLite instance) the API reads runs over GraphQL as before.
+fields come back in the shape of the GraphQL ``Run`` the rest of the API uses. Reads run in the
+reader's own threads, each with a kept connection, so a status poll never queues behind other
+blocking work of the worker. Without a database (embedded SQLite instance) the API reads runs
+over GraphQL as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from dagster import DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import TagType, get_tag_type
 from dagster_postgres import PostgresRunStorage
+from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+from sqlalchemy import event
 
 from e2i_api.dagster_client import DagsterUnavailableError, RunNotFound
 
@@ -64,7 +70,20 @@ def run_fields(record: Any) -> dict[str, Any]:
 
 class ReaderRunStorage(PostgresRunStorage):
     """Dagster's Postgres run storage for a long-lived reader: the schema check that
-    ``get_run_records`` makes on every call (a catalog query) is made once."""
+    ``get_run_records`` makes on every call (a catalog query) is made once, and every reader
+    thread keeps its own pooled connection."""
+
+    def pool_for_readers(self, threads: int, statement_timeout_ms: int = 5000, pool_recycle: int = 3600) -> None:
+        """Dagster's ``optimize_for_webserver`` (autocommit, statement timeout), but with one
+        kept connection per reader thread: the webserver's pool keeps one and opens and closes
+        every other, a new Postgres backend and auth handshake per concurrent read."""
+        kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_size": threads, "max_overflow": 0,
+                                  "pool_recycle": pool_recycle}
+        if self._engine.url.query.get("options"):
+            kwargs["connect_args"] = {"options": self._engine.url.query["options"]}
+        self._engine = create_pg_engine(self.postgres_url, self._token_provider, **kwargs)
+        event.listen(self._engine, "connect",
+                     lambda connection, _: set_pg_statement_timeout(connection, statement_timeout_ms))
 
     @functools.cached_property
     def _run_stats_index_cols(self) -> bool:
@@ -76,33 +95,45 @@ class ReaderRunStorage(PostgresRunStorage):
 
 class StorageRuns:
     """``get_run`` from the run storage of the instance's Postgres (``database_url``);
-    ``fallback`` (the GraphQL client) answers for the few runs GraphQL completes from stats."""
+    ``fallback`` (the GraphQL client) answers for the few runs GraphQL completes from stats.
+    Status reads (``threads``) and the Idempotency-Key lookups of submissions
+    (``lookup_threads``) have their own threads: a poll never waits behind a submission."""
 
-    def __init__(self, database_url: str, fallback: RunReader | None = None) -> None:
+    def __init__(self, database_url: str, fallback: RunReader | None = None, threads: int = 4,
+                 lookup_threads: int = 2) -> None:
         self.url = sqlalchemy_url(database_url)
         self.fallback = fallback
+        self.connections = threads + lookup_threads
         self._storage: Any = None
+        self._storage_lock = threading.Lock()
+        self._status = ThreadPoolExecutor(threads, thread_name_prefix="e2i-run-status")
+        self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="e2i-run-lookup")
 
     def _records(self, filters: RunsFilter, limit: int) -> list[Any]:
-        if self._storage is None:
-            storage = ReaderRunStorage(self.url, should_autocreate_tables=False)
-            # Dagster's pooled engine for long-lived readers: keeps connections open between calls.
-            storage.optimize_for_webserver(statement_timeout=5000, pool_recycle=3600, max_overflow=8)
-            self._storage = storage
+        with self._storage_lock:
+            if self._storage is None:
+                storage = ReaderRunStorage(self.url, should_autocreate_tables=False)
+                storage.pool_for_readers(self.connections)
+                self._storage = storage
         return list(self._storage.get_run_records(filters, limit=limit))
 
-    async def _read(self, filters: RunsFilter, limit: int) -> list[Any]:
+    async def _read(self, filters: RunsFilter, limit: int, threads: ThreadPoolExecutor) -> list[Any]:
         try:
-            return await asyncio.to_thread(self._records, filters, limit)
+            return await asyncio.get_running_loop().run_in_executor(threads, self._records, filters, limit)
         except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
             raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
 
+    def close(self) -> None:
+        """Stop the reader's threads (the storage's pooled connections close with the process)."""
+        for threads in (self._status, self._lookups):
+            threads.shutdown(wait=False, cancel_futures=True)
+
     async def list_runs(self, *, tags: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Runs with all of ``tags``, newest first (as ``DagsterClient.list_runs``)."""
-        return [run_fields(r) for r in await self._read(RunsFilter(tags=tags), limit)]
+        return [run_fields(r) for r in await self._read(RunsFilter(tags=tags), limit, self._lookups)]
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        records = await self._read(RunsFilter(run_ids=[run_id]), 1)
+        records = await self._read(RunsFilter(run_ids=[run_id]), 1, self._status)
         if not records:
             raise RunNotFound(f"no run {run_id!r}")
         record = records[0]

@@ -1,4 +1,8 @@
-"""Request dependencies: the shared Dagster client, catalog and settings held on app.state."""
+"""Request dependencies: the shared Dagster client, catalog and settings held on app.state.
+
+All ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per dependency
+per request that queues behind every other thread under load; these only read app.state.
+"""
 
 from __future__ import annotations
 
@@ -13,28 +17,28 @@ from e2i_api.run_store import FinishedResults, RunReader
 from e2i_pipelines.catalog import Catalog
 
 
-def get_dagster(request: Request) -> DagsterClient:
+async def get_dagster(request: Request) -> DagsterClient:
     return request.app.state.dagster
 
 
-def get_catalog(request: Request) -> Catalog:
+async def get_catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_key_locks(request: Request) -> KeyLock:
+async def get_key_locks(request: Request) -> KeyLock:
     return request.app.state.key_locks
 
 
-def get_run_reader(request: Request) -> RunReader:
+async def get_run_reader(request: Request) -> RunReader:
     """Run fields from the instance's run storage when the API has its database, else GraphQL."""
     return request.app.state.run_reader or request.app.state.dagster
 
 
-def get_finished_results(request: Request) -> FinishedResults:
+async def get_finished_results(request: Request) -> FinishedResults:
     return request.app.state.finished_results
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -41,7 +41,7 @@ class KeyRing:
         return found
 
 
-def authenticate(request: Request, api_key: Annotated[str | None, Depends(api_key_header)]) -> Principal:
+async def authenticate(request: Request, api_key: Annotated[str | None, Depends(api_key_header)]) -> Principal:
     """The principal for the request's API key; 401 when missing or unknown."""
     if not api_key:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing API key ({API_KEY_HEADER} header)",
@@ -53,10 +53,11 @@ def authenticate(request: Request, api_key: Annotated[str | None, Depends(api_ke
     return principal
 
 
-def require_scope(scope: Scope) -> Callable[..., Principal]:
-    """Dependency: an authenticated principal holding ``scope`` (403 otherwise)."""
+def require_scope(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: an authenticated principal holding ``scope`` (403 otherwise). Async, like
+    ``authenticate``: no I/O, so they run on the event loop, not in FastAPI's thread pool."""
 
-    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if scope not in principal.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"API key {principal.name!r} lacks scope {scope!r}")

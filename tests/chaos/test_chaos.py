@@ -16,10 +16,14 @@ import time
 import pytest
 
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, WORKER_EXIT_TAG
+from e2i_pipelines.scaler.capacity import HostCapacity
+from e2i_pipelines.scaler.profile import HeavyProfile
+from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, parse_bytes
 from tests.chaos.chaos_lib import (
     FAULT_TABLE,
     FaultCase,
     FaultRow,
+    graphql,
     in_data_volume,
     inject_fault,
     run_container,
@@ -65,6 +69,68 @@ def test_oom_in_the_step_process_is_recorded_by_the_worker_and_promoted(
     FAULT_TABLE.append(FaultRow("medium run over its memory (step process OOM-killed)",
                                 "failure oom -> promoted to heavy: success",
                                 promoted - start, time.monotonic() - promoted))
+
+
+SCALER_TICKS = """
+query {
+  sensorOrError(sensorSelector: {repositoryLocationName: "e2i", repositoryName: "__repository__",
+                                 sensorName: "e2i_heavy_scaler"}) {
+    __typename
+    ... on Sensor { sensorState { ticks(limit: 50) { timestamp status cursor } } }
+  }
+}
+"""
+
+
+def scaler_dry_run(stack: ComposeStack, docker_client) -> dict:
+    """The scaler's evaluation now (``python -m e2i_pipelines.scaler dry-run --json``) in the
+    daemon container: the stack's instance, its launcher, and the Docker engine through the
+    daemon's socket."""
+    daemon = docker_client.containers.get(stack.container_id("daemon"))
+    code, (out, err) = daemon.exec_run(["python", "-m", "e2i_pipelines.scaler", "dry-run", "--json"],
+                                       demux=True)
+    assert code == 0, (err or b"").decode(errors="replace")[-3000:]
+    return json.loads(out)
+
+
+def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
+    chaos_stack: ComposeStack, docker_client
+) -> None:
+    """A heavy run as large as the host's CPUs (2 on the CI host) fits beside the stack's own
+    services: the scaler measures them on the real engine (their use, not their limits) and
+    admits the run, and the run starts and succeeds. The production heavy profile (16 CPUs,
+    32g: capped at the host) also gets one slot on that measurement."""
+    engine = docker_client.info()
+    heavy = chaos_stack.tiers["heavy"]
+    run_id = submit(chaos_stack, "heavy", allocate_mb=64, hold_seconds=40)
+    wait_run(chaos_stack, run_id, {"STARTED"}, timeout=180)  # admitted: the pool limit is >= 1
+    record = scaler_dry_run(chaos_stack, docker_client)
+    decision, capacity = record["decision"], record["capacity"]
+    assert decision["running"] + decision["queued"] >= 1, record
+    assert decision["current_limit"] >= 1 and decision["allowed"] >= 1, record["summary"]
+    assert decision["capacity_slots"] >= 1, record
+    assert capacity["source"] == "docker", capacity
+    assert capacity["total_cpus"] == engine["NCPU"] and capacity["total_memory_bytes"] == engine["MemTotal"]
+    services = {h["name"] for h in capacity["holdings"] if h["kind"] == "service" and h["basis"] == "measured"}
+    for service in ("postgres", "code-server", "webserver", "daemon", "api", "mlflow"):
+        assert any(service in name for name in services), (service, capacity["holdings"])
+    assert run_id not in str(capacity["holdings"])  # the admitted run counts in the cap, not twice
+    assert capacity["service_memory_bytes"] > 0 and capacity["service_cpus"] < capacity["total_cpus"], capacity
+    assert record["heavy_profile"] == {"cpus": float(heavy["cpus"]), "memory_bytes": parse_bytes(heavy["memory"]),
+                                       "source": "launcher"}
+    measured = HostCapacity(**{k: capacity[k] for k in (
+        "source", "total_cpus", "total_memory_bytes", "held_cpus", "held_memory_bytes", "holding_containers",
+        "service_cpus", "service_memory_bytes")})
+    default = DEFAULT_PROFILES[Tier.HEAVY]
+    production = HeavyProfile(float(default.cpus), parse_bytes(default.memory), "default")
+    assert measured.slots_for(production) == 1, (measured, measured.need_of(production))
+    assert wait_run(chaos_stack, run_id)["status"] == "SUCCESS"
+    ticks = graphql(chaos_stack, SCALER_TICKS)["sensorOrError"]["sensorState"]["ticks"]
+    admitted = [json.loads(t["cursor"]) for t in ticks if t["cursor"]]
+    admitted = [r for r in admitted if r["decision"]["queued"] + r["decision"]["running"] >= 1]
+    assert admitted and all(r["decision"]["allowed"] >= 1 for r in admitted), admitted[:2]
+    print(f"scaler: {record['summary']}; sensor in the code server measured {admitted[0]['capacity']['source']}: "
+          f"{admitted[0]['summary']}; production heavy profile needs {measured.need_of(production)} here")
 
 
 def test_kill_9_of_the_run_container(chaos_stack: ComposeStack, docker_client) -> None:
