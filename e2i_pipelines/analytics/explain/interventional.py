@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from e2i_pipelines.analytics.explain.kernels import _cold_masks, interventional_add
+from e2i_pipelines.analytics.explain.kernels import cold_masks, interventional_add
 
 
 @njit(parallel=True, cache=True)
@@ -27,21 +27,26 @@ def background_patterns(Xb, tree_range, node_slot, leaf_slot, node_threshold, no
     with a table) or each background row's pattern (``deep_hot[deep_index[leaf], r]``).
     Trees run in parallel; each writes only its own leaves."""
     n = Xb.shape[0]
+    block = 1024
+    xt = np.ascontiguousarray(Xb.T)
     for t in prange(tree_range.shape[0]):
-        slots = np.zeros(2 * max_nodes + 1, dtype=np.int64)
+        masks = np.zeros((2 * max_nodes + 1, block), dtype=np.int64)
         n0, n1 = tree_range[t, 0], tree_range[t, 1]
         l0, l1 = tree_range[t, 2], tree_range[t, 3]
-        for r in range(n):
-            _cold_masks(Xb, r, n0, n1, node_slot, node_threshold, node_kind, node_default_left,
-                        node_missing, node_pos, node_feature, node_cat_offset, node_cat_len,
-                        cat_words, slots)
+        for r0 in range(0, n, block):
+            m = min(n, r0 + block) - r0
+            cold_masks(xt[:, r0:r0 + m], m, n0, n1, node_slot, node_threshold, node_kind,
+                       node_default_left, node_missing, node_pos, node_feature,
+                       node_cat_offset, node_cat_len, cat_words, masks)
             for leaf in range(l0, l1):
                 d = leaf_depth[leaf]
-                hot = ((np.int64(1) << d) - 1) & ~slots[leaf_slot[leaf]]
-                if count_offset[leaf] >= 0:
-                    counts[count_offset[leaf] + hot] += 1.0
-                elif deep_index[leaf] >= 0:
-                    deep_hot[deep_index[leaf], r] = hot
+                full = (np.int64(1) << d) - 1
+                for i in range(m):
+                    hot = full & ~masks[leaf_slot[leaf], i]
+                    if count_offset[leaf] >= 0:
+                        counts[count_offset[leaf] + hot] += 1.0
+                    elif deep_index[leaf] >= 0:
+                        deep_hot[deep_index[leaf], r0 + i] = hot
 
 
 @njit(parallel=True, cache=True)

@@ -15,7 +15,8 @@ G(Q) = sum_{S ⊆ Q} w(|S|, d) prod_{j ∈ Q \\ S} z_j, the leaf's contribution 
 2^d hot sets of a leaf (d <= ``table_depth``); deeper leaves evaluate the formula per row
 with elementary symmetric polynomials in O(d^2). A row's hot set of every leaf comes from
 one fixed-order pass over the tree's nodes: the child the row does not take gets the node's
-position bit set in a "cold" mask.
+position bit set in a "cold" mask. Rows go in blocks: node by node and then leaf by leaf,
+rows inner.
 """
 
 from __future__ import annotations
@@ -113,26 +114,58 @@ def _goes_left(x, nd, node_threshold, node_kind, node_default_left, node_missing
 
 
 @njit(cache=True, inline="always")
-def _cold_masks(X, r, n0, n1, node_slot, node_threshold, node_kind, node_default_left,
-                node_missing, node_pos, node_feature, node_cat_offset, node_cat_len, cat_words,
-                slots):
-    """One fixed-order pass over a tree's nodes for row ``r``: every child's slot gets the
-    cold mask (path positions whose split the row fails) of the path down to it."""
+def _split(masks, s, k, bit, left, i):
+    """Children of node slot ``s`` for block row ``i``: the child not taken gets ``bit``."""
+    cold = masks[s, i]
+    lb = bit * np.int64(left)
+    masks[k, i] = cold | (bit ^ lb)
+    masks[k + 1, i] = cold | lb
+
+
+@njit(cache=True, inline="always")
+def cold_masks(xt, m, n0, n1, node_slot, node_threshold, node_kind, node_default_left,
+               node_missing, node_pos, node_feature, node_cat_offset, node_cat_len, cat_words,
+               masks):
+    """One fixed-order pass over a tree's nodes for the first ``m`` rows of a block
+    (``xt``: features x rows): every child's slot ``masks[slot, i]`` gets the cold mask (path
+    positions whose split row ``i`` fails) of the path down to it. Nodes outer, rows inner:
+    the numerical decisions (one loop per missing type) vectorise over the rows."""
     for nd in range(n0, n1):
-        cold = slots[node_slot[nd]]
-        left = np.int64(_goes_left(X[r, node_feature[nd]], nd, node_threshold, node_kind,
-                                   node_default_left, node_missing, node_cat_offset,
-                                   node_cat_len, cat_words))
-        bit = np.int64(1) << node_pos[nd]
+        s = node_slot[nd]
         k = 1 + 2 * (nd - n0)
-        slots[k] = cold | (bit * (1 - left))
-        slots[k + 1] = cold | (bit * left)
+        bit = np.int64(1) << node_pos[nd]
+        f = node_feature[nd]
+        mt = node_missing[nd]
+        thr = node_threshold[nd]
+        dl = node_default_left[nd]
+        if node_kind[nd] != 0:
+            for i in range(m):
+                _split(masks, s, k, bit, _goes_left(xt[f, i], nd, node_threshold, node_kind,
+                                                    node_default_left, node_missing,
+                                                    node_cat_offset, node_cat_len, cat_words),
+                       i)
+        elif mt == 2:  # NaN -> default direction
+            for i in range(m):
+                x = xt[f, i]
+                _split(masks, s, k, bit, (x <= thr) | (math.isnan(x) & dl), i)
+        elif mt == 1:  # NaN is 0; |x| <= kZeroThreshold -> default direction
+            for i in range(m):
+                x = xt[f, i]
+                x = 0.0 if math.isnan(x) else x
+                zero = (x >= -_ZERO) & (x <= _ZERO)
+                _split(masks, s, k, bit, dl if zero else x <= thr, i)
+        else:  # NaN is 0
+            for i in range(m):
+                x = xt[f, i]
+                x = 0.0 if math.isnan(x) else x
+                _split(masks, s, k, bit, x <= thr, i)
 
 
 @njit(cache=True)
-def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf_value, W,
+def _leaf_direct(acc, i, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf_value, W,
                  esym, ediv):
-    """Contribution of one deep leaf for one hot set, O(d^2) without a table."""
+    """Contribution of one deep leaf for one hot set, O(d^2) without a table, added to
+    ``acc[feature, i]``."""
     o = leaf_offset[leaf]
     v = leaf_value[leaf]
     zout = 1.0
@@ -162,9 +195,9 @@ def _leaf_direct(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_z, leaf
             gk = 0.0
             for s in range(cnt):
                 gk += W[d, s] * ediv[cnt - 1 - s]
-            phi[row, f] += v * (1.0 - zk) * zout * gk
+            acc[f, i] += v * (1.0 - zk) * zout * gk
         else:
-            phi[row, f] += cold
+            acc[f, i] += cold
 
 
 @njit(cache=True, inline="always")
@@ -201,17 +234,26 @@ def interventional_add(out, o, d, f, b, scale, W):
 
 
 @njit(cache=True)
-def _leaf_interventional(phi, row, leaf, hot, d, leaf_offset, leaf_feature, leaf_value, W,
-                         bg_offset, bg_pattern, bg_weight, acc):
+def _leaf_interventional(acc, i, leaf, hot, d, leaf_offset, leaf_feature, leaf_value, W,
+                         bg_offset, bg_pattern, bg_weight, buf):
     """Interventional contribution of one leaf without a table: sum over its distinct
-    background patterns (weights = share of background rows), O(patterns * d)."""
+    background patterns (weights = share of background rows), O(patterns * d), added to
+    ``acc[feature, i]``."""
     o = leaf_offset[leaf]
     v = leaf_value[leaf]
-    acc[:d] = 0.0
+    buf[:d] = 0.0
     for j in range(bg_offset[leaf], bg_offset[leaf + 1]):
-        interventional_add(acc, 0, d, hot, bg_pattern[j], v * bg_weight[j], W)
+        interventional_add(buf, 0, d, hot, bg_pattern[j], v * bg_weight[j], W)
     for k in range(d):
-        phi[row, leaf_feature[o + k]] += acc[k]
+        acc[leaf_feature[o + k], i] += buf[k]
+
+
+@njit(cache=True, inline="always")
+def transpose_block(X, r0, m, xt):
+    """xt[j, i] = X[r0 + i, j] for the block's ``m`` rows."""
+    for i in range(m):
+        for j in range(X.shape[1]):
+            xt[j, i] = X[r0 + i, j]
 
 
 @njit(parallel=True, cache=True)
@@ -226,43 +268,55 @@ def shap_kernel(X, tree_range, node_slot, leaf_slot, node_threshold, node_kind,
     table use the per-row path-dependent formula, or, when ``bg_offset`` is not empty, the
     per-row interventional sum over the leaf's background patterns.
 
-    A tree's nodes are visited in the same (pre-)order for every row, so there is no stack
-    and no data-dependent branch: node ``nd`` reads its cold mask from the slot its parent
-    wrote and writes its two children's (the child the row does not take gets ``nd``'s
-    position bit), then every leaf reads its mask from its slot.
+    Per block of rows (transposed to features x rows) and tree, :func:`cold_masks` gives
+    every leaf the cold mask of every row; then leaf by leaf, rows inner, each row's table
+    entries go into a features x rows accumulator. Rows inner keeps consecutive additions
+    independent (rows outer would chain every leaf's additions through the same few
+    phi[r, f]) and the leaf's table hot across the block.
     """
     n = X.shape[0]
+    nf = phi.shape[1]
     n_blocks = (n + block - 1) // block
     interventional = bg_offset.shape[0] > 0
     for b in prange(n_blocks):
-        slots = np.zeros(2 * max_nodes + 1, dtype=np.int64)  # slot 0: the root's (empty)
+        r0 = b * block
+        m = min(n, r0 + block) - r0
+        masks = np.zeros((2 * max_nodes + 1, block), dtype=np.int64)  # slot 0: the root's
+        acc = np.zeros((nf, block))
+        xt = np.empty((X.shape[1], block))
+        idx = np.empty(block, dtype=np.int64)
         esym = np.empty(64)
         ediv = np.empty(64)
-        r0 = b * block
-        r1 = min(n, r0 + block)
+        transpose_block(X, r0, m, xt)
         for t in range(tree_range.shape[0]):
-            n0, n1 = tree_range[t, 0], tree_range[t, 1]
-            l0, l1 = tree_range[t, 2], tree_range[t, 3]
-            for r in range(r0, r1):
-                _cold_masks(X, r, n0, n1, node_slot, node_threshold, node_kind,
-                            node_default_left, node_missing, node_pos, node_feature,
-                            node_cat_offset, node_cat_len, cat_words, slots)
-                for leaf in range(l0, l1):
-                    d = leaf_depth[leaf]
-                    hot = ((np.int64(1) << d) - 1) & ~slots[leaf_slot[leaf]]
-                    t0 = table_offset[leaf]
-                    if t0 >= 0:
-                        o = leaf_offset[leaf]
-                        base = t0 + hot * d
-                        for k in range(d):
-                            phi[r, leaf_feature[o + k]] += tables[base + k]
-                    elif interventional:
-                        _leaf_interventional(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
-                                             leaf_value, W, bg_offset, bg_pattern, bg_weight,
-                                             esym)
-                    else:
-                        _leaf_direct(phi, r, leaf, hot, d, leaf_offset, leaf_feature,
-                                     leaf_z, leaf_value, W, esym, ediv)
+            cold_masks(xt, m, tree_range[t, 0], tree_range[t, 1], node_slot, node_threshold,
+                       node_kind, node_default_left, node_missing, node_pos, node_feature,
+                       node_cat_offset, node_cat_len, cat_words, masks)
+            for leaf in range(tree_range[t, 2], tree_range[t, 3]):
+                d = leaf_depth[leaf]
+                full = (np.int64(1) << d) - 1
+                ls = leaf_slot[leaf]
+                t0 = table_offset[leaf]
+                o = leaf_offset[leaf]
+                if t0 >= 0:
+                    for i in range(m):
+                        idx[i] = t0 + (full & ~masks[ls, i]) * d
+                    for k in range(d):
+                        fk = leaf_feature[o + k]
+                        for i in range(m):
+                            acc[fk, i] += tables[idx[i] + k]
+                elif interventional:
+                    for i in range(m):
+                        _leaf_interventional(acc, i, leaf, full & ~masks[ls, i], d,
+                                             leaf_offset, leaf_feature, leaf_value, W,
+                                             bg_offset, bg_pattern, bg_weight, esym)
+                else:
+                    for i in range(m):
+                        _leaf_direct(acc, i, leaf, full & ~masks[ls, i], d, leaf_offset,
+                                     leaf_feature, leaf_z, leaf_value, W, esym, ediv)
+        for i in range(m):
+            for j in range(nf):
+                phi[r0 + i, j] += acc[j, i]
 
 
 def set_threads(n: int) -> None:

@@ -34,7 +34,7 @@ METHODS: tuple[str, ...] = ("fast", "lightgbm")
 PERTURBATIONS: tuple[str, ...] = ("tree_path_dependent", "interventional")
 DEFAULT_TABLE_DEPTH = 12  # leaves with more unique path features use the O(d^2) per-row path
 DEFAULT_TABLE_BYTES = 512 * 2**20
-_BLOCK_ROWS = 1024  # rows per parallel block: a tree's tables are reused across its rows
+_BLOCK_ROWS = 1024  # rows per parallel block: a leaf's table is reused across its rows
 
 log = logging.getLogger(__name__)
 
