@@ -11,15 +11,25 @@ values, zero-as-missing, categorical bitsets) are decided per row by LightGBM's 
 A *pinned* feature (the treatment) is left out of the row walk: its nodes' masks for each
 pinned value are ANDed in at the end, so both arms of ``f(x, 1) - f(x, 0)`` cost one walk.
 Trees with more than 64 leaves raise :class:`UnsupportedModelError` (callers fall back).
+
+When they fit in ``table_bytes``, *binned tables* replace the walk: every decision on a
+feature is constant between consecutive breakpoints of that feature (its thresholds, the
+zero band of zero-as-missing splits, category codes, NaN), so each row is first binned per
+feature, then for each tree the bitvector is the AND of one precomputed entry per feature
+the tree uses (tree-outer, rows-inner within a block of rows: a tree's tables stay in
+cache). The entries are computed by LightGBM's own rule on a representative value per bin,
+and the leaf values are summed in the same order, so both paths give the same bits.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from e2i_pipelines.analytics.explain.kernels import _goes_left, set_threads
+from e2i_pipelines.analytics.explain.kernels import _ZERO, _goes_left, set_threads
 from e2i_pipelines.analytics.explain.model import (
     MISSING_TYPES,
     NUMERICAL,
@@ -29,6 +39,7 @@ from e2i_pipelines.analytics.explain.model import (
 
 MAX_LEAVES = 64  # one uint64 bitvector per tree
 _BLOCK = 512  # rows per parallel block
+_BIN_BLOCK = 256  # rows per block of the binned kernel (their bins stay in L1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CHECKPOINT = 16  # sorted nodes per precomputed prefix AND (doubled until the table fits)
 DEFAULT_TABLE_BYTES = 256 * 2**20
@@ -61,6 +72,120 @@ def _tree_layout(flat: FlatEnsemble, roots: np.ndarray) -> tuple[np.ndarray, np.
                                         f"scorer handles at most {MAX_LEAVES}")
         leaf_ids[t, : len(leaves)] = leaves
     return node_tree, node_mask, leaf_ids
+
+
+# columns of _BinnedTables.feat: column of X, kind (0 numeric, 1 categorical), offset and
+# count of its breakpoints, number of codes, offset and cells of its grid, linear steps
+_COL, _KIND, _BP, _NBP, _CODES, _GRID, _CELLS, _STEPS = range(8)
+_MAX_STEPS = 8  # linear steps per grid cell; more: a binary search for that feature
+_MAX_CELLS = 1 << 13
+
+
+def _bin_grid(bp: np.ndarray) -> tuple[float, float, np.ndarray, int]:
+    """(lo, scale, first bin per cell, steps): a uniform grid over the breakpoints ``bp``.
+
+    The bin of ``x`` in cell ``c = int((x - lo) * scale)`` lies within ``steps`` steps
+    above ``cells[c]`` (one cell of slack each side for rounding); ``steps`` is -1 when no
+    grid of at most ``_MAX_CELLS`` cells achieves ``_MAX_STEPS`` (binary search instead).
+    """
+    if len(bp) <= _MAX_STEPS:
+        return 0.0, 0.0, np.zeros(1, dtype=np.int32), len(bp)
+    span = float(bp[-1] - bp[0])
+    n_cells = 1 << int(np.ceil(np.log2(4 * len(bp))))
+    while np.isfinite(span) and span > 0 and n_cells <= _MAX_CELLS:
+        scale = n_cells / span
+        with np.errstate(over="ignore", invalid="ignore"):
+            edges = bp[0] + np.arange(-1, n_cells + 2) / scale  # edges[c + 1] = left of cell c
+        below = np.searchsorted(bp, edges, side="left")  # breakpoints < edge
+        first = below[:-3].copy()
+        first[0] = 0
+        steps = int((below[3:] - first).max())
+        if steps <= _MAX_STEPS and np.isfinite(scale):
+            return float(bp[0]), float(scale), first.astype(np.int32), steps
+        n_cells *= 2
+    return 0.0, 0.0, np.zeros(1, dtype=np.int32), -1
+
+
+@dataclass(frozen=True)
+class _BinnedTables:
+    """Per feature its bin rule; per (tree, feature used by it) a mask per bin.
+
+    Feature ``i`` (row ``feat[i]``, columns named by ``_COL``...): a numeric feature's bin is
+    ``searchsorted(bp, x)`` over its ``m`` breakpoints (``m`` above the last, ``m + 1`` for
+    NaN), found from a uniform grid (:func:`_bin_grid`); a categorical one's is the code
+    ``int(x)`` for ``0 <= x < n_codes``, else ``n_codes``. Tree ``t`` ANDs
+    ``table[entry_offset[k] + bin of entry_feature[k]]`` for ``k`` in
+    ``tree_start[t]:tree_start[t + 1]``.
+    """
+
+    feat: np.ndarray  # (features, 8) int64
+    grid_lo_scale: np.ndarray  # (features, 2) float64
+    breakpoints: np.ndarray  # per feature its breakpoints, then +inf
+    grid: np.ndarray  # int32 first bin per cell, per feature
+    tree_start: np.ndarray
+    entry_feature: np.ndarray
+    entry_offset: np.ndarray
+    table: np.ndarray
+
+    @classmethod
+    def build(cls, scorer: QuickScorer, select: np.ndarray,
+              table_bytes: int) -> _BinnedTables | None:
+        """Tables of the ``select`` nodes, or None when they exceed ``table_bytes``."""
+        f = scorer.flat
+        n_trees = len(scorer.roots)
+        feats = np.unique(f.node_feature[select])
+        feat = np.zeros((len(feats), 8), dtype=np.int64)
+        lo_scale = np.zeros((len(feats), 2))
+        reps, bps, grids = [], [], []
+        n_bp = n_grid = 0
+        for i, j in enumerate(feats):
+            nodes = np.flatnonzero(select & (f.node_feature == j))
+            kind = f.node_kind[nodes]
+            if (kind != kind[0]).any():
+                return None  # numeric and categorical splits on one column: walk instead
+            bp, grid, steps, n_codes = np.zeros(0), np.zeros(1, dtype=np.int32), 0, 0
+            if kind[0] == NUMERICAL:
+                bp = np.unique(f.node_threshold[nodes])
+                if (f.node_missing[nodes] == MISSING_TYPES["Zero"]).any():  # |x| <= kZero
+                    bp = np.union1d(bp, [np.nextafter(-_ZERO, -np.inf), _ZERO])
+                reps.append(np.concatenate([bp, [np.inf, np.nan]]))
+                lo, scale, grid, steps = _bin_grid(bp)
+                lo_scale[i] = lo, scale
+            else:
+                n_codes = 32 * int(f.node_cat_len[nodes].max())
+                reps.append(np.append(np.arange(n_codes, dtype=np.float64), np.nan))
+            feat[i] = (j, int(kind[0] != NUMERICAL), n_bp, len(bp), n_codes, n_grid,
+                       len(grid), steps)
+            bps.append(np.append(bp, np.inf))
+            grids.append(grid)
+            n_bp += len(bp) + 1
+            n_grid += len(grid)
+        # per feature, which trees split on it (and so get an entry)
+        uses = np.zeros((len(feats), n_trees), dtype=bool)
+        for i, j in enumerate(feats):
+            uses[i, np.unique(scorer.node_tree[select & (f.node_feature == j)])] = True
+        if int((uses.sum(axis=1) * np.array([len(r) for r in reps])).sum()) * 8 > table_bytes:
+            return None
+        masks = [scorer._right_masks(r, np.flatnonzero(select & (f.node_feature == j)))
+                 for r, j in zip(reps, feats, strict=True)]  # (bins, trees) per feature
+        tree_start = np.zeros(n_trees + 1, dtype=np.int64)
+        entry_feature, entry_offset, parts, offset = [], [], [], 0
+        for t in range(n_trees):
+            for i in np.flatnonzero(uses[:, t]):
+                entry_feature.append(i)
+                entry_offset.append(offset)
+                parts.append(masks[i][:, t])
+                offset += len(reps[i])
+            tree_start[t + 1] = len(entry_feature)
+        return cls(
+            feat=feat, grid_lo_scale=lo_scale,
+            breakpoints=np.concatenate([np.zeros(0), *bps]),
+            grid=np.concatenate([np.zeros(0, np.int32), *grids]),
+            tree_start=tree_start,
+            entry_feature=np.asarray(entry_feature, dtype=np.int64),
+            entry_offset=np.asarray(entry_offset, dtype=np.int64),
+            table=np.ascontiguousarray(np.concatenate([np.zeros(0, np.uint64), *parts]),
+                                       dtype=np.uint64))
 
 
 class QuickScorer:
@@ -97,6 +222,8 @@ class QuickScorer:
         self.special_tree = node_tree[self.special_node]
         self.special_mask = node_mask[self.special_node]
         self.pinned_nodes = np.flatnonzero(used & (f.node_feature == self.pinned))
+        self.bins = _BinnedTables.build(self, used & (f.node_feature != self.pinned),
+                                        table_bytes)
 
     def _group(self, select: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Selected nodes grouped by feature (by ``key`` within one); CSR start offsets."""
@@ -168,6 +295,12 @@ class QuickScorer:
         if X.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} columns, got {X.shape[1]}")
         set_threads(n_threads)
+        if self.bins is not None:
+            b = self.bins
+            _binned_kernel(X, b.feat, b.grid_lo_scale, b.breakpoints, b.grid, b.tree_start,
+                           b.entry_feature, b.entry_offset, b.table,
+                           self.leaf_table, arm1, arm0, diff, out)
+            return out
         f = self.flat
         _score_kernel(X, self.sorted_start, self.sorted_thr, self.sorted_tree, self.sorted_mask,
                       self.sorted_node, self.stride, self.cp_base, self.cp_table,
@@ -270,3 +403,75 @@ def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_
                 if diff:
                     acc -= leaf_table[t, trailing_zeros(v[t] & arm0[t])]
             out[r] = acc
+
+
+@njit(cache=True, inline="always")
+def _search(bp, lo, m, x):
+    """Number of ``bp[lo:lo + m]`` (ascending) below ``x``; branch-free binary search."""
+    base = lo
+    n = m
+    while n > 1:
+        half = n >> 1
+        base = base + half if bp[base + half] < x else base
+        n -= half
+    return base - lo + (1 if bp[base] < x else 0)
+
+
+@njit(cache=True, inline="always")
+def _bin_of(x, feat, lo_scale, bp, grid):
+    """Bin of ``x`` for the feature described by ``feat``/``lo_scale`` (see _BinnedTables)."""
+    if feat[_KIND] == 1:
+        n_codes = feat[_CODES]
+        if x >= 0.0 and x < n_codes:
+            return np.int64(x)
+        return n_codes
+    m = feat[_NBP]
+    if np.isnan(x):
+        return m + 1
+    lo = feat[_BP]
+    steps = feat[_STEPS]
+    if steps < 0:
+        return _search(bp, lo, m, x)
+    c = (x - lo_scale[0]) * lo_scale[1]
+    cells = feat[_CELLS]
+    cell = 0 if not c > 0.0 else (cells - 1 if c >= cells else np.int64(c))
+    k = np.int64(grid[feat[_GRID] + cell])
+    for _ in range(steps):  # bp ends with +inf: k stops at m
+        k += 1 if bp[lo + k] < x else 0
+    if bp[lo + k] < x or (k > 0 and bp[lo + k - 1] >= x):  # out of the grid's reach
+        return _search(bp, lo, m, x)
+    return k
+
+
+@njit(parallel=True, cache=True)
+def _binned_kernel(X, feat, lo_scale, bp, grid, tree_start, entry_feature, entry_offset,
+                   table, leaf_table, arm1, arm0, diff, out):
+    """:func:`_score_kernel`'s sums from binned tables (tree-outer within a row block)."""
+    n = X.shape[0]
+    n_feats = feat.shape[0]
+    n_trees = arm1.shape[0]
+    n_blocks = (n + _BIN_BLOCK - 1) // _BIN_BLOCK
+    for b in prange(n_blocks):
+        r0 = b * _BIN_BLOCK
+        m = min(n, r0 + _BIN_BLOCK) - r0
+        bins = np.empty((n_feats, _BIN_BLOCK), dtype=np.int32)
+        for i in range(n_feats):
+            fi, ls, j = feat[i], lo_scale[i], feat[i, _COL]
+            for r in range(m):
+                bins[i, r] = _bin_of(X[r0 + r, j], fi, ls, bp, grid)
+        acc = np.zeros(_BIN_BLOCK)
+        v = np.empty(_BIN_BLOCK, dtype=np.uint64)
+        for t in range(n_trees):
+            v[:] = _ALL
+            for k in range(tree_start[t], tree_start[t + 1]):
+                row = bins[entry_feature[k]]
+                tab = table[entry_offset[k]:]
+                for r in range(m):
+                    v[r] &= tab[row[r]]
+            a1, a0 = arm1[t], arm0[t]
+            for r in range(m):
+                acc[r] += leaf_table[t, trailing_zeros(v[r] & a1)]
+                if diff:
+                    acc[r] -= leaf_table[t, trailing_zeros(v[r] & a0)]
+        for r in range(m):
+            out[r0 + r] = acc[r]

@@ -317,8 +317,10 @@ def _correlate(z: np.ndarray, chol: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _fill_component(z: np.ndarray, chol: np.ndarray, grid: np.ndarray, out: np.ndarray) -> None:
-    """``out = quantile(grid, ndtr(z @ chol.T))`` row by row in one pass.
+def _fill_component(z: np.ndarray, chol: np.ndarray, grid: np.ndarray, out: np.ndarray,
+                    dest: np.ndarray) -> None:
+    """``out[dest] = quantile(grid, ndtr(z @ chol.T))`` row by row in one pass (``dest``:
+    the output row of each row of ``z``, so a permutation costs no extra copy).
 
     The latent product is summed term by term in a fixed order (no BLAS), as
     :func:`_correlate`, so the bits do not depend on threads or processes; ndtr is cephes'
@@ -327,6 +329,7 @@ def _fill_component(z: np.ndarray, chol: np.ndarray, grid: np.ndarray, out: np.n
     m, p = z.shape
     g = grid.shape[1]
     for i in range(m):
+        row = dest[i]
         for j in range(p):
             acc = 0.0
             for k in range(j + 1):
@@ -344,14 +347,15 @@ def _fill_component(z: np.ndarray, chol: np.ndarray, grid: np.ndarray, out: np.n
             lo = min(int(pos), g - 2)
             frac = pos - lo
             left = grid[j, lo]
-            out[i, j] = left + frac * (grid[j, lo + 1] - left)
+            out[row, j] = left + frac * (grid[j, lo + 1] - left)
 
 
 def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Numeric values (rows, p) and stratum indices (rows,) of one block.
 
-    Stratum counts are multinomial; each component fills a contiguous segment; one random
-    permutation then makes the row order exchangeable (any prefix is a random sample).
+    Stratum counts are multinomial; each component fills a contiguous segment of draws; one
+    random permutation then makes the row order exchangeable (any prefix is a random sample):
+    draw ``perm[i]`` is row ``i``.
     """
     rng = _block_rng(seed, block)
     counts = rng.multinomial(rows, model.strata_probs)
@@ -364,13 +368,17 @@ def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple
         stratum = stratum[order]
         comp_counts = np.bincount(comp, minlength=len(model.chol))
         z = rng.standard_normal((rows, p))
+    perm = rng.permutation(rows)
+    if p:
+        dest = np.empty(rows, dtype=np.int64)
+        dest[perm] = np.arange(rows)
         start = 0
         for c in np.flatnonzero(comp_counts):
             stop = start + comp_counts[c]
-            _fill_component(z[start:stop], model.chol[c], model.quantiles[c], values[start:stop])
+            _fill_component(z[start:stop], model.chol[c], model.quantiles[c], values,
+                            dest[start:stop])
             start = stop
-    perm = rng.permutation(rows)
-    return values[perm], stratum[perm]
+    return values, stratum[perm]
 
 
 def _to_frame(model: CopulaModel, values: np.ndarray, stratum: np.ndarray, start: int) -> pd.DataFrame:
@@ -498,11 +506,21 @@ def sample_parquet_rows(path: str | Path, columns: list[str], n_rows: int, seed:
 
 def iter_parquet_chunks(path: str | Path, chunk_rows: int,
                         columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Read a twins file back chunk by chunk."""
+    """Read a twins file back chunk by chunk.
+
+    A row group of at most ``chunk_rows`` rows (the chunks ``write_twins`` wrote) is one
+    chunk; larger ones are split. Batches straddling row groups would cost a copy each (3x
+    the CPU of the read).
+    """
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=chunk_rows, columns=columns):
-        yield batch.to_pandas()
+    pf = pq.ParquetFile(str(path))
+    for i in range(pf.num_row_groups):
+        if pf.metadata.row_group(i).num_rows <= chunk_rows:
+            yield pf.read_row_group(i, columns=columns).to_pandas()
+            continue
+        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[i], columns=columns):
+            yield batch.to_pandas()
 
 
 @dataclass(frozen=True)
