@@ -142,7 +142,7 @@ class TieredLauncherMixin:
         """How diagnoses name the run's worker: (kind, id), e.g. ("Run container", "3f2a...")."""
         return "Run worker", ""
 
-    def record_placement(self, run: DagsterRun, wait_seconds: float = 0.0) -> str | None:
+    def record_placement(self, run: DagsterRun) -> str | None:
         """Tag the run with the node its worker runs on, once known; launchers that choose a node
         (Ray) override this. Called by run monitoring and when the worker exits."""
         return None

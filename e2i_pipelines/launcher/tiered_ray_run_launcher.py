@@ -179,18 +179,13 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
         nodes = list_nodes(address=self.address, detail=True, raise_on_missing_output=False)
         return next((n.node_name or node_id for n in nodes if n.node_id == node_id), node_id)
 
-    def record_placement(self, run: DagsterRun, wait_seconds: float = 0.0) -> str | None:
+    def record_placement(self, run: DagsterRun) -> str | None:
         """Tag the run with the node its worker runs on (once known); return the node name."""
         current = self._instance.get_run_by_id(run.run_id) or run
         if current.tags.get(RAY_NODE_TAG):
             return current.tags[RAY_NODE_TAG]
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            info = self._job_info(current)
-            node_id = getattr(info, "driver_node_id", None) if info else None
-            if node_id or time.monotonic() >= deadline:
-                break
-            time.sleep(0.25)
+        info = self._job_info(current)
+        node_id = getattr(info, "driver_node_id", None) if info else None
         if not node_id:
             return None
         name = self.node_name(node_id)
