@@ -106,7 +106,7 @@ def assert_placed_on_its_tier(deployment: RayDeployment, run_id: str, tier: str)
 
 def test_over_allocating_medium_run_is_oom_killed_and_promoted_to_heavy(deployment, ray_cluster):
     kills_before = ray_cluster.oom_kills("medium")
-    parent_id = deployment.launch("medium", allocate_mb=1000, hold_seconds=5)
+    parent_id = deployment.launch("medium", allocate_mb=1000, hold_seconds=1)
     parent = deployment.wait_for(parent_id, FINISHED)
     assert parent.status == DagsterRunStatus.FAILURE
     assert ray_cluster.oom_kills("medium") > kills_before  # the kernel really killed it
@@ -131,7 +131,9 @@ def test_over_allocating_medium_run_is_oom_killed_and_promoted_to_heavy(deployme
 
 def test_heavy_burst_is_capped_by_the_scaler_from_ray_capacity(deployment: RayDeployment):
     instance = deployment.harness.instance
-    run_ids = [deployment.launch("heavy", allocate_mb=8, hold_seconds=4) for _ in range(4)]
+    # One more heavy run than there are heavy nodes: the scaler must hold it back.
+    run_ids = [deployment.launch("heavy", allocate_mb=8, hold_seconds=3)
+               for _ in range(HEAVY_NODES + 1)]
     max_in_progress, limits = 0, set()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

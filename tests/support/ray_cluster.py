@@ -5,7 +5,8 @@ the machine's external interface even when told 127.0.0.1. A head (no CPUs: it r
 and one ``ray start`` per worker node; each worker node lives in a memory cgroup of its tier's
 size plus the Ray node's own overhead, so a run that exceeds its tier is really OOM-killed, as on
 a VM of that size. Worker nodes offer their tier resource (``e2i-heavy: 1``) and heavy nodes the
-fan-out resource. ``stop`` ends every Ray process and removes the cgroups.
+fan-out resource. The head lives in a cgroup of its own without a limit, so ``stop`` ends every
+Ray process of the cluster by killing its cgroups' processes, then removes the cgroups.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -110,17 +112,21 @@ class RayTestCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"ray start ({what}) failed:\n{output[-3000:]}")
 
-    def _cgroup(self, spec: NodeSpec) -> Path:
-        """A memory cgroup of the node's size (cgroup v1 or v2), below this process's own."""
+    def _cgroup(self, name: str, spec: NodeSpec | None = None) -> Path:
+        """A memory cgroup (v1 or v2) below this process's own, of the node's size for a worker
+        ``spec``, without a limit for the head."""
         own = own_memory_cgroup()
         if own is None:
             raise RuntimeError("no memory cgroup found for this process")
-        limit = parse_bytes(spec.memory) + parse_bytes(self.overhead)
-        path = own.path / f"e2i-ray-{self.tag}-{spec.name}"
+        path = own.path / f"e2i-ray-{self.tag}-{name}"
         if own.version == 2 and own.path != CGROUP_ROOT:
             with contextlib.suppress(OSError):
                 (own.path / "cgroup.subtree_control").write_text("+memory")
         path.mkdir(exist_ok=True)
+        self.cgroups.append(path)
+        if spec is None:
+            return path
+        limit = parse_bytes(spec.memory) + parse_bytes(self.overhead)
         if own.version == 1:
             (path / "memory.limit_in_bytes").write_text(str(limit))
             swap = path / "memory.memsw.limit_in_bytes"
@@ -130,8 +136,10 @@ class RayTestCluster:
             (path / "memory.max").write_text(str(limit))
             with contextlib.suppress(OSError):
                 (path / "memory.swap.max").write_text("0")
-        self.cgroups.append(path)
         return path
+
+    def _cgroup_of(self, name: str) -> Path:
+        return next(p for p in self.cgroups if p.name == f"e2i-ray-{self.tag}-{name}")
 
     def _start_worker(self, spec: NodeSpec) -> subprocess.Popen:
         """``ray start`` of one worker node in its own memory cgroup (not waited for)."""
@@ -141,7 +149,7 @@ class RayTestCluster:
              f"--resources={json.dumps(spec.resources())}", f"--node-name={spec.name}",
              f"--labels=e2i-tier={spec.tier}", f"--dashboard-agent-listen-port={free_port()}",
              f"--metrics-export-port={free_port()}", "--disable-usage-stats", *LEAN_NODE],
-            self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec))
+            self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec.name, spec))
 
     def start(self, timeout: float = 120) -> RayTestCluster:
         if not in_isolated_netns():
@@ -152,14 +160,29 @@ class RayTestCluster:
                           f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                           f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
                           "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
-                          "--node-name=head", *LEAN_NODE], self.env())
+                          "--node-name=head", *LEAN_NODE], self.env(), cgroup=self._cgroup("head"))
         self._finish(head, "head")
-        # One at a time: side by side they can exceed the 30 s Ray gives a raylet to register
-        # on a loaded 2-core machine.
-        for spec in self.nodes:
-            self._finish(self._start_worker(spec), spec.name)
+        self._start_workers()
         self.wait_nodes(len(self.nodes) + 1, timeout)
         return self
+
+    def _start_workers(self) -> None:
+        """Worker nodes two at a time: a node's start is ~12 s of one core (its agents' imports),
+        and Ray gives a raylet 30 s to register, which more side by side can exceed on 2 cores. A
+        node whose start failed beside another has its processes killed and starts again alone."""
+        retry: list[NodeSpec] = []
+        for pair in (self.nodes[i:i + 2] for i in range(0, len(self.nodes), 2)):
+            started = [(spec, self._start_worker(spec)) for spec in pair]
+            for spec, proc in started:
+                try:
+                    self._finish(proc, spec.name)
+                except RuntimeError:
+                    if len(started) == 1:
+                        raise
+                    self._kill_cgroup(self._cgroup_of(spec.name))
+                    retry.append(spec)
+        for spec in retry:
+            self._finish(self._start_worker(spec), spec.name)
 
     def wait_nodes(self, count: int, timeout: float) -> None:
         from ray.util.state import list_nodes
@@ -180,13 +203,33 @@ class RayTestCluster:
         """OOM kills so far in node ``name``'s cgroup."""
         from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup
 
-        path = next(p for p in self.cgroups if p.name.endswith(f"-{name}"))
+        path = self._cgroup_of(name)
         kills = MemoryCgroup(path, 1 if "/memory/" in str(path) else 2).oom_kills()
         return int(kills or 0)
 
+    @staticmethod
+    def _kill_cgroup(path: Path, timeout: float = 20) -> bool:
+        """SIGKILL every process of the cgroup until it is empty; True when it is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+            except OSError:
+                return True
+            if not pids:
+                return True
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        return False
+
     def stop(self) -> None:
-        subprocess.run([*RAY_CLI, "stop", "--force"], env=self.env(), capture_output=True,
-                       timeout=120)
+        """Kill every process of the cluster (all live in its cgroups) and remove the cgroups;
+        ``ray stop`` only if some process would not die."""
+        if not all([self._kill_cgroup(path) for path in self.cgroups]):
+            subprocess.run([*RAY_CLI, "stop", "--force"], env=self.env(), capture_output=True,
+                           timeout=120)
         for path in self.cgroups:
             deadline = time.monotonic() + 20
             while path.exists() and time.monotonic() < deadline:

@@ -90,14 +90,32 @@ def _promotion_request(
     )
 
 
-@dg.sensor(
-    name="e2i_oom_promotion_sensor",
-    target=dg.AssetSelection.all(),
-    minimum_interval_seconds=10,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Re-launches an OOM-killed run once at the next tier up.",
-)
-def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
+PROMOTION_INTERVAL_SECONDS = 10
+"""How often the promotion sensor looks for newly failed runs, in seconds."""
+
+
+def build_oom_promotion_sensor(
+    minimum_interval_seconds: int = PROMOTION_INTERVAL_SECONDS,
+) -> dg.SensorDefinition:
+    """The promotion sensor, evaluated at most every ``minimum_interval_seconds``."""
+
+    @dg.sensor(
+        name="e2i_oom_promotion_sensor",
+        target=dg.AssetSelection.all(),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Re-launches an OOM-killed run once at the next tier up.",
+    )
+    def oom_promotion_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        yield from _promote_failed_runs(context)
+
+    return oom_promotion_sensor
+
+
+def _promote_failed_runs(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    """One evaluation: a promotion request per newly failed run that was OOM-killed."""
     launcher = context.instance.run_launcher
     if not isinstance(launcher, TieredLauncherMixin):
         yield dg.SkipReason("the instance does not use a tiered e2i run launcher")
@@ -127,4 +145,7 @@ def oom_promotion_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.Run
     context.update_cursor(str(cursor))
 
 
+
+
+oom_promotion_sensor = build_oom_promotion_sensor()
 launch_sensors = [oom_promotion_sensor]
