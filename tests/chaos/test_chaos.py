@@ -82,15 +82,42 @@ query {
 """
 
 
-def scaler_dry_run(stack: ComposeStack, docker_client) -> dict:
+def scaler_dry_run(stack: ComposeStack, docker_client, service: str = "daemon") -> dict:
     """The scaler's evaluation now (``python -m e2i_pipelines.scaler dry-run --json``) in the
-    daemon container: the stack's instance, its launcher, and the Docker engine through the
-    daemon's socket."""
-    daemon = docker_client.containers.get(stack.container_id("daemon"))
-    code, (out, err) = daemon.exec_run(["python", "-m", "e2i_pipelines.scaler", "dry-run", "--json"],
-                                       demux=True)
+    ``service`` container: the stack's instance, its launcher, and the Docker engine through the
+    daemon's socket (code server: through the read-only engine proxy)."""
+    container = docker_client.containers.get(stack.container_id(service))
+    code, (out, err) = container.exec_run(["python", "-m", "e2i_pipelines.scaler", "dry-run", "--json"],
+                                          demux=True)
     assert code == 0, (err or b"").decode(errors="replace")[-3000:]
     return json.loads(out)
+
+
+STACK_SERVICES = ("postgres", "code-server", "webserver", "daemon", "api", "mlflow", "engine-proxy")
+WRITE_FROM_CODE_SERVER = """
+import docker
+try:
+    docker.from_env(timeout=10).containers.create("e2i:local", ["true"], network_mode="none")
+    print("created")
+except docker.errors.APIError as exc:
+    print(exc.status_code, exc.explanation)
+"""
+
+
+def assert_services_measured_by_use(stack: ComposeStack, docker_client, capacity: dict) -> None:
+    """``capacity`` (a HostCapacity record) comes from the engine and counts every stack service
+    with what it uses, below the sum of their limits (which exceeds a 2-core host)."""
+    engine = docker_client.info()
+    assert capacity["source"] == "docker" and not capacity["note"], capacity
+    assert (capacity["total_cpus"], capacity["total_memory_bytes"]) == (engine["NCPU"], engine["MemTotal"])
+    measured = {h["name"] for h in capacity["holdings"] if h["kind"] == "service" and h["basis"] == "measured"}
+    for service in STACK_SERVICES:
+        assert any(f"_{service}_" in name for name in measured), (service, capacity["holdings"])
+    limits = [docker_client.containers.get(stack.container_id(s)).attrs["HostConfig"] for s in STACK_SERVICES]
+    limit_cpus, limit_memory = sum(h["NanoCpus"] for h in limits) / 1e9, sum(h["Memory"] for h in limits)
+    assert limit_cpus > engine["NCPU"] or limit_memory > engine["MemTotal"] / 3
+    assert 0 < capacity["service_cpus"] < limit_cpus and 0 < capacity["service_memory_bytes"] < limit_memory / 2, (
+        capacity, limit_cpus, limit_memory)
 
 
 def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
@@ -116,6 +143,15 @@ def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
         assert any(service in name for name in services), (service, capacity["holdings"])
     assert run_id not in str(capacity["holdings"])  # the admitted run counts in the cap, not twice
     assert capacity["service_memory_bytes"] > 0 and capacity["service_cpus"] < capacity["total_cpus"], capacity
+    # The code server (no socket) measures the same through the read-only engine proxy ...
+    code_server = docker_client.containers.get(chaos_stack.container_id("code-server"))
+    assert "/var/run/docker.sock" not in {m["Destination"] for m in code_server.attrs["Mounts"]}
+    in_code_server = scaler_dry_run(chaos_stack, docker_client, "code-server")
+    assert in_code_server["decision"]["capacity_slots"] >= 1, in_code_server
+    assert_services_measured_by_use(chaos_stack, docker_client, in_code_server["capacity"])
+    # ... and cannot write to the engine through it.
+    code, out = code_server.exec_run(["python", "-c", WRITE_FROM_CODE_SERVER])
+    assert code == 0 and out.decode().startswith("403 POST") and "read-only" in out.decode(), out
     assert record["heavy_profile"] == {"cpus": float(heavy["cpus"]), "memory_bytes": parse_bytes(heavy["memory"]),
                                        "source": "launcher"}
     measured = HostCapacity(**{k: capacity[k] for k in (
@@ -129,8 +165,12 @@ def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
     admitted = [json.loads(t["cursor"]) for t in ticks if t["cursor"]]
     admitted = [r for r in admitted if r["decision"]["queued"] + r["decision"]["running"] >= 1]
     assert admitted and all(r["decision"]["allowed"] >= 1 for r in admitted), admitted[:2]
+    for tick in admitted:  # the live sensor in the code server measured on the engine
+        assert_services_measured_by_use(chaos_stack, docker_client, tick["capacity"])
     print(f"scaler: {record['summary']}; sensor in the code server measured {admitted[0]['capacity']['source']}: "
-          f"{admitted[0]['summary']}; production heavy profile needs {measured.need_of(production)} here")
+          f"{admitted[0]['summary']}; production heavy profile needs {measured.need_of(production)} here; "
+          f"code server via the engine proxy: services use {in_code_server['capacity']['service_cpus']:.2f} CPUs, "
+          f"{in_code_server['capacity']['service_memory_bytes'] / 2**30:.2f} GiB")
 
 
 def test_kill_9_of_the_run_container(chaos_stack: ComposeStack, docker_client) -> None:

@@ -18,7 +18,7 @@ from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
 
 MONITORING_FILE = COMPOSE_FILE.with_name("docker-compose.monitoring.yml")
 PROMETHEUS_DIR = COMPOSE_FILE.parent / "prometheus"
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api"}
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy"}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ SOCKET = "/var/run/docker.sock"
 RAY_COMPOSE_FILE = COMPOSE_FILE.with_name("docker-compose.ray.yml")
 RAY_INSTANCE = COMPOSE_FILE.with_name("dagster.ray.yaml")
 RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api"}
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy"}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def flags(service: dict) -> dict[str, str]:
 
 def test_every_service_is_hardened(config: dict) -> None:
     services = config["services"]
-    assert set(services) == {"postgres", "mlflow", "code-server", "webserver", "daemon", "api"}
+    assert set(services) == DEFAULT_SERVICES
     for name, service in services.items():
         assert service["healthcheck"]["test"], name
         assert service["restart"] == "unless-stopped", name
@@ -85,10 +85,27 @@ def test_every_service_is_hardened(config: dict) -> None:
             assert dependency["condition"] == "service_healthy", name
 
 
-def test_socket_only_in_daemon_and_webserver(config: dict) -> None:
-    with_socket = {name for name, service in config["services"].items()
+def test_socket_only_in_daemon_webserver_and_read_only_engine_proxy(config: dict) -> None:
+    services = config["services"]
+    with_socket = {name for name, service in services.items()
                    if any(SOCKET in str(volume) for volume in service.get("volumes", []))}
-    assert with_socket == {"daemon", "webserver"}
+    assert with_socket == {"daemon", "webserver", "engine-proxy"}
+    proxy_socket = [v for v in services["engine-proxy"]["volumes"] if SOCKET in str(v)]
+    assert all(str(v).endswith(":ro") or (isinstance(v, dict) and v.get("read_only"))
+               for v in proxy_socket), proxy_socket
+
+
+def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> None:
+    services = config["services"]
+    command = services["engine-proxy"]["command"]
+    proxy_port = command[command.index("--listen") + 1].rpartition(":")[2]
+    assert services["code-server"]["environment"]["DOCKER_HOST"] == f"tcp://engine-proxy:{proxy_port}"
+    assert set(services["code-server"]["networks"]) == {"backend", "engine"}
+    assert list(services["engine-proxy"]["networks"]) == ["engine"]
+    assert not services["engine-proxy"].get("ports")
+    assert config["networks"]["engine"]["internal"] is True
+    on_engine = {name for name, s in services.items() if "engine" in s["networks"]}
+    assert on_engine == {"code-server", "engine-proxy"}
 
 
 def test_networks_and_published_ports(config: dict) -> None:

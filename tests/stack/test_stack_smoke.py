@@ -79,7 +79,8 @@ def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
     result = stack.script("stack_health.sh")
     print(result.stdout)
     assert "all services healthy" in result.stdout
-    assert set(stack.services()) == {"postgres", "mlflow", "code-server", "webserver", "daemon", "api"}
+    assert set(stack.services()) == {"postgres", "mlflow", "code-server", "webserver", "daemon", "api",
+                                    "engine-proxy"}
     with api(stack) as client:
         ready = client.get("/ready")
     assert ready.status_code == 200, ready.text
