@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             app.state.run_reader.fallback = app.state.dagster
         logger.info("api started", extra={"dagster": settings.dagster_url, "jobs": len(app.state.catalog),
                                           "api_keys": len(settings.api_keys)})
+        # Everything loaded so far (Dagster, SQLAlchemy, pydantic: ~400k objects) lives as long as
+        # the worker: out of the cyclic GC's reach, a full collection no longer stalls every
+        # request in flight for 0.3 s, 0.6-1.2 s on a loaded host (it scans what requests allocate).
+        gc.freeze()
         try:
             yield
         finally:

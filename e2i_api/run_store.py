@@ -1,11 +1,11 @@
 """Run fields read straight from the instance's PostgreSQL run storage, and finished-run results
 kept per worker: status polls and results reads that do not queue behind the webserver.
 
-Dagster's own ``PostgresRunStorage`` reads the record (no SQL of ours against its tables); the
-fields come back in the shape of the GraphQL ``Run`` the rest of the API uses. Reads run in the
-reader's own threads, each with a kept connection, so a status poll never queues behind other
-blocking work of the worker. Without a database (embedded SQLite instance) the API reads runs
-over GraphQL as before.
+Dagster's own ``PostgresRunStorage`` builds the query and deserializes the record (no SQL of
+ours against its tables); the fields come back in the shape of the GraphQL ``Run`` the rest of
+the API uses. A status poll is read on the event loop over a kept asynchronous connection
+(``pg_async``), so it never queues behind other blocking work of the worker nor waits for a
+thread. Without a database (embedded SQLite instance) the API reads runs over GraphQL as before.
 """
 
 from __future__ import annotations
@@ -17,17 +17,21 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from dagster import DagsterRunStatus, RunsFilter
+from dagster import DagsterRunStatus, RunRecord, RunsFilter
 from dagster._core.storage.tags import TagType, get_tag_type
+from dagster._time import utc_datetime_from_naive
 from dagster_postgres import PostgresRunStorage
 from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 
 from e2i_api.dagster_client import DagsterUnavailableError, RunNotFound
+from e2i_api.pg_async import AsyncPool
+from e2i_api.single_flight import SingleFlight
 
 # As in dagster_graphql.schema.pipelines.pipeline (the Run type's time resolvers).
 COMPLETED_STATUSES = frozenset({DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED})
 STARTED_STATUSES = COMPLETED_STATUSES | {DagsterRunStatus.STARTED, DagsterRunStatus.SUSPENDED}
+_RUN_ID_SLOT = "e2i-run-id-slot"  # stands for the run id while the status query is compiled
 
 
 class RunReader(Protocol):
@@ -68,6 +72,16 @@ def run_fields(record: Any) -> dict[str, Any]:
     }
 
 
+def run_record(storage: Any, row: dict[str, Any]) -> RunRecord:
+    """A row of the runs table as Dagster's ``get_run_records`` builds its ``RunRecord``."""
+    return RunRecord(
+        storage_id=row["id"], dagster_run=storage._row_to_run(row),
+        create_timestamp=utc_datetime_from_naive(row["create_timestamp"]),
+        update_timestamp=utc_datetime_from_naive(row["update_timestamp"]),
+        start_time=row.get("start_time"), end_time=row.get("end_time"),
+    )
+
+
 class ReaderRunStorage(PostgresRunStorage):
     """Dagster's Postgres run storage for a long-lived reader: the schema check that
     ``get_run_records`` makes on every call (a catalog query) is made once, and every reader
@@ -96,44 +110,78 @@ class ReaderRunStorage(PostgresRunStorage):
 class StorageRuns:
     """``get_run`` from the run storage of the instance's Postgres (``database_url``);
     ``fallback`` (the GraphQL client) answers for the few runs GraphQL completes from stats.
-    Status reads (``threads``) and the Idempotency-Key lookups of submissions
-    (``lookup_threads``) have their own threads: a poll never waits behind a submission."""
 
-    def __init__(self, database_url: str, fallback: RunReader | None = None, threads: int = 4,
+    Status reads run on the event loop: Dagster's own query for one run (built and compiled
+    once), sent over ``status_connections`` asynchronous connections, rows turned into a
+    ``RunRecord`` by Dagster's deserializer. Concurrent reads of the same run share one in-flight
+    read (``SingleFlight``); nothing is cached beyond it. The Idempotency-Key lookups of
+    submissions (``list_runs``) read through the storage in their own ``lookup_threads``."""
+
+    def __init__(self, database_url: str, fallback: RunReader | None = None, status_connections: int = 4,
                  lookup_threads: int = 2) -> None:
         self.url = sqlalchemy_url(database_url)
         self.fallback = fallback
-        self.connections = threads + lookup_threads
+        self.lookup_threads = lookup_threads
         self._storage: Any = None
         self._storage_lock = threading.Lock()
-        self._status = ThreadPoolExecutor(threads, thread_name_prefix="e2i-run-status")
+        self._status_query: tuple[str, dict[str, Any], str] | None = None
         self._lookups = ThreadPoolExecutor(lookup_threads, thread_name_prefix="e2i-run-lookup")
+        self._pool = AsyncPool(make_url(self.url).set(drivername="postgresql").render_as_string(False),
+                               size=status_connections)
+        self.reads: SingleFlight[list[Any]] = SingleFlight()
 
-    def _records(self, filters: RunsFilter, limit: int) -> list[Any]:
+    def _storage_for_reads(self) -> ReaderRunStorage:
         with self._storage_lock:
             if self._storage is None:
                 storage = ReaderRunStorage(self.url, should_autocreate_tables=False)
-                storage.pool_for_readers(self.connections)
+                storage.pool_for_readers(self.lookup_threads)
                 self._storage = storage
-        return list(self._storage.get_run_records(filters, limit=limit))
+        return self._storage
 
-    async def _read(self, filters: RunsFilter, limit: int, threads: ThreadPoolExecutor) -> list[Any]:
+    def _compile_status_query(self) -> tuple[str, dict[str, Any], str]:
+        """The SQL ``get_run_records(RunsFilter(run_ids=[id]), limit=1)`` sends, its parameters
+        and the name of the run id's parameter."""
+        storage = self._storage_for_reads()
+        columns = ["id", "run_body", "status", "create_timestamp", "update_timestamp"]
+        if storage.has_run_stats_index_cols():
+            columns += ["start_time", "end_time"]
+        compiled = storage._runs_query(filters=RunsFilter(run_ids=[_RUN_ID_SLOT]), limit=1,
+                                       columns=columns).compile(
+            dialect=storage._engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = dict(compiled.params)
+        return str(compiled), params, next(k for k, v in params.items() if v == _RUN_ID_SLOT)
+
+    def _records(self, filters: RunsFilter, limit: int) -> list[Any]:
+        return list(self._storage_for_reads().get_run_records(filters, limit=limit))
+
+    async def _status_records(self, run_id: str) -> list[Any]:
         try:
-            return await asyncio.get_running_loop().run_in_executor(threads, self._records, filters, limit)
+            if self._status_query is None:
+                self._status_query = await asyncio.get_running_loop().run_in_executor(
+                    self._lookups, self._compile_status_query)
+            sql, params, slot = self._status_query
+            columns, rows = await self._pool.fetchall(sql, {**params, slot: run_id})
         except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
             raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
+        return [run_record(self._storage, dict(zip(columns, row, strict=True))) for row in rows]
 
     def close(self) -> None:
-        """Stop the reader's threads (the storage's pooled connections close with the process)."""
-        for threads in (self._status, self._lookups):
-            threads.shutdown(wait=False, cancel_futures=True)
+        """Stop the lookup threads and close the idle status connections (the storage's pooled
+        connections close with the process)."""
+        self._lookups.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
     async def list_runs(self, *, tags: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Runs with all of ``tags``, newest first (as ``DagsterClient.list_runs``)."""
-        return [run_fields(r) for r in await self._read(RunsFilter(tags=tags), limit, self._lookups)]
+        try:
+            records = await asyncio.get_running_loop().run_in_executor(
+                self._lookups, self._records, RunsFilter(tags=tags), limit)
+        except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
+            raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
+        return [run_fields(r) for r in records]
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        records = await self._read(RunsFilter(run_ids=[run_id]), 1, self._status)
+        records = await self.reads.run(run_id, lambda: self._status_records(run_id))
         if not records:
             raise RunNotFound(f"no run {run_id!r}")
         record = records[0]

@@ -188,6 +188,41 @@ def test_storage_reads_match_graphql_and_finished_results_are_kept(pg_dagster_po
         assert direct.get(f"/v1/runs/{run_id}/results", headers=WRITE).json() == results.json()
 
 
+def test_concurrent_status_reads_share_one_storage_read(pg_dagster_port: int, pg: dict) -> None:
+    """Twenty concurrent reads of one run from the real run storage: one read, twenty equal
+    answers; once the run changes (canceled) the next read shows it: nothing is kept."""
+    import asyncio
+
+    from e2i_api.dagster_client import RunNotFound
+    from e2i_api.run_store import StorageRuns
+
+    reader = StorageRuns(pg["url"])
+
+    async def twenty(run_id: str) -> list:
+        return await asyncio.gather(*(reader.get_run(run_id) for _ in range(20)), return_exceptions=True)
+
+    try:
+        with TestClient(create_app(api_settings(pg_dagster_port, database_url=pg["url"]))) as client:
+            run_id = client.post("/v1/runs", json=BODY, headers=WRITE).json()["run_id"]
+            queued = asyncio.run(twenty(run_id))
+            assert (reader.reads.calls, reader.reads.shared) == (1, 19)
+            assert all(r == queued[0] for r in queued) and queued[0]["status"] == "QUEUED"
+            assert queued[0]["runId"] == run_id
+
+            assert client.post(f"/v1/runs/{run_id}/cancel", headers=WRITE).status_code == 202
+            deadline = time.monotonic() + 60
+            while client.get(f"/v1/runs/{run_id}", headers=WRITE).json()["status"] != "CANCELED":
+                assert time.monotonic() < deadline, "queued run not canceled in 60 s"
+                time.sleep(0.5)
+            canceled = asyncio.run(twenty(run_id))
+            assert reader.reads.calls == 2 and {r["status"] for r in canceled} == {"CANCELED"}
+
+            missing = asyncio.run(twenty("00000000-0000-4000-8000-000000000000"))
+            assert reader.reads.calls == 3 and all(isinstance(r, RunNotFound) for r in missing)
+    finally:
+        reader.close()
+
+
 def test_postgres_key_locks_exclude_each_other(pg: dict) -> None:
     """Two lock objects (as in two processes) on one key: the second waits, then gets 409-worthy
     KeyStillLaunching; once the first is released it holds. Connections are kept for reuse."""
