@@ -191,7 +191,7 @@ def test_declared_categorical_codes_become_strata():
 
 
 def test_fused_sampling_kernel_matches_the_numpy_reference(model):
-    """_fill_component = ndtr(z @ chol.T) -> quantile interpolation, to rounding."""
+    """_fill_components = ndtr(z @ chol.T) -> quantile interpolation, to rounding."""
     from scipy import special
 
     rng = np.random.default_rng(3)
@@ -201,5 +201,22 @@ def test_fused_sampling_kernel_matches_the_numpy_reference(model):
         want = tc._interpolate(special.ndtr(tc._correlate(z, model.chol[c])), model.quantiles[c])
         got = np.empty_like(want)
         dest = rng.permutation(len(z))  # row i of z lands in row dest[i]
-        tc._fill_component(z, model.chol[c], model.quantiles[c], got, dest)
+        tc._fill_components(z, np.array([0, len(z)]), np.array([c]), model.chol,
+                            model.quantiles, got, dest)
         np.testing.assert_allclose(got[dest], want, rtol=1e-12, atol=1e-9)
+
+
+def test_one_kernel_call_for_all_components_equals_one_call_each(model):
+    """Segments of one ``_fill_components`` call are the per-component calls, bit for bit."""
+    rng = np.random.default_rng(4)
+    comps = rng.permutation(len(model.chol))[:7]
+    starts = np.concatenate([[0], np.cumsum(rng.integers(1, 300, len(comps)))])
+    z = rng.standard_normal((starts[-1], len(model.numeric)))
+    dest = rng.permutation(len(z))
+    together, alone = np.empty_like(z), np.empty_like(z)
+    tc._fill_components(z, starts, comps, model.chol, model.quantiles, together, dest)
+    for s, c in enumerate(comps):
+        seg = slice(starts[s], starts[s + 1])
+        tc._fill_components(z[seg], np.array([0, seg.stop - seg.start]), np.array([c]),
+                            model.chol, model.quantiles, alone, dest[seg])
+    assert np.array_equal(together, alone)

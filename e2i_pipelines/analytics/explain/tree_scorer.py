@@ -351,7 +351,7 @@ def _count_below(values, lo, hi, x):
     return lo
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _score_kernel(X, sorted_start, sorted_thr, sorted_tree, sorted_mask, sorted_node,
                   stride, cp_base, cp_table, cat_base, cat_codes, cat_table, special_start,
                   special_node, special_tree, special_mask, node_threshold, node_kind,
@@ -443,7 +443,7 @@ def _bin_of(x, feat, lo_scale, bp, grid):
     return k
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _binned_kernel(X, feat, lo_scale, bp, grid, tree_start, entry_feature, entry_offset,
                    table, leaf_table, arm1, arm0, diff, out):
     """:func:`_score_kernel`'s sums from binned tables (tree-outer within a row block)."""

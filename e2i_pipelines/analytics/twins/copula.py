@@ -294,7 +294,7 @@ def _interpolate(u: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Quantile function on the uniform grid: u (m, p) in [0, 1] -> values (m, p).
 
     With :func:`_correlate` and ``special.ndtr``: the numpy reference of
-    :func:`_fill_component` (tests compare them)."""
+    :func:`_fill_components` (tests compare them)."""
     g = grid.shape[1]
     pos = u * (g - 1)
     lo = np.minimum(pos.astype(np.int64), g - 2)
@@ -316,38 +316,52 @@ def _correlate(z: np.ndarray, chol: np.ndarray) -> np.ndarray:
     return out.T
 
 
-@njit(cache=True)
-def _fill_component(z: np.ndarray, chol: np.ndarray, grid: np.ndarray, out: np.ndarray,
-                    dest: np.ndarray) -> None:
-    """``out[dest] = quantile(grid, ndtr(z @ chol.T))`` row by row in one pass (``dest``:
-    the output row of each row of ``z``, so a permutation costs no extra copy).
+@njit(cache=True, nogil=True)
+def _fill_components(z: np.ndarray, starts: np.ndarray, comps: np.ndarray, chol: np.ndarray,
+                     grid: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
+    """``out[dest[i]] = quantile(grid[c], ndtr(z[i] @ chol[c].T))`` for the rows
+    ``starts[s] <= i < starts[s + 1]`` of each component ``c = comps[s]``, in one call
+    (``dest``: the output row of each row of ``z``, so a permutation costs no extra copy).
 
     The latent product is summed term by term in a fixed order (no BLAS), as
     :func:`_correlate`, so the bits do not depend on threads or processes; ndtr is cephes'
-    formula on libm's erf/erfc; the interpolation is :func:`_interpolate`'s.
+    formula on libm's erf/erfc; the interpolation is :func:`_interpolate`'s. Per component,
+    all latent uniforms first, then the lookups column by column (independent loads into
+    one quantile row: the memory latency overlaps), then one scatter of whole rows. Releases
+    the GIL (chunks are drawn on threads).
     """
     m, p = z.shape
-    g = grid.shape[1]
-    for i in range(m):
-        row = dest[i]
+    g = grid.shape[2]
+    u = np.empty((m, p))
+    for s in range(comps.shape[0]):
+        c = comps[s]
+        for i in range(starts[s], starts[s + 1]):
+            for j in range(p):
+                acc = 0.0
+                for k in range(j + 1):
+                    w = chol[c, j, k]
+                    if w != 0.0:
+                        acc += z[i, k] * w
+                x = acc * 0.7071067811865476
+                if abs(x) < 0.7071067811865476:
+                    v = 0.5 + 0.5 * math.erf(x)
+                else:
+                    v = 0.5 * math.erfc(abs(x))
+                    if x > 0:
+                        v = 1.0 - v
+                u[i, j] = v
         for j in range(p):
-            acc = 0.0
-            for k in range(j + 1):
-                c = chol[j, k]
-                if c != 0.0:
-                    acc += z[i, k] * c
-            x = acc * 0.7071067811865476
-            if abs(x) < 0.7071067811865476:
-                u = 0.5 + 0.5 * math.erf(x)
-            else:
-                u = 0.5 * math.erfc(abs(x))
-                if x > 0:
-                    u = 1.0 - u
-            pos = u * (g - 1)
-            lo = min(int(pos), g - 2)
-            frac = pos - lo
-            left = grid[j, lo]
-            out[row, j] = left + frac * (grid[j, lo + 1] - left)
+            row = grid[c, j]
+            for i in range(starts[s], starts[s + 1]):
+                pos = u[i, j] * (g - 1)
+                lo = min(int(pos), g - 2)
+                frac = pos - lo
+                left = row[lo]
+                u[i, j] = left + frac * (row[lo + 1] - left)
+    for i in range(m):
+        r = dest[i]
+        for j in range(p):
+            out[r, j] = u[i, j]
 
 
 def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -372,12 +386,9 @@ def _sample_block(model: CopulaModel, seed: int, block: int, rows: int) -> tuple
     if p:
         dest = np.empty(rows, dtype=np.int64)
         dest[perm] = np.arange(rows)
-        start = 0
-        for c in np.flatnonzero(comp_counts):
-            stop = start + comp_counts[c]
-            _fill_component(z[start:stop], model.chol[c], model.quantiles[c], values,
-                            dest[start:stop])
-            start = stop
+        comps = np.flatnonzero(comp_counts)
+        starts = np.concatenate([[0], np.cumsum(comp_counts[comps])])
+        _fill_components(z, starts, comps, model.chol, model.quantiles, values, dest)
     return values, stratum[perm]
 
 
