@@ -11,9 +11,11 @@ thread. Without a database (embedded SQLite instance) the API reads runs over Gr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -70,6 +72,15 @@ def run_fields(record: Any) -> dict[str, Any]:
         "canTerminate": run.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.STARTED),
         "tags": [{"key": k, "value": v} for k, v in run.tags.items() if get_tag_type(k) != TagType.HIDDEN],
     }
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Any failure of a read as ``DagsterUnavailableError``: the instance's storage is down."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
+        raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
 
 
 def run_record(storage: Any, row: dict[str, Any]) -> RunRecord:
@@ -155,14 +166,12 @@ class StorageRuns:
         return list(self._storage_for_reads().get_run_records(filters, limit=limit))
 
     async def _status_records(self, run_id: str) -> list[Any]:
-        try:
+        with storage_errors():
             if self._status_query is None:
                 self._status_query = await asyncio.get_running_loop().run_in_executor(
                     self._lookups, self._compile_status_query)
             sql, params, slot = self._status_query
             columns, rows = await self._pool.fetchall(sql, {**params, slot: run_id})
-        except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
-            raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
         return [run_record(self._storage, dict(zip(columns, row, strict=True))) for row in rows]
 
     def close(self) -> None:
@@ -173,11 +182,9 @@ class StorageRuns:
 
     async def list_runs(self, *, tags: dict[str, str], limit: int) -> list[dict[str, Any]]:
         """Runs with all of ``tags``, newest first (as ``DagsterClient.list_runs``)."""
-        try:
+        with storage_errors():
             records = await asyncio.get_running_loop().run_in_executor(
                 self._lookups, self._records, RunsFilter(tags=tags), limit)
-        except Exception as exc:  # noqa: BLE001 - any storage failure: Dagster's storage is down
-            raise DagsterUnavailableError(f"the instance's run storage is unreachable: {exc}") from None
         return [run_fields(r) for r in records]
 
     async def get_run(self, run_id: str) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class RayTestCluster:
         own = own_memory_cgroup()
         if own is None:
             raise RuntimeError("no memory cgroup found for this process")
-        path = own.path / f"e2i-ray-{self.tag}-{name}"
+        path = own.path / self._cgroup_name(name)
         if own.version == 2 and own.path != CGROUP_ROOT:
             with contextlib.suppress(OSError):
                 (own.path / "cgroup.subtree_control").write_text("+memory")
@@ -138,8 +138,11 @@ class RayTestCluster:
                 (path / "memory.swap.max").write_text("0")
         return path
 
+    def _cgroup_name(self, name: str) -> str:
+        return f"e2i-ray-{self.tag}-{name}"
+
     def _cgroup_of(self, name: str) -> Path:
-        return next(p for p in self.cgroups if p.name == f"e2i-ray-{self.tag}-{name}")
+        return next(p for p in self.cgroups if p.name == self._cgroup_name(name))
 
     def _start_worker(self, spec: NodeSpec) -> subprocess.Popen:
         """``ray start`` of one worker node in its own memory cgroup (not waited for)."""

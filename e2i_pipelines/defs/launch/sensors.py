@@ -145,7 +145,5 @@ def _promote_failed_runs(context: dg.SensorEvaluationContext) -> Iterator[dg.Run
     context.update_cursor(str(cursor))
 
 
-
-
 oom_promotion_sensor = build_oom_promotion_sensor()
 launch_sensors = [oom_promotion_sensor]
