@@ -29,6 +29,7 @@ KERNELS = {
     "shap_kernel": treeshap_kernels.shap_kernel,
     "score_kernel": tree_scorer._score_kernel,
     "binned_kernel": tree_scorer._binned_kernel,
+    "wide_kernel": tree_scorer._wide_kernel,
     "and_right_masks": tree_scorer._and_right_masks,
 }
 
@@ -57,9 +58,10 @@ def warm() -> dict[str, dict[str, int]]:
     TreeShapExplainer(booster, "fast", n_threads=1, feature_perturbation="interventional",
                       background=frame.iloc[:50]).shap_values(frame.iloc[:50])
     uplift = TreeUplift(booster, "treatment", n_threads=1)
-    uplift.uplift(frame)  # binned tables; below the walk (tables over the budget)
-    tree_scorer.QuickScorer(uplift.flat, uplift.roots, pinned_feature=uplift.t_col,
-                            table_bytes=1).difference(uplift.matrix(frame), 1.0, 0.0)
+    uplift.uplift(frame)  # wide tables; below per-tree tables, then the walk
+    for budget in ({"wide_bytes": 0}, {"table_bytes": 1}):
+        tree_scorer.QuickScorer(uplift.flat, uplift.roots, pinned_feature=uplift.t_col,
+                                **budget).difference(uplift.matrix(frame), 1.0, 0.0)
     return {name: {"hits": sum(k.stats.cache_hits.values()),
                    "misses": sum(k.stats.cache_misses.values())}
             for name, k in KERNELS.items()}

@@ -6,6 +6,8 @@ the container's CPUs instead of one thread per host core. Job code calls :func:`
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 N_JOBS_ENV = "E2I_N_JOBS"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -36,3 +38,13 @@ def n_jobs() -> int:
     if value < 1:
         raise ValueError(f"{N_JOBS_ENV}={raw!r} must be >= 1")
     return value
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on the calling thread only, for code that runs threads of its own (numba kernels,
+    chunk workers): idle OpenBLAS threads busy-wait between calls and take their CPUs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -11,7 +11,7 @@ from e2i_pipelines.analytics.explain.tree_scorer import _KIND, _STEPS, QuickScor
 from e2i_pipelines.analytics.explain.treeshap import model_matrix
 
 
-def _model(zero_as_missing: bool) -> tuple[lgb.Booster, np.ndarray]:
+def _model(zero_as_missing: bool, num_leaves: int = 31) -> tuple[lgb.Booster, np.ndarray]:
     rng = np.random.default_rng(11)
     n = 4_000
     frame = pd.DataFrame({"x": rng.normal(size=n), "z": rng.lognormal(size=n),
@@ -21,7 +21,7 @@ def _model(zero_as_missing: bool) -> tuple[lgb.Booster, np.ndarray]:
     frame.loc[rng.random(n) < 0.2, "z"] = 0.0
     y = (np.nan_to_num(frame["x"].to_numpy(), nan=2.0) + np.log1p(frame["z"].to_numpy())
          + frame["treatment"] * (1 + frame["seg"].cat.codes) + rng.normal(scale=0.2, size=n))
-    booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 31,
+    booster = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": num_leaves,
                          "num_threads": 1, "min_data_per_group": 5, "cat_smooth": 1.0,
                          "zero_as_missing": zero_as_missing},
                         lgb.Dataset(frame, y), num_boost_round=40)
@@ -42,23 +42,32 @@ def _odd_values(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
     return X
 
 
-@pytest.mark.parametrize("zero_as_missing", [False, True])
-def test_binned_tables_give_the_walks_bits(zero_as_missing):
-    booster, X = _model(zero_as_missing)
+@pytest.mark.parametrize(("zero_as_missing", "num_leaves", "wide_dtype"),
+                         [(False, 31, np.uint32), (True, 31, np.uint32), (False, 48, np.uint64)])
+def test_binned_tables_give_the_walks_bits(zero_as_missing, num_leaves, wide_dtype):
+    """Wide tables (uint32 up to 32 leaves), per-tree tables and the walk: the same bits,
+    in C or column-major input."""
+    booster, X = _model(zero_as_missing, num_leaves)
     X = _odd_values(booster, X)
     flat = flatten_booster(booster)
     t = booster.feature_name().index("treatment")
-    binned, walk = QuickScorer(flat), QuickScorer(flat, table_bytes=1)
-    assert binned.bins is not None and walk.bins is None
-    np.testing.assert_array_equal(binned.raw(X, n_threads=2), walk.raw(X, n_threads=1))
-    feat = binned.bins.feat  # every numeric feature by binary search instead of its grid
-    feat[:, _STEPS] = np.where(feat[:, _KIND] == 0, -1, feat[:, _STEPS])
-    np.testing.assert_array_equal(binned.raw(X, n_threads=2), walk.raw(X, n_threads=1))
+    wide, binned = QuickScorer(flat), QuickScorer(flat, wide_bytes=0)
+    walk = QuickScorer(flat, table_bytes=1)
+    assert wide.bins.wide.dtype == wide_dtype and binned.bins.wide is None and walk.bins is None
+    expected = walk.raw(X, n_threads=1)
+    np.testing.assert_array_equal(binned.raw(X, n_threads=2), expected)
+    np.testing.assert_array_equal(wide.raw(X, n_threads=2), expected)
+    np.testing.assert_array_equal(wide.raw(np.asfortranarray(X), n_threads=2), expected)
+    for scorer in (wide, binned):  # every numeric feature by binary search instead of its grid
+        feat = scorer.bins.feat
+        feat[:, _STEPS] = np.where(feat[:, _KIND] == 0, -1, feat[:, _STEPS])
+        np.testing.assert_array_equal(scorer.raw(X, n_threads=2), expected)
     pinned = QuickScorer(flat, pinned_feature=t)
-    assert pinned.bins is not None
-    np.testing.assert_array_equal(pinned.difference(X, 1.0, 0.0, n_threads=2),
-                                  QuickScorer(flat, pinned_feature=t, table_bytes=1)
-                                  .difference(X, 1.0, 0.0))
+    assert pinned.bins.wide is not None
+    walked = QuickScorer(flat, pinned_feature=t, table_bytes=1).difference(X, 1.0, 0.0)
+    np.testing.assert_array_equal(pinned.difference(X, 1.0, 0.0, n_threads=2), walked)
+    np.testing.assert_array_equal(QuickScorer(flat, pinned_feature=t, wide_bytes=0)
+                                  .difference(X, 1.0, 0.0, n_threads=2), walked)
     ones, zeros = X.copy(), X.copy()
     ones[:, t], zeros[:, t] = 1.0, 0.0
     # LightGBM's predict reads |x| <= kZero as 0.0 and casts categorical -1 < x < 0 to 0:

@@ -220,3 +220,27 @@ def test_one_kernel_call_for_all_components_equals_one_call_each(model):
         tc._fill_components(z[seg], np.array([0, seg.stop - seg.start]), np.array([c]),
                             model.chol, model.quantiles, alone, dest[seg])
     assert np.array_equal(together, alone)
+
+
+def test_unique_rows_equal_numpys_row_unique():
+    rng = np.random.default_rng(5)
+    codes = np.column_stack([rng.integers(0, k, 5_000) for k in (3, 1, 7, 2)]).astype(np.int32)
+    strata, inverse, counts = tc._unique_rows(codes)
+    want = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(strata, want[0])
+    np.testing.assert_array_equal(inverse, want[1].reshape(-1))
+    np.testing.assert_array_equal(counts, want[2])
+
+
+def test_ranks_break_ties_at_random_and_only_then():
+    """Distinct values rank by value alone; tied ones by the column's random draw (the same
+    stream either way, so the other columns do not depend on where ties are)."""
+    rng = np.random.default_rng(6)
+    x = np.column_stack([rng.normal(size=3_000), rng.integers(0, 5, 3_000).astype(float)])
+    ranks, xs = tc._ranks(x, np.random.default_rng(1))
+    draws = np.random.default_rng(1)
+    for j in range(2):
+        tie_break = draws.random(len(x))
+        order = np.lexsort((tie_break, x[:, j]))
+        np.testing.assert_array_equal(ranks[order, j], np.arange(len(x)))
+        np.testing.assert_array_equal(xs[:, j], x[order, j])

@@ -19,6 +19,12 @@ feature, then for each tree the bitvector is the AND of one precomputed entry pe
 the tree uses (tree-outer, rows-inner within a block of rows: a tree's tables stay in
 cache). The entries are computed by LightGBM's own rule on a representative value per bin,
 and the leaf values are summed in the same order, so both paths give the same bits.
+
+When most trees use most features, the *wide* form of the same tables is faster: a row per
+(feature, bin) holding every tree's mask (all-ones for trees that do not split on the
+feature), in uint32 when every tree has at most 32 leaves. A row's bitvectors are then the
+AND of one contiguous table row per feature: vector loads and ANDs instead of one gather per
+(tree, feature).
 """
 
 from __future__ import annotations
@@ -43,14 +49,18 @@ _BIN_BLOCK = 256  # rows per block of the binned kernel (their bins stay in L1)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _CHECKPOINT = 16  # sorted nodes per precomputed prefix AND (doubled until the table fits)
 DEFAULT_TABLE_BYTES = 256 * 2**20
+DEFAULT_WIDE_BYTES = 16 * 2**20  # the wide tables stay within a last-level cache
+_WIDE_DENSITY = 0.125  # used (tree, feature) cells per cell below which gathers win
 
 
 def _tree_layout(flat: FlatEnsemble, roots: np.ndarray) -> tuple[np.ndarray, np.ndarray,
-                                                                   np.ndarray]:
-    """Per node: (tree index, AND-mask when the row goes right); per tree: leaves in order."""
+                                                                   np.ndarray, int]:
+    """Per node: (tree index, AND-mask when the row goes right); per tree: leaves in order;
+    the most leaves of any tree."""
     node_tree = np.full(len(flat.node_feature), -1, dtype=np.int32)
     node_mask = np.zeros(len(flat.node_feature), dtype=np.uint64)
     leaf_ids = np.zeros((len(roots), MAX_LEAVES), dtype=np.int32)
+    most = 0
     for t, root in enumerate(roots):
         leaves: list[int] = []
 
@@ -71,7 +81,8 @@ def _tree_layout(flat: FlatEnsemble, roots: np.ndarray) -> tuple[np.ndarray, np.
             raise UnsupportedModelError(f"a tree has {len(leaves)} leaves; the bitvector "
                                         f"scorer handles at most {MAX_LEAVES}")
         leaf_ids[t, : len(leaves)] = leaves
-    return node_tree, node_mask, leaf_ids
+        most = max(most, len(leaves))
+    return node_tree, node_mask, leaf_ids, most
 
 
 # columns of _BinnedTables.feat: column of X, kind (0 numeric, 1 categorical), offset and
@@ -126,10 +137,12 @@ class _BinnedTables:
     entry_feature: np.ndarray
     entry_offset: np.ndarray
     table: np.ndarray
+    wide_base: np.ndarray | None = None  # first row of each feature in ``wide``
+    wide: np.ndarray | None = None  # (bins of all features, trees) uint32/uint64 masks
 
     @classmethod
-    def build(cls, scorer: QuickScorer, select: np.ndarray,
-              table_bytes: int) -> _BinnedTables | None:
+    def build(cls, scorer: QuickScorer, select: np.ndarray, table_bytes: int,
+              wide_bytes: int = DEFAULT_WIDE_BYTES) -> _BinnedTables | None:
         """Tables of the ``select`` nodes, or None when they exceed ``table_bytes``."""
         f = scorer.flat
         n_trees = len(scorer.roots)
@@ -177,6 +190,7 @@ class _BinnedTables:
                 parts.append(masks[i][:, t])
                 offset += len(reps[i])
             tree_start[t + 1] = len(entry_feature)
+        wide_base, wide = _wide_tables(masks, uses, scorer.max_leaves, wide_bytes)
         return cls(
             feat=feat, grid_lo_scale=lo_scale,
             breakpoints=np.concatenate([np.zeros(0), *bps]),
@@ -185,19 +199,44 @@ class _BinnedTables:
             entry_feature=np.asarray(entry_feature, dtype=np.int64),
             entry_offset=np.asarray(entry_offset, dtype=np.int64),
             table=np.ascontiguousarray(np.concatenate([np.zeros(0, np.uint64), *parts]),
-                                       dtype=np.uint64))
+                                       dtype=np.uint64),
+            wide_base=wide_base, wide=wide)
+
+
+def _wide_tables(masks: list[np.ndarray], uses: np.ndarray, max_leaves: int,
+                 wide_bytes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Feature-major rows of every tree's mask per bin (see the module docstring), or
+    (None, None) when they exceed ``wide_bytes`` or too few cells are used."""
+    n_feats, n_trees = uses.shape
+    if n_feats == 0 or n_trees == 0 or uses.mean() < _WIDE_DENSITY:
+        return None, None
+    dtype = np.uint32 if max_leaves <= 32 else np.uint64
+    rows = sum(len(m) for m in masks)
+    if rows * n_trees * np.dtype(dtype).itemsize > wide_bytes:
+        return None, None
+    base = np.zeros(n_feats, dtype=np.int64)
+    wide = np.full((rows, n_trees), np.iinfo(dtype).max, dtype=dtype)
+    row = 0
+    for i, m in enumerate(masks):
+        base[i] = row
+        used = uses[i]
+        wide[row:row + len(m), used] = m[:, used].astype(dtype)  # uint32: low bits = leaves
+        row += len(m)
+    return base, np.ascontiguousarray(wide)
 
 
 class QuickScorer:
     """Sum of leaf values of selected trees, optionally with one feature pinned per arm."""
 
     def __init__(self, flat: FlatEnsemble, roots: np.ndarray | None = None,
-                 pinned_feature: int = -1, table_bytes: int = DEFAULT_TABLE_BYTES) -> None:
+                 pinned_feature: int = -1, table_bytes: int = DEFAULT_TABLE_BYTES,
+                 wide_bytes: int = DEFAULT_WIDE_BYTES) -> None:
         self.flat = flat
         self.roots = np.asarray(flat.tree_root if roots is None else roots, dtype=np.int32)
         self.roots = self.roots[self.roots >= 0]
         self.pinned = int(pinned_feature)
-        self.node_tree, self.node_mask, self.leaf_ids = _tree_layout(flat, self.roots)
+        self.node_tree, self.node_mask, self.leaf_ids, self.max_leaves = _tree_layout(
+            flat, self.roots)
         self.leaf_table = np.ascontiguousarray(flat.leaf_value[self.leaf_ids])  # (tree, leaf)
         node_tree, node_mask = self.node_tree, self.node_mask
         used = node_tree >= 0
@@ -223,7 +262,7 @@ class QuickScorer:
         self.special_mask = node_mask[self.special_node]
         self.pinned_nodes = np.flatnonzero(used & (f.node_feature == self.pinned))
         self.bins = _BinnedTables.build(self, used & (f.node_feature != self.pinned),
-                                        table_bytes)
+                                        table_bytes, wide_bytes)
 
     def _group(self, select: np.ndarray, key: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Selected nodes grouped by feature (by ``key`` within one); CSR start offsets."""
@@ -288,13 +327,21 @@ class QuickScorer:
 
     def _run(self, X: np.ndarray, arm1: np.ndarray, arm0: np.ndarray, diff: bool,
              n_threads: int) -> np.ndarray:
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
+        if self.bins is None or not X.flags.f_contiguous:  # binned kernels read either order
+            X = np.ascontiguousarray(X)
         out = np.zeros(X.shape[0])
         if X.shape[0] == 0 or len(self.roots) == 0:
             return out
         if X.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} columns, got {X.shape[1]}")
         set_threads(n_threads)
+        if self.bins is not None and self.bins.wide is not None:
+            b = self.bins
+            kind = b.wide.dtype
+            _wide_kernel(X, b.feat, b.grid_lo_scale, b.breakpoints, b.grid, b.wide_base, b.wide,
+                         self.leaf_table, arm1.astype(kind), arm0.astype(kind), diff, out)
+            return out
         if self.bins is not None:
             b = self.bins
             _binned_kernel(X, b.feat, b.grid_lo_scale, b.breakpoints, b.grid, b.tree_start,
@@ -475,3 +522,37 @@ def _binned_kernel(X, feat, lo_scale, bp, grid, tree_start, entry_feature, entry
                     acc[r] -= leaf_table[t, trailing_zeros(v[r] & a0)]
         for r in range(m):
             out[r0 + r] = acc[r]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _wide_kernel(X, feat, lo_scale, bp, grid, wide_base, wide, leaf_table, arm1, arm0, diff,
+                 out):
+    """:func:`_binned_kernel`'s sums from the wide tables (row-outer: per row, one contiguous
+    row of every tree's masks per feature, ANDed as vectors)."""
+    n = X.shape[0]
+    n_feats = feat.shape[0]
+    n_trees = arm1.shape[0]
+    n_blocks = (n + _BIN_BLOCK - 1) // _BIN_BLOCK
+    for b in prange(n_blocks):
+        r0 = b * _BIN_BLOCK
+        m = min(n, r0 + _BIN_BLOCK) - r0
+        rows = np.empty((n_feats, _BIN_BLOCK), dtype=np.int64)
+        for i in range(n_feats):
+            fi, ls, j, base = feat[i], lo_scale[i], feat[i, _COL], wide_base[i]
+            for r in range(m):
+                rows[i, r] = base + _bin_of(X[r0 + r, j], fi, ls, bp, grid)
+        v = np.empty(n_trees, dtype=wide.dtype)
+        for r in range(m):
+            w = wide[rows[0, r]]
+            for t in range(n_trees):
+                v[t] = w[t]
+            for i in range(1, n_feats):
+                w = wide[rows[i, r]]
+                for t in range(n_trees):
+                    v[t] &= w[t]
+            acc = 0.0
+            for t in range(n_trees):
+                acc += leaf_table[t, trailing_zeros(v[t] & arm1[t])]
+                if diff:
+                    acc -= leaf_table[t, trailing_zeros(v[t] & arm0[t])]
+            out[r0 + r] = acc

@@ -54,18 +54,21 @@ def check_perturbation(feature_perturbation: str) -> str:
     return feature_perturbation
 
 
-def model_matrix(booster: Any, frame: pd.DataFrame | np.ndarray) -> np.ndarray:
-    """Float64 matrix exactly as LightGBM sees ``frame``: categoricals as codes, missing NaN."""
+def model_matrix(booster: Any, frame: pd.DataFrame | np.ndarray, order: str = "C") -> np.ndarray:
+    """Float64 matrix exactly as LightGBM sees ``frame``: categoricals as codes, missing NaN.
+
+    ``order="F"`` (column-major) fills each column with one contiguous write; the binned
+    scorer reads it column by column too."""
     names = booster.feature_name()
     if isinstance(frame, np.ndarray):
         if frame.ndim != 2 or frame.shape[1] != len(names):
             raise ValueError(f"expected a 2-D array with {len(names)} columns, got {frame.shape}")
-        return np.ascontiguousarray(frame, dtype=np.float64)
+        return np.asarray(frame, dtype=np.float64, order=order)
     missing = [c for c in names if c not in frame.columns]
     if missing:
         raise ValueError(f"input has no model feature(s) {missing}")
     trained_cats = list(getattr(booster, "pandas_categorical", None) or [])
-    out = np.empty((len(frame), len(names)), dtype=np.float64)
+    out = np.empty((len(frame), len(names)), dtype=np.float64, order=order)
     cat_i = 0
     for j, name in enumerate(names):
         col = frame[name]

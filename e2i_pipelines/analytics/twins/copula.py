@@ -27,6 +27,7 @@ import pandas as pd
 from numba import njit
 from scipy import special
 
+from e2i_pipelines.core.budget import single_threaded_blas
 from e2i_pipelines.core.fanout import LocalMapper, Mapper
 
 DEFAULT_GRID = 1024
@@ -106,10 +107,31 @@ def _ranks(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     ranks = np.empty((n, p), dtype=np.float64)
     xs = np.empty((n, p), dtype=np.float64)
     for j in range(p):
-        order = np.lexsort((rng.random(n), x[:, j]))
+        tie_break = rng.random(n)  # drawn for every column: the stream does not depend on ties
+        order = np.argsort(x[:, j])
+        column = x[order, j]
+        if n > 1 and (column[1:] == column[:-1]).any():  # ties: the order is not unique
+            order = np.lexsort((tie_break, x[:, j]))
+            column = x[order, j]
         ranks[order, j] = np.arange(n)
-        xs[:, j] = x[order, j]
+        xs[:, j] = column
     return ranks, xs
+
+
+def _unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(codes, axis=0, return_inverse=True, return_counts=True)`` for codes >= 0,
+    through one mixed-radix integer key per row (a 1-D sort instead of a row sort)."""
+    radix = codes.max(axis=0).astype(np.int64) + 1
+    if np.sum(np.log2(radix)) >= 62:
+        strata, inverse, counts = np.unique(codes, axis=0, return_inverse=True,
+                                            return_counts=True)
+        return strata, inverse.reshape(-1), counts
+    key = np.zeros(len(codes), dtype=np.int64)
+    for j in range(codes.shape[1]):  # the first column is the most significant digit
+        key = key * radix[j] + codes[:, j]
+    keys, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True,
+                                             return_counts=True)
+    return codes[first], inverse.reshape(-1), counts
 
 
 def _nearest_correlation(c: np.ndarray, floor: float = 1e-6) -> np.ndarray:
@@ -231,9 +253,7 @@ def fit_copula(
     levels = np.linspace(0.0, 1.0, grid_size)
 
     if codes.shape[1]:
-        strata, stratum_of_row, counts = np.unique(codes, axis=0, return_inverse=True,
-                                                   return_counts=True)
-        stratum_of_row = stratum_of_row.reshape(-1)
+        strata, stratum_of_row, counts = _unique_rows(codes)
     else:
         strata = np.zeros((1, 0), np.int32)
         stratum_of_row, counts = np.zeros(len(data), np.int64), np.array([len(data)])
@@ -460,6 +480,7 @@ def iter_chunks(model: CopulaModel, n: int, chunk_rows: int, seed: int,
         yield chunk
 
 
+@single_threaded_blas()
 def write_twins(
     model: CopulaModel, n: int, path: str | Path, *, chunk_rows: int, seed: int,
     on_chunk: Callable[[pd.DataFrame], None] | None = None, workers: int = 1,

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from e2i_pipelines.core.budget import single_threaded_blas
+
 Z95 = 1.959963984540054
 UPLIFT_SCORE = "uplift"  # top-share targeting by the model's own predicted uplift
 
@@ -236,6 +238,7 @@ def model_input(model: Any, chunk: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@single_threaded_blas()
 def simulate_policies(
     twins_path: str, model: Any, rule: TargetingRule, *, treatment_column: str,
     chunk_rows: int, n_threads: int = 1, check_rows: int = 2_000,

@@ -59,8 +59,8 @@ class TreeUplift:
         return int(self.booster.num_trees())
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The model input ``frame`` as the float matrix the scorer reads."""
-        return model_matrix(self.booster, frame)
+        """The model input ``frame`` as the float matrix the scorer reads (column-major)."""
+        return model_matrix(self.booster, frame, order="F")
 
     def uplift_matrix(self, X: np.ndarray) -> np.ndarray:
         """f(x, 1) - f(x, 0) per row of ``matrix(frame)``."""
