@@ -244,3 +244,13 @@ def test_ranks_break_ties_at_random_and_only_then():
         order = np.lexsort((tie_break, x[:, j]))
         np.testing.assert_array_equal(ranks[order, j], np.arange(len(x)))
         np.testing.assert_array_equal(xs[:, j], x[order, j])
+
+
+def test_twins_arrow_table_is_pandas_table(model):
+    """The writer's zero-copy Arrow table is ``pa.Table.from_pandas``'s, metadata included."""
+    import pyarrow as pa
+
+    chunk = tc.sample(model, 5_000, seed=2)
+    want = pa.Table.from_pandas(chunk, preserve_index=False)
+    got = tc._arrow_table(chunk, want.schema)
+    assert got.equals(want) and got.schema.equals(want.schema, check_metadata=True)
