@@ -3,6 +3,7 @@ with LightGBM's own predictions) and against shap's interventional TreeExplainer
 
 import itertools
 import math
+import re
 
 import lightgbm as lgb
 import numpy as np
@@ -75,6 +76,48 @@ def test_matches_shap_with_nans(objective):
     assert np.max(np.abs(phi.sum(axis=1) + ours.base_value - raw)) <= 1e-12
     assert ours.base_value == pytest.approx(booster.predict(background, raw_score=True).mean(),
                                             abs=1e-12)
+
+
+def _float32_exact(booster: lgb.Booster) -> lgb.Booster:
+    """The booster with thresholds on halves and leaf values on eighths: numbers float32
+    holds exactly, so shap's float32 kernel rounds nothing on depth-2 trees (Shapley
+    weights 1 and 1/2)."""
+    def rounded(step: float):
+        return lambda m: m.group(1) + " ".join(repr(round(float(v) / step) * step)
+                                               for v in m.group(2).split())
+
+    text = re.sub(r"^(threshold=)(.*)$", rounded(0.5), booster.model_to_string(), flags=re.M)
+    text = re.sub(r"^(leaf_value=)(.*)$", rounded(0.125), text, flags=re.M)
+    text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # sizes changed: parse in order
+    return lgb.Booster(model_str=text)
+
+
+@pytest.mark.parametrize("objective", ["regression", "binary"])
+def test_equals_shap_to_1e9_where_its_float32_rounds_nothing(objective):
+    """On a model whose numbers float32 holds exactly, ours equals shap's interventional
+    values within 1e-9 (NaNs included); on the model as trained they differ by shap's
+    float32 rounding only (ours equals the definition to 1e-12, tested above)."""
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, 10, size=(3_000, 6)).astype(float)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    c = np.nan_to_num(X, nan=3.0)
+    y = c[:, 0] * c[:, 1] / 10 + np.where(c[:, 2] > 4, 2.0, -1.0) + c[:, 3] + rng.normal(size=len(c))
+    if objective == "binary":
+        y = (y > np.median(y)).astype(int)
+    trained = lgb.train({"objective": objective, "max_depth": 2, "num_leaves": 4, "seed": 1,
+                         "verbose": -1, "num_threads": 1}, lgb.Dataset(X, y), num_boost_round=40)
+    background, rows = X[:8], X[100:400]
+    diffs = []
+    for booster in (_float32_exact(trained), trained):
+        ref, ref_base = _shap_interventional(booster, background, rows)
+        ours = TreeShapExplainer(booster, feature_perturbation="interventional",
+                                 background=background)
+        phi = ours.shap_values(rows)
+        diffs.append(np.max(np.abs(phi - ref)))
+        assert abs(ours.base_value - ref_base) <= 1e-12
+        raw = booster.predict(rows, raw_score=True)
+        assert np.max(np.abs(phi.sum(axis=1) + ours.base_value - raw)) <= 1e-12
+    assert diffs[0] <= 1e-9 < diffs[1] <= SHAP_TOL
 
 
 def test_exact_by_definition_with_nans_and_categoricals(mixed_model, mixed_data):
