@@ -23,9 +23,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2i_pipelines.launcher.cgroup_memory import CGROUP_ROOT, own_memory_cgroup
 from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, parse_bytes, ray_resource
 from tests.support.dagster_processes import free_port
+from tests.support.memory_cgroups import cap_memory, child_memory_cgroup
 
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 NODE_OVERHEAD = "640m"
@@ -115,27 +115,10 @@ class RayTestCluster:
     def _cgroup(self, name: str, spec: NodeSpec | None = None) -> Path:
         """A memory cgroup (v1 or v2) below this process's own, of the node's size for a worker
         ``spec``, without a limit for the head."""
-        own = own_memory_cgroup()
-        if own is None:
-            raise RuntimeError("no memory cgroup found for this process")
-        path = own.path / self._cgroup_name(name)
-        if own.version == 2 and own.path != CGROUP_ROOT:
-            with contextlib.suppress(OSError):
-                (own.path / "cgroup.subtree_control").write_text("+memory")
-        path.mkdir(exist_ok=True)
+        path, version = child_memory_cgroup(self._cgroup_name(name))
         self.cgroups.append(path)
-        if spec is None:
-            return path
-        limit = parse_bytes(spec.memory) + parse_bytes(self.overhead)
-        if own.version == 1:
-            (path / "memory.limit_in_bytes").write_text(str(limit))
-            swap = path / "memory.memsw.limit_in_bytes"
-            if swap.exists():
-                swap.write_text(str(limit))
-        else:
-            (path / "memory.max").write_text(str(limit))
-            with contextlib.suppress(OSError):
-                (path / "memory.swap.max").write_text("0")
+        if spec is not None:
+            cap_memory(path, version, parse_bytes(spec.memory) + parse_bytes(self.overhead))
         return path
 
     def _cgroup_name(self, name: str) -> str:
