@@ -15,5 +15,6 @@ def test_run_image_loads_numba_kernels_from_its_cache(docker_client, e2i_image):
         remove=True, network_mode="none", mem_limit="1g")
     stats = json.loads(out.decode().strip().splitlines()[-1])
     assert set(stats) == set(KERNELS)
-    for name, counts in stats.items():
-        assert counts == {"hits": 1, "misses": 0}, f"{name} was compiled in the container: {counts}"
+    for name, counts in stats.items():  # a hit per compiled signature (e.g. C and F input)
+        assert counts["misses"] == 0, f"{name} was compiled in the container: {counts}"
+        assert counts["hits"] >= 1, f"{name} was not run: {counts}"
