@@ -490,22 +490,28 @@ def _bin_of(x, feat, lo_scale, bp, grid):
     return k
 
 
+@njit(cache=True, inline="always")
+def _bin_block(X, r0, m, feat, lo_scale, bp, grid):
+    """(features, _BIN_BLOCK) bins of the ``m`` rows from ``r0``, feature by feature."""
+    bins = np.empty((feat.shape[0], _BIN_BLOCK), dtype=np.int32)
+    for i in range(feat.shape[0]):
+        fi, ls, j = feat[i], lo_scale[i], feat[i, _COL]
+        for r in range(m):
+            bins[i, r] = _bin_of(X[r0 + r, j], fi, ls, bp, grid)
+    return bins
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _binned_kernel(X, feat, lo_scale, bp, grid, tree_start, entry_feature, entry_offset,
                    table, leaf_table, arm1, arm0, diff, out):
     """:func:`_score_kernel`'s sums from binned tables (tree-outer within a row block)."""
     n = X.shape[0]
-    n_feats = feat.shape[0]
     n_trees = arm1.shape[0]
     n_blocks = (n + _BIN_BLOCK - 1) // _BIN_BLOCK
     for b in prange(n_blocks):
         r0 = b * _BIN_BLOCK
         m = min(n, r0 + _BIN_BLOCK) - r0
-        bins = np.empty((n_feats, _BIN_BLOCK), dtype=np.int32)
-        for i in range(n_feats):
-            fi, ls, j = feat[i], lo_scale[i], feat[i, _COL]
-            for r in range(m):
-                bins[i, r] = _bin_of(X[r0 + r, j], fi, ls, bp, grid)
+        bins = _bin_block(X, r0, m, feat, lo_scale, bp, grid)
         acc = np.zeros(_BIN_BLOCK)
         v = np.empty(_BIN_BLOCK, dtype=np.uint64)
         for t in range(n_trees):
@@ -536,18 +542,14 @@ def _wide_kernel(X, feat, lo_scale, bp, grid, wide_base, wide, leaf_table, arm1,
     for b in prange(n_blocks):
         r0 = b * _BIN_BLOCK
         m = min(n, r0 + _BIN_BLOCK) - r0
-        rows = np.empty((n_feats, _BIN_BLOCK), dtype=np.int64)
-        for i in range(n_feats):
-            fi, ls, j, base = feat[i], lo_scale[i], feat[i, _COL], wide_base[i]
-            for r in range(m):
-                rows[i, r] = base + _bin_of(X[r0 + r, j], fi, ls, bp, grid)
+        bins = _bin_block(X, r0, m, feat, lo_scale, bp, grid)
         v = np.empty(n_trees, dtype=wide.dtype)
         for r in range(m):
-            w = wide[rows[0, r]]
+            w = wide[wide_base[0] + bins[0, r]]
             for t in range(n_trees):
                 v[t] = w[t]
             for i in range(1, n_feats):
-                w = wide[rows[i, r]]
+                w = wide[wide_base[i] + bins[i, r]]
                 for t in range(n_trees):
                     v[t] &= w[t]
             acc = 0.0

@@ -129,8 +129,8 @@ def _unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     key = np.zeros(len(codes), dtype=np.int64)
     for j in range(codes.shape[1]):  # the first column is the most significant digit
         key = key * radix[j] + codes[:, j]
-    keys, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True,
-                                             return_counts=True)
+    _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True,
+                                          return_counts=True)
     return codes[first], inverse.reshape(-1), counts
 
 
