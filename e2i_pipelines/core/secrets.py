@@ -1,0 +1,67 @@
+"""Secrets from the environment or from files (Docker secrets, ``*_FILE`` variables).
+
+``read_secret(NAME)``: the variable NAME if set, else the stripped content of the file named by
+NAME_FILE, else None. As a command, ``python -m e2i_pipelines.core.secrets CMD ...`` sets every
+NAME that has only a NAME_FILE (e.g. DAGSTER_PG_PASSWORD from DAGSTER_PG_PASSWORD_FILE) and execs
+CMD: for programs that read secrets from the environment only (Dagster's dagster.yaml ``env:``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import MutableMapping
+
+FILE_SUFFIX = "_FILE"
+
+
+def read_secret(name: str) -> str | None:
+    """The secret ``name``: env NAME, else the stripped content of the file named by NAME_FILE."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(name + FILE_SUFFIX)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise RuntimeError(f"{name}{FILE_SUFFIX}: cannot read the secret file ({exc.strerror})") from None
+
+
+def export_file_secrets(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Set NAME from NAME_FILE for every NAME_FILE in ``environ`` (default os.environ) whose NAME
+    is unset; returns the names set."""
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    names = [key[: -len(FILE_SUFFIX)] for key in list(env) if key.endswith(FILE_SUFFIX) and len(key) > 5]
+    exported = []
+    for name in names:
+        if env.get(name):
+            continue
+        path = env[name + FILE_SUFFIX]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                env[name] = handle.read().strip()
+        except OSError as exc:
+            raise RuntimeError(f"{name}{FILE_SUFFIX}: cannot read the secret file ({exc.strerror})") from None
+        exported.append(name)
+    return exported
+
+
+def main(argv: list[str]) -> int:
+    """Export file secrets, then exec ``argv`` (never returns on success)."""
+    if not argv:
+        print("usage: python -m e2i_pipelines.core.secrets COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    try:
+        export_file_secrets()
+    except RuntimeError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    os.execvp(argv[0], argv)  # noqa: S606 - the container's own fixed command, not user input
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
