@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
+from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.defs.data.config import DatasetConfig
 from e2i_pipelines.defs.diagnostics.assets import ProbeConfig
@@ -148,11 +149,14 @@ class CatalogEntry:
             properties[name] = schema
         return {"type": "object", "properties": properties, "additionalProperties": False}
 
-    def validate_params(self, params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    def validate_params(self, params: Mapping[str, Any] | None,
+                        data_scope: DataScope | None = None) -> dict[str, dict[str, Any]]:
         """Validate ``params`` (asset name -> config dict); return the explicitly set values.
 
         Raises ParamsValidationError listing every problem with its location
         (``(asset, field)``); absent assets are validated as ``{}`` so required fields are named.
+        ``data_scope`` (the API's caller) confines file paths to its data folder: the fields a
+        config sets from it (``SERVER_SET``) are refused in ``params`` and set in the result.
         """
         params = dict(params or {})
         errors: list[dict[str, Any]] = []
@@ -173,17 +177,27 @@ class CatalogEntry:
             errors += [{"loc": (name, key), "type": "extra_forbidden",
                         "msg": f"unknown parameter; {asset.config_class.__name__} accepts {', '.join(sorted(fields))}"}
                        for key in raw if key not in known]
+            server_set = set(getattr(asset.config_class, "SERVER_SET", ())) if data_scope else set()
+            errors += [{"loc": (name, key), "type": "server_set",
+                        "msg": "set by the server from the API key; remove it"}
+                       for key in raw if key in server_set]
             try:
                 model = asset.config_class.model_validate(dict(raw))
+                if server_set:
+                    model = model.with_scope(data_scope)
             except pydantic.ValidationError as exc:
                 errors += [{"loc": (name, *e["loc"]), "type": e["type"], "msg": e["msg"]}
                            for e in exc.errors(include_url=False, include_context=False)]
+                continue
+            except ValueError as exc:  # a client name that cannot be a data folder
+                errors.append({"loc": (name,), "type": "value_error", "msg": str(exc)})
                 continue
             problem = _check_problem(model)
             if problem:
                 errors.append({"loc": (name,), "type": "value_error", "msg": problem})
                 continue
-            validated[name] = model.model_dump(mode="json", include=set(raw) & set(fields))
+            scoped = {k for k in server_set if getattr(model, k) != fields[k].default}
+            validated[name] = model.model_dump(mode="json", include=(set(raw) & set(fields)) | scoped)
         if errors:
             raise ParamsValidationError(errors)
         return validated

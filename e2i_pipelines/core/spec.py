@@ -142,11 +142,13 @@ SPEC_KEYS = tuple(_SPEC_TYPES)
 
 
 def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
-                      base_dir: str | Path | None = None) -> CausalSpec:
+                      base_dir: str | Path | None = None, folder: str = "",
+                      graph_key: str = "graph") -> CausalSpec:
     """A checked :class:`CausalSpec` from a mapping (a YAML file or inline config).
 
     Unknown keys, wrong types and missing ``treatment``/``outcome`` are errors naming the
-    key; a ``graph`` that is a file path is read (relative to ``base_dir``).
+    key; a ``graph`` that is a file path is read (relative to ``base_dir``, else the data
+    folder) only when it lies under the data folder ``folder`` (see ``core.data_root``).
     """
     unknown = set(raw) - set(_SPEC_TYPES)
     if unknown:
@@ -166,7 +168,7 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
     if graph is not None:
         from e2i_pipelines.analytics.causal.graph import graph_text
 
-        graph = graph_text(graph, base_dir)
+        graph = graph_text(graph, base_dir, folder=folder, key=graph_key)
     spec = CausalSpec(
         treatment=values["treatment"], outcome=values["outcome"],
         common_causes=list(values.get("common_causes", [])),
@@ -180,18 +182,42 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
     return spec
 
 
-def load_spec_yaml(path: str | Path) -> CausalSpec:
-    """Read a spec YAML file (see :func:`spec_from_mapping`); a graph path is relative to it."""
-    p = Path(path)
+MAX_SPEC_BYTES = 1 << 20
+"""Spec and graph files larger than this are refused before they are read."""
+
+
+def load_spec_yaml(path: str | Path, *, key: str = "spec_path", folder: str = "") -> CausalSpec:
+    """Read a spec YAML file under the data folder ``folder`` (see ``core.data_root``) and
+    check it (see :func:`spec_from_mapping`); a graph path is relative to the spec file.
+
+    Errors name ``key`` and the problem; they never quote the file's lines.
+    """
+    from e2i_pipelines.core.data_root import resolve_user_path
+
+    p = resolve_user_path(str(path), key, folder)
+    shown = f"{key}: spec file {_shorten(str(path))!r}"
     if not p.is_file():
-        raise DataValidationError(f"spec file {str(p)!r} does not exist")
+        raise DataValidationError(f"{shown} does not exist")
+    if p.stat().st_size > MAX_SPEC_BYTES:
+        raise DataValidationError(f"{shown} is larger than {MAX_SPEC_BYTES // 1024} KiB")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise DataValidationError(f"{shown} is not UTF-8 text") from None
+    except OSError:
+        raise DataValidationError(f"{shown} cannot be read") from None
     except yaml.YAMLError as exc:
-        raise DataValidationError(f"spec file {str(p)!r} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise DataValidationError(f"{shown} is not valid YAML{where}") from None
     if not isinstance(raw, dict):
-        raise DataValidationError(f"spec file {str(p)!r} must hold a mapping")
-    return spec_from_mapping(raw, source=f"spec file {str(p)!r}", base_dir=p.parent)
+        raise DataValidationError(f"{shown} is not a YAML mapping of spec keys")
+    return spec_from_mapping(raw, source=shown, base_dir=p.parent, folder=folder,
+                             graph_key=f"{key} (graph)")
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)

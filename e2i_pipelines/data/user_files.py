@@ -29,30 +29,41 @@ def file_format(path: str | Path) -> str:
     return SUFFIXES[suffix]
 
 
-def header_columns(path: str | Path) -> list[str]:
-    """Column names without reading the data (raises on a missing or empty file)."""
+def header_columns(path: str | Path, shown: str | None = None) -> list[str]:
+    """Column names without reading the data (raises on a missing or empty file).
+
+    ``shown`` is how errors name the file (default: ``path``); they never quote its content.
+    """
     p = Path(path)
+    label = f"data file {shown or str(p)!r}"
     if not p.is_file():
-        raise DataValidationError(f"data file {str(p)!r} does not exist")
+        raise DataValidationError(f"{label} does not exist")
     if p.stat().st_size == 0:
-        raise DataValidationError(f"data file {str(p)!r} is empty")
+        raise DataValidationError(f"{label} is empty")
     if file_format(p) == "parquet":
         try:
             return list(pq.read_schema(p).names)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
-            raise DataValidationError(f"data file {str(p)!r} is not valid Parquet: {exc}") from exc
+        except Exception:  # noqa: BLE001 - pyarrow raises several types
+            raise DataValidationError(f"{label} is not valid Parquet") from None
     try:
         return list(pd.read_csv(p, nrows=0).columns)
     except pd.errors.EmptyDataError:
-        raise DataValidationError(f"data file {str(p)!r} is empty") from None
+        raise DataValidationError(f"{label} is empty") from None
+    except (ValueError, UnicodeDecodeError):  # ParserError is a ValueError
+        raise DataValidationError(f"{label} is not a readable CSV file") from None
 
 
-def load_user_frame(path: str | Path, spec: CausalSpec) -> tuple[pd.DataFrame, MissingReport]:
+def load_user_frame(path: str | Path, spec: CausalSpec, shown: str | None = None
+                    ) -> tuple[pd.DataFrame, MissingReport]:
     """Load the spec's columns of ``path``, apply ``missing`` and validate them (roles, NaNs,
-    binary treatment); returns the frame and what ``missing: drop`` removed."""
+    binary treatment); returns the frame and what ``missing: drop`` removed.
+
+    ``path`` must already be checked against the data root (``DatasetConfig.data_path``);
+    ``shown`` is how errors name it (default: ``path``).
+    """
     spec.check_roles()
-    columns = header_columns(path)
-    source = f"data file {str(path)!r}"
+    columns = header_columns(path, shown)
+    source = f"data file {shown or str(path)!r}"
     check_columns(spec, columns, source)
     wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
     if file_format(path) == "parquet":

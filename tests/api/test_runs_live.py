@@ -189,8 +189,10 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
-def test_results_of_a_real_causal_run(client: TestClient, dagster_home: Path, tmp_path: Path) -> None:
+def test_results_of_a_real_causal_run(client: TestClient, dagster_home: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The real causal assets: estimate, CI, method, target, adjustment set, CATE, diagnostics."""
+    monkeypatch.setenv("E2I_DATA_ROOT", str(tmp_path))  # the data file lies under the data root
     from e2i_pipelines.core.storage import E2IStorage
     from e2i_pipelines.core.tracking import MlflowTracker
     from e2i_pipelines.defs.causal.assets import causal_estimate

@@ -19,6 +19,12 @@ from e2i_pipelines.analytics.causal.graph import (
 )
 from e2i_pipelines.core.spec import DataValidationError
 
+
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path, monkeypatch):
+    """Graph and data files must lie under the data root; here the test's tmp folder."""
+    monkeypatch.setenv("E2I_DATA_ROOT", str(tmp_path))
+
 # Confounder W, mediator M, collider C.
 DAG_DOT = """
 // confounder, mediator, collider

@@ -20,6 +20,12 @@ from tests.causal import generated as gen
 DIAGNOSTICS = {"covariate_balance", "overlap", "sensitivity"}
 
 
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path, monkeypatch):
+    """Graph and data files must lie under the data root; here the test's tmp folder."""
+    monkeypatch.setenv("E2I_DATA_ROOT", str(tmp_path))
+
+
 def _resources(tmp_path):
     return {"storage": E2IStorage(root=str(tmp_path / "data")),
             "mlflow": MlflowTracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),

@@ -11,6 +11,12 @@ from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.data.assets import dataset
 
 
+@pytest.fixture(autouse=True)
+def _data_root(tmp_path, monkeypatch):
+    """User files live under the data root; here the test's tmp folder."""
+    monkeypatch.setenv("E2I_DATA_ROOT", str(tmp_path))
+
+
 def _user_frame(n: int = 400) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     x = rng.normal(size=n)
@@ -116,3 +122,24 @@ def test_unsupported_file_type(tmp_path):
     message = _failure_message(_materialize(tmp_path, _inline(path)))
     assert "unsupported type '.xlsx'" in message
     assert os.listdir(tmp_path) == ["data.xlsx"] or not (tmp_path / "data" / "dataset").exists()
+
+
+def test_run_time_recheck_refuses_files_outside_the_root(tmp_path, tmp_path_factory):
+    """Runs from the UI (or a tampered run config) are checked again when the asset runs."""
+    outside = tmp_path_factory.mktemp("outside") / "secret.csv"
+    _user_frame().rename(columns={"x": "canary_col_7731"}).to_csv(outside, index=False)
+    message = _failure_message(_materialize(tmp_path, _inline(outside)))
+    assert "dataset.path must name a file under the data root" in message
+    assert "canary_col_7731" not in message and "A00000" not in message
+
+
+def test_run_time_recheck_keeps_a_client_in_its_folder(tmp_path):
+    """data_folder (set by the API from the key) confines the run to <root>/<client>/."""
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "other").mkdir()
+    _user_frame().to_csv(tmp_path / "other" / "accounts.csv", index=False)
+    _user_frame().to_csv(tmp_path / "acme" / "accounts.csv", index=False)
+    refused = _materialize(tmp_path, _inline("../other/accounts.csv", data_folder="acme"))
+    assert "your data folder (acme/ under the data root)" in _failure_message(refused)
+    accepted = _materialize(tmp_path, _inline("accounts.csv", data_folder="acme"))
+    assert accepted.success

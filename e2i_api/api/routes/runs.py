@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
@@ -37,6 +38,7 @@ from e2i_api.models import (
 )
 from e2i_api.results import build_results, embedded_image, find_markdown
 from e2i_api.run_views import failure_of, run_detail, tags_of
+from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG
 
 ERRORS = {400: {"model": ErrorResponse, "description": "request body could not be decoded"},
@@ -70,7 +72,9 @@ async def create_run(
                     "the same key with a different body is 422")] = None,
 ) -> RunAccepted:
     entry = catalog.get(body.job)
-    validated = entry.validate_params(body.params)
+    # Reads spec/graph files (confined to the key's data folder): off the event loop.
+    validated = await asyncio.to_thread(
+        entry.validate_params, body.params, DataScope(principal.name, "admin" in principal.scopes))
     run_config = entry.run_config(validated)
     tags = {**body.tags, CLIENT_TAG: principal.name}
 

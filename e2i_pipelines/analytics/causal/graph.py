@@ -23,7 +23,8 @@ import pydot
 import pydot.dot_parser
 import pyparsing
 
-from e2i_pipelines.core.spec import DataValidationError
+from e2i_pipelines.core.data_root import DataPathError, resolve_user_path
+from e2i_pipelines.core.spec import MAX_SPEC_BYTES, DataValidationError
 
 BACKDOOR_METHOD = "maximal-adjustment"
 """DoWhy's backdoor method used (``BackdoorAdjustment.BACKDOOR_MAX``); see
@@ -74,10 +75,13 @@ class ParsedGraph:
 # --- reading -------------------------------------------------------------------------------
 
 
-def graph_text(source: str, base_dir: str | Path | None = None) -> str:
+def graph_text(source: str, base_dir: str | Path | None = None, *, folder: str = "",
+               key: str = "graph") -> str:
     """DOT/GML text: ``source`` itself when inline, else the text of the file it names.
 
-    Relative paths resolve against ``base_dir`` (e.g. the spec file's folder) when given.
+    A file must lie under the data folder ``folder`` (see ``core.data_root``); relative paths
+    resolve against ``base_dir`` (e.g. the spec file's folder) when given, else that folder.
+    ``key`` names the parameter in errors, which never quote the file.
     """
     if not isinstance(source, str):
         raise GraphError(f"graph must be DOT/GML text or a file path, not {type(source).__name__}")
@@ -85,7 +89,7 @@ def graph_text(source: str, base_dir: str | Path | None = None) -> str:
         raise GraphError("graph is empty; give DOT/GML text or the path of a DOT/GML file")
     if _graph_format(source) is not None:
         return source
-    return _read_graph_file(_graph_path(source.strip(), base_dir))
+    return _read_graph_file(_graph_path(source.strip(), base_dir, folder, key), source.strip(), key)
 
 
 def _graph_format(text: str) -> str | None:
@@ -97,29 +101,36 @@ def _graph_format(text: str) -> str | None:
     return None
 
 
-def _graph_path(source: str, base_dir: str | Path | None) -> Path:
-    path = Path(source).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir).expanduser() / path
-    return path
+def _graph_path(source: str, base_dir: str | Path | None, folder: str, key: str) -> Path:
+    """The resolved graph file under the data folder; GraphError when it resolves outside."""
+    try:
+        return resolve_user_path(source, key, folder, base_dir)
+    except DataPathError as exc:
+        raise GraphError(
+            f"{exc} (inline graphs must be DOT 'digraph {{ ... }}' or GML 'graph [ ... ]')"
+        ) from None
 
 
-def _read_graph_file(path: Path) -> str:
-    """The text of a graph file, or GraphError naming the file and the problem."""
-    shown = _shorten(str(path))
+def _read_graph_file(path: Path, source: str, key: str = "graph") -> str:
+    """The text of a graph file, or GraphError naming the key, the file and the problem."""
+    shown = f"{key}: graph file {_shorten(source)!r}"
     if not _exists(path):
         raise GraphError(
-            f"graph file {shown!r} does not exist (inline graphs must be DOT "
+            f"{shown} does not exist (inline graphs must be DOT "
             "'digraph { ... }' or GML 'graph [ ... ]')"
         )
     if not path.is_file():
-        raise GraphError(f"graph file {shown!r} is not a file")
+        raise GraphError(f"{shown} is not a file")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise GraphError(f"{shown} is larger than {MAX_SPEC_BYTES // 1024} KiB")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GraphError(f"graph file {shown!r} cannot be read: {exc}") from exc
+    except UnicodeDecodeError:
+        raise GraphError(f"{shown} is not UTF-8 text") from None
+    except OSError:
+        raise GraphError(f"{shown} cannot be read") from None
     if not text.strip():
-        raise GraphError(f"graph file {shown!r} is empty")
+        raise GraphError(f"{shown} is empty")
     return text
 
 
@@ -422,12 +433,14 @@ def _confounding_latents(dag: nx.DiGraph, treatment: str, outcome: str, given: l
 
 
 def resolve_graph(source: str, treatment: str, outcome: str, base_dir: str | Path | None = None,
-                  columns: Iterable[str] | None = None) -> tuple[str, ParsedGraph, list[str]]:
-    """Read, parse, check (against ``columns`` when given) and identify, in that order.
+                  columns: Iterable[str] | None = None, folder: str = ""
+                  ) -> tuple[str, ParsedGraph, list[str]]:
+    """Read (a file only under the data folder ``folder``), parse, check (against ``columns``
+    when given) and identify, in that order.
 
     Returns (graph text, parsed graph, backdoor adjustment set).
     """
-    text = graph_text(source, base_dir)
+    text = graph_text(source, base_dir, folder=folder)
     graph = parse_graph(text)
     check_graph(graph, treatment, outcome, columns)
     return text, graph, backdoor_adjustment_set(graph, treatment, outcome)

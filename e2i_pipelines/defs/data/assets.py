@@ -33,7 +33,7 @@ def dataset(
             dropped = None
         else:
             context.log.info(f"loading and validating {config.path}")
-            (frame, dropped), truth = load_user_frame(config.path, spec), None
+            (frame, dropped), truth = load_user_frame(config.data_path(), spec, config.path), None
             if dropped.rows_dropped:
                 context.log.warning(
                     f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "

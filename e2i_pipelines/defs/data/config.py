@@ -1,10 +1,16 @@
-"""Run config of the ``dataset`` asset: synthetic demo data or the user's own file + spec."""
+"""Run config of the ``dataset`` asset: synthetic demo data or the user's own file + spec.
 
-from typing import Literal
+Paths (``path``, ``spec_path``, a ``graph`` file) must lie under the data root, or under
+``<root>/<data_folder>/`` when ``data_folder`` is set (the API sets it to the key's client).
+"""
+
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import dagster as dg
 from pydantic import Field
 
+from e2i_pipelines.core.data_root import DataScope, check_folder_name, resolve_user_path
 from e2i_pipelines.core.spec import (
     MIN_ROWS_AFTER_DROP,
     CausalSpec,
@@ -42,12 +48,37 @@ class DatasetConfig(dg.Config):
         default="", description="Causal DAG, DOT or GML text or a file path (inline spec); the "
         "adjustment set is then identified from it.")
 
+    data_folder: str = Field(
+        default="", description="Client folder under the data root that paths must lie in; "
+        "set by the API from the key's client (refused in API requests). Empty: the whole root.")
+
+    SERVER_SET: ClassVar[frozenset[str]] = frozenset({"data_folder"})
+    """Fields the API sets from the caller; a request naming them is refused."""
+
+    def with_scope(self, scope: DataScope) -> "DatasetConfig":
+        """This config confined to the caller's data folder (see ``core.data_root``); only
+        ``source: file`` reads files, so synthetic configs are returned unchanged."""
+        if self.source != "file":
+            return self
+        return self.model_copy(update={"data_folder": scope.folder})
+
     def check(self) -> None:
-        """Raise dg.Failure when the source or the spec is unusable (before any data is read)."""
+        """Raise dg.Failure when the source, a path or the spec is unusable (reads only the
+        spec and graph files, never the data)."""
         try:
+            if self.source == "file":
+                self.data_path()
             self.resolve_spec().check_roles()
         except DataValidationError as exc:
             raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
+
+    def data_path(self) -> Path:
+        """The resolved data file, which must lie under the data folder."""
+        if not self.path:
+            raise DataValidationError("source 'file' needs 'path' (a CSV or Parquet file)")
+        if self.data_folder:
+            check_folder_name(self.data_folder)
+        return resolve_user_path(self.path, "dataset.path", self.data_folder)
 
     def resolve_spec(self) -> CausalSpec:
         """The spec this config describes; raises DataValidationError naming the problem."""
@@ -65,7 +96,7 @@ class DatasetConfig(dg.Config):
         if self.spec_path and inline:
             raise DataValidationError("give the spec either as 'spec_path' or inline, not both")
         if self.spec_path:
-            return load_spec_yaml(self.spec_path)
+            return load_spec_yaml(self.spec_path, key="dataset.spec_path", folder=self.data_folder)
         if not (self.treatment and self.outcome):
             raise DataValidationError(
                 "source 'file' needs a spec: 'spec_path' or inline 'treatment', 'outcome' "
@@ -77,4 +108,4 @@ class DatasetConfig(dg.Config):
             "effect_modifiers": list(self.effect_modifiers), "id_column": self.id_column or None,
             "categorical": list(self.categorical), "missing": self.missing,
             "target": self.target, "graph": self.graph or None,
-        }, source="inline spec")
+        }, source="inline spec", folder=self.data_folder, graph_key="dataset.graph")
