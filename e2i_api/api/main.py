@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from e2i_api.api.routes import costs, health, jobs, metrics, runs
+from e2i_api.api.routes import auth, costs, health, jobs, metrics, runs
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,3 +12,4 @@ api_router.include_router(jobs.router)
 api_router.include_router(runs.router)
 api_router.include_router(costs.router)
 api_router.include_router(metrics.router)
+api_router.include_router(auth.router)  # UI login for Caddy forward_auth

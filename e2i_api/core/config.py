@@ -40,10 +40,72 @@ class ApiKeySpec(BaseModel):
         return hashlib.sha256(self.key.get_secret_value().encode()).digest()
 
 
+Role = Literal["viewer", "editor", "admin"]
+
+
+class OidcSettings(BaseModel):
+    """UI login through OpenID Connect (``E2I_API_OIDC__*``); no issuer = login off (the default).
+
+    Secrets come inline or from a file (``*_file``, e.g. a Docker secret); roles come from the
+    ``role_claim`` of the ID token (a role name, or a value ``role_map`` maps), else ``user_roles``
+    by user, else ``default_role`` (none: the person is refused)."""
+
+    issuer: str = ""
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    client_secret_file: str | None = None
+    redirect_url: str = Field(default="", description="https://<site>/auth/callback")
+    scopes: str = "openid email profile"
+    user_claim: str = "email"
+    role_claim: str = "groups"
+    role_map: dict[str, Role] = Field(default_factory=dict)
+    user_roles: dict[str, Role] = Field(default_factory=dict)
+    default_role: Role | None = None
+    session_secret: SecretStr | None = None
+    session_secret_file: str | None = None
+    session_hours: float = Field(default=8.0, gt=0, le=168)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcSettings:
+        if not self.enabled:
+            return self
+        for name in ("client_id", "redirect_url"):
+            if not getattr(self, name):
+                raise ValueError(f"oidc.{name} is required when oidc.issuer is set")
+        for name in ("issuer", "redirect_url"):
+            url = getattr(self, name)
+            if not (url.startswith("https://") or re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])[:/]", url)):
+                raise ValueError(f"oidc.{name} must be an https:// URL (plain http only on loopback)")
+        for name in ("client_secret", "session_secret"):
+            value = self.secret(name)
+            if len(value) < (32 if name == "session_secret" else 1):
+                raise ValueError(f"oidc.{name} (or oidc.{name}_file) is missing or too short"
+                                 + (" (at least 32 characters)" if name == "session_secret" else ""))
+        return self
+
+    def secret(self, name: str) -> str:
+        """The secret ``name`` from its inline value or its ``<name>_file`` (content never echoed)."""
+        inline, path = getattr(self, name), getattr(self, f"{name}_file")
+        if inline is not None and path:
+            raise ValueError(f"oidc.{name}: give the value or the _file, not both")
+        if path:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read().strip()
+            except OSError as exc:
+                raise ValueError(f"oidc.{name}_file: cannot read the file ({exc.strerror})") from None
+        return inline.get_secret_value() if inline is not None else ""
+
+
 class Settings(BaseSettings):
     """Everything the API reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="E2I_API_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="E2I_API_", env_file=".env", extra="ignore",
+                                      env_nested_delimiter="__")
 
     dagster_host: str = "127.0.0.1"
     dagster_port: int = Field(default=3000, ge=1, le=65535)
@@ -64,6 +126,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     workers: int = Field(default=1, ge=1, le=32)
     idempotency_wait_seconds: float = Field(default=30.0, gt=0)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)  # UI login (Caddy forward_auth)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -86,7 +86,7 @@ def test_roles_from_claim_mapping_and_users() -> None:
 def test_writable_roles_match_the_caddyfile() -> None:
     caddyfile = (REPO_ROOT / "docker" / "caddy" / "Caddyfile").read_text()
     assert "header_regexp X-E2I-Role ^(editor|admin)$" in caddyfile
-    assert WRITABLE_ROLES == {"editor", "admin"} and not can_write("viewer")
+    assert {"editor", "admin"} == WRITABLE_ROLES and not can_write("viewer")
 
 
 # --- settings --------------------------------------------------------------------------------
