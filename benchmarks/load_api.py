@@ -56,8 +56,8 @@ from tests.support.dagster_processes import (  # noqa: E402
     write_instance_yaml,
 )
 
-BENCH_KEY = "bench-key-0123456789abcdef"
-QUEUE_ONLY = {"bench": "queue-only"}
+BENCH_KEY = "4JyUxVtSOVB9lxC6wGjoay0car6Y7LaeUnnxFlmPrjE"  # test-only; weak keys are refused
+QUEUE_ONLY = {"client/bench": "queue-only"}  # API requests may only carry client/ tags
 JOB = "probe_light_job"
 STATUS, RESULTS, POST = "GET /v1/runs/{id}", "GET /v1/runs/{id}/results", "POST /v1/runs"
 MIX = ((STATUS, 0.45), (RESULTS, 0.35), (POST, 0.20))
@@ -308,7 +308,7 @@ def main() -> None:
         home = Path(tmp)
         write_instance_yaml(home, {"storage": postgres_storage(db), "concurrency": {
             "pools": {"granularity": "run", "default_limit": 1000},
-            "runs": {"tag_concurrency_limits": [{"key": "bench", "value": "queue-only", "limit": 0}]},
+            "runs": {"tag_concurrency_limits": [{"key": "client/bench", "value": "queue-only", "limit": 0}]},
         }})
         dagster_port = free_port()
         dagster = dagster_dev(home, dagster_port)

@@ -10,11 +10,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from e2i_api.api.main import api_router
+from e2i_api.core.audit import AuditMiddleware
+from e2i_api.core.body_limit import BodyLimitMiddleware
 from e2i_api.core.config import Settings, get_settings
 from e2i_api.core.errors import install_error_handlers
 from e2i_api.core.logging import REQUEST_ID_HEADER, RequestIdMiddleware, configure_logging, logger
 from e2i_api.core.metrics import ApiMetrics, MetricsMiddleware
+from e2i_api.core.rate_limit import RateLimits
 from e2i_api.core.security import API_KEY_HEADER, KeyRing
+from e2i_api.core.security_headers import NoSniffMiddleware
 from e2i_api.dagster_client import DagsterClient
 from e2i_api.idempotency import IDEMPOTENCY_HEADER, make_key_locks
 from e2i_api.openapi import install_openapi
@@ -61,6 +65,8 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.state.key_locks = make_key_locks(database_url, settings.idempotency_wait_seconds)
     app.state.run_reader = StorageRuns(database_url) if database_url else None  # else GraphQL
     app.state.finished_results = FinishedResults()
+    app.state.rate_limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write,
+                                       settings.rate_limit_storage_uri)
     if not settings.api_keys:
         logger.warning("no API keys configured: every authenticated endpoint answers 401")
     install_error_handlers(app)
@@ -72,6 +78,9 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
             allow_headers=[API_KEY_HEADER, IDEMPOTENCY_HEADER, REQUEST_ID_HEADER, "Content-Type"],
             expose_headers=["Location", REQUEST_ID_HEADER],
         )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NoSniffMiddleware)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.state.metrics = ApiMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from e2i_pipelines.tiers import Tier
 
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-TAG_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
-RESERVED_TAG_PREFIXES = ("dagster/", "e2i/", ".dagster")
+TAG_KEY_PATTERN = re.compile(r"^client/[A-Za-z0-9_.\-/]{1,93}$")
+CLIENT_TAG_PREFIX = "client/"
+"""The only prefix a request's run tags may use: every other key could steer Dagster or a
+launcher (dagster/, dagster-k8s/config, dagster-ray/config, docker/container_id, e2i/...)."""
 EXAMPLE_RUN_ID = "5f1c2a9e-7d3b-4c1a-9e2f-0b6d8a4c3e21"
 
 
@@ -37,7 +39,7 @@ FINISHED_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.C
 class ErrorResponse(BaseModel):
     """Any non-422 error."""
 
-    detail: str = Field(examples=["Dagster is unavailable: Dagster webserver at http://127.0.0.1:3000 is unreachable"])
+    detail: str = Field(examples=["Dagster is unavailable"])
     request_id: str | None = None
 
 
@@ -75,23 +77,23 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "job": "probe_light_job",
         "params": {"probe_light": {"allocate_mb": 64, "hold_seconds": 5}},
-        "tags": {"team": "analytics"},
+        "tags": {"client/team": "analytics"},
     }]})
 
     job: str = Field(min_length=1, max_length=200)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                               description="config per asset name; see GET /v1/jobs")
     tags: dict[str, str] = Field(default_factory=dict, max_length=20,
-                                 description="run tags; keys may not start with dagster/ or e2i/")
+                                 description="run tags; only keys under the `client/` prefix are accepted "
+                                             "(e.g. `client/team`); any other key is refused with 422")
 
     @field_validator("tags")
     @classmethod
     def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
         for key, value in tags.items():
             if not TAG_KEY_PATTERN.match(key):
-                raise ValueError(f"tag key {key!r} must match {TAG_KEY_PATTERN.pattern}")
-            if key.startswith(RESERVED_TAG_PREFIXES):
-                raise ValueError(f"tag key {key!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)})")
+                raise ValueError(f"tag key {key!r} is not accepted: only {CLIENT_TAG_PREFIX}... tags are "
+                                 f"(letters, digits, _ . - / after the prefix, at most 100 characters)")
             if len(value) > 1000 or "\x00" in value:
                 raise ValueError(f"tag {key!r}: value longer than 1000 characters or contains NUL")
         return tags

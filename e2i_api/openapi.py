@@ -12,18 +12,18 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from e2i_api.models import RESERVED_TAG_PREFIXES, TAG_KEY_PATTERN
+from e2i_api.models import TAG_KEY_PATTERN
 from e2i_pipelines.catalog import Catalog, CatalogEntry
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def tags_schema() -> dict[str, Any]:
-    reserved = "|".join(p.replace(".", r"\.") for p in RESERVED_TAG_PREFIXES)
     return {
         "type": "object", "maxProperties": 20,
-        "description": "run tags; keys may not start with " + ", ".join(RESERVED_TAG_PREFIXES),
-        "propertyNames": {"pattern": f"^(?!{reserved}){TAG_KEY_PATTERN.pattern[1:]}"},
+        "description": "run tags; only keys under the `client/` prefix are accepted (e.g. `client/team`); "
+                       "any other key is refused with 422",
+        "propertyNames": {"pattern": TAG_KEY_PATTERN.pattern},
         "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"},
     }
 

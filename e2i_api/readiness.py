@@ -1,4 +1,7 @@
-"""Dependency checks behind GET /ready: Dagster webserver, code location, run storage, MLflow."""
+"""Dependency checks behind GET /ready: Dagster webserver, code location, run storage, MLflow.
+
+A check's ``detail`` says whether the dependency is up or down, never its address or error
+text (those go to the API log)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from e2i_api.core.logging import logger
 from e2i_api.dagster_client import DagsterClient, DagsterError
 from e2i_api.models import DependencyCheck, Readiness
 
@@ -20,36 +24,43 @@ async def _guard(check: Awaitable[DependencyCheck], timeout: float) -> Dependenc
     try:
         return await asyncio.wait_for(check, timeout)
     except TimeoutError:
-        return DependencyCheck(ok=False, detail=f"no answer within {timeout}s")
+        return DependencyCheck(ok=False, detail=f"down: no answer within {timeout}s")
     except DagsterError as exc:
-        return DependencyCheck(ok=False, detail=str(exc))
+        logger.warning("readiness check failed", extra={"error": str(exc)})
+        return DependencyCheck(ok=False, detail="down")
+
+
+def _down(what: str, error: object) -> DependencyCheck:
+    """A failed check: the error text is logged, the answer only says ``down``."""
+    logger.warning("readiness check failed", extra={"dependency": what, "error": str(error)})
+    return DependencyCheck(ok=False, detail="down")
 
 
 async def check_webserver(client: DagsterClient) -> DependencyCheck:
     info = await client.server_info()
-    return DependencyCheck(ok=True, detail=f"dagster webserver {info.get('dagster_webserver_version', '?')} at {client.base_url}")
+    return DependencyCheck(ok=True, detail=f"up (dagster webserver {info.get('dagster_webserver_version', '?')})")
 
 
 async def check_storage(client: DagsterClient) -> DependencyCheck:
     """A runs query reads the instance's run storage through the webserver."""
     await client.list_runs(limit=1)
-    return DependencyCheck(ok=True, detail="run storage answered a runs query")
+    return DependencyCheck(ok=True, detail="up (run storage answered a runs query)")
 
 
 async def check_location(client: DagsterClient) -> DependencyCheck:
     status, error = await client.location_status()
     if status != "LOADED" or error:
-        return DependencyCheck(ok=False, detail=f"code location {client.location!r}: {status} {error or ''}".strip())
-    return DependencyCheck(ok=True, detail=f"code location {client.location!r} loaded")
+        return _down(f"code location {client.location!r} {status}", error or "")
+    return DependencyCheck(ok=True, detail="up (code location loaded)")
 
 
 def _local_store(path: Path) -> DependencyCheck:
     target = path if path.exists() else path.parent
     if not target.is_dir():
-        return DependencyCheck(ok=False, detail=f"MLflow store {path} does not exist")
+        return _down("mlflow", f"MLflow store {path} does not exist")
     if not os.access(target, os.W_OK):
-        return DependencyCheck(ok=False, detail=f"MLflow store {target} is not writable")
-    return DependencyCheck(ok=True, detail=f"MLflow local store {path} is usable")
+        return _down("mlflow", f"MLflow store {target} is not writable")
+    return DependencyCheck(ok=True, detail="up (local store usable)")
 
 
 async def check_mlflow(uri: str, timeout: float) -> DependencyCheck:
@@ -63,8 +74,10 @@ async def check_mlflow(uri: str, timeout: float) -> DependencyCheck:
             async with httpx.AsyncClient(timeout=timeout) as http:
                 response = await http.get(f"{uri.rstrip('/')}/health")
         except httpx.HTTPError as exc:
-            return DependencyCheck(ok=False, detail=f"MLflow at {uri} unreachable ({type(exc).__name__})")
-        return DependencyCheck(ok=response.is_success, detail=f"MLflow /health answered HTTP {response.status_code}")
+            return _down("mlflow", f"MLflow at {uri} unreachable ({type(exc).__name__})")
+        if not response.is_success:
+            return _down("mlflow", f"MLflow /health answered HTTP {response.status_code}")
+        return DependencyCheck(ok=True, detail="up")
     if scheme in ("", "file"):
         return _local_store(Path(unquote(parsed.path)))
     if scheme == "sqlite":
@@ -74,9 +87,9 @@ async def check_mlflow(uri: str, timeout: float) -> DependencyCheck:
         try:
             _, writer = await asyncio.open_connection(parsed.hostname, parsed.port or _DB_PORTS[scheme])
         except OSError as exc:
-            return DependencyCheck(ok=False, detail=f"MLflow database {parsed.hostname} unreachable ({exc})")
+            return _down("mlflow", f"MLflow database {parsed.hostname} unreachable ({exc})")
         writer.close()
-        return DependencyCheck(ok=True, detail=f"MLflow database {parsed.hostname} accepts connections")
+        return DependencyCheck(ok=True, detail="up (database accepts connections)")
     return DependencyCheck(ok=True, detail=f"MLflow URI scheme {scheme!r} is not checked")
 
 

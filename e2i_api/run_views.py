@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from e2i_api.core.security import Principal
+from e2i_api.dagster_client import RunNotFound
 from e2i_api.models import RunDetail, RunFailure, RunStatus
 from e2i_pipelines.catalog import Catalog
 from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
@@ -17,6 +19,13 @@ _OOM = re.compile(r"\boom\b|oom[-_ ]?kill|out of memory", re.IGNORECASE)
 
 def tags_of(run: Mapping[str, Any]) -> dict[str, str]:
     return {t["key"]: t["value"] for t in run.get("tags", [])}
+
+
+def visible_run(run: Mapping[str, Any], principal: Principal) -> Mapping[str, Any]:
+    """``run`` when ``principal`` may see it, else ``RunNotFound`` (the same 404 as a missing run)."""
+    if not principal.owns(tags_of(run)):
+        raise RunNotFound(f"no run {run['runId']!r}")
+    return run
 
 
 def _time(value: float | None) -> datetime | None:
@@ -34,15 +43,24 @@ def run_tier(tags: Mapping[str, str], job: str, catalog: Catalog) -> Tier | None
     return tier
 
 
+def first_line(text: str | None, limit: int = 500) -> str:
+    """The first line of an error text that is not a traceback line (no stack, no log tail)."""
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("Traceback", "File ", "Stack Trace")):
+            return line[:limit]
+    return ""
+
+
 def failure_of(tags: Mapping[str, str], events: list[Mapping[str, Any]]) -> RunFailure:
     """Failure reason from the run's failure events and its ``e2i/failure`` tag."""
     run_messages, step_messages = [], []
     for event in events:
-        error = (event.get("error") or {}).get("message")
+        error = first_line((event.get("error") or {}).get("message")) or None
         if event["__typename"] == "RunFailureEvent":
-            run_messages.append(" ".join(m for m in (event.get("message"), error) if m).strip())
+            run_messages.append(" ".join(m for m in (first_line(event.get("message")), error) if m).strip())
         elif event["__typename"] == "ExecutionStepFailureEvent":
-            step_messages.append(f"{event.get('stepKey')}: {(error or event.get('message') or '').strip()}")
+            step_messages.append(f"{event.get('stepKey')}: {error or first_line(event.get('message'))}")
     tag, reason = tags.get(FAILURE_TAG), tags.get(FAILURE_REASON_TAG)
     message = (reason or "; ".join(run_messages) or "; ".join(step_messages)
                or (f"{FAILURE_TAG}={tag}" if tag else "run failed"))

@@ -10,18 +10,26 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Scope = Literal["runs:read", "runs:write"]
+from e2i_api.core.key_strength import GENERATE_HINT, digest_problem, plain_key_problem
+from e2i_pipelines.tiers import Tier
+
+Scope = Literal["runs:read", "runs:write", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("runs:read", "runs:write")
+"""Default scopes of a key: read and write its own client's runs (``admin`` is never implied)."""
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_RATE = r"^\d+\s*/\s*(second|minute|hour|day)$"
 
 
 class ApiKeySpec(BaseModel):
-    """One API key: a client name, the key (plain, or its SHA-256 hex digest) and its scopes."""
+    """One API key: a client name, the key (plain, or its SHA-256 hex digest), its scopes, the
+    jobs it may launch (None: all) and the largest tier it may launch."""
 
     name: str = Field(min_length=1)
     sha256: str | None = Field(default=None, description="hex SHA-256 of the key (preferred)")
     key: SecretStr | None = Field(default=None, description="the plain key (e.g. from a secret)")
     scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    jobs: list[str] | None = Field(default=None, description="job allowlist (default: every job)")
+    max_tier: Tier = Field(default=Tier.HEAVY, description="largest tier of a job the key may launch")
 
     @model_validator(mode="after")
     def _one_form(self) -> ApiKeySpec:
@@ -29,8 +37,11 @@ class ApiKeySpec(BaseModel):
             raise ValueError(f"API key {self.name!r}: give exactly one of 'sha256' or 'key'")
         if self.sha256 is not None and not _SHA256_HEX.match(self.sha256.lower()):
             raise ValueError(f"API key {self.name!r}: 'sha256' must be 64 hex characters")
-        if self.key is not None and len(self.key.get_secret_value()) < 16:
-            raise ValueError(f"API key {self.name!r}: a plain key must have at least 16 characters")
+        problem = (digest_problem(self.sha256) if self.sha256 is not None
+                   else plain_key_problem(self.key.get_secret_value()))
+        if problem:
+            form = "'sha256'" if self.sha256 is not None else "'key'"
+            raise ValueError(f"API key {self.name!r}: its {form} {problem}; {GENERATE_HINT}")
         return self
 
     def digest(self) -> bytes:
@@ -127,6 +138,12 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=32)
     idempotency_wait_seconds: float = Field(default=30.0, gt=0)
     oidc: OidcSettings = Field(default_factory=OidcSettings)  # UI login (Caddy forward_auth)
+    # Per key, per worker process (memory storage): n workers allow up to n times these.
+    rate_limit_read: str = Field(default="600/minute", pattern=_RATE)
+    rate_limit_write: str = Field(default="60/minute", pattern=_RATE)
+    rate_limit_storage_uri: str = "memory://"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_queued_runs_per_client: int = Field(default=20, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -70,15 +70,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DagsterUnavailableError)
     async def unavailable(_: Request, exc: DagsterUnavailableError) -> JSONResponse:
         logger.warning("dagster unavailable", extra={"error": str(exc)})
-        return error_response(503, f"Dagster is unavailable: {exc}", {"Retry-After": "5"})
+        return error_response(503, "Dagster is unavailable", {"Retry-After": "5"})
 
     @app.exception_handler(DagsterQueryError)
     async def bad_gateway(_: Request, exc: DagsterQueryError) -> JSONResponse:
         if storage_unavailable(str(exc)):
             logger.warning("dagster storage unavailable", extra={"error": str(exc)})
-            return error_response(503, f"Dagster's storage is unavailable: {exc}", {"Retry-After": "5"})
+            return error_response(503, "Dagster's storage is unavailable", {"Retry-After": "5"})
         logger.error("dagster query failed", extra={"error": str(exc)})
-        return error_response(502, f"Dagster returned an error: {exc}")
+        return error_response(502, "Dagster returned an error; see the API log for this request id")
 
     @app.exception_handler(RunNotFound)
     async def run_not_found(_: Request, exc: RunNotFound) -> JSONResponse:
@@ -109,7 +109,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyStoreUnavailable)
     async def key_store_down(_: Request, exc: IdempotencyStoreUnavailable) -> JSONResponse:
         logger.warning("idempotency database unavailable", extra={"error": str(exc)})
-        return error_response(503, f"the idempotency database is unavailable: {exc}", {"Retry-After": "5"})
+        return error_response(503, "the idempotency database is unavailable", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

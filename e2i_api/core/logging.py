@@ -46,6 +46,10 @@ def configure_logging(level: str = "INFO") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    audit = logging.getLogger("e2i.audit")  # core.audit: always at INFO
+    audit.handlers[:] = [handler]
+    audit.setLevel(logging.INFO)
+    audit.propagate = False
 
 
 class RequestIdMiddleware:

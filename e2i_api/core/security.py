@@ -12,10 +12,12 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
 from e2i_api.core.config import ApiKeySpec, Scope
+from e2i_api.idempotency import CLIENT_TAG
+from e2i_pipelines.tiers import Tier
 
 API_KEY_HEADER = "X-API-Key"
 api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                              description="API key; scopes runs:read and/or runs:write")
+                              description="API key; scopes runs:read, runs:write, admin")
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,35 @@ class Principal:
 
     name: str
     scopes: frozenset[str]
+    jobs: frozenset[str] | None = None
+    max_tier: Tier = Tier.HEAVY
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin keys see every client's runs, results and costs."""
+        return "admin" in self.scopes
+
+    def owns(self, tags: dict[str, str]) -> bool:
+        """True when a run with ``tags`` is visible to this principal."""
+        return self.is_admin or tags.get(CLIENT_TAG) == self.name
+
+    def check_launch(self, job: str, tier: Tier) -> None:
+        """403 when the key may not launch ``job`` (allowlist) or its ``tier`` (max_tier)."""
+        if self.jobs is not None and job not in self.jobs:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {self.name!r} may not launch job {job!r}")
+        if tier.rank > self.max_tier.rank:
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"job {job!r} is tier {tier.value}; API key {self.name!r} is limited to "
+                                f"tier {self.max_tier.value}")
 
 
 class KeyRing:
     """Configured keys as SHA-256 digests; ``match`` compares every digest in constant time."""
 
     def __init__(self, specs: Sequence[ApiKeySpec]) -> None:
-        self._entries = [(spec.digest(), Principal(spec.name, frozenset(spec.scopes))) for spec in specs]
+        self._entries = [(spec.digest(), Principal(spec.name, frozenset(spec.scopes),
+                                                   frozenset(spec.jobs) if spec.jobs is not None else None,
+                                                   spec.max_tier)) for spec in specs]
 
     def match(self, presented: str) -> Principal | None:
         digest = hashlib.sha256(presented.encode()).digest()
@@ -50,6 +74,8 @@ async def authenticate(request: Request, api_key: Annotated[str | None, Depends(
     if principal is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key",
                             headers={"WWW-Authenticate": "ApiKey"})
+    request.state.principal = principal  # for the audit log
+    request.app.state.rate_limits.check(principal.name, request.method)
     return principal
 
 

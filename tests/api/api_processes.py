@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.api.conftest import UNLIMITED
 from tests.support.dagster_processes import DagsterProcess
 
 
@@ -42,10 +43,11 @@ class ApiProcess(DagsterProcess):
 
 def api_env(dagster_port: int, keys: list[dict], database_url: str | None = None, workers: int = 1,
             **extra: str) -> dict[str, str]:
-    """Environment of an API process on a local webserver (``extra``: more E2I_API_* values)."""
+    """Environment of an API process on a local webserver, quotas out of the way (``extra``: more
+    E2I_API_* values)."""
     env = {"E2I_API_DAGSTER_PORT": str(dagster_port), "E2I_API_API_KEYS": json.dumps(keys),
            "E2I_API_WORKERS": str(workers), "E2I_API_LOG_LEVEL": "INFO", "E2I_API_MLFLOW_TRACKING_URI": "",
-           **extra}
+           **{f"E2I_API_{k.upper()}": str(v) for k, v in UNLIMITED.items()}, **extra}
     if database_url:
         env["E2I_API_DATABASE_URL"] = database_url
     return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,22 +14,31 @@ from e2i_api.core.config import Settings
 from e2i_api.main import create_app
 from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
 
-WRITE_KEY = "write-key-0123456789abcdef"
-READ_KEY = "read-key-0123456789abcdef"
+# Test-only keys (random, as ``secrets.token_urlsafe(32)`` makes them: weaker keys are refused).
+WRITE_KEY = "n5KU_RYQniRb2DCuf95H3piVrRhsyv6ovwLxo1qDL8o"
+READ_KEY = "z4NOd7nPpCrucUO3uay_FNFEYUbNlUHd9NSh1Iarogk"
+ADMIN_KEY = "exdXcYidDh3u2F5VXsQsTjFMSXV0qNLbpGxoKl54ek8"
 WRITE = {"X-API-Key": WRITE_KEY}
 READ = {"X-API-Key": READ_KEY}
+ADMIN = {"X-API-Key": ADMIN_KEY}
+UNLIMITED = {"rate_limit_read": "1000000/minute", "rate_limit_write": "1000000/minute",
+             "max_queued_runs_per_client": 100_000}
+"""Quotas out of the way of tests about something else (tests/security/test_api_abuse.py tests them)."""
+
+
+def api_keys() -> list[dict]:
+    """Client "frontend": a read+write key and a read-only key (stored hashed); "ops": an admin key."""
+    return [
+        {"name": "frontend", "key": WRITE_KEY, "scopes": ["runs:read", "runs:write"]},
+        {"name": "frontend", "sha256": hashlib.sha256(READ_KEY.encode()).hexdigest(), "scopes": ["runs:read"]},
+        {"name": "ops", "key": ADMIN_KEY, "scopes": ["runs:read", "admin"]},
+    ]
 
 
 def api_settings(dagster_port: int, **overrides) -> Settings:
-    """Settings with a read+write key and a read-only key (the read key is stored hashed)."""
-    import hashlib
-
-    keys = [
-        {"name": "frontend", "key": WRITE_KEY, "scopes": ["runs:read", "runs:write"]},
-        {"name": "viewer", "sha256": hashlib.sha256(READ_KEY.encode()).hexdigest(), "scopes": ["runs:read"]},
-    ]
-    values = {"dagster_port": dagster_port, "api_keys": keys, "cors_origins": ["http://frontend.test"],
-              "dagster_timeout_seconds": 15, "mlflow_tracking_uri": "", **overrides}
+    """Settings with the keys of ``api_keys`` and no effective quotas (unless overridden)."""
+    values = {"dagster_port": dagster_port, "api_keys": api_keys(), "cors_origins": ["http://frontend.test"],
+              "dagster_timeout_seconds": 15, "mlflow_tracking_uri": "", **UNLIMITED, **overrides}
     return Settings(_env_file=None, **values)
 
 

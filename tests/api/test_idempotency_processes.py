@@ -167,7 +167,7 @@ def test_storage_reads_match_graphql_and_finished_results_are_kept(pg_dagster_po
     with (TestClient(create_app(api_settings(pg_dagster_port, database_url=pg["url"]))) as direct,
           TestClient(create_app(api_settings(pg_dagster_port))) as graphql):
         assert direct.app.state.run_reader is not None and graphql.app.state.run_reader is None
-        run_id = direct.post("/v1/runs", json={**BODY, "tags": {"team": "t"}}, headers=WRITE).json()["run_id"]
+        run_id = direct.post("/v1/runs", json={**BODY, "tags": {"client/team": "t"}}, headers=WRITE).json()["run_id"]
         queued = direct.get(f"/v1/runs/{run_id}", headers=WRITE)
         assert queued.status_code == 200 and queued.json()["status"] == "QUEUED"
         assert queued.json() == graphql.get(f"/v1/runs/{run_id}", headers=WRITE).json()

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
-from tests.api.conftest import READ, WRITE, wait_for_status
+from tests.api.conftest import ADMIN, READ, WRITE, wait_for_status
 
 pytestmark = pytest.mark.webserver
 
@@ -44,7 +44,7 @@ def test_ready_checks_every_dependency(client: TestClient) -> None:
 
 def test_submit_follow_to_success_and_read_results(client: TestClient) -> None:
     response = client.post("/v1/runs", headers=WRITE, json={
-        "job": "probe_light_job", "params": {"probe_light": {"allocate_mb": 3}}, "tags": {"team": "api-test"}})
+        "job": "probe_light_job", "params": {"probe_light": {"allocate_mb": 3}}, "tags": {"client/team": "api-test"}})
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert response.headers["Location"] == f"/v1/runs/{accepted['run_id']}" == accepted["location"]
@@ -54,7 +54,7 @@ def test_submit_follow_to_success_and_read_results(client: TestClient) -> None:
     run = wait_for_status(client, accepted["run_id"], {"SUCCESS"})
     assert run["job"] == "probe_light_job" and run["tier"] == "light"
     assert run["started_at"] and run["ended_at"] and run["failure"] is None
-    assert run["tags"]["team"] == "api-test" and run["tags"]["e2i/api-client"] == "frontend"
+    assert run["tags"]["client/team"] == "api-test" and run["tags"]["e2i/api-client"] == "frontend"
 
     results = client.get(f"/v1/runs/{accepted['run_id']}/results", headers=READ).json()
     assert results["status"] == "SUCCESS"
@@ -89,7 +89,9 @@ def test_failed_run_reports_its_failure_reason(client: TestClient, dagster_home:
     assert oom["failure"]["kind"] == "oom" and oom["failure"]["failure_tag"] == "oom"
     assert oom["failure"]["message"] == "OOM-killed at light (limit 2g)"
     assert oom["promoted_to"] == child.run_id
-    assert client.get(f"/v1/runs/{child.run_id}", headers=READ).json()["promoted_from"] == run_id
+    # launched outside the API (no e2i/api-client tag): only an admin key sees it
+    assert client.get(f"/v1/runs/{child.run_id}", headers=READ).status_code == 404
+    assert client.get(f"/v1/runs/{child.run_id}", headers=ADMIN).json()["promoted_from"] == run_id
 
 
 def test_cancel_a_running_run(client: TestClient) -> None:
@@ -214,7 +216,7 @@ def test_results_of_a_real_causal_run(client: TestClient, dagster_home: Path, tm
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = dg.materialize([dataset, causal_estimate, causal_refutations, causal_diagnostics],
                                 resources=resources, run_config=config, instance=instance)
-    body = client.get(f"/v1/runs/{result.run_id}/results", headers=READ).json()
+    body = client.get(f"/v1/runs/{result.run_id}/results", headers=ADMIN).json()
     [summary] = body["highlights"]["causal"]
     assert summary["method"] == "propensity_score_weighting" and summary["target"] == "ate"
     assert summary["design"] == "observational" and summary["adjustment_set"] == ["x0", "x1"]
@@ -250,7 +252,7 @@ def test_results_recognise_analytics_outputs(client: TestClient, dagster_home: P
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = dg.materialize([causal, placebo, subset], instance=instance)
     run_id = result.run_id
-    body = client.get(f"/v1/runs/{run_id}/results", headers=READ).json()
+    body = client.get(f"/v1/runs/{run_id}/results", headers=ADMIN).json()
     meta = body["assets"][0]["metadata"]
     assert meta["estimate"]["value"] == 0.12 and meta["method"]["value"] == "linear_regression"
     assert meta["top_features"] == {"type": "json", "value": [{"feature": "age", "mean_abs_shap": 0.3}],
@@ -269,13 +271,13 @@ def test_results_recognise_analytics_outputs(client: TestClient, dagster_home: P
     assert high["twins"][0]["values"] == {"uplift": 0.05, "ate": 0.04}
     assert high["mlflow"][0]["run_id"] == "abc123"
 
-    plot = client.get(meta["forest_plot"]["url"], headers=READ)
+    plot = client.get(meta["forest_plot"]["url"], headers=ADMIN)
     assert plot.status_code == 200 and plot.headers["content-type"] == "image/png" and plot.content == PNG
-    notes = client.get(meta["notes"]["url"], headers=READ)
+    notes = client.get(meta["notes"]["url"], headers=ADMIN)
     assert notes.headers["content-type"].startswith("text/markdown") and notes.text == "# Notes\nall good"
     assert client.get(f"/v1/runs/{run_id}/artifacts", params={"asset": "causal_estimate_demo", "label": "nope"},
-                      headers=READ).status_code == 404
-    detail = client.get(f"/v1/runs/{run_id}", headers=READ).json()
+                      headers=ADMIN).status_code == 404
+    detail = client.get(f"/v1/runs/{run_id}", headers=ADMIN).json()
     assert detail["status"] == "SUCCESS" and detail["job"] == result.dagster_run.job_name
     assert detail["tier"] is None  # an ad-hoc asset run: no e2i/tier tag, not a catalog job
 

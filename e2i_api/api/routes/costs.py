@@ -1,4 +1,7 @@
-"""GET /v1/costs: exact sums of the runs' ``e2i/cost`` tags per job, tier or day."""
+"""GET /v1/costs: exact sums of the runs' ``e2i/cost`` tags per job, tier or day.
+
+A key sees the costs of its own client's runs (tag ``e2i/api-client``); an ``admin`` key sees
+every run's, UI launches included."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from e2i_api.api.deps import DagsterDep
 from e2i_api.core.logging import logger
-from e2i_api.core.security import require_scope
+from e2i_api.core.security import Principal, require_scope
+from e2i_api.idempotency import CLIENT_TAG
 from e2i_api.models import ErrorResponse
 from e2i_pipelines.monitoring.cost import (
     COST_CURRENCY_TAG,
@@ -21,8 +25,9 @@ from e2i_pipelines.monitoring.cost import (
     total_of,
 )
 
-router = APIRouter(prefix="/v1/costs", tags=["costs"], dependencies=[Depends(require_scope("runs:read"))],
+router = APIRouter(prefix="/v1/costs", tags=["costs"],
                    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                              429: {"model": ErrorResponse, "description": "rate limit of the key reached"},
                               502: {"model": ErrorResponse, "description": "Dagster answered with an error"},
                               503: {"model": ErrorResponse, "description": "Dagster is unavailable"}})
 
@@ -60,9 +65,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.get("", response_model=CostReport, summary="Run costs summed per job, tier or day",
+@router.get("", response_model=CostReport, summary="Run costs summed per job, tier or day (the key's "
+                                                   "client's runs; every run for an admin key)",
             responses={422: {"description": "since/until/group_by invalid"}})
 async def get_costs(
+    principal: Annotated[Principal, Depends(require_scope("runs:read"))],
     dagster: DagsterDep,
     since: Annotated[datetime | None, Query(description="start (ISO 8601; default until - 7 days)")] = None,
     until: Annotated[datetime | None, Query(description="end, exclusive (ISO 8601; default now)")] = None,
@@ -80,7 +87,8 @@ async def get_costs(
     currencies: set[str] = set()
     cursor = None
     while True:  # a run is updated when it ends and when it is costed: both after t0
-        page = await dagster.list_runs(statuses=FINISHED, updated_after=t0, cursor=cursor, limit=PAGE)
+        page = await dagster.list_runs(statuses=FINISHED, updated_after=t0, cursor=cursor, limit=PAGE,
+                                       tags=None if principal.is_admin else {CLIENT_TAG: principal.name})
         for run in page:
             ended = run.get("endTime")
             if ended is None or not t0 <= ended < t1:

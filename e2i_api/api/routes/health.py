@@ -20,7 +20,8 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, summary="Readiness: every dependency answers",
             responses={503: {"model": Readiness, "description": "a dependency failed (see `failed`)"},
-                       401: {"model": ErrorResponse}},
+                       401: {"model": ErrorResponse},
+                       429: {"model": ErrorResponse, "description": "rate limit of the key reached"}},
             dependencies=[Depends(authenticate)])
 async def ready(dagster: DagsterDep,
                 settings: SettingsDep) -> JSONResponse:

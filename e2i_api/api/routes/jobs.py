@@ -12,7 +12,8 @@ from e2i_api.models import AssetInfo, ErrorResponse, JobList, JobSummary
 from e2i_pipelines.catalog import CatalogEntry
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_scope("runs:read"))],
-                   responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+                   responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                              429: {"model": ErrorResponse, "description": "rate limit of the key reached"}})
 
 
 def job_summary(entry: CatalogEntry) -> JobSummary:

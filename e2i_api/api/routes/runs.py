@@ -16,6 +16,7 @@ from e2i_api.api.deps import (
     SettingsDep,
 )
 from e2i_api.core.security import Principal, require_scope
+from e2i_api.dagster_client import DagsterClient
 from e2i_api.idempotency import (
     CLIENT_TAG,
     IDEMPOTENCY_HEADER,
@@ -37,14 +38,17 @@ from e2i_api.models import (
     RunStatus,
 )
 from e2i_api.results import build_results, embedded_image, find_markdown
-from e2i_api.run_views import failure_of, run_detail, tags_of
+from e2i_api.run_views import failure_of, run_detail, tags_of, visible_run
 from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG
 
 ERRORS = {400: {"model": ErrorResponse, "description": "request body could not be decoded"},
           401: {"model": ErrorResponse, "description": "missing or invalid API key"},
           403: {"model": ErrorResponse, "description": "API key lacks the scope"},
+          429: {"model": ErrorResponse, "description": "rate limit of the key reached (see Retry-After)"},
           503: {"model": ErrorResponse, "description": "Dagster is unavailable"}}
+ARTIFACT_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+"""An artifact (an SVG may hold script) never runs in the API's origin."""
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such run"}}
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=ERRORS)
@@ -53,8 +57,25 @@ write = require_scope("runs:write")
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, examples=[EXAMPLE_RUN_ID], description="Dagster run id")]
 
 
+QUEUED_STATUSES = (RunStatus.QUEUED.value, RunStatus.NOT_STARTED.value)
+
+
+async def check_queue_cap(dagster: DagsterClient, client: str, cap: int) -> None:
+    """429 when ``client`` already has ``cap`` runs waiting (QUEUED or NOT_STARTED)."""
+    waiting = await dagster.list_runs(tags={CLIENT_TAG: client}, statuses=QUEUED_STATUSES, limit=cap)
+    if len(waiting) >= cap:
+        raise HTTPException(429, f"API client {client!r} already has {len(waiting)} queued runs, the cap "
+                                 f"(max_queued_runs_per_client={cap}); retry when some have started",
+                            headers={"Retry-After": "30"})
+
+
 @router.post("", status_code=202, response_model=RunAccepted, summary="Start a job",
-             responses={404: {"model": ErrorResponse, "description": "unknown job"},
+             responses={403: {"model": ErrorResponse,
+                              "description": "the key may not launch this job or its tier"},
+                        404: {"model": ErrorResponse, "description": "unknown job"},
+                        413: {"model": ErrorResponse, "description": "request body too large"},
+                        429: {"model": ErrorResponse,
+                              "description": "rate limit, or the client's queued-runs cap, reached"},
                         409: {"model": ErrorResponse,
                               "description": "the Idempotency-Key's first request is still launching"}})
 async def create_run(
@@ -65,6 +86,7 @@ async def create_run(
     catalog: CatalogDep,
     locks: KeyLocksDep,
     reader: RunReaderDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(
         alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN.pattern, examples=["3f6d2c1e-retry-safe"],
         description="1-200 printable ASCII characters without spaces; retrying with the same key "
@@ -72,6 +94,7 @@ async def create_run(
                     "the same key with a different body is 422")] = None,
 ) -> RunAccepted:
     entry = catalog.get(body.job)
+    principal.check_launch(entry.name, entry.tier)
     # Reads spec/graph files (confined to the key's data folder): off the event loop.
     validated = await asyncio.to_thread(
         entry.validate_params, body.params, DataScope(principal.name, "admin" in principal.scopes))
@@ -79,6 +102,7 @@ async def create_run(
     tags = {**body.tags, CLIENT_TAG: principal.name}
 
     async def launch(extra_tags: dict[str, str]) -> dict:
+        await check_queue_cap(dagster, principal.name, settings.max_queued_runs_per_client)
         return await dagster.launch_run(entry.name, run_config, {**tags, **extra_tags})
 
     if idempotency_key is None:
@@ -93,9 +117,10 @@ async def create_run(
                        location=location, replayed=replayed)
 
 
-@router.get("", response_model=RunPage, summary="List runs, newest first",
-            dependencies=[Depends(read)])
+@router.get("", response_model=RunPage, summary="List runs, newest first (the key's client's only, "
+                                                "every client's for an admin key)")
 async def list_runs(
+    principal: Annotated[Principal, Depends(read)],
     dagster: DagsterDep,
     catalog: CatalogDep,
     settings: SettingsDep,
@@ -106,16 +131,16 @@ async def list_runs(
 ) -> RunPage:
     limit = min(limit, settings.runs_page_limit)
     runs = await dagster.list_runs(job_name=job, statuses=[s.value for s in status or []], cursor=cursor,
-                                   limit=limit)
+                                   limit=limit, tags=None if principal.is_admin else {CLIENT_TAG: principal.name})
     return RunPage(runs=[run_detail(r, catalog) for r in runs],
                    next_cursor=runs[-1]["runId"] if len(runs) == limit else None)
 
 
 @router.get("/{run_id}", response_model=RunDetail, summary="Status, tier, times and failure reason",
-            responses=NOT_FOUND, dependencies=[Depends(read)])
-async def get_run(run_id: RunId, dagster: DagsterDep, reader: RunReaderDep,
-                  catalog: CatalogDep) -> RunDetail:
-    run = await reader.get_run(run_id)
+            responses=NOT_FOUND)
+async def get_run(run_id: RunId, principal: Annotated[Principal, Depends(read)], dagster: DagsterDep,
+                  reader: RunReaderDep, catalog: CatalogDep) -> RunDetail:
+    run = visible_run(await reader.get_run(run_id), principal)
     failure = promoted_to = None
     if run["status"] == RunStatus.FAILURE:
         events = await dagster.run_events(run_id, frozenset({"RunFailureEvent", "ExecutionStepFailureEvent"}))
@@ -127,10 +152,10 @@ async def get_run(run_id: RunId, dagster: DagsterDep, reader: RunReaderDep,
 
 
 @router.post("/{run_id}/cancel", status_code=202, response_model=CancelResult, summary="Cancel a run",
-             responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "the run already finished"}},
-             dependencies=[Depends(write)])
-async def cancel_run(run_id: RunId, dagster: DagsterDep) -> CancelResult:
-    run = await dagster.get_run(run_id)
+             responses={**NOT_FOUND, 409: {"model": ErrorResponse, "description": "the run already finished"}})
+async def cancel_run(run_id: RunId, principal: Annotated[Principal, Depends(write)],
+                     dagster: DagsterDep) -> CancelResult:
+    run = visible_run(await dagster.get_run(run_id), principal)
     if run["status"] in FINISHED_STATUSES:
         raise HTTPException(409, f"run {run_id} already finished with status {run['status']}")
     accepted, message, _ = await dagster.terminate_run(run_id)
@@ -141,27 +166,28 @@ async def cancel_run(run_id: RunId, dagster: DagsterDep) -> CancelResult:
 
 
 @router.get("/{run_id}/results", response_model=RunResults, summary="Outputs of the run's assets and checks",
-            responses=NOT_FOUND, dependencies=[Depends(read)])
-async def get_results(run_id: RunId, dagster: DagsterDep, reader: RunReaderDep, settings: SettingsDep,
-                      finished: FinishedResultsDep) -> RunResults:
-    cached = finished.get(run_id)
+            responses=NOT_FOUND)
+async def get_results(run_id: RunId, principal: Annotated[Principal, Depends(read)], dagster: DagsterDep,
+                      reader: RunReaderDep, settings: SettingsDep, finished: FinishedResultsDep) -> RunResults:
+    cached = finished.get(run_id)  # (the run's tags, its results)
     if cached is not None:
-        return cached
-    run = await reader.get_run(run_id)
+        visible_run({"runId": run_id, "tags": cached[0]}, principal)
+        return cached[1]
+    run = visible_run(await reader.get_run(run_id), principal)
     results = build_results(run, await dagster.run_events(run_id), settings.mlflow_tracking_uri)
     if run["status"] in FINISHED_STATUSES:  # read before its events: they are complete
-        finished.put(run_id, results)
+        finished.put(run_id, (run["tags"], results))
     return results
 
 
 @router.get("/{run_id}/artifacts", summary="A markdown or plot metadata entry of the run",
             responses={**NOT_FOUND, 200: {"content": {"image/png": {}, "text/markdown": {}},
                                           "description": "the embedded image, else the markdown"}},
-            response_class=Response, dependencies=[Depends(read)])
+            response_class=Response)
 async def get_artifact(run_id: RunId, asset: Annotated[str, Query(min_length=1, max_length=500)],
                        label: Annotated[str, Query(min_length=1, max_length=500)],
-                       dagster: DagsterDep) -> Response:
-    await dagster.get_run(run_id)
+                       principal: Annotated[Principal, Depends(read)], dagster: DagsterDep) -> Response:
+    visible_run(await dagster.get_run(run_id), principal)
     markdown = find_markdown(await dagster.run_events(run_id, frozenset({"MaterializationEvent",
                                                                            "AssetCheckEvaluationEvent"})),
                              asset, label)
@@ -169,5 +195,5 @@ async def get_artifact(run_id: RunId, asset: Annotated[str, Query(min_length=1, 
         raise HTTPException(404, f"run {run_id} has no markdown/plot {label!r} on asset {asset!r}")
     image = embedded_image(markdown)
     if image:
-        return Response(image[1], media_type=image[0])
-    return Response(markdown, media_type="text/markdown; charset=utf-8")
+        return Response(image[1], media_type=image[0], headers=ARTIFACT_HEADERS)
+    return Response(markdown, media_type="text/markdown; charset=utf-8", headers=ARTIFACT_HEADERS)

@@ -1,0 +1,69 @@
+"""Pure ASGI middleware: refuse request bodies over a byte cap with 413, before any parsing.
+
+The declared ``Content-Length`` is checked first; the streamed body (chunked or not) is counted
+as the application reads it, and reading past the cap raises ``BodyTooLarge`` (413).
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from e2i_api.core.logging import request_id_var
+
+
+class BodyTooLarge(HTTPException):
+    """The request body exceeds the cap."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, f"request body larger than {cap} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for a request whose body (declared or streamed) exceeds ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": BodyTooLarge(self.max_bytes).detail,
+                           "request_id": request_id_var.get()}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(send)
