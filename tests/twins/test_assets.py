@@ -8,6 +8,7 @@ import pytest
 
 from e2i_pipelines.analytics.twins.copula import TwinsRef
 from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS
+from e2i_pipelines.analytics.twins.uplift import booster_uplift
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
 from e2i_pipelines.defs.twins.checks import asset_checks as twin_checks
 from e2i_pipelines.tiers import TIER_TAG
@@ -33,6 +34,8 @@ def _materialize(upstream, tmp_path, monkeypatch, run_config, selection=None):
 
 
 _metadata = materialization_metadata
+TARGETING = [{"column": "engagement_score", "op": ">", "value": 0.5},
+             {"column": "region", "op": "==", "value": "Northeast"}]
 
 
 def test_assets_are_heavy_and_grouped():
@@ -46,8 +49,7 @@ def test_twins_and_interventions_materialize(upstream, tmp_path, monkeypatch):
     result = _materialize(upstream, tmp_path, monkeypatch, {
         "digital_twins": {"config": {"n_twins": 30_000, "chunk_rows": 5_000, "seed": 1}},
         "twin_interventions": {"config": {
-            "targeting": "query", "query": "engagement_score > 0.5 and region == 'Northeast'",
-            "chunk_rows": 7_000}},
+            "targeting": "conditions", "conditions": TARGETING, "chunk_rows": 7_000}},
     })
     assert result.success
     twins: TwinsRef = result.output_for_node("digital_twins")
@@ -65,7 +67,17 @@ def test_twins_and_interventions_materialize(upstream, tmp_path, monkeypatch):
     assert meta["ate_ci_low"] < meta["ate"] < meta["ate_ci_high"]
     assert 0 < meta["treated_share_targeted"] < 0.2
     assert 0 < meta["uplift_targeted"] < meta["ate"]
-    assert "Northeast" in meta["targeting_rule"]
+    assert meta["targeting_rule"] == "rule: engagement_score > 0.5 and region == 'Northeast'"
+    # the structured rule treats exactly the twins a numpy mask on the twins file selects, and
+    # the targeted uplift is the one the old DataFrame.eval query path computed from that mask
+    frame = pd.read_parquet(twins.path)
+    mask = ((frame["engagement_score"].to_numpy() > 0.5)
+            & (frame["region"].astype(str).to_numpy() == "Northeast"))
+    model = upstream[1]
+    d = booster_uplift(model.load_booster(), model.model_frame(frame), model.treatment)
+    assert meta["treated_share_targeted"] == pytest.approx(mask.mean(), abs=1e-12)
+    assert meta["uplift_targeted"] == pytest.approx((d * mask).mean(), abs=1e-9)
+    assert mask.sum() == frame.eval("engagement_score > 0.5 and region == 'Northeast'").sum()
     assert "data:image/png;base64" in meta["plot"]
     # the outcome model learnt an effect of the right size (truth ATE of the generator)
     assert meta["ate"] == pytest.approx(upstream[0].truth["ate"], rel=0.25)
@@ -112,4 +124,26 @@ def test_unknown_column_in_targeting_rule_fails_clearly(upstream, tmp_path, monk
     assert failure.step_key == "twin_interventions"
     message = failure.step_failure_data.error.message
     assert "unknown column 'engagment_score'" in message and "engagement_score" in message
+    assert not (tmp_path / "twin_interventions").exists()
+
+
+@pytest.mark.parametrize(("targeting", "problem"), [
+    ({"targeting": "conditions", "conditions": [{"column": "region", "op": ">", "value": 1}]},
+     "op '>' needs a numeric column; 'region'"),
+    ({"targeting": "conditions",
+      "conditions": [{"column": "engagement_score", "op": "==", "value": "high"}]},
+     "holds number values; got text 'high'"),
+    ({"targeting": "query", "query": "engagement_score.__class__ == 1"},
+     "attribute access ('.__class__') is not allowed"),
+])
+def test_bad_targeting_fails_before_the_simulation(upstream, tmp_path, monkeypatch, targeting,
+                                                   problem):
+    result = _materialize(upstream, tmp_path, monkeypatch, {
+        "digital_twins": {"config": {"n_twins": 2_000}},
+        "twin_interventions": {"config": targeting},
+    })
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert failure.step_key == "twin_interventions"
+    assert problem in failure.step_failure_data.error.message
     assert not (tmp_path / "twin_interventions").exists()

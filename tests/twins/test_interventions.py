@@ -122,19 +122,27 @@ def test_targeting_rules_are_validated_with_named_problems():
     sample = pd.DataFrame({"x": [0.1, 2.0], "segment": pd.Categorical(["a", "c"], LEVELS)})
     with pytest.raises(TargetingError, match="unknown column 'engagement'"):
         validate_rule(TargetingRule(query="engagement > 0.5"), sample)
-    with pytest.raises(TargetingError, match="True/False"):
-        validate_rule(TargetingRule(query="x + 1"), sample)
-    with pytest.raises(TargetingError, match="cannot be evaluated"):
-        validate_rule(TargetingRule(query="x >"), sample)
+    with pytest.raises(TargetingError, match=r"operator '\+' is not allowed"):
+        TargetingRule(query="x + 1")  # refused when parsed, before any twin is read
+    with pytest.raises(TargetingError, match="syntax error"):
+        TargetingRule(query="x >")
+    with pytest.raises(TargetingError, match="needs a numeric column; 'segment'"):
+        validate_rule(TargetingRule(conditions=[{"column": "segment", "op": ">", "value": 1}]),
+                      sample)
     with pytest.raises(TargetingError, match="score_column 'nope'"):
         validate_rule(TargetingRule(top_share=0.1, score_column="nope"), sample)
     with pytest.raises(TargetingError, match="top_share"):
         TargetingRule(top_share=1.5, score_column="x")
     with pytest.raises(TargetingError, match="exactly one"):
         TargetingRule()
+    with pytest.raises(TargetingError, match="exactly one"):
+        TargetingRule(query="x > 1", conditions=[{"column": "x", "op": ">", "value": 1}])
     rule = TargetingRule(query="x > 1 or segment == 'a'")
     validate_rule(rule, sample)
     assert target_mask(rule, sample, np.zeros(2), None).tolist() == [True, True]
+    structured = TargetingRule(conditions=[{"any": [{"column": "x", "op": ">", "value": 1},
+                                                    {"column": "segment", "op": "==", "value": "a"}]}])
+    assert structured.tree == rule.tree and structured.describe() == rule.describe()
 
 
 def test_models_the_fast_path_does_not_cover_fall_back_to_booster_predict(tmp_path):

@@ -10,7 +10,6 @@ population given the fitted models (they do not include outcome-model uncertaint
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,33 +18,51 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from e2i_pipelines.analytics.twins.targeting import (
+    Condition,
+    Group,
+    Node,
+    Not,
+    TargetingError,
+    check_columns,
+    describe,
+    evaluate,
+    parse_query,
+    rule_from_data,
+)
 from e2i_pipelines.core.budget import single_threaded_blas
 
 Z95 = 1.959963984540054
 UPLIFT_SCORE = "uplift"  # top-share targeting by the model's own predicted uplift
 
 
-class TargetingError(ValueError):
-    """The targeting rule cannot be evaluated on the twins (names the problem)."""
-
-
 @dataclass(frozen=True)
 class TargetingRule:
-    """Either a pandas query over twin columns, or the top ``top_share`` by ``score_column``."""
+    """A structured rule over twin columns, or the top ``top_share`` by ``score_column``.
+
+    ``conditions`` is plain data (see ``targeting``) or a parsed tree; ``query`` is a string
+    parsed with ``ast`` into the same tree. Neither is ever evaluated as code.
+    """
 
     query: str | None = None
     top_share: float | None = None
     score_column: str | None = None
     descending: bool = True
+    conditions: Any = None
+    tree: Node | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if (self.query is None) == (self.top_share is None):
-            raise TargetingError("give exactly one of a query or a top_share targeting rule")
-        if self.query is not None and not self.query.strip():
-            raise TargetingError("the targeting query is empty")
-        if self.query is not None and "@" in self.query:
-            raise TargetingError("the targeting query may only use twin columns (no '@' names)")
-        if self.top_share is not None:
+        given = [self.query is not None, self.conditions is not None, self.top_share is not None]
+        if sum(given) != 1:
+            raise TargetingError("give exactly one of conditions, a query or a top_share "
+                                 "targeting rule")
+        if self.query is not None:
+            object.__setattr__(self, "tree", parse_query(self.query))
+        elif self.conditions is not None:
+            tree = (self.conditions if isinstance(self.conditions, Condition | Group | Not)
+                    else rule_from_data(self.conditions))
+            object.__setattr__(self, "tree", tree)
+        else:
             if not 0.0 < self.top_share <= 1.0:
                 raise TargetingError(f"top_share must be in (0, 1], got {self.top_share}")
             if not self.score_column:
@@ -53,8 +70,8 @@ class TargetingRule:
                                      f"{UPLIFT_SCORE!r})")
 
     def describe(self) -> str:
-        if self.query is not None:
-            return f"query: {self.query}"
+        if self.tree is not None:
+            return f"rule: {describe(self.tree)}"
         order = "highest" if self.descending else "lowest"
         return f"top {100 * self.top_share:g}% by {order} {self.score_column}"
 
@@ -63,21 +80,11 @@ class TargetingRule:
 
 
 def validate_rule(rule: TargetingRule, sample: pd.DataFrame) -> None:
-    """Evaluate the rule on a few twins; unknown columns or non-boolean results raise."""
+    """Check the rule's columns and value types against a few twins, then evaluate it there."""
     columns = list(sample.columns)
-    if rule.query is not None:
-        try:
-            result = sample.eval(rule.query)
-        except pd.errors.UndefinedVariableError as exc:
-            found = re.search(r"name '([^']+)' is not defined", str(exc))
-            name = found.group(1) if found else str(exc)
-            raise TargetingError(f"targeting query {rule.query!r} uses unknown column {name!r}; "
-                                 f"twin columns: {columns}") from None
-        except Exception as exc:  # noqa: BLE001 - any parse/type error is a bad rule
-            raise TargetingError(f"targeting query {rule.query!r} cannot be evaluated: {exc}") from None
-        if not isinstance(result, pd.Series) or not pd.api.types.is_bool_dtype(result):
-            raise TargetingError(f"targeting query {rule.query!r} must give True/False per twin, "
-                                 f"got {getattr(result, 'dtype', type(result).__name__)}")
+    if rule.tree is not None:
+        check_columns(rule.tree, sample.dtypes.to_dict())
+        evaluate(rule.tree, sample)
     elif rule.score_column != UPLIFT_SCORE:
         if rule.score_column not in columns:
             raise TargetingError(f"score_column {rule.score_column!r} is not a twin column; "
@@ -96,8 +103,8 @@ def top_share_threshold(rule: TargetingRule, pilot: pd.DataFrame, uplift: np.nda
 def target_mask(rule: TargetingRule, chunk: pd.DataFrame, uplift: np.ndarray,
                 threshold: float | None) -> np.ndarray:
     """Boolean array: which twins of ``chunk`` the rule treats."""
-    if rule.query is not None:
-        return chunk.eval(rule.query).to_numpy(dtype=bool)
+    if rule.tree is not None:
+        return evaluate(rule.tree, chunk)
     if threshold is None:
         raise TargetingError("a top_share rule needs its threshold (from a pilot chunk)")
     score = uplift if rule.needs_uplift() else chunk[rule.score_column].to_numpy(np.float64)

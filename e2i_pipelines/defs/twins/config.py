@@ -1,11 +1,12 @@
 """Run config of the digital-twin assets, checked before any heavy work."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.twins.interventions import TargetingError, TargetingRule
+from e2i_pipelines.analytics.twins.interventions import TargetingRule
+from e2i_pipelines.analytics.twins.targeting import OPS, TargetingError
 from e2i_pipelines.core.fanout import FAN_OUT_HELP
 
 MAX_TWINS = 200_000_000
@@ -44,11 +45,22 @@ class DigitalTwinsConfig(dg.Config):
 
 
 class TwinInterventionsConfig(dg.Config):
-    """The targeting policy compared with treat-all and treat-none."""
+    """The targeting policy compared with treat-all and treat-none.
 
-    targeting: Literal["query", "top_share"] = Field(
-        default="top_share", description="'query': pandas query over twin columns; "
-        "'top_share': treat the top share by score_column.")
+    Rules are data, never code: ``conditions`` is a list of ``{column, op, value}`` (all must
+    hold; ``{any: [...]}``, ``{all: [...]}``, ``{not: ...}`` nest), ``query`` a string parsed
+    with ``ast`` into the same structure. Syntax is checked by ``check()`` (the API's 422),
+    columns and value types at step start on the twins, before the simulation.
+    """
+
+    targeting: Literal["conditions", "query", "top_share"] = Field(
+        default="top_share", description="'conditions': structured rule; 'query': the same "
+        "as a string (comparisons, and/or/not, column names, constants only); 'top_share': "
+        "treat the top share by score_column.")
+    conditions: list[Any] = Field(
+        default=[], description="e.g. [{column: engagement_score, op: '>', value: 0.5}, "
+        "{column: region, op: in, value: [Northeast, South]}] (targeting=conditions); ops: "
+        f"{', '.join(OPS)}; groups {{any: [...]}}, {{all: [...]}}, {{not: ...}}.")
     query: str = Field(default="", description="e.g. \"engagement_score > 0.5 and region == "
                        "'Northeast'\" (targeting=query).")
     top_share: float = Field(default=0.2, description="Share treated (targeting=top_share).")
@@ -56,10 +68,21 @@ class TwinInterventionsConfig(dg.Config):
                               "model's predicted individual uplift).")
     chunk_rows: int = Field(default=250_000, description="Twins per chunk.")
 
+    def check(self) -> None:
+        """Raise dg.Failure naming a bad field or a refused construct of the rule."""
+        self.rule()
+
     def rule(self) -> TargetingRule:
         """The targeting rule; raises dg.Failure naming the bad field."""
         _fail_if({"chunk_rows": self.chunk_rows < 1}, "twin_interventions", self.model_dump())
+        unused = [name for name, value in (("conditions", self.conditions), ("query", self.query))
+                  if value and name != self.targeting]
         try:
+            if unused:
+                raise TargetingError(f"{unused[0]} is given but targeting is "
+                                     f"{self.targeting!r}; set targeting: {unused[0]}")
+            if self.targeting == "conditions":
+                return TargetingRule(conditions=list(self.conditions))
             if self.targeting == "query":
                 return TargetingRule(query=self.query)
             return TargetingRule(top_share=self.top_share, score_column=self.score_column)
