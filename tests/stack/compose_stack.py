@@ -1,7 +1,8 @@
 """A docker-compose e2i stack under test: its own project name, env file, instance config, ports.
 
 ``ComposeStack`` renders ``docker/dagster.compose.yaml`` for its project (small tier profiles,
-the project's data volume and stack label), writes an env file with fresh secrets, and drives
+the project's data volume and stack label), writes an env file and fresh Docker secrets
+(scripts/make_secrets.sh into its own directory), and drives
 ``docker-compose`` (Debian's 1.29) and the stack scripts (health, backup, restore) against it.
 """
 
@@ -93,7 +94,7 @@ class ComposeStack:
             "E2I_IMAGE": self.image,
             "E2I_POSTGRES_IMAGE": "e2i-postgres:local",
             "POSTGRES_USER": "e2i",
-            "POSTGRES_PASSWORD": secrets.token_hex(16),
+            "E2I_SECRETS_DIR": str(self.workdir / "secrets"),
             "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
             "E2I_API_API_KEYS": json.dumps(keys, separators=(",", ":")),
             "E2I_BIND_ADDRESS": "127.0.0.1",
@@ -103,6 +104,11 @@ class ComposeStack:
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         self.env_file.chmod(0o600)
+        self.script("make_secrets.sh", timeout=60)
+
+    def secret(self, name: str) -> str:
+        """One of the stack's Docker secrets (e.g. ``api_pg_password``)."""
+        return (self.workdir / "secrets" / name).read_text()
 
     # -- commands ------------------------------------------------------------------------------
     @property

@@ -1,5 +1,7 @@
-"""The compose file as docker-compose 1.29 resolves it: every service hardened the same way, the
-Docker socket only where runs are launched/stopped, ports only on loopback for API + webserver.
+"""The compose file as docker-compose 1.29 resolves it: every service hardened the same way (no
+capabilities, no-new-privileges, read-only root, non-root), the Docker socket only in the engine
+proxy, run containers on a `runs` network with Postgres and MLflow only, passwords as Docker
+secrets, only the API's port published (loopback).
 The Ray trial (docker-compose.ray.yml, profile ray): a head and one worker node per tier, hardened
 alike, each worker sized as its tier in docker/dagster.ray.yaml plus the node's own overhead."""
 
@@ -85,14 +87,97 @@ def test_every_service_is_hardened(config: dict) -> None:
             assert dependency["condition"] == "service_healthy", name
 
 
-def test_socket_only_in_daemon_webserver_and_read_only_engine_proxy(config: dict) -> None:
+def test_least_privilege_on_every_service(config: dict) -> None:
+    for name, service in config["services"].items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert not service.get("cap_add"), name  # none needs one back
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["read_only"] is True, name
+        assert any(str(t).startswith("/tmp") for t in service["tmpfs"]), name
+        assert str(service["user"]).partition(":")[0] not in ("", "root", "0"), name
+        assert not service.get("privileged") and not service.get("devices"), name
+        assert service.get("network_mode") is None and service.get("pid") is None, name
+        assert not any(str(v).startswith("/") or "type: bind" in str(v) and "source: /" in str(v)
+                       for v in service.get("volumes", []) if SOCKET in str(v) and name != "engine-proxy"), name
+
+
+def test_socket_only_in_the_engine_proxy(config: dict) -> None:
     services = config["services"]
     with_socket = {name for name, service in services.items()
                    if any(SOCKET in str(volume) for volume in service.get("volumes", []))}
-    assert with_socket == {"daemon", "webserver", "engine-proxy"}
+    assert with_socket == {"engine-proxy"}
     proxy_socket = [v for v in services["engine-proxy"]["volumes"] if SOCKET in str(v)]
     assert all(str(v).endswith(":ro") or (isinstance(v, dict) and v.get("read_only"))
                for v in proxy_socket), proxy_socket
+    with_docker_group = {name for name, service in services.items() if service.get("group_add")}
+    assert with_docker_group == {"engine-proxy"}
+
+
+def test_daemon_and_webserver_launch_through_the_proxys_launch_view(compose_env: ComposeStack,
+                                                                      config: dict) -> None:
+    services = config["services"]
+    command = services["engine-proxy"]["command"]
+    args = dict(zip(command, [*command[1:], ""], strict=True))
+    host, _, port = args["--launch-listen"].rpartition(":")
+    assert services["engine-proxy"]["networks"]["launch"]["aliases"] == [host]
+    for name in ("daemon", "webserver"):
+        assert services[name]["environment"]["DOCKER_HOST"] == f"tcp://{host}:{port}", name
+        assert "launch" in services[name]["networks"], name
+    on_launch = {name for name, s in services.items() if "launch" in s["networks"]}
+    assert on_launch == {"daemon", "webserver", "engine-proxy"}
+    assert config["networks"]["launch"]["internal"] is True
+    project = compose_env.project
+    assert args["--run-image"] == services["daemon"]["image"] == compose_env.image
+    assert args["--run-network"] == f"{project}_runs" == services["daemon"]["environment"]["E2I_RUN_NETWORK"]
+    assert args["--run-label"] == f"e2i.stack={project}"
+    assert args["--data-volume"] == f"{project}_data" and args["--data-dir"] == DATA_DIR
+
+
+def test_run_containers_are_hardened_as_the_proxy_requires(compose_env: ComposeStack) -> None:
+    """The launcher's container kwargs (rendered for the project) pass the proxy's own check."""
+    from e2i_pipelines.scaler.engine_policy import RunPolicy
+    from tests.scaler.test_engine_proxy import run_body
+
+    launcher = yaml.safe_load(compose_env.instance_file.read_text())["run_launcher"]["config"]
+    kwargs = launcher["container_kwargs"]
+    assert kwargs["cap_drop"] == ["ALL"] and kwargs["security_opt"] == ["no-new-privileges"]
+    assert kwargs["read_only"] is True and set(kwargs["tmpfs"]) == {"/tmp"}
+    assert kwargs["user"] == "10001:10001"
+    project = compose_env.project
+    policy = RunPolicy(image="e2i:local", network=f"{project}_runs", labels={"e2i.stack": project},
+                       data_volume=f"{project}_data")
+    body = run_body(Binds=kwargs["volumes"], NetworkMode=f"{project}_runs", Tmpfs=kwargs["tmpfs"],
+                    Labels={"dagster/run_id": "r", **kwargs["labels"]}, Image="e2i:local",
+                    NetworkingConfig={f"{project}_runs": None})
+    policy.check_create(body)
+
+
+def test_runs_network_reaches_postgres_and_mlflow_only(config: dict) -> None:
+    services = config["services"]
+    on_runs = {name for name, s in services.items() if "runs" in s["networks"]}
+    assert on_runs == {"postgres", "mlflow"}
+    assert config["networks"]["runs"]["internal"] is True
+    assert config["networks"]["runs"]["name"].endswith("_runs")
+
+
+def test_passwords_are_docker_secrets_one_role_each(compose_env: ComposeStack, config: dict) -> None:
+    services = config["services"]
+    rendered = yaml.safe_dump(config)
+    for name in ("postgres_password", "dagster_pg_password", "api_pg_password", "api_database_url"):
+        assert compose_env.secret(name) not in rendered, name  # only file paths in the config
+    wanted = {"postgres": {"postgres_password", "dagster_pg_password", "api_pg_password", "mlflow_pg_password",
+                           "exporter_pg_password"},
+              "daemon": {"dagster_pg_password"}, "webserver": {"dagster_pg_password"},
+              "code-server": {"dagster_pg_password"}, "api": {"api_database_url"},
+              "mlflow": {"mlflow_database_url"}, "engine-proxy": set()}
+    for name, service in services.items():
+        held = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+        assert held == wanted[name], name
+        env = service.get("environment", {})
+        assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in env), name
+    assert services["daemon"]["environment"]["DAGSTER_PG_USERNAME"] == "e2i_dagster"
+    assert compose_env.secret("api_database_url").startswith("postgresql://e2i_api:")
+    assert oct((compose_env.workdir / "secrets").stat().st_mode)[-3:] == "700"
 
 
 def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> None:
@@ -101,7 +186,7 @@ def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> No
     proxy_port = command[command.index("--listen") + 1].rpartition(":")[2]
     assert services["code-server"]["environment"]["DOCKER_HOST"] == f"tcp://engine-proxy:{proxy_port}"
     assert set(services["code-server"]["networks"]) == {"backend", "engine"}
-    assert list(services["engine-proxy"]["networks"]) == ["engine"]
+    assert set(services["engine-proxy"]["networks"]) == {"engine", "launch"}
     assert not services["engine-proxy"].get("ports")
     assert config["networks"]["engine"]["internal"] is True
     on_engine = {name for name, s in services.items() if "engine" in s["networks"]}
@@ -111,7 +196,7 @@ def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> No
 def test_networks_and_published_ports(config: dict) -> None:
     services = config["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert set(published) == {"api", "webserver"}
+    assert set(published) == {"api"}  # the webserver is reached through the authenticating proxy
     for ports in published.values():
         assert all(str(port).startswith("127.0.0.1:") for port in ports), ports
     on_frontend = {name for name, s in services.items() if "frontend" in s["networks"]}
