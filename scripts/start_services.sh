@@ -12,9 +12,15 @@ command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ip >/dev/null || need+=(iproute2)          # the Ray suite's network namespace
 command -v promtool >/dev/null || need+=(prometheus)  # monitoring tests: promtool, a real scrape
+command -v caddy >/dev/null || need+=(caddy)           # UI login tests: Caddy in front (tests/security)
+command -v chromium >/dev/null || need+=(chromium chromium-driver)  # UI login tests: headless browser
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The caddy package enables a system service on :80; the tests run their own Caddy on free ports.
+if command -v systemctl >/dev/null && systemctl is-enabled caddy >/dev/null 2>&1; then
+  systemctl disable --now caddy >/dev/null 2>&1 || true
 fi
 
 # PostgreSQL: Debian's default cluster on 127.0.0.1:5432, role e2i/e2i with CREATEDB.
