@@ -24,4 +24,7 @@ api_user=$(env_value API_PG_USER e2i_api)
 mlflow_user=$(env_value MLFLOW_PG_USER e2i_mlflow)
 put api_database_url "postgresql://$api_user:$(cat "$dir/api_pg_password")@postgres:5432/$DAGSTER_DB"
 put mlflow_database_url "postgresql+psycopg2://$mlflow_user:$(cat "$dir/mlflow_pg_password")@postgres:5432/$MLFLOW_DB"
+# UI login: the session-cookie signing key, and the IdP's client secret (empty until written here).
+put ui_session_secret "$(random)$(random)"
+[ -e "$dir/oidc_client_secret" ] || put oidc_client_secret ""
 echo "secrets in $dir: $(ls "$dir" | tr '\n' ' ')"

@@ -27,7 +27,8 @@ SOCKET = "/var/run/docker.sock"
 RAY_COMPOSE_FILE = COMPOSE_FILE.with_name("docker-compose.ray.yml")
 RAY_INSTANCE = COMPOSE_FILE.with_name("dagster.ray.yaml")
 RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy"}
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
+                    "webserver-viewer", "caddy"}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,8 @@ def test_passwords_are_docker_secrets_one_role_each(compose_env: ComposeStack, c
     wanted = {"postgres": {"postgres_password", "dagster_pg_password", "api_pg_password", "mlflow_pg_password",
                            "exporter_pg_password"},
               "daemon": {"dagster_pg_password"}, "webserver": {"dagster_pg_password"},
-              "code-server": {"dagster_pg_password"}, "api": {"api_database_url"},
+              "code-server": {"dagster_pg_password"}, "webserver-viewer": {"dagster_pg_password"},
+              "api": {"api_database_url", "oidc_client_secret", "ui_session_secret"}, "caddy": set(),
               "mlflow": {"mlflow_database_url"}, "engine-proxy": set()}
     for name, service in services.items():
         held = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
@@ -196,11 +198,13 @@ def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> No
 def test_networks_and_published_ports(config: dict) -> None:
     services = config["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert set(published) == {"api"}  # the webserver is reached through the authenticating proxy
+    assert set(published) == {"api", "caddy"}  # the webservers are reached through Caddy only
     for ports in published.values():
         assert all(str(port).startswith("127.0.0.1:") for port in ports), ports
     on_frontend = {name for name, s in services.items() if "frontend" in s["networks"]}
-    assert on_frontend == {"api", "webserver"}
+    assert on_frontend == {"api", "webserver", "webserver-viewer", "caddy"}
+    assert "--read-only" in services["webserver-viewer"]["command"]
+    assert not {"runs", "launch"} & set(services["webserver-viewer"]["networks"])
     assert config["networks"]["backend"]["internal"] is True
 
 
