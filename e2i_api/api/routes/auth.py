@@ -8,6 +8,7 @@ redirect to ``/auth/login``. ``/auth/login`` -> IdP -> ``/auth/callback`` sets t
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from typing import Annotated
 
@@ -17,13 +18,13 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from e2i_api.auth.oidc import OidcClient, OidcError, new_login_secrets
 from e2i_api.auth.roles import resolve_role, user_of
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE, CookieCodec, Identity, safe_user
-from e2i_api.core.audit import audit_logger
 from e2i_api.core.config import Settings
 
 USER_HEADER = "X-E2I-User"
 ROLE_HEADER = "X-E2I-Role"
 _LOCAL_PATH = re.compile(r"^/(?![/\\])[\x21-\x7e]{0,2047}$")
 
+audit_logger = logging.getLogger("e2i.audit")
 router = APIRouter(prefix="/auth", tags=["auth"], include_in_schema=False)
 
 
