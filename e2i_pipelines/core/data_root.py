@@ -69,12 +69,13 @@ def allowed_dir(folder: str = "") -> Path:
 
 
 def resolve_user_path(value: str, key: str, folder: str = "",
-                      base_dir: str | Path | None = None) -> Path:
+                      base_dir: str | Path | None = None, quote: bool = True) -> Path:
     """The resolved file ``value`` names, which must lie under :func:`allowed_dir` ``(folder)``.
 
     Relative paths are taken under ``base_dir`` (e.g. a spec file's folder) when given, else
-    under the allowed folder. ``key`` names the parameter in errors (``dataset.path``). Nothing
-    is read and nothing outside the folder is looked at beyond path resolution.
+    under the allowed folder. ``key`` names the parameter in errors (``dataset.path``), which
+    quote ``value`` only when ``quote`` (not for a path read from a file). Nothing is read and
+    nothing outside the folder is looked at beyond path resolution.
     """
     allowed = allowed_dir(folder)
     where = f"your data folder ({folder}/ under the data root)" if folder else "the data root"
@@ -90,8 +91,8 @@ def resolve_user_path(value: str, key: str, folder: str = "",
     except (OSError, RuntimeError, ValueError):  # symlink loop, name too long
         resolved = None
     if resolved is None or not resolved.is_relative_to(allowed):
-        raise DataPathError(
-            f"{key} must name a file under {where}; {_shown(value)!r} resolves outside it")
+        shown = repr(_shown(value)) if quote else "its path"
+        raise DataPathError(f"{key} must name a file under {where}; {shown} resolves outside it")
     return resolved
 
 

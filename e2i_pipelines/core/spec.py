@@ -143,12 +143,13 @@ SPEC_KEYS = tuple(_SPEC_TYPES)
 
 def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
                       base_dir: str | Path | None = None, folder: str = "",
-                      graph_key: str = "graph") -> CausalSpec:
+                      graph_key: str = "graph", quote_graph: bool = True) -> CausalSpec:
     """A checked :class:`CausalSpec` from a mapping (a YAML file or inline config).
 
     Unknown keys, wrong types and missing ``treatment``/``outcome`` are errors naming the
     key; a ``graph`` that is a file path is read (relative to ``base_dir``, else the data
-    folder) only when it lies under the data folder ``folder`` (see ``core.data_root``).
+    folder) only when it lies under the data folder ``folder`` (see ``core.data_root``);
+    errors quote that path only when ``quote_graph`` (not when it comes from a file).
     """
     unknown = set(raw) - set(_SPEC_TYPES)
     if unknown:
@@ -161,14 +162,15 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
     for key, value in values.items():
         if not isinstance(value, _SPEC_TYPES[key]):
             raise DataValidationError(
-                f"{source} key {key!r} must be a {_SPEC_TYPES[key].__name__}, got {value!r}")
+                f"{source} key {key!r} must be a {_SPEC_TYPES[key].__name__}, "
+                f"got a {type(value).__name__}")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise DataValidationError(f"{source} key {key!r} must list column names (strings)")
     graph = values.get("graph") or None
     if graph is not None:
         from e2i_pipelines.analytics.causal.graph import graph_text
 
-        graph = graph_text(graph, base_dir, folder=folder, key=graph_key)
+        graph = graph_text(graph, base_dir, folder=folder, key=graph_key, quote=quote_graph)
     spec = CausalSpec(
         treatment=values["treatment"], outcome=values["outcome"],
         common_causes=list(values.get("common_causes", [])),
@@ -213,7 +215,7 @@ def load_spec_yaml(path: str | Path, *, key: str = "spec_path", folder: str = ""
     if not isinstance(raw, dict):
         raise DataValidationError(f"{shown} is not a YAML mapping of spec keys")
     return spec_from_mapping(raw, source=shown, base_dir=p.parent, folder=folder,
-                             graph_key=f"{key} (graph)")
+                             graph_key=f"{key} (its 'graph')", quote_graph=False)
 
 
 def _shorten(text: str, limit: int = 120) -> str:

@@ -134,6 +134,20 @@ def test_spec_errors_name_the_key_never_the_lines(root: Path) -> None:
     assert load_spec_yaml("spec.yaml", folder="acme").treatment == "t"
 
 
+def test_a_spec_files_graph_path_is_confined_and_not_quoted(root: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    (root / "acme" / "g.yaml").write_text(f"treatment: t\noutcome: y\ngraph: {secret}\n")
+    (root / "acme" / "g2.yaml").write_text("treatment: t\noutcome: y\ngraph: ../beta/dag.dot\n")
+    (root / "acme" / "g3.yaml").write_text("treatment: t\noutcome: y\ngraph: nope.dot\n")
+    for name, expected in [("g.yaml", "resolves outside it"), ("g2.yaml", "resolves outside it"),
+                           ("g3.yaml", "the graph file does not exist")]:
+        with pytest.raises(DataValidationError, match=expected) as info:
+            load_spec_yaml(name, key="dataset.spec_path", folder="acme")
+        message = str(info.value)
+        assert message.startswith("dataset.spec_path (its 'graph')")
+        assert str(tmp_path) not in message and "beta" not in message and "nope" not in message
+
+
 def test_spec_files_over_the_cap_are_not_read(root: Path) -> None:
     (root / "acme" / "big.yaml").write_text("# " + "x" * (1 << 20) + "\n" + SPEC)
     with pytest.raises(DataValidationError, match="is larger than 1024 KiB"):

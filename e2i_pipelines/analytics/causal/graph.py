@@ -76,12 +76,13 @@ class ParsedGraph:
 
 
 def graph_text(source: str, base_dir: str | Path | None = None, *, folder: str = "",
-               key: str = "graph") -> str:
+               key: str = "graph", quote: bool = True) -> str:
     """DOT/GML text: ``source`` itself when inline, else the text of the file it names.
 
     A file must lie under the data folder ``folder`` (see ``core.data_root``); relative paths
     resolve against ``base_dir`` (e.g. the spec file's folder) when given, else that folder.
-    ``key`` names the parameter in errors, which never quote the file.
+    ``key`` names the parameter in errors, which never quote the file, nor ``source`` unless
+    ``quote`` (false for a path read from a spec file).
     """
     if not isinstance(source, str):
         raise GraphError(f"graph must be DOT/GML text or a file path, not {type(source).__name__}")
@@ -89,7 +90,8 @@ def graph_text(source: str, base_dir: str | Path | None = None, *, folder: str =
         raise GraphError("graph is empty; give DOT/GML text or the path of a DOT/GML file")
     if _graph_format(source) is not None:
         return source
-    return _read_graph_file(_graph_path(source.strip(), base_dir, folder, key), source.strip(), key)
+    path = _graph_path(source.strip(), base_dir, folder, key, quote)
+    return _read_graph_file(path, source.strip() if quote else None, key)
 
 
 def _graph_format(text: str) -> str | None:
@@ -101,19 +103,21 @@ def _graph_format(text: str) -> str | None:
     return None
 
 
-def _graph_path(source: str, base_dir: str | Path | None, folder: str, key: str) -> Path:
+def _graph_path(source: str, base_dir: str | Path | None, folder: str, key: str,
+                quote: bool = True) -> Path:
     """The resolved graph file under the data folder; GraphError when it resolves outside."""
     try:
-        return resolve_user_path(source, key, folder, base_dir)
+        return resolve_user_path(source, key, folder, base_dir, quote)
     except DataPathError as exc:
         raise GraphError(
             f"{exc} (inline graphs must be DOT 'digraph {{ ... }}' or GML 'graph [ ... ]')"
         ) from None
 
 
-def _read_graph_file(path: Path, source: str, key: str = "graph") -> str:
-    """The text of a graph file, or GraphError naming the key, the file and the problem."""
-    shown = f"{key}: graph file {_shorten(source)!r}"
+def _read_graph_file(path: Path, source: str | None, key: str = "graph") -> str:
+    """The text of a graph file, or GraphError naming the key, the file (``source``, when it
+    may be quoted) and the problem."""
+    shown = f"{key}: graph file {_shorten(source)!r}" if source else f"{key}: the graph file"
     if not _exists(path):
         raise GraphError(
             f"{shown} does not exist (inline graphs must be DOT "
