@@ -1,0 +1,1 @@
+"""Attack tests: each asserts refusal and that nothing happened."""
