@@ -286,3 +286,26 @@ def test_evaluation_never_reaches_eval(twins, monkeypatch):
         monkeypatch.setattr(owner, name, refuse)
     for query, _ in QUERY_EQUALS:
         evaluate(parse_query(query), twins)
+
+
+def test_readme_example_rule_fits_the_demo_data():
+    """The README's conditions example parses and fits the synthetic E2I columns."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from e2i_pipelines.data.synthetic import generate_e2i
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```yaml\n(twin_interventions:\n  targeting: conditions\n.*?)```", readme,
+                      re.S).group(1)
+    config = yaml.safe_load(block)["twin_interventions"]
+    rule = rule_from_data(config["conditions"])
+    frame, _ = generate_e2i(2_000, seed=0)
+    check_columns(rule, frame.dtypes.to_dict())
+    expected = (frame["engagement_score"].to_numpy() > 0.5) & (
+        frame["region"].isin(["Northeast", "South"]).to_numpy()
+        | frame["prior_rx"].between(1, 5).to_numpy())
+    assert 0 < expected.sum() < len(frame)
+    np.testing.assert_array_equal(evaluate(rule, frame), expected)
