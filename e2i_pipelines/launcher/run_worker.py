@@ -12,6 +12,11 @@ kills the run (or its step process), not this wrapper. When the child exits:
    the OOM counter rose, ``e2i/failure=oom`` + the launcher's diagnosis. The evidence is read
    where it lives, so the OOM promotion sensor needs no engine API (no Docker socket).
 
+Secrets are read on the node, never sent with the job: for every secret variable the node gives
+only as a file (``DAGSTER_PG_PASSWORD_FILE=/run/secrets/...``, any name
+:func:`~e2i_pipelines.launcher.job_env.is_secret_name` calls secret), the child gets
+``DAGSTER_PG_PASSWORD`` read from that file (:func:`e2i_pipelines.core.secrets.read_secret`).
+
 Only the standard library is imported before the child exits, so the wrapper stays a few MB
 while the run works; Dagster is imported afterwards, only to record.
 """
@@ -25,7 +30,9 @@ import subprocess
 import sys
 from typing import Any
 
+from e2i_pipelines.core.secrets import read_secret
 from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
+from e2i_pipelines.launcher.job_env import file_secret_names
 
 EXIT_MARKER = "E2I-WORKER-EXIT"
 OOM_EXIT_CODE = 137
@@ -72,11 +79,28 @@ def exit_record(code: int, oom_kills: int | None, cgroup: Any) -> dict[str, Any]
     }
 
 
+def worker_env() -> dict[str, str]:
+    """The run worker's environment: this process's, plus every secret the node gives only as a
+    ``NAME_FILE`` file, read into ``NAME``. Raises RuntimeError naming the variable when a secret
+    file cannot be read (never its content)."""
+    env = dict(os.environ)
+    for name in file_secret_names(env):
+        value = read_secret(name)
+        if value:
+            env[name] = value
+    return env
+
+
 def run(argv: list[str]) -> int:
     """Run ``argv`` as the run worker; report and record its end; return the exit code to use."""
     if not argv:
         print(f"usage: python -m {WORKER_MODULE} COMMAND...", file=sys.stderr)
         return 2
+    try:
+        os.environ.update(worker_env())  # the child and record_on_run() reach the instance
+    except RuntimeError as exc:
+        print(f"e2i run worker: {exc}", file=sys.stderr, flush=True)
+        return 1
     cgroup = own_memory_cgroup()
     before = cgroup.oom_kills() if cgroup else None
     _set_oom_score(-500)  # the wrapper's report should survive the kill

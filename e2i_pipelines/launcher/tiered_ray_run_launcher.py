@@ -11,13 +11,21 @@ memory cgroup); ``diagnose`` turns that record and the job status into the same
 :class:`~e2i_pipelines.launcher.oom.ContainerDiagnosis` the Docker launcher gives, so run
 monitoring fails a dead job with the reason and the OOM sensor promotes it.
 
+Security: every request to the cluster carries its token (``auth_token_path``, a file, or
+``RAY_AUTH_TOKEN_PATH`` / ``RAY_AUTH_TOKEN_FILE``: :mod:`e2i_pipelines.launcher.ray_auth`). A job's
+runtime_env holds plain variables only: secret ones (``DAGSTER_PG_PASSWORD``, ...) are never
+forwarded, the run worker reads them from ``NAME_FILE`` files on the node; and a run's
+``dagster-ray/config`` tag cannot add a runtime_env or env vars (pip, working_dir, env vars are
+code execution on the cluster), only the operator's config can.
+
 Config (dagster.yaml)::
 
     run_launcher:
       module: e2i_pipelines.launcher.tiered_ray_run_launcher
       class: TieredRayRunLauncher
       config:
-        ray: {address: "http://ray-head:8265", env_vars: [DAGSTER_PG_PASSWORD]}
+        ray: {address: "http://ray-head:8265", env_vars: [DAGSTER_PG_HOST, E2I_DATA_DIR]}
+        auth_token_path: /run/secrets/ray_auth_token
         tiers: {heavy: {cpus: 16, memory: 32g}}
         promote_on_oom: true
         worker_python: python
@@ -25,13 +33,14 @@ Config (dagster.yaml)::
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import Field
+from dagster import Field, StringSource
 from dagster._cli.api import ExecuteRunArgs  # type: ignore[attr-defined]
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import LaunchRunContext, ResumeRunContext
@@ -47,6 +56,8 @@ from dagster_ray.core.run_launcher import (
 from dagster_ray.utils import resolve_env_vars_list
 
 from e2i_pipelines.core.budget import thread_env
+from e2i_pipelines.launcher import ray_auth
+from e2i_pipelines.launcher.job_env import split_secrets
 from e2i_pipelines.launcher.oom import (
     STEP_EVENT_TYPES,
     ContainerDiagnosis,
@@ -61,6 +72,7 @@ from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
 
 WORKER_MODULE = "e2i_pipelines.launcher.run_worker"
 _ALIVE = {"PENDING", "RUNNING"}
+_LOG = logging.getLogger(__name__)
 
 
 def ray_limits(profile: TierProfile, resource: str) -> str:
@@ -73,9 +85,10 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
 
     def __init__(self, inst_data=None, tiers: Mapping[str, Any] | None = None,
                  promote_on_oom: bool = True, prices: Mapping[str, Any] | None = None, worker_python: str = "python",
-                 **ray_config: Any) -> None:
+                 auth_token_path: str | None = None, **ray_config: Any) -> None:
         self.init_tiers(tiers, promote_on_oom, prices)
         self.worker_python = worker_python
+        self.auth_token_path = auth_token_path or None
         super().__init__(inst_data=inst_data, **ray_config)
 
     @classmethod
@@ -87,7 +100,19 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
                 str, is_required=False, default_value="python",
                 description="Python on the Ray nodes that has e2i installed (runs the worker).",
             ),
+            "auth_token_path": Field(
+                StringSource, is_required=False,
+                description="File holding the Ray cluster's auth token (RAY_AUTH_MODE=token); "
+                "default: RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_FILE / RAY_AUTH_TOKEN_PATH. Never the "
+                "token itself.",
+            ),
         }
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """The Jobs API client, sending the cluster token (read from its file, not dagster.yaml)."""
+        return ray_auth.job_client(self.address, self.auth_token_path, metadata=self.metadata,
+                                   headers=self.headers, cookies=self.cookies)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -131,17 +156,35 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
         ).get_command_args()
         self._launch_ray_job(submission_id, self.entrypoint(list(args)), run)
 
-    def _launch_ray_job(self, submission_id: str, entrypoint: str, run: DagsterRun) -> None:
-        """Submit the job with the tier's sizing (a ``dagster-ray/config`` tag may add a
-        runtime_env and env vars; the tier, not the tag, sets CPUs, memory and resources)."""
-        from_tags: RayExecutionConfig = RayLauncherConfig.from_tags(run.tags)
+    def job_runtime_env(self, run: DagsterRun) -> tuple[dict[str, Any], list[str]]:
+        """The job's runtime_env (the operator's, its env vars without secrets, plus the tier's
+        thread budget) and the names of the secret variables left out."""
         resolved, profile = self.run_tier(run)
-        runtime_env = dict(from_tags.runtime_env or self.runtime_env or {})
+        runtime_env = dict(self.runtime_env or {})
         env = dict(runtime_env.get("env_vars", {}))
-        env.update(resolve_env_vars_list(getattr(from_tags, "env_vars", None) or self.env_vars or []))
+        env.update(resolve_env_vars_list(self.env_vars or []))
+        env, dropped = split_secrets(env)
         env.update({**thread_env(profile.cpus), TIER_ENV: resolved.tier.value,
                     "DAGSTER_RUN_JOB_NAME": run.job_name})
         runtime_env["env_vars"] = env
+        return runtime_env, dropped
+
+    def _launch_ray_job(self, submission_id: str, entrypoint: str, run: DagsterRun) -> None:
+        """Submit the job with the tier's sizing and the operator's runtime_env; a
+        ``dagster-ray/config`` tag's runtime_env and env vars are ignored (see the module)."""
+        from_tags: RayExecutionConfig = RayLauncherConfig.from_tags(run.tags)
+        resolved, _profile = self.run_tier(run)
+        runtime_env, dropped = self.job_runtime_env(run)
+        ignored = [k for k in ("runtime_env", "env_vars") if getattr(from_tags, k, None)]
+        if ignored or dropped:
+            message = "; ".join(filter(None, [
+                ignored and f"dagster-ray/config tag: {', '.join(ignored)} ignored (set by the "
+                "operator's launcher config only)",
+                dropped and f"not forwarded to the Ray job (secrets; the node reads NAME_FILE): "
+                f"{', '.join(dropped)}",
+            ]))
+            _LOG.warning(f"run {run.run_id}: {message}")
+            self._instance.report_engine_event(message, run, cls=self.__class__)
         request = self.job_request(run)
         self.client.submit_job(
             submission_id=submission_id, entrypoint=entrypoint, runtime_env=runtime_env,
@@ -174,9 +217,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
 
     def node_name(self, node_id: str) -> str:
         """Name (``ray start --node-name``) of node ``node_id``; the id when it has none."""
-        from ray.util.state import list_nodes
-
-        nodes = list_nodes(address=self.address, detail=True, raise_on_missing_output=False)
+        nodes = ray_auth.list_nodes(self.address, self.auth_token_path)
         return next((n.node_name or node_id for n in nodes if n.node_id == node_id), node_id)
 
     def record_placement(self, run: DagsterRun) -> str | None:

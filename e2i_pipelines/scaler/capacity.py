@@ -236,7 +236,8 @@ def measure_capacity(
     if source == "ray" or (source == "auto" and launcher_uses_ray(run_launcher)):
         from e2i_pipelines.scaler.ray_capacity import ray_capacity
 
-        return ray_capacity(run_launcher.address)
+        return ray_capacity(run_launcher.address,
+                            token_path=getattr(run_launcher, "auth_token_path", None))
     use_docker = source == "docker" or (source == "auto" and launcher_uses_docker(run_launcher))
     if not use_docker:
         return host_capacity()

@@ -2,7 +2,9 @@
 
 Each node that offers the tier resource ``e2i-heavy`` holds as many heavy runs as its tier
 resource, CPUs and memory allow together (a run asks for 1 ``e2i-heavy`` plus the heavy
-profile's CPUs and memory). Read over the dashboard's HTTP state API, no ``ray.init``.
+profile's CPUs and memory). Read over the dashboard's HTTP state API, no ``ray.init``, with the
+cluster token (the launcher's ``auth_token_path``, else ``RAY_AUTH_TOKEN*``:
+:mod:`e2i_pipelines.launcher.ray_auth`).
 In-progress heavy runs hold those slots; the cap counts them itself, as with Docker.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from e2i_pipelines.launcher import ray_auth
 from e2i_pipelines.scaler.config import ResourceOverride
 from e2i_pipelines.scaler.profile import HeavyProfile
 from e2i_pipelines.tiers import TIER_NAMES, Tier, ray_resource
@@ -72,16 +75,18 @@ class RayCapacity:
         }
 
 
-def list_alive_nodes(address: str) -> list[RayNode]:
+def list_alive_nodes(address: str, token_path: str | None = None) -> list[RayNode]:
     """Alive nodes of the cluster whose dashboard is at ``address`` (http://host:8265)."""
-    from ray.util.state import list_nodes
-
-    nodes = list_nodes(address=address, detail=True, timeout=10, raise_on_missing_output=False)
+    nodes = ray_auth.list_nodes(address, token_path, timeout=10)
     return [RayNode(name=n.node_name or n.node_id, resources=dict(n.resources_total or {}))
             for n in nodes if str(n.state) == "ALIVE"]
 
 
-def ray_capacity(address: str,
-                 lister: Callable[[str], list[RayNode]] | None = None) -> RayCapacity:
-    """The cluster's heavy capacity now (``lister``: how nodes are read; the state API)."""
-    return RayCapacity(address=address, nodes=tuple((lister or list_alive_nodes)(address)))
+def ray_capacity(address: str, lister: Callable[[str], list[RayNode]] | None = None,
+                 token_path: str | None = None) -> RayCapacity:
+    """The cluster's heavy capacity now (``lister``: how nodes are read, default the state API
+    with the token from ``token_path`` or the environment)."""
+    if lister is None:
+        return RayCapacity(address=address, nodes=tuple(
+            list_alive_nodes(address, token_path) if token_path else list_alive_nodes(address)))
+    return RayCapacity(address=address, nodes=tuple(lister(address)))
