@@ -72,14 +72,14 @@ class RunPolicy:
             raise Refused("User must be a non-root user")
         if not _empty(body.get("Entrypoint")):
             raise Refused("Entrypoint may not be overridden")
-        volumes = body.get("Volumes") or {}
-        if not isinstance(volumes, dict) or set(volumes) - {self.data_dir}:
-            raise Refused(f"Volumes may only name {self.data_dir}")
-        self._check_networking(body.get("NetworkingConfig"))
         host = body.get("HostConfig")
         if not isinstance(host, dict):
             raise Refused("HostConfig must be a JSON object")
         self.check_host_config(host)
+        volumes = body.get("Volumes") or {}
+        if not isinstance(volumes, dict) or set(volumes) - {self.data_dir}:
+            raise Refused(f"Volumes may only name {self.data_dir}")
+        self._check_networking(body.get("NetworkingConfig"))
 
     def _check_networking(self, networking: Any) -> None:
         if _empty(networking):

@@ -111,6 +111,8 @@ class EngineProxyHandler(BaseHTTPRequestHandler):
 
     server: EngineProxy
     protocol_version = "HTTP/1.1"
+    body_read = False
+    """Whether the request body was consumed (a refusal must not wait to drain it again)."""
 
     def end_headers(self) -> None:
         self.send_header("Connection", "close")
@@ -154,6 +156,7 @@ class EngineProxyHandler(BaseHTTPRequestHandler):
         size = int(sent) if sent.isdigit() else -1
         if size < 0 or size > MAX_CREATE_BYTES:
             return None
+        self.body_read = True
         return self.rfile.read(size)
 
     def create(self, policy: RunPolicy) -> None:
@@ -209,7 +212,7 @@ class EngineProxyHandler(BaseHTTPRequestHandler):
         """Answer ``{"message": message}``, after reading a small request body (closing on an
         unread body resets the connection, and the client may lose the answer)."""
         sent = self.headers.get("Content-Length", "")
-        if sent.isdigit() and int(sent) <= MAX_DRAINED_BYTES:
+        if not self.body_read and sent.isdigit() and int(sent) <= MAX_DRAINED_BYTES:
             self.rfile.read(int(sent))
         body = json.dumps({"message": message}).encode()
         self.send_response(status)
