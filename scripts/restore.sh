@@ -21,6 +21,10 @@ for db in "$DAGSTER_DB" "$MLFLOW_DB"; do
   docker exec -i "$pg_id" pg_restore -U "$PG_USER" -d "$db" --no-owner --exit-on-error <"$dir/$db.dump"
   echo "restored database $db"
 done
+# The dumps are restored without owners (as the superuser); a restart re-applies the roles
+# (docker/postgres/roles.sql: ownership to each database's role, grants).
+compose restart postgres >/dev/null
+wait_postgres
 
 # Mounted on the image's uid-10001 data directory, a new volume starts owned by that user.
 for volume in "$DATA_VOLUME" "$ARTIFACT_VOLUME"; do

@@ -58,7 +58,8 @@ def run_container(stack: ComposeStack, docker_client, run_id: str):
 
 
 def assert_sized(stack: ComposeStack, container, tier: str) -> None:
-    """The run container got ``tier``'s limits, the backend network and the shared data volume."""
+    """The run container got ``tier``'s limits, the hardening, the runs network and the shared data
+    volume."""
     profile = stack.tiers[tier]
     attrs = container.attrs
     host = attrs["HostConfig"]
@@ -70,7 +71,10 @@ def assert_sized(stack: ComposeStack, container, tier: str) -> None:
     env = dict(item.split("=", 1) for item in attrs["Config"]["Env"])
     assert env["OMP_NUM_THREADS"] == str(int(profile["cpus"]))
     assert env["E2I_TIER"] == tier
-    assert list(attrs["NetworkSettings"]["Networks"]) == [f"{stack.project}_backend"]
+    assert list(attrs["NetworkSettings"]["Networks"]) == [f"{stack.project}_runs"]
+    assert host["CapDrop"] == ["ALL"] and host["ReadonlyRootfs"] is True, host
+    assert host["SecurityOpt"] == ["no-new-privileges"] and not host["Privileged"], host
+    assert attrs["Config"]["User"] == "10001:10001"
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     assert mounts[DATA_DIR]["Name"] == f"{stack.project}_data"
 
