@@ -9,7 +9,9 @@ Usage (exit 0 healthy, 1 unhealthy, with one line saying why):
     python healthcheck.py daemon [MAX_AGE_S]  # dagster-daemon heartbeats written since this
                                               # container started and younger than MAX_AGE_S
 
-Kept to the standard library plus grpc/psycopg2 so a probe costs ~0.2 s, not a Dagster import.
+Kept to the standard library plus grpc/psycopg2 (and the tiny e2i_pipelines.core.secrets) so a
+probe costs ~0.2 s, not a Dagster import. A probe runs as `docker exec`, outside the entrypoint:
+secrets are read from their *_FILE here.
 """
 
 import json
@@ -88,10 +90,12 @@ def check_grpc(target: str, timeout: float = 8.0) -> str:
 def check_daemon(max_age: float = 90.0) -> str:
     import psycopg2
 
+    from e2i_pipelines.core.secrets import read_secret
+
     started = os.stat("/proc/1").st_mtime  # this container's first process
     conn = psycopg2.connect(
         host=os.environ["DAGSTER_PG_HOST"], port=os.environ.get("DAGSTER_PG_PORT", "5432"),
-        user=os.environ["DAGSTER_PG_USERNAME"], password=os.environ["DAGSTER_PG_PASSWORD"],
+        user=os.environ["DAGSTER_PG_USERNAME"], password=read_secret("DAGSTER_PG_PASSWORD"),
         dbname=os.environ["DAGSTER_PG_DB"], connect_timeout=4,
     )
     try:

@@ -82,13 +82,14 @@ query {
 """
 
 
-def scaler_dry_run(stack: ComposeStack, docker_client, service: str = "daemon") -> dict:
+def scaler_dry_run(stack: ComposeStack, docker_client, service: str = "code-server") -> dict:
     """The scaler's evaluation now (``python -m e2i_pipelines.scaler dry-run --json``) in the
     ``service`` container: the stack's instance, its launcher, and the Docker engine through the
-    daemon's socket (code server: through the read-only engine proxy)."""
+    engine proxy's read-only view (no service but the proxy holds the socket)."""
     container = docker_client.containers.get(stack.container_id(service))
-    code, (out, err) = container.exec_run(["python", "-m", "e2i_pipelines.scaler", "dry-run", "--json"],
-                                          demux=True)
+    # exec runs outside the image's entrypoint: the secrets wrapper exports the instance password.
+    code, (out, err) = container.exec_run(["python", "-m", "e2i_pipelines.core.secrets", "python", "-m",
+                                           "e2i_pipelines.scaler", "dry-run", "--json"], demux=True)
     assert code == 0, (err or b"").decode(errors="replace")[-3000:]
     return json.loads(out)
 
@@ -146,12 +147,17 @@ def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
     # The code server (no socket) measures the same through the read-only engine proxy ...
     code_server = docker_client.containers.get(chaos_stack.container_id("code-server"))
     assert "/var/run/docker.sock" not in {m["Destination"] for m in code_server.attrs["Mounts"]}
-    in_code_server = scaler_dry_run(chaos_stack, docker_client, "code-server")
+    in_code_server = record
     assert in_code_server["decision"]["capacity_slots"] >= 1, in_code_server
     assert_services_measured_by_use(chaos_stack, docker_client, in_code_server["capacity"])
     # ... and cannot write to the engine through it.
     code, out = code_server.exec_run(["python", "-c", WRITE_FROM_CODE_SERVER])
     assert code == 0 and out.decode().startswith("403 POST") and "read-only" in out.decode(), out
+    # The daemon has no socket either: its launch view refuses a container that is not a hardened run.
+    daemon = docker_client.containers.get(chaos_stack.container_id("daemon"))
+    assert "/var/run/docker.sock" not in {m["Destination"] for m in daemon.attrs["Mounts"]}
+    code, out = daemon.exec_run(["python", "-c", WRITE_FROM_CODE_SERVER])
+    assert code == 0 and out.decode().startswith("403") and "refused by the engine proxy" in out.decode(), out
     assert record["heavy_profile"] == {"cpus": float(heavy["cpus"]), "memory_bytes": parse_bytes(heavy["memory"]),
                                        "source": "launcher"}
     measured = HostCapacity(**{k: capacity[k] for k in (
