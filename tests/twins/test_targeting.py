@@ -7,6 +7,7 @@ import pytest
 from e2i_pipelines.analytics.twins.targeting import (
     MAX_CONDITIONS,
     MAX_DEPTH,
+    OPS,
     Condition,
     TargetingError,
     check_columns,
@@ -309,3 +310,32 @@ def test_readme_example_rule_fits_the_demo_data():
         | frame["prior_rx"].between(1, 5).to_numpy())
     assert 0 < expected.sum() < len(frame)
     np.testing.assert_array_equal(evaluate(rule, frame), expected)
+
+
+def test_any_json_or_text_is_a_rule_or_a_targeting_error(twins):
+    """Fuzz: arbitrary JSON rules and query text never raise anything but TargetingError; a
+    rule that passes the column check evaluates to one boolean per twin."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+    keys = st.sampled_from(["column", "op", "value", "all", "any", "not", *twins.columns])
+    json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(keys | st.sampled_from(OPS), inner, max_size=4),
+                        max_leaves=30)
+    text = st.text(alphabet="xy_ ()[]'\"<>=!&|~@.,:0123456789aeinortsdl", max_size=60)
+    dtypes = twins.dtypes.to_dict()
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(json, text)
+    def check(data, query):
+        for build, arg in ((rule_from_data, data), (parse_query, query)):
+            try:
+                rule = build(arg)
+                check_columns(rule, dtypes)
+            except TargetingError:
+                continue
+            mask = evaluate(rule, twins)
+            assert mask.dtype == bool and mask.shape == (N,)
+
+    check()
