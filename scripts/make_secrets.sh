@@ -26,5 +26,7 @@ put api_database_url "postgresql://$api_user:$(cat "$dir/api_pg_password")@postg
 put mlflow_database_url "postgresql+psycopg2://$mlflow_user:$(cat "$dir/mlflow_pg_password")@postgres:5432/$MLFLOW_DB"
 # UI login: the session-cookie signing key, and the IdP's client secret (empty until written here).
 put ui_session_secret "$(random)$(random)"
+# Ray trial (docker-compose.ray.yml): the cluster's auth token, for every node and Ray client.
+put ray_auth_token "$(random)$(random)"
 [ -e "$dir/oidc_client_secret" ] || put oidc_client_secret ""
 echo "secrets in $dir: $(ls "$dir" | tr '\n' ' ')"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from e2i_pipelines.launcher.job_env import is_secret_name
 from e2i_pipelines.launcher.profiles import parse_profiles
 from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, TIER_NAMES, parse_bytes, ray_resource
 from tests.conftest import require
@@ -27,6 +28,9 @@ SOCKET = "/var/run/docker.sock"
 RAY_COMPOSE_FILE = COMPOSE_FILE.with_name("docker-compose.ray.yml")
 RAY_INSTANCE = COMPOSE_FILE.with_name("dagster.ray.yaml")
 RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
+RAY_CLIENTS = {"daemon", "webserver", "code-server"}
+"""Services that talk to the Ray head (launcher, terminate, scaler sensor)."""
+RAY_TOKEN = "/run/secrets/ray_auth_token"
 DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
                     "webserver-viewer", "caddy"}
 
@@ -63,9 +67,16 @@ def ray_tiers() -> dict:
 
 
 def _normalised(service: dict) -> dict:
-    """A service as merging files renders it alike: network names, volumes in any order."""
+    """A service as merging files renders it alike: network names, volumes, ports in any order."""
     return {**service, "networks": sorted(service.get("networks", [])),
-            "volumes": sorted(service.get("volumes", []))}
+            "volumes": sorted(service.get("volumes", [])),
+            "ports": sorted(map(str, service.get("ports", []))),
+            "secrets": sorted(secret_names(service))}
+
+
+def secret_names(service: dict) -> set[str]:
+    """Names of the Docker secrets a service holds (short or long syntax)."""
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
 
 
 def flags(service: dict) -> dict[str, str]:
@@ -224,7 +235,12 @@ def test_ray_file_adds_only_the_ray_services_behind_the_profile(config: dict,
     assert set(config["services"]) == DEFAULT_SERVICES
     assert set(ray_config["services"]) == DEFAULT_SERVICES | RAY_SERVICES
     for name in DEFAULT_SERVICES:
-        assert _normalised(ray_config["services"][name]) == _normalised(config["services"][name]), name
+        service = ray_config["services"][name]
+        if name in RAY_CLIENTS:  # they join the ray network and get the token, nothing else
+            assert "ray" in service["networks"] and "ray_auth_token" in secret_names(service), name
+            service = {**service, "networks": [n for n in service["networks"] if n != "ray"],
+                       "secrets": sorted(secret_names(service) - {"ray_auth_token"})}
+        assert _normalised(service) == _normalised(config["services"][name]), name
     for name in RAY_SERVICES:
         assert ray_config["services"][name]["profiles"] == ["ray"], name
 
@@ -251,15 +267,38 @@ def test_ray_services_are_hardened_like_the_others(ray_config: dict) -> None:
             assert dependency["condition"] == "service_healthy", name
 
 
-def test_ray_services_publish_nothing_and_stay_on_the_backend(ray_config: dict) -> None:
+def test_ray_services_publish_nothing_and_stay_on_private_networks(ray_config: dict) -> None:
+    """Head on the internal `ray` network only, dashboard bound to its address there (not
+    0.0.0.0); workers on `ray` and `runs` (Postgres, MLflow) like run containers; only the
+    Dagster processes that talk to Ray join `ray`."""
     for name in RAY_SERVICES:
         service = ray_config["services"][name]
         assert not service.get("ports") and not service.get("expose"), name
-        assert list(service["networks"]) == ["backend"], name
+        expected = ["ray"] if name == "ray-head" else ["ray", "runs"]
+        assert sorted(service["networks"]) == expected, name
         assert service.get("network_mode") is None, name
-    assert ray_config["networks"]["backend"]["internal"] is True
+    for name in ("ray", "runs", "backend"):
+        assert ray_config["networks"][name]["internal"] is True, name
+    on_ray = {n for n, s in ray_config["services"].items() if "ray" in s.get("networks", [])}
+    assert on_ray == RAY_SERVICES | RAY_CLIENTS
     head = flags(ray_config["services"]["ray-head"])
     assert "head" in head and head["num-cpus"] == "0"
+    assert head["dashboard-host"] == "ray-head"  # its own address on `ray`, never 0.0.0.0
+
+
+def test_ray_token_auth_everywhere(ray_config: dict) -> None:
+    """Every node runs with RAY_AUTH_MODE=token and the token as a Docker secret file; every Ray
+    client gets the secret; the instance reads the token from that file, never inline."""
+    services = ray_config["services"]
+    assert ray_config["secrets"]["ray_auth_token"]["file"].endswith("/ray_auth_token")
+    for name in RAY_SERVICES:
+        env = services[name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == RAY_TOKEN, name
+        assert "RAY_AUTH_TOKEN" not in env and "ray_auth_token" in secret_names(services[name]), name
+    for name in RAY_CLIENTS:
+        assert "ray_auth_token" in secret_names(services[name]), name
+    launcher = yaml.safe_load(RAY_INSTANCE.read_text())["run_launcher"]["config"]
+    assert launcher["auth_token_path"] == RAY_TOKEN
 
 
 def test_ray_workers_are_sized_as_their_tier_plus_the_node_overhead(ray_config: dict,
@@ -294,10 +333,15 @@ def test_ray_workers_run_dagster_runs_like_run_containers(ray_config: dict) -> N
     daemon_env = services["daemon"]["environment"]
     instance = yaml.safe_load(RAY_INSTANCE.read_text())
     forwarded = instance["run_launcher"]["config"]["ray"]["env_vars"]
+    daemon_env = {k: v for k, v in daemon_env.items() if k != "DOCKER_HOST"}  # no engine access
     for tier in TIER_NAMES:
         service = services[f"ray-{tier}"]
         assert daemon_env.items() <= service["environment"].items(), tier
+        assert "DOCKER_HOST" not in service["environment"], tier
         assert set(forwarded) <= set(service["environment"]), tier
+        # The password is the node's own secret file, read by the run worker (never in a job).
+        assert "dagster_pg_password" in secret_names(service), tier
+        assert "DAGSTER_PG_PASSWORD" not in service["environment"], tier
         assert f"e2i-data:{DATA_DIR}:rw" in service["volumes"], tier
         # The kernel, not Ray's memory monitor, stops a run at its node's limit.
         assert service["environment"]["RAY_memory_monitor_refresh_ms"] == "0", tier
@@ -316,4 +360,6 @@ def test_ray_instance_config_is_the_compose_one_with_the_ray_launcher(ray_config
         "e2i_pipelines.launcher.tiered_ray_run_launcher", "TieredRayRunLauncher")
     head = flags(ray_config["services"]["ray-head"])
     assert launcher["config"]["ray"]["address"] == f"http://ray-head:{head['dashboard-port']}"
-    assert launcher["config"]["ray"]["env_vars"] == docker_launcher["config"]["env_vars"]
+    # The same variables as run containers get, less the secrets (the nodes hold those as files).
+    plain = [name for name in docker_launcher["config"]["env_vars"] if not is_secret_name(name)]
+    assert launcher["config"]["ray"]["env_vars"] == plain
