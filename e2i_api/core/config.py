@@ -7,7 +7,15 @@ import hashlib
 import re
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from e2i_api.core.key_strength import GENERATE_HINT, digest_problem, plain_key_problem
@@ -23,6 +31,8 @@ _RATE = r"^\d+\s*/\s*(second|minute|hour|day)$"
 class ApiKeySpec(BaseModel):
     """One API key: a client name, the key (plain, or its SHA-256 hex digest), its scopes, the
     jobs it may launch (None: all) and the largest tier it may launch."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # an error never echoes the key
 
     name: str = Field(min_length=1)
     sha256: str | None = Field(default=None, description="hex SHA-256 of the key (preferred)")
@@ -116,6 +126,7 @@ class Settings(BaseSettings):
     """Everything the API reads from its environment."""
 
     model_config = SettingsConfigDict(env_prefix="E2I_API_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True,
                                       env_nested_delimiter="__")
 
     dagster_host: str = "127.0.0.1"

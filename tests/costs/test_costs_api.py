@@ -12,14 +12,17 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from e2i_api.idempotency import CLIENT_TAG
 from e2i_api.main import create_app
 from e2i_pipelines.defs.costs.sensors import cost_finished_runs
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG
-from tests.api.conftest import READ, api_settings
+from tests.api.conftest import ADMIN, READ, api_settings
 from tests.costs.runs import add_run
 from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
 
 DAY = 1_780_012_800.0  # 2026-05-29 00:00 UTC
+MINE = {CLIENT_TAG: "frontend"}  # the client of READ's key
+OTHERS = {CLIENT_TAG: "partner"}
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +31,12 @@ def seeded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     home: Path = tmp_path_factory.mktemp("costs_home")
     write_instance_yaml(home, {})
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        add_run(instance, "causal_job", "heavy", start=DAY + 60, seconds=900)            # 0.160000
-        add_run(instance, "causal_job", "medium", start=DAY + 86_400 + 5, seconds=7)     # 0.000311
+        add_run(instance, "causal_job", "heavy", start=DAY + 60, seconds=900, tags=MINE)           # 0.160000
+        add_run(instance, "causal_job", "medium", start=DAY + 86_400 + 5, seconds=7, tags=MINE)    # 0.000311
         oom = add_run(instance, "shap_job", "medium", start=DAY + 100, seconds=90,
-                      status=DagsterRunStatus.FAILURE, tags={FAILURE_TAG: "oom"})         # 0.004000
+                      status=DagsterRunStatus.FAILURE, tags={FAILURE_TAG: "oom", **OTHERS})       # 0.004000
         add_run(instance, "shap_job", "heavy", start=DAY + 300, seconds=45,
-                tags={PARENT_RUN_TAG: oom})                                                 # 0.008000
+                tags={PARENT_RUN_TAG: oom, **OTHERS})                                                # 0.008000
         add_run(instance, "causal_job", "heavy", start=DAY - 7200, seconds=60)          # before since
         while cost_finished_runs(instance, None)[0]:
             pass
@@ -66,7 +69,7 @@ def test_costs_need_a_key(client: TestClient) -> None:
     ("day", {"2026-05-29": ("0.172000", 3, "0.004000"), "2026-05-30": ("0.000311", 1, "0.000000")}),
 ])
 def test_costs_sum_exactly(client: TestClient, group_by: str, expected: dict) -> None:
-    response = client.get("/v1/costs", params={**WINDOW, "group_by": group_by}, headers=READ)
+    response = client.get("/v1/costs", params={**WINDOW, "group_by": group_by}, headers=ADMIN)
     assert response.status_code == 200, response.text
     body = response.json()
     got = {g["key"]: (g["cost"], g["runs"], g["oom_cost"]) for g in body["groups"]}
@@ -75,9 +78,15 @@ def test_costs_sum_exactly(client: TestClient, group_by: str, expected: dict) ->
     assert body["currency"] == "USD" and body["group_by"] == group_by
 
 
+def test_a_client_sees_only_its_own_runs_costs(client: TestClient) -> None:
+    body = client.get("/v1/costs", params={**WINDOW, "group_by": "job"}, headers=READ).json()
+    assert [(g["key"], g["cost"], g["runs"]) for g in body["groups"]] == [("causal_job", "0.160311", 2)]
+    assert body["total"]["cost"] == "0.160311"
+
+
 def test_window_excludes_and_validates(client: TestClient) -> None:
     body = client.get("/v1/costs", params={"since": "2026-05-30T00:00:00Z", "until": "2026-05-31",
-                                           "group_by": "tier"}, headers=READ).json()
+                                           "group_by": "tier"}, headers=ADMIN).json()
     assert body["total"] == {"key": "total", "runs": 1, "cost": "0.000311", "oom_runs": 0, "oom_cost": "0.000000"}
     bad = client.get("/v1/costs", params={"since": "2026-05-31", "until": "2026-05-30"}, headers=READ)
     assert bad.status_code == 422 and "since must be before until" in bad.text
