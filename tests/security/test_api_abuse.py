@@ -329,3 +329,26 @@ def test_svg_artifact_is_sandboxed(client: TestClient, dagster_home: Path) -> No
     assert client.get(f"/v1/runs/{run_id}/artifacts", params={"asset": "svg_plot", "label": "plot"},
                       headers=PARTNER).status_code == 404
     assert client.get("/health").headers["x-content-type-options"] == "nosniff"
+
+
+def test_streamed_body_cap_on_a_real_uvicorn(tmp_path: Path) -> None:
+    """Chunked upload to ``python -m e2i_api``: cut off at the cap (413), not buffered whole."""
+    import httpx
+
+    from tests.api.api_processes import ApiProcess, api_env
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"job": "probe_light_job", "params": {"probe_light": {"fail_message": "'
+        for _ in range(40):
+            yield b"y" * 4096
+        yield b'"}}}'
+
+    with ApiProcess(free_port(), api_env(free_port(), api_keys()), tmp_path / "api.log") as api:
+        chunked = httpx.post(f"{api.url}/v1/runs", content=chunks(),
+                             headers={**WRITE, "Content-Type": "application/json"}, timeout=30)
+        assert chunked.status_code == 413 and chunked.headers["x-content-type-options"] == "nosniff", chunked.text
+        declared = httpx.post(f"{api.url}/v1/runs", content=b"{" * 70_000,
+                              headers={**WRITE, "Content-Type": "application/json"}, timeout=30)
+        assert declared.status_code == 413, declared.text
+        small = httpx.post(f"{api.url}/v1/runs", json={"job": "probe_light_job"}, headers=WRITE, timeout=30)
+        assert small.status_code == 503 and small.json()["detail"] == "Dagster is unavailable"  # parsed, then launched
