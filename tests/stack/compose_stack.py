@@ -87,7 +87,9 @@ class ComposeStack:
             render_instance_config(self.project, self.tiers, self.monitoring_seconds)))
         self.instance_file.chmod(0o644)
         keys = [{"name": "smoke", "sha256": hashlib.sha256(self.api_key.encode()).hexdigest(),
-                 "scopes": ["runs:read", "runs:write"]}]
+                 # admin: the chaos suite launches runs over GraphQL (no e2i/api-client tag)
+                 # and follows them through the API
+                 "scopes": ["runs:read", "runs:write", "admin"]}]
         env = {
             "COMPOSE_PROJECT_NAME": self.project,
             "E2I_BASE_IMAGE": self.base_image,
