@@ -147,3 +147,17 @@ def test_bad_targeting_fails_before_the_simulation(upstream, tmp_path, monkeypat
     assert failure.step_key == "twin_interventions"
     assert problem in failure.step_failure_data.error.message
     assert not (tmp_path / "twin_interventions").exists()
+
+
+def test_a_long_rule_materializes(upstream, tmp_path, monkeypatch):
+    """The largest list a rule may hold (1000 values) runs and is recorded whole."""
+    values = ["Northeast", *(f"region_{i:05d}" for i in range(999))]
+    result = _materialize(upstream, tmp_path, monkeypatch, {
+        "digital_twins": {"config": {"n_twins": 2_000}},
+        "twin_interventions": {"config": {"targeting": "conditions", "conditions": [
+            {"column": "region", "op": "in", "value": values}]}},
+    })
+    assert result.success
+    meta = _metadata(result, "twin_interventions")
+    assert len(meta["targeting_rule"]) > 6_000 and "region_00998" in meta["targeting_rule"]
+    assert 0 < meta["treated_share_targeted"] < 0.5
