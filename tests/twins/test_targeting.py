@@ -219,6 +219,7 @@ def test_malformed_queries_name_the_problem(query, problem):
     ([{"column": "x", "op": "in", "value": [[1]]}], "number, string or boolean"),
     ([{"column": "x", "op": "in", "value": [None]}], "is_null"),
     ([{"column": "x", "op": "is_null", "value": 3}], "takes no value"),
+    ([{"column": "x", "op": "is_null", "value": 1}], "takes no value"),
     ([{"any": []}], "non-empty list"),
     ([{"any": [], "all": []}], "keys column, op, value"),
     ([{"column": "x", "op": "==", "value": "a" * 201}], "limited to 200"),

@@ -95,7 +95,7 @@ def _scalar(value: Any, where: str) -> Any:
 def _condition_value(op: str, value: Any, where: str) -> Any:
     """The checked value of ``op``: scalar, tuple of scalars, (low, high) or None."""
     if op == "is_null":
-        if value not in (None, True):
+        if value is not None and value is not True:
             raise TargetingError(f"{where}: op 'is_null' takes no value (use not for not-null)")
         return None
     if op in ("in", "not_in", "between"):
