@@ -88,12 +88,22 @@ def resolve_user_path(value: str, key: str, folder: str = "",
         candidate = (Path(base_dir) if base_dir is not None else allowed) / raw
     try:
         resolved = candidate.resolve()
-    except (OSError, RuntimeError, ValueError):  # symlink loop, name too long
+    except (OSError, RuntimeError, ValueError):  # symlink loop, name too long, not encodable
         resolved = None
+        if Path(os.path.normpath(candidate)).is_relative_to(allowed):
+            raise DataPathError(f"{key} is not a usable file path") from None
     if resolved is None or not resolved.is_relative_to(allowed):
         shown = repr(_shown(value)) if quote else "its path"
         raise DataPathError(f"{key} must name a file under {where}; {shown} resolves outside it")
     return resolved
+
+
+def is_regular_file(path: Path) -> bool:
+    """``path.is_file()``, False (not an error) for names too long or not encodable."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _shown(text: str) -> str:

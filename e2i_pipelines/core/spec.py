@@ -194,11 +194,11 @@ def load_spec_yaml(path: str | Path, *, key: str = "spec_path", folder: str = ""
 
     Errors name ``key`` and the problem; they never quote the file's lines.
     """
-    from e2i_pipelines.core.data_root import resolve_user_path
+    from e2i_pipelines.core.data_root import is_regular_file, resolve_user_path
 
     p = resolve_user_path(str(path), key, folder)
     shown = f"{key}: spec file {_shorten(str(path))!r}"
-    if not p.is_file():
+    if not is_regular_file(p):
         raise DataValidationError(f"{shown} does not exist")
     if p.stat().st_size > MAX_SPEC_BYTES:
         raise DataValidationError(f"{shown} is larger than {MAX_SPEC_BYTES // 1024} KiB")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from e2i_pipelines.core.data_root import is_regular_file
 from e2i_pipelines.core.spec import (
     CausalSpec,
     DataValidationError,
@@ -36,7 +37,7 @@ def header_columns(path: str | Path, shown: str | None = None) -> list[str]:
     """
     p = Path(path)
     label = f"data file {shown or str(p)!r}"
-    if not p.is_file():
+    if not is_regular_file(p):
         raise DataValidationError(f"{label} does not exist")
     if p.stat().st_size == 0:
         raise DataValidationError(f"{label} is empty")

@@ -73,8 +73,10 @@ def test_symlinks_are_followed(root: Path, tmp_path: Path) -> None:
         resolve_user_path("dir/spec.yaml", "dataset.path", "acme")
     assert resolve_user_path("inside.yaml", "k", "acme") == (root / "acme" / "spec.yaml").resolve()
     (root / "loop").symlink_to(root / "loop")
-    with pytest.raises(DataPathError, match="resolves outside"):
+    with pytest.raises(DataPathError, match="k is not a usable file path"):
         resolve_user_path("loop", "k")
+    with pytest.raises(DataPathError, match="resolves outside"):  # not: "beta has a loop"
+        resolve_user_path("../loop", "k", "acme")
 
 
 def test_the_answer_is_the_same_whether_an_outside_file_exists(root: Path) -> None:
@@ -91,6 +93,13 @@ def test_the_answer_is_the_same_whether_an_outside_file_exists(root: Path) -> No
 def test_empty_or_nul_paths_are_refused(root: Path, value: str) -> None:
     with pytest.raises(DataPathError, match="dataset.path must be a file path"):
         resolve_user_path(value, "dataset.path")
+
+
+@pytest.mark.parametrize("value", ["x" * 5000, "a/" + "b" * 300 + "/c", "\ud800.yaml"])
+def test_unusable_names_are_clear_errors(root: Path, value: str) -> None:
+    """Names too long for the file system or not encodable: a 422 naming the key, never a 500."""
+    with pytest.raises(DataValidationError, match=r"^dataset.spec_path"):
+        load_spec_yaml(value, key="dataset.spec_path", folder="acme")
 
 
 @pytest.mark.parametrize("client", ["..", ".", "a/b", "/etc", "", " x", "a\\b"])
