@@ -102,6 +102,8 @@ class ComposeStack:
             "E2I_BIND_ADDRESS": "127.0.0.1",
             "E2I_API_PORT": str(self.api_port),
             "E2I_WEBSERVER_PORT": str(self.webserver_port),
+            "E2I_HTTPS_PORT": str(free_port()),  # Caddy's, never the host's 443/80
+            "E2I_HTTP_PORT": str(free_port()),
             "E2I_DAGSTER_YAML": str(self.instance_file),
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

@@ -84,7 +84,7 @@ def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
     print(result.stdout)
     assert "all services healthy" in result.stdout
     assert set(stack.services()) == {"postgres", "mlflow", "code-server", "webserver", "daemon", "api",
-                                    "engine-proxy"}
+                                    "engine-proxy", "webserver-viewer", "caddy"}
     with api(stack) as client:
         ready = client.get("/ready")
     assert ready.status_code == 200, ready.text
