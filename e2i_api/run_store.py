@@ -15,7 +15,7 @@ import contextlib
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -39,7 +39,8 @@ _RUN_ID_SLOT = "e2i-run-id-slot"  # stands for the run id while the status query
 class RunReader(Protocol):
     async def get_run(self, run_id: str) -> dict[str, Any]: ...
 
-    async def list_runs(self, *, tags: dict[str, str], limit: int) -> list[dict[str, Any]]: ...
+    async def list_runs(self, *, tags: dict[str, str], limit: int,
+                        statuses: Sequence[str] = ()) -> list[dict[str, Any]]: ...
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -180,11 +181,14 @@ class StorageRuns:
         self._lookups.shutdown(wait=False, cancel_futures=True)
         self._pool.close()
 
-    async def list_runs(self, *, tags: dict[str, str], limit: int) -> list[dict[str, Any]]:
-        """Runs with all of ``tags``, newest first (as ``DagsterClient.list_runs``)."""
+    async def list_runs(self, *, tags: dict[str, str], limit: int,
+                        statuses: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Runs with all of ``tags`` (and one of ``statuses``, if given), newest first (as
+        ``DagsterClient.list_runs``)."""
+        run_filter = RunsFilter(tags=tags, statuses=[DagsterRunStatus(s) for s in statuses] or None)
         with storage_errors():
             records = await asyncio.get_running_loop().run_in_executor(
-                self._lookups, self._records, RunsFilter(tags=tags), limit)
+                self._lookups, self._records, run_filter, limit)
         return [run_fields(r) for r in records]
 
     async def get_run(self, run_id: str) -> dict[str, Any]:

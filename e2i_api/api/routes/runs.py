@@ -16,7 +16,6 @@ from e2i_api.api.deps import (
     SettingsDep,
 )
 from e2i_api.core.security import Principal, require_scope
-from e2i_api.dagster_client import DagsterClient
 from e2i_api.idempotency import (
     CLIENT_TAG,
     IDEMPOTENCY_HEADER,
@@ -38,6 +37,7 @@ from e2i_api.models import (
     RunStatus,
 )
 from e2i_api.results import build_results, embedded_image, find_markdown
+from e2i_api.run_store import RunReader
 from e2i_api.run_views import failure_of, run_detail, tags_of, visible_run
 from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG
@@ -60,9 +60,9 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, examples=[EXAMPLE_RUN_ID], d
 QUEUED_STATUSES = (RunStatus.QUEUED.value, RunStatus.NOT_STARTED.value)
 
 
-async def check_queue_cap(dagster: DagsterClient, client: str, cap: int) -> None:
+async def check_queue_cap(reader: RunReader, client: str, cap: int) -> None:
     """429 when ``client`` already has ``cap`` runs waiting (QUEUED or NOT_STARTED)."""
-    waiting = await dagster.list_runs(tags={CLIENT_TAG: client}, statuses=QUEUED_STATUSES, limit=cap)
+    waiting = await reader.list_runs(tags={CLIENT_TAG: client}, statuses=QUEUED_STATUSES, limit=cap)
     if len(waiting) >= cap:
         raise HTTPException(429, f"API client {client!r} already has {len(waiting)} queued runs, the cap "
                                  f"(max_queued_runs_per_client={cap}); retry when some have started",
@@ -102,7 +102,7 @@ async def create_run(
     tags = {**body.tags, CLIENT_TAG: principal.name}
 
     async def launch(extra_tags: dict[str, str]) -> dict:
-        await check_queue_cap(dagster, principal.name, settings.max_queued_runs_per_client)
+        await check_queue_cap(reader, principal.name, settings.max_queued_runs_per_client)
         return await dagster.launch_run(entry.name, run_config, {**tags, **extra_tags})
 
     if idempotency_key is None:
