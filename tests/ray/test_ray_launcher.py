@@ -4,15 +4,24 @@ One deployment for the module: a Postgres instance (over the Unix socket: the su
 network namespace) with the Ray launcher, the queued run coordinator, run-granularity pools and
 a real ``dagster-daemon`` (queue, run monitoring every second, the OOM promotion sensor and the
 heavy scaler on Ray capacity). Runs use the probe assets with the in-process executor.
+
+Secrets as in production: the instance's Postgres password is ``{env: DAGSTER_PG_PASSWORD}``;
+the launcher is told to forward it (``env_vars``) and must not; the worker nodes hold it only as
+a 0600 file (``DAGSTER_PG_PASSWORD_FILE``, tests/ray/conftest.py), so a run reaches Postgres only
+through its worker reading that file on the node. The launcher and the scaler read the Ray token
+from ``auth_token_path``; the daemon's own ``RAY_AUTH_TOKEN_PATH`` names a wrong token, so a
+client that fell back to the environment would be refused.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from dagster import AssetKey, DagsterEventType, DagsterRunStatus
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
 
@@ -23,13 +32,19 @@ from e2i_pipelines.launcher.promotion import (
     RAY_JOB_TAG,
     RAY_NODE_TAG,
 )
+from e2i_pipelines.launcher.run_worker import run_args
 from e2i_pipelines.scaler.config import CONFIG_ENV
 from e2i_pipelines.scaler.evaluation import current_pool_limit
 from e2i_pipelines.tiers import TIER_TAG, parse_bytes
-from tests.conftest import fresh_database
+from tests.conftest import PG_PASSWORD, fresh_database
 from tests.launcher.harness import IN_PROCESS, LauncherHarness, probe_config
-from tests.ray.conftest import RAY_PROFILES
-from tests.support.dagster_processes import REPO_ROOT, DagsterProcess, dagster_daemon
+from tests.ray.conftest import PG_PASSWORD_ENV, RAY_PROFILES, write_secret_file
+from tests.support.dagster_processes import (
+    REPO_ROOT,
+    DagsterProcess,
+    dagster_daemon,
+    postgres_storage,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -58,25 +73,48 @@ def deployment(ray_cluster, tmp_path_factory) -> Iterator[RayDeployment]:
         "working_directory": str(REPO_ROOT)}}]}))
     scaler_yaml = tmp / "scaler.yaml"
     scaler_yaml.write_text("max_heavy_runs: 4\ninterval_seconds: 1\n")
+    wrong_token = write_secret_file(tmp, "wrong_token", "0" * 64)
     sections = {
         "run_launcher": {
             "module": "e2i_pipelines.launcher.tiered_ray_run_launcher",
             "class": "TieredRayRunLauncher",
-            "config": {"ray": {"address": ray_cluster.dashboard_url}, "tiers": RAY_PROFILES},
+            "config": {"ray": {"address": ray_cluster.dashboard_url,
+                               "env_vars": [PG_PASSWORD_ENV, "E2I_PG_HOST"]},
+                       "auth_token_path": str(ray_cluster.token_path), "tiers": RAY_PROFILES},
         },
         "run_coordinator": {"module": "dagster._core.run_coordinator",
                             "class": "QueuedRunCoordinator",
                             "config": {"dequeue_interval_seconds": 1}},
     }
-    with fresh_database() as db:
-        harness = LauncherHarness(tmp / "home", db, sections=sections, workspace=workspace)
-        daemon = dagster_daemon(harness.home, {CONFIG_ENV: str(scaler_yaml)}, workspace=workspace)
+    with fresh_database() as db, pytest.MonkeyPatch.context() as env:
+        env.setenv(PG_PASSWORD_ENV, PG_PASSWORD)  # this process and the daemon, not the nodes
+        storage = postgres_storage(db)
+        storage["postgres"]["postgres_db"]["password"] = {"env": PG_PASSWORD_ENV}
+        harness = LauncherHarness(tmp / "home", db, sections={**sections, "storage": storage},
+                                  workspace=workspace)
+        daemon = dagster_daemon(harness.home, {CONFIG_ENV: str(scaler_yaml),
+                                               "RAY_AUTH_TOKEN_PATH": str(wrong_token)},
+                                workspace=workspace)
         try:
             daemon.wait_until(lambda: current_pool_limit(harness.instance) is not None, 180)
             yield RayDeployment(harness, daemon)
         finally:
             daemon.stop()
             harness.close()
+
+
+def assert_no_password(info) -> None:
+    """The job as the cluster stores it (Jobs API) holds no Postgres password: its runtime_env
+    forwards plain variables only, and the instance ref in its entrypoint names the variable
+    (``{env: DAGSTER_PG_PASSWORD}``), never the value."""
+    assert set(info.runtime_env) == {"env_vars"}, info.runtime_env
+    env_vars = info.runtime_env["env_vars"]
+    assert PG_PASSWORD_ENV not in env_vars and env_vars.get("E2I_PG_HOST"), env_vars
+    assert PG_PASSWORD not in env_vars.values()
+    words = shlex.split(info.entrypoint)  # python -m <run_worker> <dagster> api execute_run ARGS
+    args = run_args(words[words.index("api") - 1:])
+    storage = yaml.safe_load(args.instance_ref.storage_data.config_yaml)
+    assert storage["postgres_db"]["password"] == {"env": PG_PASSWORD_ENV}, storage
 
 
 def assert_placed_on_its_tier(deployment: RayDeployment, run_id: str, tier: str) -> None:
@@ -100,6 +138,7 @@ def assert_placed_on_its_tier(deployment: RayDeployment, run_id: str, tier: str)
     info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
     assert info.metadata["e2i/tier"] == tier
     assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.run_worker ")
+    assert_no_password(info)
     assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
                for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
 
@@ -172,3 +211,17 @@ def test_terminate_stops_the_ray_job(deployment: RayDeployment):
     run = deployment.wait_for(run_id, FINISHED, timeout=60)
     assert run.status == DagsterRunStatus.CANCELED, deployment.harness.log_text(run_id)
     assert str(launcher.client.get_job_status(submission_id)) == "STOPPED"
+
+
+def test_ray_job_carries_no_password_and_its_worker_reads_it_on_the_node(deployment):
+    """The launcher was told to forward DAGSTER_PG_PASSWORD and did not (an engine event says
+    so); the job the cluster stores holds no password; the run still reached Postgres (its
+    events are there and it succeeded) through the password file on its node."""
+    run_id = deployment.launch("light", allocate_mb=8)
+    run = deployment.wait_for(run_id, FINISHED)
+    assert run.status == DagsterRunStatus.SUCCESS, deployment.harness.log_text(run_id)
+    launcher = deployment.harness.instance.run_launcher
+    assert_no_password(launcher.client.get_job_info(run.tags[RAY_JOB_TAG]))
+    assert any(f"not forwarded to the Ray job (secrets; the node reads NAME_FILE): {PG_PASSWORD_ENV}"
+               in m for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
+    assert deployment.harness.instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)

@@ -7,6 +7,12 @@ size plus the Ray node's own overhead, so a run that exceeds its tier is really 
 a VM of that size. Worker nodes offer their tier resource (``e2i-heavy: 1``) and heavy nodes the
 fan-out resource. The head lives in a cgroup of its own without a limit, so ``stop`` ends every
 Ray process of the cluster by killing its cgroups' processes, then removes the cgroups.
+
+Token authentication is on, as in production: ``start`` writes a fresh token to a 0600 file
+(``token_path``, in a 0700 folder) and every node starts with ``RAY_AUTH_MODE=token`` and
+``RAY_AUTH_TOKEN_PATH`` naming it; the process that starts the cluster becomes a client too
+(``RAY_AUTH_TOKEN_PATH`` set in its environment when unset). Worker nodes also get ``node_env``
+(e.g. ``DAGSTER_PG_PASSWORD_FILE``: secrets a run worker reads on its node).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +30,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from e2i_pipelines.launcher import ray_auth
+from e2i_pipelines.launcher.job_env import is_secret_name
 from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, parse_bytes, ray_resource
 from tests.support.dagster_processes import free_port
 from tests.support.memory_cgroups import cap_memory, child_memory_cgroup
@@ -33,11 +42,11 @@ NODE_OVERHEAD = "640m"
 here; a node's cgroup is its tier's memory plus this."""
 
 
-CLUSTER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+CLUSTER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
                "RAY_task_oom_retries": "1"}
-"""Environment of every process of the test cluster and its clients: no usage stats, no token
-auth (loopback in a namespace; a stray ~/.ray/auth_token would otherwise split the cluster), and
-Ray's unlimited OOM retries bounded."""
+"""Environment of every process of the test cluster and its clients: no usage stats, token
+authentication on (the token file comes with :meth:`RayTestCluster.env`), and Ray's unlimited
+OOM retries bounded."""
 
 LEAN_NODE = ["--include-log-monitor=false"]
 """No log monitor on any node: it only streams workers' prints to drivers (job logs do not need
@@ -77,6 +86,7 @@ class RayTestCluster:
     gcs_port: int = 0
     dashboard_port: int = 0
     cgroups: list[Path] = field(default_factory=list)
+    node_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -92,9 +102,33 @@ class RayTestCluster:
     def temp_dir(self) -> str:
         return f"/tmp/e2i-ray-{self.tag}"
 
+    @property
+    def secrets_dir(self) -> Path:
+        return Path(f"/tmp/e2i-ray-{self.tag}-secrets")
+
+    @property
+    def token_path(self) -> Path:
+        """The cluster's auth token file (0600), written by :meth:`start`."""
+        return self.secrets_dir / "auth_token"
+
+    def token(self) -> str:
+        return self.token_path.read_text().strip()
+
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, **CLUSTER_ENV,
+        """A node's environment: this process's without its secrets (a node holds secrets only
+        as files: ``node_env``), the cluster's settings and token file, and ``extra``."""
+        own = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
+        return {**own, **CLUSTER_ENV, ray_auth.TOKEN_PATH_ENV: str(self.token_path),
                 "RAY_DISABLE_IMPORT_WARNING": "1", **extra}
+
+    def _write_token(self) -> None:
+        """A fresh 256-bit token in a 0600 file of a 0700 folder (what ``ray get-auth-token
+        --generate`` writes, at a path of our own instead of ~/.ray/auth_token)."""
+        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        os.environ.setdefault(ray_auth.TOKEN_PATH_ENV, str(self.token_path))
 
     def _ray(self, args: list[str], env: dict[str, str],
              cgroup: Path | None = None) -> subprocess.Popen:
@@ -135,13 +169,15 @@ class RayTestCluster:
              f"--resources={json.dumps(spec.resources())}", f"--node-name={spec.name}",
              f"--labels=e2i-tier={spec.tier}", f"--dashboard-agent-listen-port={free_port()}",
              f"--metrics-export-port={free_port()}", "--disable-usage-stats", *LEAN_NODE],
-            self.env(E2I_RAY_NODE_NAME=spec.name), cgroup=self._cgroup(spec.name, spec))
+            self.env(E2I_RAY_NODE_NAME=spec.name, **self.node_env),
+            cgroup=self._cgroup(spec.name, spec))
 
     def start(self, timeout: float = 120) -> RayTestCluster:
         if not in_isolated_netns():
             raise RuntimeError("a Ray test cluster must run inside its own network namespace "
                                "(scripts/in_netns.sh): outside one Ray binds the external interface")
         self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self._write_token()
         head = self._ray(["start", "--head", "--num-cpus=0", "--node-ip-address=127.0.0.1",
                           f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                           f"--dashboard-port={self.dashboard_port}", "--include-dashboard=true",
@@ -171,14 +207,11 @@ class RayTestCluster:
             self._finish(self._start_worker(spec), spec.name)
 
     def wait_nodes(self, count: int, timeout: float) -> None:
-        from ray.util.state import list_nodes
-
         deadline = time.monotonic() + timeout
         alive: list = []
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                alive = [n for n in list_nodes(address=self.dashboard_url,
-                                               raise_on_missing_output=False)
+                alive = [n for n in ray_auth.list_nodes(self.dashboard_url, str(self.token_path))
                          if str(n.state) == "ALIVE"]
                 if len(alive) >= count:
                     return
@@ -223,6 +256,19 @@ class RayTestCluster:
                     path.rmdir()
                 time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if os.environ.get(ray_auth.TOKEN_PATH_ENV) == str(self.token_path):
+            del os.environ[ray_auth.TOKEN_PATH_ENV]
+        shutil.rmtree(self.secrets_dir, ignore_errors=True)
+
+    def make_client(self) -> None:
+        """Make this process a client of the cluster: CLUSTER_ENV and the token file in its
+        environment, and Ray's cached config and token reloaded (Ray reads RAY_AUTH_MODE once, at
+        import)."""
+        os.environ.update({**CLUSTER_ENV, ray_auth.TOKEN_PATH_ENV: str(self.token_path)})
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
     def __enter__(self) -> RayTestCluster:
         return self.start()
