@@ -52,7 +52,7 @@ def topology(docker_client: Any) -> Iterator[ComposeStack]:
     workdir.chmod(0o755)
     override = workdir / "stand-ins.yml"
     override.write_text(yaml.safe_dump({"version": "2.4", "services": {
-        name: {"command": ["python", "-m", "http.server", str(port)], "healthcheck": {"disable": True}}
+        name: {"command": ["python", "-m", "http.server", str(port)], "healthcheck": {"test": ["CMD", "true"]}}
         for name, port in STAND_INS.items()}}))
     stack = ComposeStack(workdir=workdir, extra_compose_files=[override])
     try:
