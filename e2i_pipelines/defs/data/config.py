@@ -10,7 +10,7 @@ from typing import ClassVar, Literal
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.core.data_root import DataScope, check_folder_name, resolve_user_path
+from e2i_pipelines.core.data_root import DataScope, resolve_user_path
 from e2i_pipelines.core.spec import (
     MIN_ROWS_AFTER_DROP,
     CausalSpec,
@@ -76,8 +76,6 @@ class DatasetConfig(dg.Config):
         """The resolved data file, which must lie under the data folder."""
         if not self.path:
             raise DataValidationError("source 'file' needs 'path' (a CSV or Parquet file)")
-        if self.data_folder:
-            check_folder_name(self.data_folder)
         return resolve_user_path(self.path, "dataset.path", self.data_folder)
 
     def resolve_spec(self) -> CausalSpec:
