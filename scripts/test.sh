@@ -16,6 +16,9 @@ export E2I_REQUIRE_SERVICES=1
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 if [ $# -gt 0 ]; then exec python3 -m pytest -q -p no:cacheprovider "$@"; fi
 status=0
-python3 -m pytest -q -p no:cacheprovider --ignore=tests/ray || status=$?
-bash scripts/test_ray.sh || status=$?
+mkdir -p reports
+python3 -m pytest -q -p no:cacheprovider --ignore=tests/ray --junitxml=reports/junit-main.xml || status=$?
+bash scripts/test_ray.sh --junitxml=reports/junit-ray.xml || status=$?
+# The attack suite's outcome (the README's Security table is copied from this).
+python3 scripts/attack_table.py reports/junit-main.xml reports/junit-ray.xml || status=$?
 exit "$status"
