@@ -220,7 +220,7 @@ def test_browser_login_and_launch_records_user(stack: UiStack, tmp_path: Path) -
             page.get_by_role("button", name=EDITOR).click()
             page.wait_for_url(re.compile(re.escape(stack.url) + r"/locations/"))
             launch = page.get_by_role("button", name=re.compile(r"launch run", re.I))
-            sync_api.expect(launch).to_be_enabled(timeout=120_000)
+            _wait_for_launchpad(page, launch, sync_api)
             launch.click()
             page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
         finally:
@@ -230,3 +230,17 @@ def test_browser_login_and_launch_records_user(stack: UiStack, tmp_path: Path) -
     assert new[0]["job"] == JOB
     assert new[0]["tags"]["e2i/user"] == EDITOR
     assert page.url.endswith(new[0]["run_id"])
+
+
+def _wait_for_launchpad(page, launch, sync_api, attempts: int = 3) -> None:
+    """Wait until the Launchpad's launch button is enabled; on a loaded host the UI can stay on
+    "Loading <location>..." for a while, so reload between attempts."""
+    for attempt in range(attempts):
+        try:
+            sync_api.expect(launch).to_be_enabled(timeout=120_000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            page.reload()
+
