@@ -18,7 +18,8 @@ from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
 
 MONITORING_FILE = COMPOSE_FILE.with_name("docker-compose.monitoring.yml")
 PROMETHEUS_DIR = COMPOSE_FILE.parent / "prometheus"
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy"}
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
+                    "webserver-viewer", "caddy"}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,8 @@ def test_profile_adds_exporter_and_prometheus_hardened(config: dict) -> None:
         assert float(service["cpus"]) > 0 and service["mem_limit"] == service["memswap_limit"]
         assert service["logging"]["driver"] == "json-file"
         assert service["user"] not in ("", "root", "0", "0:0")
+        assert service["cap_drop"] == ["ALL"] and not service.get("cap_add"), name
+        assert service["security_opt"] == ["no-new-privileges:true"] and service["read_only"] is True, name
         for dependency in service["depends_on"].values():
             assert dependency["condition"] == "service_healthy"
     exporter, prometheus = services["exporter"], services["prometheus"]
@@ -55,6 +58,10 @@ def test_profile_adds_exporter_and_prometheus_hardened(config: dict) -> None:
     assert not exporter.get("ports")
     assert not any("docker.sock" in str(v) for v in exporter["volumes"])
     assert exporter["environment"]["DAGSTER_PG_HOST"] == services["daemon"]["environment"]["DAGSTER_PG_HOST"]
+    # The read-only exporter role (docker/postgres/roles.sql), its password a Docker secret.
+    assert exporter["environment"]["DAGSTER_PG_USERNAME"] == "e2i_exporter"
+    assert exporter["environment"]["DAGSTER_PG_PASSWORD_FILE"] == "/run/secrets/exporter_pg_password"
+    assert [s if isinstance(s, str) else s["source"] for s in exporter["secrets"]] == ["exporter_pg_password"]
     ports = prometheus["ports"]
     assert len(ports) == 1 and str(ports[0]).startswith("127.0.0.1:")
     assert prometheus["build"]["args"]["BASE_IMAGE"] == "e2i-base:bookworm"
