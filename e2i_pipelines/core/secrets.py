@@ -2,8 +2,10 @@
 
 ``read_secret(NAME)``: the variable NAME if set, else the stripped content of the file named by
 NAME_FILE, else None. As a command, ``python -m e2i_pipelines.core.secrets CMD ...`` sets every
-NAME that has only a NAME_FILE (e.g. DAGSTER_PG_PASSWORD from DAGSTER_PG_PASSWORD_FILE) and execs
-CMD: for programs that read secrets from the environment only (Dagster's dagster.yaml ``env:``).
+NAME that has only a NAME_FILE naming a Docker secret (a file under /run/secrets, e.g.
+DAGSTER_PG_PASSWORD from DAGSTER_PG_PASSWORD_FILE) and execs CMD: for programs that read secrets
+from the environment only (Dagster's dagster.yaml ``env:``). Other ``*_FILE`` variables (tool
+configs) are left alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import MutableMapping
 
 FILE_SUFFIX = "_FILE"
+SECRETS_DIR = "/run/secrets/"
 
 
 def read_secret(name: str) -> str | None:
@@ -30,11 +33,12 @@ def read_secret(name: str) -> str | None:
         raise RuntimeError(f"{name}{FILE_SUFFIX}: cannot read the secret file ({exc.strerror})") from None
 
 
-def export_file_secrets(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Set NAME from NAME_FILE for every NAME_FILE in ``environ`` (default os.environ) whose NAME
-    is unset; returns the names set."""
+def export_file_secrets(environ: MutableMapping[str, str] | None = None, secrets_dir: str = SECRETS_DIR) -> list[str]:
+    """Set NAME from NAME_FILE for every NAME_FILE in ``environ`` (default os.environ) that names a
+    file under ``secrets_dir`` and whose NAME is unset; returns the names set."""
     env: MutableMapping[str, str] = os.environ if environ is None else environ
-    names = [key[: -len(FILE_SUFFIX)] for key in list(env) if key.endswith(FILE_SUFFIX) and len(key) > 5]
+    names = [key[: -len(FILE_SUFFIX)] for key, value in list(env.items())
+             if key.endswith(FILE_SUFFIX) and len(key) > len(FILE_SUFFIX) and value.startswith(secrets_dir)]
     exported = []
     for name in names:
         if env.get(name):
