@@ -40,8 +40,13 @@ if ! grep -q "^local *all *$PG_USER " "$hba"; then
 fi
 
 # Docker engine: no bridge/iptables here; containers use host networking or project networks.
+# Without the engine's iptables rules, Docker networks are isolated from each other only if the
+# host does not route between their bridges: IP forwarding stays off (a run container on the
+# stack's `runs` network must not reach the webserver or code server by address; tests/security).
+sysctl -qw net.ipv4.ip_forward=0
 if ! docker info >/dev/null 2>&1; then
-  nohup dockerd --bridge=none --iptables=false --ip-masq=false >/var/log/e2i-dockerd.log 2>&1 &
+  nohup dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
+    >/var/log/e2i-dockerd.log 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
 fi
 docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/e2i-dockerd.log" >&2; exit 1; }

@@ -112,10 +112,6 @@ def test_a_run_container_reaches_postgres_and_mlflow_only(topology: ComposeStack
     assert seen["socket"] is False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs the engine's firewall: Docker isolates networks with iptables rules (dockerd's default), "
-    "and this CI engine runs with --iptables=false while the host forwards IP, so a run container "
-    "reaches other networks' containers by address (measured). Strict: passes -> remove the mark."))
 def test_a_run_container_cannot_reach_other_networks_by_address(topology: ComposeStack,
                                                                 docker_client: Any) -> None:
     by_address = [f"{address(docker_client, topology, 'webserver', 'backend')}:3000",
