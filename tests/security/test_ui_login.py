@@ -108,6 +108,22 @@ def test_viewer_reads_but_cannot_launch(stack: UiStack, sessions: dict[str, str]
     assert len(stack.runs()) == before
 
 
+def test_viewer_cannot_terminate_a_run(stack: UiStack, sessions: dict[str, str]) -> None:
+    launched = _launch(stack, _cookie(sessions[EDITOR])).json()["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    terminate = """mutation($id: String!) { terminateRun(runId: $id) { __typename
+      ... on TerminateRunFailure { message } ... on UnauthorizedError { message } } }"""
+    with stack.client() as client:
+        response = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}},
+                               headers={**_cookie(sessions[VIEWER]), "X-E2I-Role": "admin"})
+    result = response.json()["data"]["terminateRun"]
+    # read-only: "You do not have permission to terminate this run" (checked before the status)
+    assert result["__typename"] in {"TerminateRunFailure", "UnauthorizedError"}, result
+    assert "permission" in result["message"], result
+    assert stack.run_status(run_id) not in {"CANCELING", "CANCELED"}
+
+
 # --- (4) forged identity headers ---------------------------------------------------------------
 
 def test_forged_identity_headers_without_session_are_401(stack: UiStack) -> None:

@@ -184,3 +184,10 @@ class UiStack:
         body = httpx.post(f"{self.writable}/graphql", json={"query": query}, timeout=30).json()
         return [{"run_id": r["runId"], "job": r["jobName"], "tags": {t["key"]: t["value"] for t in r["tags"]}}
                 for r in body["data"]["runsOrError"]["results"]]
+
+    def run_status(self, run_id: str) -> str:
+        """A run's status (from the writable webserver directly)."""
+        query = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+        body = httpx.post(f"{self.writable}/graphql", json={"query": query, "variables": {"id": run_id}},
+                          timeout=30).json()
+        return body["data"]["runOrError"]["status"]
