@@ -9,6 +9,9 @@ the tag ``bench=queue-only``, which the run queue admits 0 of: every POST goes t
 full path (validation -> key lock -> GraphQL launchRun -> run stored and queued) without hundreds
 of run processes competing for the CPU. Phases, each with ``--clients`` concurrent clients:
 
+The clients reach the API through Caddy with TLS (docker/caddy/Caddyfile, its internal CA), as
+deployed; ``--direct`` talks to uvicorn instead.
+
 1. mixed, ``--duration`` s: 45 % GET /v1/runs/{id}, 35 % GET /v1/runs/{id}/results, 20 % POST
    /v1/runs with a new Idempotency-Key (1 in 5 of them a retry of an earlier key: a replay);
 2. POST /v1/runs only, ``--launch-duration`` s;
@@ -32,6 +35,7 @@ import os
 import random
 import re
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -49,6 +53,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from e2i_api.dagster_client import DagsterClient  # noqa: E402
 from tests.api.api_processes import ApiProcess, api_env  # noqa: E402
 from tests.conftest import fresh_database  # noqa: E402
+from tests.support.caddy import start_caddy  # noqa: E402
 from tests.support.dagster_processes import (  # noqa: E402
     dagster_dev,
     free_port,
@@ -248,9 +253,10 @@ def server_side(log: Path) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-async def bench(api_url: str, dagster_url: str, args: argparse.Namespace) -> list[dict]:
+async def bench(api_url: str, dagster_url: str, args: argparse.Namespace,
+                verify: ssl.SSLContext | bool = True) -> list[dict]:
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=120, verify=verify) as http:
         print(f"seeding {args.seed_runs} finished runs ...", flush=True)
         finished = await seed(http, args.seed_runs)
         print(f"warm-up (not counted): {args.clients} clients for {args.warmup}s ...", flush=True)
@@ -300,6 +306,8 @@ def main() -> None:
                         help="niceness of the Dagster processes (webserver, daemon, code server), so the API "
                              "has CPU priority over launches; 0: none")
     parser.add_argument("--keep-log", type=Path, help="copy the API's JSON log here")
+    parser.add_argument("--direct", action="store_true",
+                        help="clients talk to uvicorn directly instead of through Caddy (TLS, as deployed)")
     args = parser.parse_args()
     if args.clients > 200 or args.duration > 600 or args.launch_duration > 600:
         parser.error("keep the load bounded: at most 200 clients and 600 s per phase")
@@ -318,7 +326,18 @@ def main() -> None:
         env = api_env(dagster_port, keys, db["url"], workers=args.workers, E2I_API_DAGSTER_TIMEOUT_SECONDS="300")
         try:
             with ApiProcess(free_port(), env, home / "api.log") as api:
-                phases = asyncio.run(bench(api.url, f"http://127.0.0.1:{dagster_port}", args))
+                dagster_url = f"http://127.0.0.1:{dagster_port}"
+                if args.direct:
+                    phases = asyncio.run(bench(api.url, dagster_url, args))
+                else:  # as deployed: Caddy (TLS, docker/caddy/Caddyfile) in front of the API
+                    upstream = api.url.removeprefix("http://")
+                    caddy = start_caddy(home, api=upstream, webserver=f"127.0.0.1:{dagster_port}",
+                                        viewer=f"127.0.0.1:{dagster_port}")
+                    try:
+                        print(f"through Caddy at {caddy.url}", flush=True)
+                        phases = asyncio.run(bench(caddy.url, dagster_url, args, caddy.ssl_context()))
+                    finally:
+                        caddy.stop()
         finally:
             dagster.stop()
         server = server_side(home / "api.log")

@@ -118,15 +118,15 @@ def submit(stack: ComposeStack, tier: str, in_process: bool = True, tags: dict[s
 
 
 def api(stack: ComposeStack, timeout: float = 30) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=timeout,
-                        headers={"X-API-Key": stack.api_key})
+    """The API through Caddy, as deployed."""
+    return stack.api_client(timeout)
 
 
 def run_detail(stack: ComposeStack, run_id: str) -> dict[str, Any] | None:
     """GET /v1/runs/{id}; None while the API answers 503 (a dependency is down)."""
     with api(stack) as client:
         response = client.get(f"/v1/runs/{run_id}")
-    if response.status_code == 503:
+    if response.status_code in (502, 503):  # a dependency down (503), or the API itself (Caddy: 502)
         return None
     assert response.status_code == 200, response.text
     return response.json()

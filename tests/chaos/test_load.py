@@ -1,5 +1,5 @@
-"""The load run of the fault-tolerance suite: 50 loopback clients against the API + a real
-webserver on Postgres (``benchmarks/load_api.py``), mixing status polls, results reads and run
+"""The load run of the fault-tolerance suite: 50 loopback clients against the API (through Caddy,
+with TLS, as deployed) + a real webserver on Postgres (``benchmarks/load_api.py``), mixing status polls, results reads and run
 submissions. It must answer every request; its latency table is printed for the README (timing
 is reported, not asserted: speed is measured by benchmarks, not by tests)."""
 
@@ -34,6 +34,7 @@ def test_fifty_clients_for_sixty_seconds_get_no_errors() -> None:
                           capture_output=True, text=True, timeout=600)
     print(done.stdout[-4000:])
     assert done.returncode == 0, done.stderr[-4000:]
+    assert "through Caddy at https://127.0.0.1:" in done.stdout  # as deployed: TLS via Caddy
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     by_phase = {(r["phase"], r["endpoint"]): r for r in rows}
     assert {r["phase"] for r in rows} >= {"mix", "post", "launchRun"}

@@ -23,7 +23,8 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE
-from tests.security.ui_stack import CADDYFILE, JOB, LOCATION, SESSION_SECRET, UiStack, set_cookie
+from tests.security.ui_stack import JOB, LOCATION, SESSION_SECRET, UiStack, set_cookie
+from tests.support.caddy import CADDYFILE
 
 pytestmark = pytest.mark.webserver
 REQUIRED = os.environ.get("E2I_REQUIRE_SERVICES") == "1"

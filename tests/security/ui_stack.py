@@ -7,7 +7,6 @@ internal CA) in front of them. ``UiStack`` starts them; ``login`` does the OIDC 
 from __future__ import annotations
 
 import json
-import shutil
 import ssl
 import sys
 from contextlib import ExitStack
@@ -20,15 +19,14 @@ import yaml
 
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE
 from tests.api.api_processes import ApiProcess, api_env
+from tests.support.caddy import start_caddy
 from tests.support.dagster_processes import (
-    REPO_ROOT,
     DagsterProcess,
     dagster_dev,
     free_port,
     write_instance_yaml,
 )
 
-CADDYFILE = REPO_ROOT / "docker" / "caddy" / "Caddyfile"
 SESSION_SECRET = "ui-login-test-session-secret-0123456789abcdef"
 CLIENT_ID = "e2i-ui"
 LOCATION = "ui"
@@ -137,21 +135,11 @@ class UiStack:
         self._stack.callback(api.stop)
 
     def _start_caddy(self) -> None:
-        caddy = shutil.which("caddy")
-        if caddy is None:
-            raise RuntimeError("caddy is not installed (scripts/start_services.sh installs it)")
-        env = {
-            "E2I_SITE_ADDRESS": self.url, "E2I_TLS": "internal",
-            "E2I_HTTPS_PORT": str(self.ports["caddy"]), "E2I_HTTP_PORT": str(self.ports["caddy_http"]),
-            "E2I_API_UPSTREAM": f"127.0.0.1:{self.ports['api']}",
-            "E2I_WEBSERVER_UPSTREAM": f"127.0.0.1:{self.ports['webserver']}",
-            "E2I_VIEWER_UPSTREAM": f"127.0.0.1:{self.ports['viewer']}",
-            "XDG_DATA_HOME": str(self.root / "caddy-data"), "XDG_CONFIG_HOME": str(self.root / "caddy-config"),
-        }
-        proc = DagsterProcess([caddy, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-                              self.root, env, log_path=self.root / "caddy.log").start()
-        self._stack.callback(proc.stop)
-        proc.wait_until(lambda: self.root_ca.exists() and self.client().get("/auth/logout").is_success, 60)
+        caddy = start_caddy(self.root, api=f"127.0.0.1:{self.ports['api']}",
+                            webserver=f"127.0.0.1:{self.ports['webserver']}",
+                            viewer=f"127.0.0.1:{self.ports['viewer']}",
+                            https_port=self.ports["caddy"], http_port=self.ports["caddy_http"])
+        self._stack.callback(caddy.stop)
 
     def close(self) -> None:
         self._stack.close()

@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,11 +78,13 @@ class ComposeStack:
     cold_start_seconds: float = 0.0
     healthy_after: dict[str, float] = field(default_factory=dict)
     _services: list[str] = field(default_factory=list)
+    _caddy_ca: str | None = None
 
     def __post_init__(self) -> None:
         self.api_key = secrets.token_urlsafe(24)
         self.api_port = free_port()
         self.webserver_port = free_port()
+        self.https_port = free_port()
         self.instance_file = self.workdir / "dagster.yaml"
         self.env_file = self.workdir / "stack.env"
         self.instance_file.write_text(yaml.safe_dump(
@@ -102,7 +106,7 @@ class ComposeStack:
             "E2I_BIND_ADDRESS": "127.0.0.1",
             "E2I_API_PORT": str(self.api_port),
             "E2I_WEBSERVER_PORT": str(self.webserver_port),
-            "E2I_HTTPS_PORT": str(free_port()),  # Caddy's, never the host's 443/80
+            "E2I_HTTPS_PORT": str(self.https_port),  # Caddy's, never the host's 443/80
             "E2I_HTTP_PORT": str(free_port()),
             "E2I_DAGSTER_YAML": str(self.instance_file),
         }
@@ -184,8 +188,19 @@ class ComposeStack:
         for container in self.run_containers(docker_client):
             container.remove(force=True)
 
+    def api_client(self, timeout: float = 60) -> httpx.Client:
+        """The API as clients reach it: through Caddy (TLS, checked against the stack's own
+        internal CA), with the stack's key."""
+        if self._caddy_ca is None:
+            self._caddy_ca = self.compose("exec", "-T", "caddy", "cat",
+                                          "/data/caddy/pki/authorities/local/root.crt", timeout=60).stdout
+        return httpx.Client(base_url=f"https://localhost:{self.https_port}", timeout=timeout,
+                            headers={"X-API-Key": self.api_key},
+                            verify=ssl.create_default_context(cadata=self._caddy_ca))
+
     def down(self, docker_client: Any) -> None:
         """Remove run containers, then every service, network and volume of the project."""
+        self._caddy_ca = None  # the caddy-data volume goes: a new CA on the next start
         self.remove_run_containers(docker_client)
         self.compose("down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
 

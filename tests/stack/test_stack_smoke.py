@@ -22,8 +22,7 @@ FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 def api(stack: ComposeStack) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.api_port}", timeout=60,
-                        headers={"X-API-Key": stack.api_key})
+    return stack.api_client()
 
 
 def submit(stack: ComposeStack, job: str, asset: str, **config: Any) -> str:
