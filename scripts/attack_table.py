@@ -38,6 +38,10 @@ def main(argv: list[str]) -> int:
     print("| suite | attack (test) | outcome |\n|---|---|---|")
     for module, name, result in rows:
         print(f"| {module} | {name.removeprefix('test_').replace('_', ' ')} | {result} |")
+    print("\n| suite | attacks | refused as expected |\n|---|---|---|")
+    for module in dict.fromkeys(r[0] for r in rows):
+        mine = [r for r in rows if r[0] == module]
+        print(f"| {module} | {len(mine)} | {sum(r[2] == 'passed' for r in mine)} |")
     failed = sum(r[2] in ("failed", "error") for r in rows)
     print(f"\n{len(rows)} attacks tried, {len(rows) - failed} refused as expected, {failed} not.")
     return 1 if failed or not rows else 0
