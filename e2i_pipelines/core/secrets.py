@@ -24,8 +24,12 @@ def read_secret(name: str) -> str | None:
     if value:
         return value
     path = os.environ.get(name + FILE_SUFFIX)
-    if not path:
-        return None
+    return read_secret_file(name, path) if path else None
+
+
+def read_secret_file(name: str, path: str) -> str:
+    """The stripped content of the secret file ``path`` given as NAME_FILE; RuntimeError naming
+    the variable (never the content) when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read().strip()
@@ -43,12 +47,7 @@ def export_file_secrets(environ: MutableMapping[str, str] | None = None, secrets
     for name in names:
         if env.get(name):
             continue
-        path = env[name + FILE_SUFFIX]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                env[name] = handle.read().strip()
-        except OSError as exc:
-            raise RuntimeError(f"{name}{FILE_SUFFIX}: cannot read the secret file ({exc.strerror})") from None
+        env[name] = read_secret_file(name, env[name + FILE_SUFFIX])
         exported.append(name)
     return exported
 

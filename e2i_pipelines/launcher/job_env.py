@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from e2i_pipelines.core.secrets import FILE_SUFFIX
+
 SECRET_NAME = re.compile(
     r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|(^|_)(API_?)?KEYS?$|(^|_)PGPASS",
     re.IGNORECASE,
@@ -18,7 +20,6 @@ SECRET_NAME = re.compile(
 """Variable names treated as secrets (DAGSTER_PG_PASSWORD, AWS_SECRET_ACCESS_KEY, E2I_API_KEYS,
 RAY_AUTH_TOKEN, ...). ``*_FILE`` and ``*_PATH`` names are paths, not secrets."""
 
-FILE_SUFFIX = "_FILE"
 PATH_SUFFIXES = (FILE_SUFFIX, "_PATH")
 
 

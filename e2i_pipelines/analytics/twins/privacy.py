@@ -50,6 +50,7 @@ def dcr(real: pd.DataFrame, twins: pd.DataFrame, numeric: list[str], discrete: l
            for f in (reference, holdout.iloc[:n], twins.iloc[:n])]
     tree = cKDTree(enc[0])
     width = len(numeric) + len(discrete)
+    # safe: scipy KDTree nearest-neighbour queries on our own encoded arrays, not DataFrame.query
     d_holdout = tree.query(enc[1], k=1, p=1, workers=n_jobs)[0] / width
     d_twins = tree.query(enc[2], k=1, p=1, workers=n_jobs)[0] / width
     return {"dcr_twins": d_twins, "dcr_holdout": d_holdout,

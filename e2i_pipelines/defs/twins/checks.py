@@ -104,6 +104,7 @@ def twins_fidelity(
     selected = [n for n in CHECKS
                 if dg.AssetCheckKey(TWINS_KEY, n) in context.selected_asset_check_keys]
     rules = Rules()
+    # safe: the digital_twins asset wrote this pickle under E2I_DATA_DIR; no caller names the path
     model = pd.read_pickle(digital_twins.model_path)
     try:
         real, twins = load_rows(digital_twins, dataset, rules)
