@@ -37,7 +37,7 @@ FAULT_TABLE: list[FaultRow] = []
 
 
 def format_table(rows: list[FaultRow]) -> str:
-    """The fault table as markdown (README "Fault tolerance")."""
+    """The fault table as markdown (its last run: tests/README.md)."""
     lines = ["| fault | outcome | s to recovery | next run (s) |", "|---|---|---|---|"]
     lines += [f"| {r.fault} | {r.outcome} | {r.recovery_seconds:.0f} | {r.next_run_seconds:.0f} |"
               for r in rows]

@@ -5,7 +5,7 @@ within the run-monitoring interval plus a margin and no run is left STARTED; no 
 visible; the API answers 503, never 500, while a dependency is down; the next run succeeds. The
 first test is the OOM path end to end: a medium run whose step process is OOM-killed is recorded
 by its own run worker (the code server that evaluates the promotion sensor has no Docker socket)
-and re-launched at heavy. The suite prints the fault table (README "Fault tolerance").
+and re-launched at heavy. The suite prints the fault table (its last run: tests/README.md).
 """
 
 from __future__ import annotations
