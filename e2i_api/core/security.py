@@ -34,6 +34,11 @@ class Principal:
         """Admin keys see every client's runs, results and costs."""
         return "admin" in self.scopes
 
+    @property
+    def run_tags(self) -> dict[str, str] | None:
+        """Tag filter of the runs this principal may list: its client's, or None (all) for admin."""
+        return None if self.is_admin else {CLIENT_TAG: self.name}
+
     def owns(self, tags: dict[str, str]) -> bool:
         """True when a run with ``tags`` is visible to this principal."""
         return self.is_admin or tags.get(CLIENT_TAG) == self.name

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from e2i_api.api.deps import DagsterDep
 from e2i_api.core.logging import logger
 from e2i_api.core.security import Principal, require_scope
-from e2i_api.idempotency import CLIENT_TAG
 from e2i_api.models import ErrorResponse
 from e2i_pipelines.monitoring.cost import (
     COST_CURRENCY_TAG,
@@ -88,7 +87,7 @@ async def get_costs(
     cursor = None
     while True:  # a run is updated when it ends and when it is costed: both after t0
         page = await dagster.list_runs(statuses=FINISHED, updated_after=t0, cursor=cursor, limit=PAGE,
-                                       tags=None if principal.is_admin else {CLIENT_TAG: principal.name})
+                                       tags=principal.run_tags)
         for run in page:
             ended = run.get("endTime")
             if ended is None or not t0 <= ended < t1:

@@ -97,7 +97,7 @@ async def create_run(
     principal.check_launch(entry.name, entry.tier)
     # Reads spec/graph files (confined to the key's data folder): off the event loop.
     validated = await asyncio.to_thread(
-        entry.validate_params, body.params, DataScope(principal.name, "admin" in principal.scopes))
+        entry.validate_params, body.params, DataScope(principal.name, principal.is_admin))
     run_config = entry.run_config(validated)
     tags = {**body.tags, CLIENT_TAG: principal.name}
 
@@ -131,7 +131,7 @@ async def list_runs(
 ) -> RunPage:
     limit = min(limit, settings.runs_page_limit)
     runs = await dagster.list_runs(job_name=job, statuses=[s.value for s in status or []], cursor=cursor,
-                                   limit=limit, tags=None if principal.is_admin else {CLIENT_TAG: principal.name})
+                                   limit=limit, tags=principal.run_tags)
     return RunPage(runs=[run_detail(r, catalog) for r in runs],
                    next_cursor=runs[-1]["runId"] if len(runs) == limit else None)
 
