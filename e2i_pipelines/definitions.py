@@ -9,17 +9,17 @@ from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal import assets as causal_assets
 from e2i_pipelines.defs.causal import checks as causal_checks
 from e2i_pipelines.defs.causal import diagnostics as causal_diagnostics
-from e2i_pipelines.defs.costs.assets import cost_assets, cost_jobs, cost_schedules
-from e2i_pipelines.defs.costs.sensors import cost_sensors
 from e2i_pipelines.defs.data import assets as data_assets
 from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
 from e2i_pipelines.defs.explain import assets as explain_assets
 from e2i_pipelines.defs.features import assets as feature_assets
-from e2i_pipelines.defs.launch.sensors import launch_sensors
+from e2i_pipelines.defs.launcher.sensors import launch_sensors
 from e2i_pipelines.defs.models import assets as model_assets
+from e2i_pipelines.defs.monitoring.assets import cost_assets, cost_jobs, cost_schedules
+from e2i_pipelines.defs.monitoring.sensors import cost_sensors
 from e2i_pipelines.defs.orchestration.jobs import analysis_jobs
 from e2i_pipelines.defs.orchestration.schedules import schedules
-from e2i_pipelines.defs.scaling.sensors import heavy_scaler_sensor
+from e2i_pipelines.defs.scaler.sensors import heavy_scaler_sensor
 from e2i_pipelines.defs.twins import assets as twin_assets
 from e2i_pipelines.defs.twins import checks as twin_checks
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 
-from e2i_pipelines.defs.launch.sensors import _planned_targets
+from e2i_pipelines.defs.launcher.sensors import _planned_targets
 from e2i_pipelines.launcher.run_tier import tier_for_run
 from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 from e2i_pipelines.monitoring.cost import COST_BASIS_TAG, COST_TAG, RunCost, run_cost

@@ -2,5 +2,5 @@
 
 Plain modules: ``config`` (YAML settings), ``profile`` (one heavy run's needs), ``capacity``
 (host CPU/memory), ``decision`` (the pure rule), ``evaluation`` (instance reads + pool write),
-``cli`` (dry run). The Dagster sensor lives in ``e2i_pipelines.defs.scaling.sensors``.
+``cli`` (dry run). The Dagster sensor lives in ``e2i_pipelines.defs.scaler.sensors``.
 """

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2i_api.idempotency import CLIENT_TAG
 from e2i_api.main import create_app
-from e2i_pipelines.defs.costs.sensors import cost_finished_runs
+from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG
 from tests.api.conftest import ADMIN, READ, api_settings
 from tests.costs.runs import add_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from e2i_pipelines.defs.costs.sensors import cost_finished_runs, run_cost_sensor
+from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs, run_cost_sensor
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, PROMOTED_FROM_TAG
 from e2i_pipelines.monitoring.cost import COST_TAG, CostedRun, format_micros, sum_costs
 from tests.costs.runs import add_run

@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from e2i_pipelines.defs.costs.assets import run_costs
-from e2i_pipelines.defs.costs.sensors import cost_finished_runs
+from e2i_pipelines.defs.monitoring.assets import run_costs
+from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs
 from e2i_pipelines.launcher.promotion import FAILURE_TAG
 from e2i_pipelines.monitoring.scaler_history import idle_share
 from tests.costs.runs import add_run

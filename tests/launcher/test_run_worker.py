@@ -22,7 +22,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 from dagster._serdes import serialize_value
 
-from e2i_pipelines.defs.launch.sensors import WORKER_RECORD_GRACE_SECONDS, awaiting_worker_record
+from e2i_pipelines.defs.launcher.sensors import WORKER_RECORD_GRACE_SECONDS, awaiting_worker_record
 from e2i_pipelines.launcher.promotion import (
     FAILURE_REASON_TAG,
     FAILURE_TAG,

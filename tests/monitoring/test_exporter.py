@@ -12,7 +12,7 @@ from dagster._daemon.types import DaemonHeartbeat
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2i_pipelines.defs.costs.sensors import cost_finished_runs
+from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, PROMOTED_FROM_TAG
 from e2i_pipelines.monitoring.exporter import PlatformCollector
 from tests.costs.runs import add_run

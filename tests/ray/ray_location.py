@@ -5,8 +5,8 @@ worker on a Ray node starts in about 2 s of CPU and fits the small test tiers.
 """
 
 from e2i_pipelines.defs.diagnostics.assets import probe_definitions
-from e2i_pipelines.defs.launch.sensors import build_oom_promotion_sensor
-from e2i_pipelines.defs.scaling.sensors import heavy_scaler_sensor
+from e2i_pipelines.defs.launcher.sensors import build_oom_promotion_sensor
+from e2i_pipelines.defs.scaler.sensors import heavy_scaler_sensor
 
 # Promotion looked for every 2 s, not 10: the OOM test waits for it.
 defs = probe_definitions(build_oom_promotion_sensor(minimum_interval_seconds=2),

@@ -5,6 +5,6 @@ imports, so each run process starts in about 2 s of CPU instead of about 10 s on
 """
 
 from e2i_pipelines.defs.diagnostics.assets import probe_definitions
-from e2i_pipelines.defs.scaling.sensors import heavy_scaler_sensor
+from e2i_pipelines.defs.scaler.sensors import heavy_scaler_sensor
 
 defs = probe_definitions(heavy_scaler_sensor)
