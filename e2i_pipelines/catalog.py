@@ -19,10 +19,10 @@ import pydantic
 from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.defs.data.config import DatasetConfig
-from e2i_pipelines.defs.diagnostics.assets import ProbeConfig
+from e2i_pipelines.defs.diagnostics.config import ProbeConfig
 from e2i_pipelines.defs.explain.config import ShapConfig, ShapSummaryConfig
-from e2i_pipelines.defs.features.assets import FeatureStoreConfig
-from e2i_pipelines.defs.models.assets import OutcomeModelConfig
+from e2i_pipelines.defs.features.config import FeatureStoreConfig
+from e2i_pipelines.defs.models.config import OutcomeModelConfig
 from e2i_pipelines.defs.twins.config import DigitalTwinsConfig, TwinInterventionsConfig
 from e2i_pipelines.tiers import Tier, max_tier, tier_of_tags
 

@@ -12,21 +12,10 @@ import time
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
 
 from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.defs.diagnostics.config import ProbeConfig
 from e2i_pipelines.tiers import TIER_NAMES, Tier, asset_tier_kwargs
-
-
-class ProbeConfig(dg.Config):
-    """How much memory a probe run allocates and how long it holds it."""
-
-    allocate_mb: int = Field(default=0, ge=0, le=1_048_576, description="MiB to allocate.")
-    hold_seconds: float = Field(default=0.0, ge=0, le=86_400, description="Seconds to hold it.")
-    write_mb: int = Field(default=0, ge=0, le=65_536, description="MiB to write to the output folder.")
-    fail_message: str = Field(
-        default="", description="If set, fail the step with this message (checks failure reporting)."
-    )
 
 
 def _write_output(context: dg.AssetExecutionContext, storage: E2IStorage, config: ProbeConfig) -> None:

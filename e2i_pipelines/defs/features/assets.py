@@ -6,6 +6,7 @@ import pandas as pd
 from e2i_pipelines.core.encoding import categorical_columns
 from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef
 from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.defs.features.config import FeatureStoreConfig
 from e2i_pipelines.defs.features.feature_repo import (
     FEATURE_VIEW,
     TIMESTAMP,
@@ -13,12 +14,6 @@ from e2i_pipelines.defs.features.feature_repo import (
     open_store,
 )
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
-
-
-class FeatureStoreConfig(dg.Config):
-    """Whether to load the online (SQLite) store too; offline retrieval works without it."""
-
-    materialize_online: bool = True
 
 
 def feature_frame(dataset: DatasetRef, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -5,7 +5,6 @@ import lightgbm as lgb
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.encoding import categorical_columns
@@ -14,32 +13,8 @@ from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef, ModelRef
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.features.feature_repo import TIMESTAMP, open_store
+from e2i_pipelines.defs.models.config import OutcomeModelConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
-
-
-class OutcomeModelConfig(dg.Config):
-    """Training sample size and LightGBM hyper-parameters."""
-
-    train_rows: int = Field(default=200_000, description="Rows retrieved from Feast to train on.")
-    n_estimators: int = Field(default=200, description="Boosting rounds (trees).")
-    num_leaves: int = Field(default=31, description="Leaves per tree.")
-    learning_rate: float = Field(default=0.05, description="Shrinkage.")
-    holdout_share: float = Field(default=0.2, description="Share of rows kept for metrics.")
-    seed: int = 0
-
-    def check(self) -> None:
-        """Raise dg.Failure naming the first out-of-range field."""
-        problems = {
-            "train_rows": self.train_rows < 100,
-            "n_estimators": self.n_estimators < 1,
-            "num_leaves": self.num_leaves < 2,
-            "learning_rate": not 0 < self.learning_rate <= 1,
-            "holdout_share": not 0 < self.holdout_share < 0.9,
-        }
-        bad = [name for name, wrong in problems.items() if wrong]
-        if bad:
-            raise dg.Failure(f"outcome_model config out of range: {bad} = "
-                             f"{[getattr(self, b) for b in bad]}")
 
 
 def retrieve_training_frame(
