@@ -1,19 +1,45 @@
-"""Where assets write their files: one root (E2I_DATA_DIR), one folder per asset and run.
+"""Where runs write their files: one storage URL (``E2I_STORAGE_URL``), one folder per asset and run.
 
-Outputs are written into a hidden temporary folder and renamed into place only when complete,
-so a failed or OOM-killed run never leaves a half-written result behind.
+The URL is ``file:///...`` (default: ``file://`` + :func:`default_data_dir`, the quickstart) or an
+object store such as ``s3://bucket/prefix`` (fsspec/s3fs through universal-pathlib; ``gs://`` and
+``az://`` go through the same calls, only s3 is tested). An S3-compatible endpoint comes from
+``E2I_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``; credentials from the standard AWS variables or
+their ``*_FILE`` secrets.
+
+Atomicity: on local disk an output is written into a hidden temporary folder and renamed into
+place when complete. On an object store it is staged in a local folder, uploaded under its final
+key, and committed by a manifest object (``_E2I_COMPLETE``) written last; readers
+(:func:`exists`, :func:`is_committed`) treat an output without its manifest as absent, and a
+failed upload removes what it wrote. So a failed or OOM-killed run never leaves a readable
+half-written result behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
+from upath import UPath
+
+from e2i_pipelines.core.secrets import read_secret
+
+STORAGE_URL_ENV = "E2I_STORAGE_URL"
+ENDPOINT_ENVS = ("E2I_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+MANIFEST = "_E2I_COMPLETE"
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+class StorageError(RuntimeError):
+    """The storage URL is malformed, unreachable or refuses access (message has no credentials)."""
 
 
 def default_data_dir() -> str:
@@ -24,32 +50,266 @@ def default_data_dir() -> str:
     return str(Path(home) / "e2i_data")
 
 
+def storage_url() -> str:
+    """``E2I_STORAGE_URL``, else ``file://`` + the absolute :func:`default_data_dir`."""
+    url = (os.environ.get(STORAGE_URL_ENV) or "").strip()
+    if url:
+        return url.rstrip("/") if "://" in url and urlsplit(url).path not in ("", "/") else url
+    return "file://" + str(Path(default_data_dir()).expanduser().absolute())
+
+
+def protocol_of(url: str | os.PathLike[str]) -> str:
+    """The URL scheme (``s3``, ``gs``, ...), ``""`` for a plain local path."""
+    text = os.fspath(url)
+    return urlsplit(text).scheme.lower() if "://" in text else ""
+
+
+def is_local(path: str | os.PathLike[str]) -> bool:
+    """True for a plain path or a ``file://`` URL."""
+    if isinstance(path, UPath) and not isinstance(path, Path):
+        return path.protocol in LOCAL_PROTOCOLS
+    return protocol_of(path) in LOCAL_PROTOCOLS
+
+
+def safe_url(url: str | os.PathLike[str]) -> str:
+    """``url`` without user info or query (never credentials), for messages."""
+    text = os.fspath(url)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
+
+
+def storage_options(protocol: str | None = None) -> dict[str, Any]:
+    """fsspec options for ``protocol`` (default: the storage URL's): for s3 the endpoint,
+    credentials and region from the environment, connect timeouts so a dead endpoint fails fast."""
+    proto = protocol_of(storage_url()) if protocol is None else protocol
+    if proto not in ("s3", "s3a"):
+        return {}
+    options: dict[str, Any] = {
+        "config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 3, "mode": "standard"}},
+    }
+    endpoint = next((os.environ[name] for name in ENDPOINT_ENVS if os.environ.get(name)), None)
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    for option, name in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
+                         ("token", "AWS_SESSION_TOKEN")):
+        value = read_secret(name)
+        if value:
+            options[option] = value
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["client_kwargs"] = {"region_name": region}
+    return options
+
+
+def to_path(path: str | os.PathLike[str]) -> UPath:
+    """A path object for a local path or a storage URL (object-store options from the env).
+
+    Local paths (and ``file://`` URLs) come back as plain ``pathlib.Path`` subclasses.
+    """
+    if isinstance(path, UPath) and not is_local(path):
+        return path
+    text = os.fspath(path)
+    proto = protocol_of(text)
+    if proto in LOCAL_PROTOCOLS:
+        return UPath(urlsplit(text).path if proto else text)
+    if proto not in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"):
+        raise StorageError(f"storage URL {safe_url(text)!r}: unsupported scheme {proto!r} "
+                           "(use file://, s3://, gs:// or az://)")
+    if not urlsplit(text).netloc:
+        raise StorageError(f"storage URL {safe_url(text)!r} names no bucket")
+    return UPath(text, **storage_options(proto))
+
+
+def storage_root() -> UPath:
+    """The storage URL as a path object (a ``pathlib.Path`` for local storage)."""
+    return to_path(storage_url())
+
+
+def check_storage(url: str | None = None) -> UPath:
+    """The storage root after one cheap round trip; StorageError naming the URL (no credentials)
+    when the bucket is unreachable, missing or refuses access. Local roots are created."""
+    root = to_path(url or storage_url())
+    if is_local(root):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"storage {safe_url(root)!r} is not writable ({exc.strerror})") from None
+        return root
+    shown = safe_url(url or storage_url())
+    try:
+        bucket = root.fs._strip_protocol(str(root)).split("/", 1)[0]
+        root.fs.invalidate_cache()
+        if not root.fs.exists(bucket):
+            raise StorageError(f"storage {shown!r}: bucket {bucket!r} does not exist")
+        root.fs.ls(str(root), detail=False) if root.fs.exists(str(root)) else None
+    except StorageError:
+        raise
+    except PermissionError:
+        raise StorageError(f"storage {shown!r}: access denied (check the credentials)") from None
+    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp errors; only the type is shown
+        raise StorageError(f"storage {shown!r} is unreachable or misconfigured "
+                           f"({type(exc).__name__})") from None
+    return root
+
+
+def is_committed(output: str | os.PathLike[str]) -> bool:
+    """True when the output folder is complete: it exists locally, or has its manifest remotely."""
+    path = to_path(output)
+    if is_local(path):
+        return path.exists() and not path.name.startswith(".tmp-")
+    return (path / MANIFEST).exists()
+
+
+def _committed_ancestor(path: UPath) -> bool:
+    root = storage_root()
+    for parent in [path, *path.parents]:
+        if (parent / MANIFEST).exists():
+            return True
+        if str(parent).rstrip("/") in (str(root).rstrip("/"), "") or parent == parent.parent:
+            return False
+    return False
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` exists and (on an object store) belongs to a committed output."""
+    target = to_path(path)
+    try:
+        if is_local(target):
+            return target.exists()
+        return target.exists() and _committed_ancestor(target)
+    except (OSError, ValueError):
+        return False
+
+
+def list_dir(path: str | os.PathLike[str]) -> list[str]:
+    """Names directly under ``path`` (the manifest is not listed)."""
+    return sorted(p.name for p in to_path(path).iterdir() if p.name != MANIFEST)
+
+
+def open_file(path: str | os.PathLike[str], mode: str = "rb", **kwargs: Any):
+    """Open a local file or an object for reading/writing (streams; nothing is loaded whole)."""
+    return to_path(path).open(mode, **kwargs)
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text content of a local file or an object (UTF-8)."""
+    return to_path(path).read_text(encoding="utf-8")
+
+
+@contextmanager
+def local_copy(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A local file with the content of ``path`` (itself when local; a temp download otherwise),
+    for libraries that need a filename (LightGBM, Feast)."""
+    source = to_path(path)
+    if is_local(source):
+        yield Path(source)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="e2i-copy-", dir=_staging_dir()))
+    try:
+        target = folder / source.name
+        source.fs.get(str(source), str(target), recursive=source.is_dir())
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def parquet_file(path: str | os.PathLike[str]):
+    """A ``pyarrow.parquet.ParquetFile`` reading only the row groups/columns asked for."""
+    import pyarrow.parquet as pq
+
+    source = to_path(path)
+    if is_local(source):
+        return pq.ParquetFile(os.fspath(source))
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return pq.ParquetFile(source.path, filesystem=PyFileSystem(FSSpecHandler(source.fs)))
+
+
+def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None):
+    """A DataFrame of ``columns`` (all when None) of a Parquet file or object."""
+    return parquet_file(path).read(columns=columns).to_pandas()
+
+
+def _staging_dir() -> Path:
+    folder = Path(default_data_dir()) / ".staging"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _upload(staged: Path, final: UPath) -> None:
+    """Upload every file of ``staged`` under ``final``, then the manifest last."""
+    fs = final.fs
+    base = final.path.rstrip("/")
+    files = {f.relative_to(staged).as_posix(): f.stat().st_size
+             for f in sorted(staged.rglob("*")) if f.is_file()}
+    for rel in files:
+        fs.put_file(str(staged / rel), f"{base}/{rel}")
+    with fs.open(f"{base}/{MANIFEST}", "wb") as handle:
+        handle.write(json.dumps({"files": files}, sort_keys=True).encode())
+
+
+def _remove(final: UPath) -> None:
+    fs = final.fs
+    base = final.path.rstrip("/")
+    try:
+        if fs.exists(f"{base}/{MANIFEST}"):
+            fs.rm_file(f"{base}/{MANIFEST}")
+        if fs.exists(base):
+            fs.rm(base, recursive=True)
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache()
+
+
 class E2IStorage(dg.ConfigurableResource):
-    """Root folder for datasets, models, attributions and twins."""
+    """Root (a path or storage URL; default :func:`storage_url`) for every file a run writes."""
 
     root: str = ""
 
     @property
-    def root_path(self) -> Path:
-        return Path(self.root or default_data_dir())
+    def root_path(self) -> UPath:
+        return to_path(self.root) if self.root else storage_root()
 
     def output_dir(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
-                   name: str | None = None) -> Path:
+                   name: str | None = None) -> UPath:
         """Final folder for this asset's output in this run (not created)."""
         key = name or context.asset_key.to_user_string().replace("/", "__")
         return self.root_path / key / context.run.run_id
 
     @contextmanager
-    def atomic_output(self, final: Path) -> Iterator[Path]:
-        """Yield a temp folder; on success it becomes ``final``, on error it is removed."""
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+    def atomic_output(self, final: str | os.PathLike[str]) -> Iterator[Path]:
+        """Yield a local temp folder; on success it becomes ``final`` (renamed locally, uploaded
+        then committed by a manifest remotely), on error it is removed and ``final`` is absent."""
+        target = to_path(final)
+        if is_local(target):
+            with _local_atomic(Path(target)) as tmp:
+                yield tmp
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=_staging_dir()))
         try:
             yield tmp
-        except BaseException:
+            _remove(target)
+            try:
+                _upload(tmp, target)
+            except BaseException:
+                _remove(target)
+                raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+
+
+@contextmanager
+def _local_atomic(final: Path) -> Iterator[Path]:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
