@@ -14,7 +14,9 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from e2i_pipelines.analytics.causal import diagnostics as dx
+from e2i_pipelines.analytics.causal.diagnostics import balance as bal
+from e2i_pipelines.analytics.causal.diagnostics import overlap as ovl
+from e2i_pipelines.analytics.causal.diagnostics import sensitivity as sens
 from e2i_pipelines.analytics.causal.estimate import CausalFrame, diagnostic_propensity
 from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refuters import RANDOMISED_SKIP
@@ -29,9 +31,9 @@ from e2i_pipelines.tiers import Tier, tier_kwargs
 DIAGNOSTICS = DIAGNOSTIC_CHECKS
 _DESCRIPTIONS = {
     "covariate_balance": "Standardised mean differences before/after weighting: passes when "
-                         f"every |SMD| after weighting is <= {dx.BALANCE_THRESHOLD}.",
-    "overlap": f"Propensity overlap: share of rows outside {list(dx.OVERLAP_BOUNDS)}; pass <= "
-               f"{dx.OVERLAP_WARN_SHARE:.0%}, warn <= {dx.OVERLAP_FAIL_SHARE:.0%}, else fail.",
+                         f"every |SMD| after weighting is <= {bal.BALANCE_THRESHOLD}.",
+    "overlap": f"Propensity overlap: share of rows outside {list(ovl.OVERLAP_BOUNDS)}; pass <= "
+               f"{ovl.OVERLAP_WARN_SHARE:.0%}, warn <= {ovl.OVERLAP_FAIL_SHARE:.0%}, else fail.",
     "sensitivity": "Cinelli-Hazlett robustness value; passes when a confounder as strong as "
                    "the strongest observed covariate cannot move the CI to include 0.",
 }
@@ -71,32 +73,32 @@ def run_diagnostics(frame: CausalFrame, fit: FittedEffect, out_dir: Path,
     e, w = diagnostic_propensity(data, fit)
     outcomes = []
 
-    table = dx.balance_table(data.X, names, data.t, w)
-    passed = dx.balance_passed(table)
+    table = bal.balance_table(data.X, names, data.t, w)
+    passed = bal.balance_passed(table)
     worst = table.iloc[int(np.argmax(np.abs(table["smd_after"].to_numpy())))]
     outcomes.append(DiagnosticOutcome(
         "covariate_balance", passed, dg.AssetCheckSeverity.WARN,
         {"max_abs_smd_before": float(np.abs(table["smd_before"]).max()),
          "max_abs_smd_after": float(np.abs(table["smd_after"]).max()),
-         "worst_covariate": str(worst["covariate"]), "threshold": dx.BALANCE_THRESHOLD,
+         "worst_covariate": str(worst["covariate"]), "threshold": bal.BALANCE_THRESHOLD,
          "weights": f"{fit.method} weights" if fit.weights is not None
                     else "logistic propensity weights of the target",
          "table": table.round(4)},
-        plot=_save(dx.love_plot(table), out_dir / "love_plot.png")))
+        plot=_save(bal.love_plot(table), out_dir / "love_plot.png")))
 
-    ov = dx.overlap_summary(e, data.t)
+    ov = ovl.overlap_summary(e, data.t)
     status = ov["status"]
     outcomes.append(DiagnosticOutcome(
         "overlap", status == "pass",
         dg.AssetCheckSeverity.ERROR if status == "fail" else dg.AssetCheckSeverity.WARN, ov,
-        plot=_save(dx.overlap_plot(e, data.t), out_dir / "overlap.png")))
+        plot=_save(ovl.overlap_plot(e, data.t), out_dir / "overlap.png")))
 
-    sens = dx.sensitivity(data.y, data.t, data.X, names, alpha=1 - level)
-    meta = sens.metadata()
+    result = sens.sensitivity(data.y, data.t, data.X, names, alpha=1 - level)
+    meta = result.metadata()
     outcomes.append(DiagnosticOutcome(
-        "sensitivity", bool(sens.passed) if sens.passed is not None else None,
+        "sensitivity", bool(result.passed) if result.passed is not None else None,
         dg.AssetCheckSeverity.WARN, meta,
-        plot=_save(dx.sensitivity_contour_plot(sens), out_dir / "sensitivity_contours.png")))
+        plot=_save(sens.sensitivity_contour_plot(result), out_dir / "sensitivity_contours.png")))
     return outcomes
 
 

@@ -1,36 +1,4 @@
-"""Causal-estimate diagnostics: covariate balance, overlap (positivity) and sensitivity to an
-unobserved confounder. Pure numpy / pandas / matplotlib; every statistic is one vectorised pass
-over the rows (processed in blocks of ``BLOCK_ROWS``), so n = 1,000,000 rows and p = 30 columns
-take well under a second per function (plots excepted).
-
-Inputs: ``X`` the (n, p) float design matrix of the adjustment set (categoricals one-hot coded,
-no intercept column), ``names`` its p column names, ``t`` the treatment (bool or 0/1), ``y`` the
-outcome, ``weights`` the balancing weights already built for the estimand (e.g. ATE: 1/e for
-treated and 1/(1 - e) for control rows), ``propensity`` the estimated P(t = 1 | X).
-
-Covariate balance (:func:`balance_table`, :func:`balance_passed`, :func:`love_plot`)
-    Standardised mean difference of every column of X::
-
-        SMD = (mean_treated - mean_control) / sqrt((var_treated + var_control) / 2)
-
-    ``smd_before`` uses plain group means, ``smd_after`` weighted group means (weights
-    normalised to sum to 1 within each arm). The denominator is the same for both: the
-    UNWEIGHTED sample variances (ddof = 1) of the two arms (the cobalt / Austin 2009
-    convention), so before and after differ only by the numerator. A column whose two means
-    are equal (e.g. a constant column) has SMD 0; a column that is constant within each arm
-    but differs between them has SMD +-inf.
-
-    Pass rule: every ``|smd_after| <= BALANCE_THRESHOLD`` (0.1). NaN fails.
-
-Overlap / positivity (:func:`overlap_summary`, :func:`overlap_plot`)
-    ``share_outside`` is the share of rows whose propensity lies outside ``OVERLAP_BOUNDS``
-    = [0.01, 0.99] (the bounds themselves are inside; NaN counts as outside);
-    ``share_outside_treated`` / ``share_outside_control`` are the same share within each arm.
-
-    Status: "pass" if share_outside <= ``OVERLAP_WARN_SHARE`` (1 %), "warn" if
-    share_outside <= ``OVERLAP_FAIL_SHARE`` (10 %), otherwise "fail".
-
-Sensitivity to an unobserved confounder Z (:func:`sensitivity`, :func:`sensitivity_contour_plot`)
+"""Sensitivity to an unobserved confounder Z (:func:`sensitivity`, :func:`sensitivity_contour_plot`)
     Closed-form omitted-variable-bias analysis of Cinelli & Hazlett (2020), "Making sense of
     sensitivity: extending omitted variable bias", JRSS-B 82(1); numerically identical to the
     ``sensemakr`` package (``Sensemakr(model, treatment, benchmark_covariates, kd, q, alpha)``
@@ -87,210 +55,15 @@ import scipy.stats as st  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-BLOCK_ROWS = 1 << 16  # rows per block of the one-pass accumulations (bounds temporary memory)
+from e2i_pipelines.analytics.causal.diagnostics import inputs  # noqa: E402
+from e2i_pipelines.analytics.causal.diagnostics.inputs import (  # noqa: E402
+    as_matrix,
+    as_treated,
+    as_vector,
+    row_blocks,
+)
 
-BALANCE_THRESHOLD = 0.1
-OVERLAP_BOUNDS = (0.01, 0.99)
-OVERLAP_WARN_SHARE = 0.01
-OVERLAP_FAIL_SHARE = 0.10
 METADATA_MAX_COVARIATES = 10  # benchmark covariates (all their k rows) kept in metadata()
-
-BALANCE_RULE = ("pass if every |SMD after weighting| <= {threshold:g} (SMD denominator: "
-                "unweighted pooled SD of the two arms)")
-OVERLAP_RULE = ("share of rows with propensity outside [{lo:g}, {hi:g}]: pass if <= {warn:g}, "
-                "warn if <= {fail:g}, else fail")
-
-
-# ----------------------------------------------------------------------------- input checks
-
-
-def _matrix(X: np.ndarray, names: list[str] | None = None) -> np.ndarray:
-    """X as a 2-d float64 array (no copy if it already is one); names must match its columns."""
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-d (n, p), got shape {X.shape}")
-    if names is not None and len(names) != X.shape[1]:
-        raise ValueError(f"{len(names)} names for {X.shape[1]} columns of X")
-    return X
-
-
-def _treated(t: np.ndarray, n: int) -> np.ndarray:
-    """The treatment as a bool mask of length n; both arms must be non-empty."""
-    t = np.asarray(t)
-    if t.shape != (n,):
-        raise ValueError(f"t must have shape ({n},), got {t.shape}")
-    if t.dtype != np.bool_:
-        if not ((t == 0) | (t == 1)).all():
-            raise ValueError("t must be bool or 0/1")
-        t = t != 0
-    n1 = int(np.count_nonzero(t))
-    if n1 == 0 or n1 == n:
-        raise ValueError("both treatment arms must have rows")
-    return t
-
-
-def _vector(v: np.ndarray, n: int, what: str) -> np.ndarray:
-    """A float64 vector of length n."""
-    v = np.asarray(v, dtype=np.float64)
-    if v.shape != (n,):
-        raise ValueError(f"{what} must have shape ({n},), got {v.shape}")
-    return v
-
-
-def _propensity(propensity: np.ndarray) -> np.ndarray:
-    """The propensity as a 1-d float64 array."""
-    e = np.asarray(propensity, dtype=np.float64)
-    if e.ndim != 1:
-        raise ValueError(f"propensity must be 1-d, got shape {e.shape}")
-    return e
-
-
-def _blocks(n: int):
-    """(start, stop) of consecutive row blocks of at most BLOCK_ROWS rows."""
-    for start in range(0, n, BLOCK_ROWS):
-        yield start, min(start + BLOCK_ROWS, n)
-
-
-# ----------------------------------------------------------------------------- balance
-
-
-def _arm_moments(X: np.ndarray, t: np.ndarray, w: np.ndarray):
-    """Per column: plain and weighted arm means, and unweighted arm variances (ddof=1).
-
-    One pass over X in row blocks. The means are of X shifted by its first row (differences
-    of means are shift-invariant; no cancellation for large offsets; exact 0 for constants).
-    """
-    n, p = X.shape
-    shift = X[0].copy()
-    sums = np.zeros((p, 4))  # columns: treated, control, weighted treated, weighted control
-    squares = np.zeros((p, 2))  # unweighted sum of squares per arm
-    totals = np.zeros(4)
-    for a, b in _blocks(n):
-        tb = t[a:b].astype(np.float64)
-        V = np.column_stack([tb, 1.0 - tb, w[a:b] * tb, w[a:b] * (1.0 - tb)])
-        D = X[a:b] - shift
-        sums += D.T @ V
-        totals += V.sum(axis=0)
-        squares += np.square(D, out=D).T @ V[:, :2]
-    if totals[2] <= 0 or totals[3] <= 0:
-        raise ValueError("weights must have a positive sum in each arm")
-    means = sums / totals
-    counts = totals[:2]
-    if counts.min() < 2:
-        raise ValueError("each treatment arm needs at least 2 rows")
-    var = (squares - counts * means[:, :2] ** 2) / (counts - 1)
-    return means, np.maximum(var, 0.0)
-
-
-def _smd(diff: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """diff / sd with 0 where diff is 0 and +-inf where only sd is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = diff / sd
-    return np.where(diff == 0, 0.0, out)
-
-
-def balance_table(X: np.ndarray, names: list[str], t: np.ndarray,
-                  weights: np.ndarray) -> pd.DataFrame:
-    """Columns covariate, smd_before, smd_after: one row per column of X, in order."""
-    X = _matrix(X, names)
-    n = X.shape[0]
-    t = _treated(t, n)
-    w = _vector(weights, n, "weights")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("weights must be finite and non-negative")
-    means, var = _arm_moments(X, t, w)
-    sd = np.sqrt((var[:, 0] + var[:, 1]) / 2.0)
-    return pd.DataFrame({
-        "covariate": list(names),
-        "smd_before": _smd(means[:, 0] - means[:, 1], sd),
-        "smd_after": _smd(means[:, 2] - means[:, 3], sd),
-    })
-
-
-def balance_passed(table: pd.DataFrame, threshold: float = BALANCE_THRESHOLD) -> bool:
-    """True if every |smd_after| <= threshold (NaN fails)."""
-    return bool(np.all(np.abs(table["smd_after"].to_numpy(dtype=float)) <= threshold))
-
-
-def love_plot(table: pd.DataFrame, threshold: float = BALANCE_THRESHOLD) -> Figure:
-    """|SMD| before (open) and after (filled) weighting per covariate; dashed threshold line."""
-    order = table.assign(_b=table["smd_before"].abs()).sort_values("_b", kind="stable")
-    rows = np.arange(len(order))
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.5))
-    ax.scatter(order["smd_before"].abs(), rows, facecolors="none", edgecolors="#555555",
-               label="before weighting")
-    ax.scatter(order["smd_after"].abs(), rows, color="#1E88E5", label="after weighting")
-    ax.axvline(threshold, color="#D81B60", linestyle="--", linewidth=1,
-               label=f"threshold {threshold:g}")
-    ax.set_yticks(rows, order["covariate"].tolist())
-    ax.set_xlabel("|standardised mean difference|")
-    ax.set_title("Covariate balance (love plot)")
-    ax.set_xlim(left=0)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------- overlap
-
-
-def _overlap_status(share_outside: float) -> str:
-    """pass / warn / fail by the share of rows outside the bounds."""
-    if share_outside <= OVERLAP_WARN_SHARE:
-        return "pass"
-    return "warn" if share_outside <= OVERLAP_FAIL_SHARE else "fail"
-
-
-def overlap_summary(propensity: np.ndarray, t: np.ndarray,
-                    bounds: tuple[float, float] = OVERLAP_BOUNDS) -> dict:
-    """Shares of rows outside bounds (all / per arm), propensity range per arm, status, rule."""
-    e = _propensity(propensity)
-    t = _treated(t, len(e))
-    lo, hi = float(bounds[0]), float(bounds[1])
-    outside = ~((e >= lo) & (e <= hi))
-    n1 = int(np.count_nonzero(t))
-    out1 = int(np.count_nonzero(outside & t))
-    out_all = int(np.count_nonzero(outside))
-    share = out_all / len(e)
-    e1, e0 = e[t], e[~t]
-    return {
-        "share_outside": float(share),
-        "share_outside_treated": float(out1 / n1),
-        "share_outside_control": float((out_all - out1) / (len(e) - n1)),
-        "min_propensity_treated": float(np.nanmin(e1)),
-        "max_propensity_treated": float(np.nanmax(e1)),
-        "min_propensity_control": float(np.nanmin(e0)),
-        "max_propensity_control": float(np.nanmax(e0)),
-        "bound_low": lo,
-        "bound_high": hi,
-        "status": _overlap_status(share),
-        "rule": OVERLAP_RULE.format(lo=lo, hi=hi, warn=OVERLAP_WARN_SHARE,
-                                    fail=OVERLAP_FAIL_SHARE),
-    }
-
-
-def overlap_plot(propensity: np.ndarray, t: np.ndarray,
-                 bounds: tuple[float, float] = OVERLAP_BOUNDS) -> Figure:
-    """Overlaid density histograms of the propensity by arm; the region outside bounds shaded."""
-    e = _propensity(propensity)
-    t = _treated(t, len(e))
-    edges = np.linspace(0.0, 1.0, 51)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for mask, label, color in ((~t, "control", "#555555"), (t, "treated", "#1E88E5")):
-        counts, _ = np.histogram(e[mask], bins=edges, density=True)
-        ax.stairs(counts, edges, fill=True, alpha=0.45, color=color, label=label)
-    ax.axvspan(0.0, bounds[0], color="#D81B60", alpha=0.15, label="outside bounds")
-    ax.axvspan(bounds[1], 1.0, color="#D81B60", alpha=0.15)
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("propensity score P(t = 1 | X)")
-    ax.set_ylabel("density")
-    ax.set_title("Propensity overlap by treatment arm")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-# ----------------------------------------------------------------------------- sensitivity
 
 
 def _centered_gram(y: np.ndarray, t: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -299,8 +72,8 @@ def _centered_gram(y: np.ndarray, t: np.ndarray, X: np.ndarray) -> np.ndarray:
     k = p + 3  # [1, t, X..., y], each shifted by its first row
     shift = np.concatenate([[0.0, float(t[0])], X[0], [y[0]]])
     G = np.zeros((k, k))
-    W = np.empty((min(BLOCK_ROWS, n), k))
-    for a, b in _blocks(n):
+    W = np.empty((min(inputs.BLOCK_ROWS, n), k))  # read at call time: tests shrink it
+    for a, b in row_blocks(n):
         Wb = W[: b - a]
         Wb[:, 0] = 1.0
         Wb[:, 1] = t[a:b]
@@ -482,10 +255,10 @@ def sensitivity(y: np.ndarray, t: np.ndarray, X: np.ndarray, names: list[str], *
                 q: float = 1.0, alpha: float = 0.05,
                 kd: tuple[float, ...] = (1.0, 2.0, 3.0)) -> SensitivityResult:
     """Cinelli-Hazlett sensitivity of the OLS coefficient of t in y ~ 1 + t + X."""
-    X = _matrix(X, names)
+    X = as_matrix(X, names)
     n, p = X.shape
-    tf = _treated(t, n).astype(np.float64)
-    y = _vector(y, n, "y")
+    tf = as_treated(t, n).astype(np.float64)
+    y = as_vector(y, n, "y")
     if not 0 < alpha < 1 or q <= 0:
         raise ValueError("need 0 < alpha < 1 and q > 0")
     dof, dof_t = n - p - 2, n - p - 1
