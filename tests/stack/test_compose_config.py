@@ -1,7 +1,7 @@
 """The compose file as docker-compose 1.29 resolves it: every service hardened the same way (no
 capabilities, no-new-privileges, read-only root, non-root), the Docker socket only in the engine
 proxy, run containers on a `runs` network with Postgres and MLflow only, passwords as Docker
-secrets, only the API's port published (loopback).
+secrets, only Caddy's ports published (loopback).
 The Ray trial (docker-compose.ray.yml, profile ray): a head and one worker node per tier, hardened
 alike, each worker sized as its tier in docker/dagster.ray.yaml plus the node's own overhead."""
 
@@ -209,7 +209,7 @@ def test_code_server_reads_the_engine_through_the_proxy_only(config: dict) -> No
 def test_networks_and_published_ports(config: dict) -> None:
     services = config["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert set(published) == {"api", "caddy"}  # the webservers are reached through Caddy only
+    assert set(published) == {"caddy"}  # the API and the webservers are reached through Caddy only
     for ports in published.values():
         assert all(str(port).startswith("127.0.0.1:") for port in ports), ports
     on_frontend = {name for name, s in services.items() if "frontend" in s["networks"]}
