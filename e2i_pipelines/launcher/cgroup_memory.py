@@ -1,4 +1,5 @@
-"""The memory cgroup a process runs in: its OOM-kill counter and limit (cgroup v1 and v2).
+"""The memory cgroup a process runs in: its OOM-kill counter and limit (cgroup v1 and v2), and
+how to find any controller's cgroup directory from ``/proc/<pid>/cgroup``.
 
 A run worker reads these about itself, so an OOM kill of any of its processes is seen where it
 happened (inside a container, a Ray node's cgroup, a VM's service slice) without the engine's API.
@@ -47,30 +48,35 @@ class MemoryCgroup:
         return int(text)
 
 
-def own_memory_cgroup(pid: str = "self", root: Path = CGROUP_ROOT) -> MemoryCgroup | None:
-    """The memory cgroup of ``pid`` (v1 ``memory`` hierarchy, else the v2 unified one)."""
+def cgroup_entries(pid: str = "self") -> list[list[str]]:
+    """``/proc/<pid>/cgroup`` as [hierarchy, controllers, path] rows (empty when unreadable)."""
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
-        return None
-    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+        return []
+    return [line.split(":", 2) for line in lines if line.count(":") >= 2]
+
+
+def own_memory_cgroup(pid: str = "self", root: Path = CGROUP_ROOT) -> MemoryCgroup | None:
+    """The memory cgroup of ``pid`` (v1 ``memory`` hierarchy, else the v2 unified one)."""
+    entries = cgroup_entries(pid)
     for _, controllers, path in entries:
         if "memory" in controllers.split(",") and (root / "memory").is_dir():
-            return _mounted(root / "memory", path, 1, "memory.oom_control")
+            return MemoryCgroup(mounted(root / "memory", path, "memory.oom_control"), 1)
     for hierarchy, controllers, path in entries:
         if hierarchy == "0" and controllers == "":
             unified = root / "unified" if (root / "unified" / "cgroup.procs").exists() else root
-            found = _mounted(unified, path, 2, "memory.events")
+            found = MemoryCgroup(mounted(unified, path, "memory.events"), 2)
             if (found.path / "memory.events").exists():
                 return found
     return None
 
 
-def _mounted(mount: Path, path: str, version: int, probe: str) -> MemoryCgroup:
+def mounted(mount: Path, path: str, probe: str) -> Path:
     """The cgroup directory for ``path`` under ``mount``. Inside a container (cgroup v1 without
     a cgroup namespace) /proc shows the host's path while the container's own cgroup is mounted
     at the hierarchy root: fall back to the root when the path is not there."""
     full = mount / path.lstrip("/")
     if not (full / probe).exists() and (mount / probe).exists():
         full = mount
-    return MemoryCgroup(full, version)
+    return full
