@@ -1,10 +1,8 @@
 """The e2i code location: every area's assets, checks, jobs, schedules, sensors and resources."""
 
-from pathlib import Path
-
 import dagster as dg
 
-from e2i_pipelines.core.storage import E2IStorage, default_data_dir
+from e2i_pipelines.core.storage import E2IStorage, StorageIOManager
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal import assets as causal_assets
 from e2i_pipelines.defs.causal import checks as causal_checks
@@ -26,7 +24,7 @@ from e2i_pipelines.defs.twins import checks as twin_checks
 resources = {
     "storage": E2IStorage(),
     "mlflow": MlflowTracker(),
-    "io_manager": dg.FilesystemIOManager(base_dir=str(Path(default_data_dir()) / "io")),
+    "io_manager": StorageIOManager(),  # <E2I_STORAGE_URL>/io, local disk or object store
 }
 
 defs = dg.Definitions(

@@ -209,7 +209,15 @@ def local_copy(path: str | os.PathLike[str]) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="e2i-copy-", dir=_staging_dir()))
     try:
         target = folder / source.name
-        source.fs.get(str(source), str(target), recursive=source.is_dir())
+        if source.is_dir():  # a committed output folder: its files, not the manifest
+            base = source.path.rstrip("/")
+            for name in source.fs.find(base):
+                rel = name[len(base) + 1:]
+                if rel and rel != MANIFEST:
+                    (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                    source.fs.get_file(name, str(target / rel))
+        else:
+            source.fs.get_file(source.path, str(target))
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -263,10 +271,40 @@ def _remove(final: UPath) -> None:
     fs.invalidate_cache()
 
 
+_CHECKED: set[str] = set()
+
+
+def check_storage_once(url: str) -> None:
+    """:func:`check_storage` for object stores, once per URL and process (local: nothing)."""
+    if not is_local(url) and url not in _CHECKED:
+        check_storage(url)
+        _CHECKED.add(url)
+
+
+class StorageIOManager(dg.ConfigurableIOManagerFactory):
+    """Dagster's UPath-based pickle IO manager on ``<storage URL>/io`` (resolved at run time),
+    after a check that the storage is reachable."""
+
+    base_dir: str = ""
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> dg.UPathIOManager:
+        from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+
+        base = self.base_dir or f"{storage_url().rstrip('/')}/io"
+        check_storage_once(storage_url() if not self.base_dir else base)
+        if is_local(base):
+            return PickledObjectFilesystemIOManager(base_dir=os.fspath(to_path(base)))
+        return PickledObjectFilesystemIOManager(base_dir=base, **storage_options(protocol_of(base)))
+
+
 class E2IStorage(dg.ConfigurableResource):
     """Root (a path or storage URL; default :func:`storage_url`) for every file a run writes."""
 
     root: str = ""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail at run start, naming the URL (no credentials), when the store is unreachable."""
+        check_storage_once(self.root or storage_url())
 
     @property
     def root_path(self) -> UPath:
@@ -298,6 +336,20 @@ class E2IStorage(dg.ConfigurableResource):
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def local_mirror(self, final: str | os.PathLike[str]) -> Path:
+        """``final`` itself on local disk; on an object store a node-local copy of the committed
+        output under ``<E2I_DATA_DIR>/mirror/`` (for tools that need a folder, e.g. Feast)."""
+        source = to_path(final)
+        if is_local(source):
+            return Path(source)
+        target = Path(default_data_dir()) / "mirror" / source.parent.name / source.name
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with local_copy(source) as copy:
+            shutil.move(str(copy), target)
+        return target
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from e2i_pipelines.analytics.explain.treeshap import (
     model_matrix,
 )
 from e2i_pipelines.core.fanout import LocalMapper, Mapper
+from e2i_pipelines.core.storage import parquet_file
 
 
 @dataclass
@@ -155,7 +156,7 @@ def iter_frames(path: str | Path, columns: list[str], chunk_rows: int,
     Batches are regrouped across row-group boundaries, so small row groups do not shrink
     the chunks; at most ``max_rows`` rows are read (0 = all).
     """
-    file = pq.ParquetFile(path)
+    file = parquet_file(path)
     left = max_rows if max_rows > 0 else file.metadata.num_rows
     pending: list[pa.RecordBatch] = []
     buffered = 0
@@ -177,7 +178,7 @@ def iter_frames(path: str | Path, columns: list[str], chunk_rows: int,
 
 def parquet_rows(path: str | Path, max_rows: int = 0) -> int:
     """Rows a run over ``path`` will explain."""
-    n = pq.ParquetFile(path).metadata.num_rows
+    n = parquet_file(path).metadata.num_rows
     return min(n, max_rows) if max_rows > 0 else n
 
 
@@ -217,7 +218,7 @@ def explain_parquet(
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     names = explainer.feature_names
     columns = list(dict.fromkeys([id_column, *names]))
-    available = pq.ParquetFile(source).schema_arrow
+    available = parquet_file(source).schema_arrow
     missing = [c for c in columns if c not in available.names]
     if missing:
         raise ValueError(f"{source} has no column(s) {missing} needed by the model")

@@ -6,7 +6,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from e2i_pipelines.analytics.explain.background import sample_background, sample_rows
 from e2i_pipelines.analytics.explain.plots import beeswarm_figure, importance_bar_figure
@@ -21,7 +20,7 @@ from e2i_pipelines.core.fanout import fanout_metadata, open_fanout
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.progress import Progress
 from e2i_pipelines.core.refs import DatasetRef, ModelRef
-from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.core.storage import E2IStorage, local_copy, parquet_file
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.explain.config import ShapConfig, ShapSummaryConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
@@ -31,7 +30,7 @@ ADDITIVITY_TOLERANCE = 1e-6
 
 def _check_columns(dataset: DatasetRef, model: ModelRef) -> None:
     """Fail before heavy work when the data lacks a model input or the id column."""
-    names = pq.ParquetFile(dataset.path).schema_arrow.names
+    names = parquet_file(dataset.path).schema_arrow.names
     missing = [c for c in [dataset.id_column, *model.feature_names] if c not in names]
     if missing:
         raise dg.Failure(f"dataset {dataset.path} has no column(s) {missing} needed for SHAP; "
@@ -94,7 +93,8 @@ def _log_mlflow(context, mlflow: MlflowTracker, run_name: str, folder: Path,
         mlf.log_params(params)
         mlf.log_metrics(metrics)
         for name in ("importance.csv", "shap_beeswarm.png", "shap_bar.png"):
-            mlf.log_artifact(str(folder / name))
+            with local_copy(folder / name) as local:
+                mlf.log_artifact(str(local))
         return run.info.run_id
 
 

@@ -42,7 +42,8 @@ def feature_store(
     with storage.atomic_output(repo) as tmp:
         frame = feature_frame(dataset, as_of)
         frame.to_parquet(tmp / "features.parquet", index=False)
-    # Feast records absolute paths, so it is applied in the final folder.
+    # Feast records absolute paths, so it is applied in the final folder (node-local on S3).
+    repo = storage.local_mirror(repo)
     store = open_store(repo)
     features = dataset.spec.covariates
     entity, view = feature_objects(

@@ -10,7 +10,7 @@ from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.encoding import categorical_columns
 from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef, ModelRef
-from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.core.storage import E2IStorage, local_copy
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.features.feature_repo import TIMESTAMP, open_store
 from e2i_pipelines.defs.models.config import OutcomeModelConfig
@@ -103,7 +103,8 @@ def outcome_model(
         mlf.log_params({**params, "n_estimators": config.n_estimators, "train_rows": len(frame),
                         "treatment": spec.treatment, "outcome": spec.outcome})
         mlf.log_metrics({"holdout_rmse": rmse, "holdout_r2": r2})
-        mlf.log_artifact(str(final / "feature_importance.png"))
+        with local_copy(final / "feature_importance.png") as local:
+            mlf.log_artifact(str(local))
         mlf.lightgbm.log_model(booster, name="model")
         run_id = run.info.run_id
     ref = ModelRef(
