@@ -1,7 +1,8 @@
 """Pure ASGI middleware: refuse request bodies over a byte cap with 413, before any parsing.
 
 The declared ``Content-Length`` is checked first; the streamed body (chunked or not) is counted
-as the application reads it, and reading past the cap raises ``BodyTooLarge`` (413).
+as the application reads it, and reading past the cap raises ``BodyTooLarge`` (413). Dataset
+uploads (``POST /v1/datasets``) have their own cap, ``E2I_MAX_UPLOAD_BYTES``, instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from e2i_api.core.logging import request_id_var
+from e2i_pipelines.core.datasets import max_upload_bytes
+
+UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets")})
+"""Routes capped by ``E2I_MAX_UPLOAD_BYTES`` (they stream the body to disk) instead of the body cap."""
 
 
 class BodyTooLarge(HTTPException):
@@ -24,12 +29,13 @@ class BodyTooLarge(HTTPException):
 class BodyLimitMiddleware:
     """413 for a request whose body (declared or streamed) exceeds ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = max_upload_bytes() if upload_bytes is None else upload_bytes
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": BodyTooLarge(self.max_bytes).detail,
+    async def _refuse(self, send: Send, cap: int) -> None:
+        body = json.dumps({"detail": BodyTooLarge(cap).detail,
                            "request_id": request_id_var.get()}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -40,9 +46,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = (scope["method"], scope["path"].rstrip("/")) in UPLOAD_ROUTES
+        cap = self.upload_bytes if upload else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            await self._refuse(send, cap)
             return
         seen = 0
         started = False
@@ -52,8 +60,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if seen > cap:
+                    raise BodyTooLarge(cap)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -66,4 +74,4 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, cap)

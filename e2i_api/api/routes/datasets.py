@@ -1,0 +1,171 @@
+"""Upload, list, read and delete datasets (CSV/Parquet), owned by the API key's client.
+
+An upload is streamed to a local staging file (hashed as it arrives, capped by
+``E2I_MAX_UPLOAD_BYTES``), validated and stored as Parquet under the storage root; see
+``e2i_pipelines.core.datasets``. Another client's dataset is a 404; admin keys see all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from starlette.datastructures import UploadFile
+
+from e2i_api.api.deps import RunReaderDep
+from e2i_api.core.security import Principal, require_scope
+from e2i_api.dataset_models import EXAMPLE_DATASET_ID, DatasetDetail, DatasetList
+from e2i_api.models import ErrorResponse, RunStatus
+from e2i_pipelines.core import datasets as store
+from e2i_pipelines.core.dataset_ingest import PARQUET_MAGIC, DatasetInvalid
+
+ERRORS = {401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+          403: {"model": ErrorResponse, "description": "API key lacks the scope"},
+          429: {"model": ErrorResponse, "description": "rate limit of the key reached (see Retry-After)"}}
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such dataset (or not the key's client's)"}}
+RAW_TYPES = {"text/csv": "csv", "application/vnd.apache.parquet": "parquet",
+             "application/octet-stream": None}
+ACTIVE = (RunStatus.QUEUED, RunStatus.NOT_STARTED, RunStatus.STARTING, RunStatus.STARTED,
+          RunStatus.CANCELING)
+"""Statuses of a run that still reads its dataset: DELETE waits for them."""
+_COPY = 1 << 20
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
+read = require_scope("runs:read")
+write = require_scope("runs:write")
+DatasetId = Annotated[str, Path(pattern=store.ID_PATTERN, examples=[EXAMPLE_DATASET_ID])]
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "text/csv": {"schema": {"type": "string", "format": "binary"}},
+    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "name": {"type": "string"}}}}}}}
+
+
+def _invalid(message: str, where: str = "body") -> HTTPException:
+    return HTTPException(422, [{"loc": [where], "msg": message, "type": "value_error"}])
+
+
+def _owner(principal: Principal) -> str | None:
+    """The client whose datasets the key sees: its own, or every client's (None) for admin."""
+    return None if principal.is_admin else principal.name
+
+
+async def _stage_raw(request: Request, staged: store.StagedUpload) -> None:
+    async for chunk in request.stream():
+        staged.write(chunk)
+
+
+def _copy_upload(upload: UploadFile, staged: store.StagedUpload) -> None:
+    upload.file.seek(0)
+    while chunk := upload.file.read(_COPY):
+        staged.write(chunk)
+
+
+async def _stage_form(request: Request, staged: store.StagedUpload) -> str | None:
+    """Stage the ``file`` part of a multipart body; the ``name`` field, if any."""
+    async with request.form(max_files=1, max_fields=4) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise _invalid("multipart upload needs a 'file' part", "file")
+        await asyncio.to_thread(_copy_upload, upload, staged)
+        name = form.get("name")
+        return name if isinstance(name, str) else None
+
+
+def _check_declared(staged: store.StagedUpload, declared: str | None) -> None:
+    with staged.path.open("rb") as handle:
+        head = handle.read(len(PARQUET_MAGIC))
+    if declared == "parquet" and head and head != PARQUET_MAGIC:
+        raise DatasetInvalid("Content-Type says Parquet but the body is not Parquet")
+    if declared == "csv" and head == PARQUET_MAGIC:
+        raise DatasetInvalid("Content-Type says CSV but the body is Parquet")
+
+
+@router.post("", response_model=DatasetDetail, status_code=201, openapi_extra=UPLOAD_BODY,
+             summary="Upload a CSV or Parquet file as a dataset (a new version when the name exists)",
+             responses={200: {"model": DatasetDetail, "description": "these bytes were uploaded before"},
+                        413: {"model": ErrorResponse, "description": "larger than E2I_MAX_UPLOAD_BYTES"},
+                        415: {"model": ErrorResponse, "description": "not CSV, Parquet or multipart"}})
+async def upload_dataset(
+    request: Request, response: Response, principal: Annotated[Principal, Depends(write)],
+    name: Annotated[str | None, Query(max_length=128, description="dataset name (letters, digits, ._-)")] = None,
+) -> DatasetDetail:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data" and content_type not in RAW_TYPES:
+        raise HTTPException(415, f"Content-Type {content_type[:80] or '(none)'!r} is not accepted: use text/csv, "
+                                 "application/vnd.apache.parquet, application/octet-stream or multipart/form-data")
+    if content_type != "multipart/form-data" and not name:
+        raise _invalid("a raw upload needs the query parameter 'name'", "name")
+    try:
+        if name:
+            store.check_name(name)
+    except DatasetInvalid as exc:
+        raise _invalid(str(exc), "name") from None
+    staged = store.StagedUpload(store.max_upload_bytes())
+    try:
+        try:
+            if content_type == "multipart/form-data":
+                name = name or await _stage_form(request, staged)
+                if not name:
+                    raise _invalid("give the dataset a 'name' (form field or query parameter)", "name")
+            else:
+                await _stage_raw(request, staged)
+        except store.UploadTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
+        version = staged.finish()
+        try:
+            store.check_name(name)
+            _check_declared(staged, RAW_TYPES.get(content_type))
+            manifest, created = await asyncio.to_thread(
+                store.register, staged.path, version, staged.size, principal.name, name)
+        except DatasetInvalid as exc:
+            raise _invalid(str(exc)) from None
+    finally:
+        staged.discard()
+    dataset = await asyncio.to_thread(store.get_dataset, manifest["id"], principal.name)
+    location = f"/v1/datasets/{manifest['id']}"
+    response.headers["Location"] = location
+    if not created:
+        response.status_code = 200
+    return DatasetDetail.of(manifest, dataset.versions)
+
+
+@router.get("", response_model=DatasetList, summary="List datasets (the key's client's; all for admin)")
+async def list_datasets(principal: Annotated[Principal, Depends(read)]) -> DatasetList:
+    found = await asyncio.to_thread(store.list_datasets, _owner(principal))
+    return DatasetList(datasets=[DatasetDetail.of(d.latest, d.versions) for d in found])
+
+
+async def _visible(dataset_id: str, principal: Principal) -> store.Dataset:
+    try:
+        return await asyncio.to_thread(store.get_dataset, dataset_id, _owner(principal))
+    except store.DatasetNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+@router.get("/{dataset_id}", response_model=DatasetDetail, responses=NOT_FOUND,
+            summary="A dataset: latest version's rows, columns, types and missing counts; all versions")
+async def get_dataset(dataset_id: DatasetId, principal: Annotated[Principal, Depends(read)]) -> DatasetDetail:
+    dataset = await _visible(dataset_id, principal)
+    return DatasetDetail.of(dataset.latest, dataset.versions)
+
+
+@router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset (every version)",
+               responses={**NOT_FOUND, 409: {"model": ErrorResponse,
+                                             "description": "a queued or running run uses it"}})
+async def delete_dataset(dataset_id: DatasetId, principal: Annotated[Principal, Depends(write)],
+                         reader: RunReaderDep) -> Response:
+    await _visible(dataset_id, principal)
+    active = await reader.list_runs(tags={store.DATASET_TAG: dataset_id},
+                                    statuses=[s.value for s in ACTIVE], limit=1)
+    if active:
+        raise HTTPException(409, f"dataset {dataset_id} is used by run {active[0]['runId']} "
+                                 f"({active[0]['status']}); delete it when the run has finished")
+    try:
+        await asyncio.to_thread(store.delete_dataset, dataset_id, _owner(principal))
+    except store.DatasetNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(status_code=204)
+
