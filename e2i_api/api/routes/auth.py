@@ -3,6 +3,7 @@
 ``/auth/check`` is asked by Caddy before every UI request: 200 with ``X-E2I-User`` and
 ``X-E2I-Role`` (Caddy copies them to the webserver request), else 401, or for a browser page a
 redirect to ``/auth/login``. ``/auth/login`` -> IdP -> ``/auth/callback`` sets the session.
+Both login endpoints count against a per-client-IP budget (429 with ``Retry-After`` above it).
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def _enabled(request: Request) -> tuple[OidcClient, CookieCodec]:
     return auth.client, auth.codec
 
 
+def client_ip(request: Request) -> str:
+    """The client's address: the last ``X-Forwarded-For`` entry (Caddy's, which replaces any the
+    client sent), else the peer's."""
+    forwarded = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+    return forwarded[:64] if forwarded else (request.client or ("-",))[0]
+
+
+def _limit_login(request: Request) -> None:
+    request.app.state.rate_limits.check_login(client_ip(request))
+
+
 def local_path(value: str | None) -> str:
     """``value`` if it is a path on this site (no scheme, host or ``//``), else ``/``."""
     return value if value and _LOCAL_PATH.match(value) else "/"
@@ -86,6 +98,7 @@ async def check(request: Request) -> Response:
 @router.get("/login")
 async def login(request: Request, next: Annotated[str | None, Query(max_length=2048)] = None) -> Response:
     """Redirect to the IdP with fresh state, nonce and PKCE challenge (kept in a signed cookie)."""
+    _limit_login(request)
     client, codec = _enabled(request)
     secrets = new_login_secrets()
     try:
@@ -101,6 +114,7 @@ async def login(request: Request, next: Annotated[str | None, Query(max_length=2
 async def callback(request: Request, code: Annotated[str | None, Query(max_length=4096)] = None,
                    state: Annotated[str | None, Query(max_length=512)] = None) -> Response:
     """The IdP's redirect: check state, exchange the code, validate the ID token, set the session."""
+    _limit_login(request)
     client, codec = _enabled(request)
     pending = codec.load_login(request.cookies.get(LOGIN_COOKIE))
     if pending is None:
@@ -118,12 +132,12 @@ async def callback(request: Request, code: Annotated[str | None, Query(max_lengt
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"login refused: claim {client.settings.user_claim!r} "
                             "is missing or not a printable name")
     role = resolve_role(claims, client.settings)
-    client_ip = request.headers.get("X-Forwarded-For", (request.client or ("-",))[0])
+    address = client_ip(request)
     if role is None:
-        audit_logger.info("audit", extra={"principal": user, "client_ip": client_ip, "action": "ui_login",
+        audit_logger.info("audit", extra={"principal": user, "client_ip": address, "action": "ui_login",
                                           "outcome": 403})
         raise HTTPException(status.HTTP_403_FORBIDDEN, "login refused: this account has no e2i role")
-    audit_logger.info("audit", extra={"principal": user, "role": role, "client_ip": client_ip,
+    audit_logger.info("audit", extra={"principal": user, "role": role, "client_ip": address,
                                       "action": "ui_login", "outcome": 302})
     response = RedirectResponse(pending.get("next", "/"), status.HTTP_302_FOUND)
     _cookie(response, SESSION_COOKIE, codec.dump_session(Identity(user, role)), codec.session_seconds)
