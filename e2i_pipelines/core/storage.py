@@ -117,8 +117,12 @@ def to_path(path: str | os.PathLike[str]) -> UPath:
     if proto not in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"):
         raise StorageError(f"storage URL {safe_url(text)!r}: unsupported scheme {proto!r} "
                            "(use file://, s3://, gs:// or az://)")
-    if not urlsplit(text).netloc:
+    parts = urlsplit(text)
+    if not parts.netloc:
         raise StorageError(f"storage URL {safe_url(text)!r} names no bucket")
+    if "@" in parts.netloc or parts.query:
+        raise StorageError(f"storage URL {safe_url(text)!r}: credentials and query strings do not "
+                           "belong in the URL (use the AWS_* variables or their *_FILE secrets)")
     return UPath(text, **storage_options(proto))
 
 
@@ -139,13 +143,14 @@ def check_storage(url: str | None = None) -> UPath:
         return root
     shown = safe_url(url or storage_url())
     try:
-        bucket = root.fs._strip_protocol(str(root)).split("/", 1)[0]
+        bucket = urlsplit(str(root)).netloc
         root.fs.invalidate_cache()
-        if not root.fs.exists(bucket):
-            raise StorageError(f"storage {shown!r}: bucket {bucket!r} does not exist")
-        root.fs.ls(str(root), detail=False) if root.fs.exists(str(root)) else None
-    except StorageError:
-        raise
+        if hasattr(root.fs, "call_s3"):  # s3fs: one HEAD; other stores: a listing
+            root.fs.call_s3("head_bucket", Bucket=bucket)
+        else:
+            root.fs.ls(bucket, detail=False)
+    except FileNotFoundError:
+        raise StorageError(f"storage {shown!r}: bucket {bucket!r} does not exist") from None
     except PermissionError:
         raise StorageError(f"storage {shown!r}: access denied (check the credentials)") from None
     except Exception as exc:  # noqa: BLE001 - botocore/aiohttp errors; only the type is shown
