@@ -3,7 +3,8 @@
 Metrics: runs by status x tier x job; queue depth and oldest queued age per pool; pool limits;
 the heavy cap and each input the scaler computed it from (its last decision, from the sensor's
 cursor); launch -> first step and run duration histograms by tier; OOM kills by tier and
-promotions; run costs; daemon heartbeats. Run with ``python -m e2i_pipelines.monitoring``.
+promotions; run costs; measured peak memory and CPU utilisation of finished runs by tier and job
+(histograms); daemon heartbeats. Run with ``python -m e2i_pipelines.monitoring``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from e2i_pipelines.tiers import TIER_NAMES, Tier
 log = logging.getLogger("e2i.exporter")
 DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+PEAK_MEMORY_BUCKETS = tuple(2.0**n * 1024**2 for n in range(6, 17))  # 64 MiB .. 64 GiB
+UTILISATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5)
 POOLS = (NO_POOL, *(tier.pool for tier in Tier if tier.pool))
 HEAVY_INPUTS = {"demand": "demand", "capacity": "capacity_slots", "min": "min_heavy_runs",
                 "max": "max_heavy_runs", "queued": "queued", "running": "running"}
@@ -58,6 +61,12 @@ class PlatformCollector(Collector):
         self.first_step = Histogram("e2i_run_launch_to_first_step_seconds",
                                     "Seconds from a run's launch to its first step starting.",
                                     ["tier"], buckets=LATENCY_BUCKETS, registry=None)
+        self.peak_memory = Histogram("e2i_run_peak_memory_bytes",
+                                     "Measured peak memory of finished runs (e2i/peak_memory).",
+                                     ["tier", "job"], buckets=PEAK_MEMORY_BUCKETS, registry=None)
+        self.cpu_utilisation = Histogram("e2i_run_cpu_utilisation",
+                                         "CPU time of finished runs over their CPUs x wall time.",
+                                         ["tier", "job"], buckets=UTILISATION_BUCKETS, registry=None)
         for tier in TIER_NAMES:  # every tier has a series from the first scrape
             self.duration.labels(tier)
             self.first_step.labels(tier)
@@ -73,6 +82,10 @@ class PlatformCollector(Collector):
             latency = launch_to_first_step(self.instance, record.dagster_run.run_id)
             if latency is not None:
                 self.first_step.labels(facts.tier).observe(latency)
+        for facts in self.index.take_usage():
+            self.peak_memory.labels(facts.tier, facts.job).observe(facts.peak_bytes)
+            if facts.cpu_utilisation is not None:
+                self.cpu_utilisation.labels(facts.tier, facts.job).observe(facts.cpu_utilisation)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -87,6 +100,8 @@ class PlatformCollector(Collector):
             yield from self._run_metrics()
             yield from self.duration.collect()
             yield from self.first_step.collect()
+            yield from self.peak_memory.collect()
+            yield from self.cpu_utilisation.collect()
             yield GaugeMetricFamily("e2i_exporter_instance_up",
                                     "1 when the last scrape read the Dagster instance.", value=up)
             yield GaugeMetricFamily("e2i_exporter_scrape_duration_seconds",

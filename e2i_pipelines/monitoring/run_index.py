@@ -2,7 +2,9 @@
 
 Each refresh reads only the runs updated since the last one (by update time), so a scrape costs
 a query, not a scan. Runs that finished since the exporter started (or within ``backfill``
-seconds before) are handed out once, for the duration and launch-to-first-step histograms.
+seconds before) are handed out once, for the duration and launch-to-first-step histograms; their
+measured usage (``e2i/peak_memory``, ``e2i/cpu_utilisation``, written by the run worker just
+after the run ends) is handed out once when it arrives (:meth:`RunIndex.take_usage`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord, RunsFilter
 
+from e2i_pipelines.launcher.cgroup_usage import CPU_UTILISATION_TAG, PEAK_MEMORY_TAG
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, PROMOTED_FROM_TAG
 from e2i_pipelines.launcher.run_tier import tier_for_run
 from e2i_pipelines.monitoring.cost import COST_CURRENCY_TAG, COST_TAG, parse_micros
@@ -40,6 +43,8 @@ class RunFacts:
     promoted_from: str | None
     cost_micros: int | None
     currency: str
+    peak_bytes: int | None = None
+    cpu_utilisation: float | None = None
 
 
 def _tier(instance: dg.DagsterInstance, record: RunRecord, known: RunFacts | None) -> str:
@@ -52,6 +57,15 @@ def _tier(instance: dg.DagsterInstance, record: RunRecord, known: RunFacts | Non
         return tier_for_run(instance, run).tier.value
     except (UnknownTierError, ValueError):
         return "unknown"
+
+
+def number(tags: dict[str, str], key: str, kind: type = float) -> float | int | None:
+    """The number in tag ``key`` (None when absent or not a finite non-negative number)."""
+    try:
+        value = kind(tags[key])
+    except (KeyError, ValueError):
+        return None
+    return value if 0 <= value < float("inf") else None
 
 
 def _cost(tags: dict[str, str]) -> int | None:
@@ -68,6 +82,8 @@ class RunIndex:
         self.runs: dict[str, RunFacts] = {}
         self._cursor: datetime | None = None
         self._observed: set[str] = set()
+        self._usage_observed: set[str] = set()
+        self._usage_ready: list[RunFacts] = []
         self._observe_after = (now if now is not None else time.time()) - backfill_seconds
 
     def refresh(self, instance: dg.DagsterInstance) -> list[RunRecord]:
@@ -99,11 +115,23 @@ class RunIndex:
             oom=tags.get(FAILURE_TAG) == "oom",
             promoted_from=tags.get(PROMOTED_FROM_TAG) if PARENT_RUN_TAG in tags else None,
             cost_micros=_cost(tags), currency=tags.get(COST_CURRENCY_TAG, ""),
+            peak_bytes=number(tags, PEAK_MEMORY_TAG, int),
+            cpu_utilisation=number(tags, CPU_UTILISATION_TAG),
         )
         self.runs[run.run_id] = facts
+        recent = record.end_time is not None and record.end_time >= self._observe_after
+        if (recent and facts.finished and facts.peak_bytes is not None
+                and run.run_id not in self._usage_observed):
+            self._usage_observed.add(run.run_id)
+            self._usage_ready.append(facts)
         if (facts.finished and run.run_id not in self._observed and record.end_time is not None
                 and record.end_time >= self._observe_after):
             self._observed.add(run.run_id)
             return [record]
         return []
+
+    def take_usage(self) -> list[RunFacts]:
+        """Finished runs whose measured usage arrived since the last call (each once)."""
+        ready, self._usage_ready = self._usage_ready, []
+        return ready
 
