@@ -17,6 +17,7 @@ import dagster as dg
 import pydantic
 
 from e2i_pipelines.core.data_root import DataScope
+from e2i_pipelines.core.datasets import DATASET_TAG
 from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.defs.data.config import DatasetConfig
 from e2i_pipelines.defs.diagnostics.config import ProbeConfig
@@ -201,6 +202,12 @@ class CatalogEntry:
         if errors:
             raise ParamsValidationError(errors)
         return validated
+
+    def run_tags(self, validated: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """Tags of a run on validated params: the dataset id it reads (``e2i/dataset``), which
+        keeps the dataset from being deleted while the run is queued or running."""
+        dataset_id = validated.get("dataset", {}).get("id")
+        return {DATASET_TAG: dataset_id} if dataset_id else {}
 
     def run_config(self, validated: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Dagster run config for validated params: ``{"ops": {op: {"config": ...}}}``."""

@@ -21,12 +21,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from upath import UPath
 
 from e2i_pipelines.core.data_root import check_folder_name
 from e2i_pipelines.core.dataset_ingest import DatasetInvalid, ingest
-from e2i_pipelines.core.spec import DataValidationError
-from e2i_pipelines.core.storage import default_data_dir, is_local, storage_root
+from e2i_pipelines.core.spec import (
+    CausalSpec,
+    DataValidationError,
+    MissingReport,
+    apply_missing_policy,
+    check_columns,
+    validate_frame,
+)
+from e2i_pipelines.core.storage import default_data_dir, is_local, parquet_file, storage_root
 
 MAX_UPLOAD_ENV = "E2I_MAX_UPLOAD_BYTES"
 DEFAULT_MAX_UPLOAD = 2 << 30
@@ -261,3 +269,17 @@ def resolve(dataset_id: str, version: str | None, client: str | None) -> tuple[d
     manifest = get_dataset(dataset_id, client).version(version)
     folder = datasets_root() / manifest["owner"] / manifest["id"] / manifest["version"]
     return manifest, folder / manifest["data"]
+
+
+def load_frame(manifest: dict[str, Any], data: UPath, spec: CausalSpec
+               ) -> tuple[pd.DataFrame, MissingReport]:
+    """The spec's columns of a stored dataset, ``missing`` applied and validated (as
+    ``data.user_files.load_user_frame`` for a file); reads only those columns."""
+    spec.check_roles()
+    source = f"dataset {manifest['id']} (version {manifest['version'][:12]})"
+    check_columns(spec, [c["name"] for c in manifest["columns"]], source)
+    wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
+    frame = parquet_file(data).read(columns=wanted).to_pandas()
+    frame, report = apply_missing_policy(frame, spec, source=source)
+    validate_frame(frame, spec, source=source)
+    return frame[wanted], report

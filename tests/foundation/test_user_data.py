@@ -133,13 +133,77 @@ def test_run_time_recheck_refuses_files_outside_the_root(tmp_path, tmp_path_fact
     assert "canary_col_7731" not in message and "A00000" not in message
 
 
-def test_run_time_recheck_keeps_a_client_in_its_folder(tmp_path):
-    """data_folder (set by the API from the key) confines the run to <root>/<client>/."""
+def test_run_time_recheck_refuses_a_clients_server_path(tmp_path):
+    """data_folder (set by the API from a non-admin key) means: no server path, even its own
+    folder's; such clients upload datasets and name their id."""
     (tmp_path / "acme").mkdir()
-    (tmp_path / "other").mkdir()
-    _user_frame().to_csv(tmp_path / "other" / "accounts.csv", index=False)
     _user_frame().to_csv(tmp_path / "acme" / "accounts.csv", index=False)
-    refused = _materialize(tmp_path, _inline("../other/accounts.csv", data_folder="acme"))
-    assert "your data folder (acme/ under the data root)" in _failure_message(refused)
-    accepted = _materialize(tmp_path, _inline("accounts.csv", data_folder="acme"))
-    assert accepted.success
+    refused = _materialize(tmp_path, _inline("accounts.csv", data_folder="acme"))
+    assert "dataset.path (a file on the server) is accepted only from admin keys" in _failure_message(refused)
+    assert _materialize(tmp_path, _inline(tmp_path / "acme" / "accounts.csv")).success  # admin/UI
+
+
+def _upload(frame: pd.DataFrame, client: str, name: str = "accounts") -> dict:
+    """Register ``frame`` (as CSV bytes) as ``client``'s dataset, as POST /v1/datasets does."""
+    from e2i_pipelines.core import datasets as store
+
+    staged = store.StagedUpload(10**9)
+    try:
+        staged.write(frame.to_csv(index=False).encode())
+        version = staged.finish()
+        return store.register(staged.path, version, staged.size, client, name)[0]
+    finally:
+        staged.discard()
+
+
+def _by_id(manifest: dict, **overrides) -> dict:
+    config = {"id": manifest["id"], "treatment": "programme", "outcome": "revenue",
+              "common_causes": ["segment", "tenure", "x"], "id_column": "account"}
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture()
+def storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("E2I_STORAGE_URL", f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("E2I_DATA_DIR", str(tmp_path / "scratch"))
+
+
+def test_a_run_reads_an_uploaded_dataset_by_id(tmp_path, storage):
+    frame = _user_frame()
+    manifest = _upload(frame, "acme")
+    result = _materialize(tmp_path, _by_id(manifest, data_folder="acme"))
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("dataset")
+    meta = materialization.metadata
+    assert meta["dataset_id"].value == manifest["id"]
+    assert meta["dataset_version"].value == manifest["version"]
+    assert meta["rows"].value == len(frame) and meta["source"].value == "dataset"
+    columns = {c.name: c.type for c in meta["schema"].value.columns}
+    assert columns == {"account": "string", "segment": "string", "tenure": "double", "x": "double",
+                       "programme": "int64", "revenue": "double"}
+    stored = pd.read_parquet(result.output_for_node("dataset").path)
+    pd.testing.assert_series_equal(stored["revenue"], frame["revenue"], check_exact=False, rtol=1e-15)
+
+
+def test_a_named_version_is_read_and_the_latest_by_default(tmp_path, storage):
+    first = _upload(_user_frame(400), "acme")
+    second = _upload(_user_frame(300), "acme")
+    assert first["id"] == second["id"] and first["version"] != second["version"]
+    latest = _materialize(tmp_path, _by_id(first, data_folder="acme"))
+    pinned = _materialize(tmp_path, _by_id(first, version=first["version"], data_folder="acme"))
+    assert latest.output_for_node("dataset").n_rows == 300
+    assert pinned.output_for_node("dataset").n_rows == 400
+
+
+def test_another_clients_dataset_id_fails_the_run(tmp_path, storage):
+    manifest = _upload(_user_frame(), "acme")
+    message = _failure_message(_materialize(tmp_path, _by_id(manifest, data_folder="beta")))
+    assert f"dataset.id: no dataset {manifest['id']!r}" in message
+    assert _materialize(tmp_path, _by_id(manifest)).success  # UI/admin runs: any client's id
+
+
+def test_a_dataset_missing_a_spec_column_names_it(tmp_path, storage):
+    manifest = _upload(_user_frame().drop(columns=["tenure"]), "acme")
+    message = _failure_message(_materialize(tmp_path, _by_id(manifest, data_folder="acme")))
+    assert "tenure" in message and manifest["id"] in message

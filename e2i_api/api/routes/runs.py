@@ -99,7 +99,7 @@ async def create_run(
     validated = await asyncio.to_thread(
         entry.validate_params, body.params, DataScope(principal.name, principal.is_admin))
     run_config = entry.run_config(validated)
-    tags = {**body.tags, CLIENT_TAG: principal.name}
+    tags = {**body.tags, **entry.run_tags(validated), CLIENT_TAG: principal.name}
 
     async def launch(extra_tags: dict[str, str]) -> dict:
         await check_queue_cap(reader, principal.name, settings.max_queued_runs_per_client)
