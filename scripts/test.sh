@@ -11,6 +11,7 @@ bash docker/build_base_image.sh
 bash docker/build_image.sh
 ruff check .
 bandit -q -r e2i_pipelines e2i_api -lll
+lint-imports --no-cache  # layers and no circles: [tool.importlinter] in pyproject.toml
 export E2I_REQUIRE_SERVICES=1
 # A long session opens many SQLite instances and sockets; the default 1024 fds is too few.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

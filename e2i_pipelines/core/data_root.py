@@ -16,11 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from e2i_pipelines.core.spec import DataValidationError
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.storage import default_data_dir
 
 DATA_ROOT_ENV = "E2I_DATA_ROOT"
 _SHOWN = 120
+MAX_SPEC_BYTES = 1 << 20
+"""Spec and graph files larger than this are refused before they are read."""
 
 
 class DataPathError(DataValidationError):

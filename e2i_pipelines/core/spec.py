@@ -26,10 +26,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-
-class DataValidationError(ValueError):
-    """The data or the spec cannot be used; the message names the column and the problem."""
-
+from e2i_pipelines.core.data_root import MAX_SPEC_BYTES, is_regular_file, resolve_user_path
+from e2i_pipelines.core.errors import DataValidationError
 
 TARGETS = ("ate", "att", "atc")
 MISSING_POLICIES = ("error", "drop")
@@ -58,10 +56,10 @@ class CausalSpec:
         return list(dict.fromkeys([*self.common_causes, *self.effect_modifiers]))
 
     @cached_property
-    def parsed_graph(self):  # -> ParsedGraph | None (import kept lazy: dowhy is heavy)
+    def parsed_graph(self):  # -> ParsedGraph | None (lazy: networkx + pydot load in ~2 s)
         if not self.graph:
             return None
-        from e2i_pipelines.analytics.causal.graph import parse_graph
+        from e2i_pipelines.core.graph import parse_graph
 
         return parse_graph(self.graph)
 
@@ -86,7 +84,7 @@ class CausalSpec:
         g = self.parsed_graph
         if g is None:
             return list(self.common_causes)
-        from e2i_pipelines.analytics.causal.graph import backdoor_adjustment_set
+        from e2i_pipelines.core.graph import backdoor_adjustment_set
 
         return backdoor_adjustment_set(g, self.treatment, self.outcome)
 
@@ -117,7 +115,7 @@ class CausalSpec:
                 f"spec key 'missing' is {self.missing!r}; expected one of "
                 f"{list(MISSING_POLICIES)}")
         if self.graph is not None:
-            from e2i_pipelines.analytics.causal.graph import check_graph
+            from e2i_pipelines.core.graph import check_graph
 
             check_graph(self.parsed_graph, self.treatment, self.outcome)
             outside = [c for c in self.covariates if c not in self.parsed_graph.nodes]
@@ -168,7 +166,7 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
             raise DataValidationError(f"{source} key {key!r} must list column names (strings)")
     graph = values.get("graph") or None
     if graph is not None:
-        from e2i_pipelines.analytics.causal.graph import graph_text
+        from e2i_pipelines.core.graph import graph_text
 
         graph = graph_text(graph, base_dir, folder=folder, key=graph_key, quote=quote_graph)
     spec = CausalSpec(
@@ -184,18 +182,12 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
     return spec
 
 
-MAX_SPEC_BYTES = 1 << 20
-"""Spec and graph files larger than this are refused before they are read."""
-
-
 def load_spec_yaml(path: str | Path, *, key: str = "spec_path", folder: str = "") -> CausalSpec:
     """Read a spec YAML file under the data folder ``folder`` (see ``core.data_root``) and
     check it (see :func:`spec_from_mapping`); a graph path is relative to the spec file.
 
     Errors name ``key`` and the problem; they never quote the file's lines.
     """
-    from e2i_pipelines.core.data_root import is_regular_file, resolve_user_path
-
     p = resolve_user_path(str(path), key, folder)
     shown = f"{key}: spec file {_shorten(str(path))!r}"
     if not is_regular_file(p):

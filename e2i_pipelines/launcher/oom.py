@@ -11,7 +11,7 @@ from typing import Any
 
 from dagster import DagsterEventType, EventLogEntry
 
-from e2i_pipelines.launcher.run_worker import OOM_EXIT_CODE
+from e2i_pipelines.launcher.worker_exit import OOM_EXIT_CODE, shell_exit_code
 
 OOM = "oom"
 KILLED = "killed"
@@ -77,10 +77,10 @@ def diagnose_state(
         return ContainerDiagnosis(
             OOM, f"{worker} {short} was OOM-killed {where} (exit code {code}).", code
         )
-    if code == 137:
+    if code == OOM_EXIT_CODE:
         return ContainerDiagnosis(
             KILLED,
-            f"{worker} {short} was killed by SIGKILL (exit code 137) {where}; no OOM kill"
+            f"{worker} {short} was killed by SIGKILL (exit code {OOM_EXIT_CODE}) {where}; no OOM kill"
             " was recorded inside its memory limit, so it was stopped externally or by the host's"
             " OOM killer.",
             code,
@@ -109,7 +109,7 @@ def exit_record_state(record: Mapping[str, Any], exit_code: int | None = None,
     when there is no record (``{}``)."""
     code = record.get("exit_code", exit_code)
     if isinstance(code, int) and code < 0:
-        code = 128 - code
+        code = shell_exit_code(code)
     if record.get("oom_kills"):
         code = OOM_EXIT_CODE  # what the wrapper exits with: a step process may be the one killed
     return {"OOMKilled": bool(record.get("oom_kills")), "ExitCode": code,

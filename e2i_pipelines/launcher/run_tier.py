@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dagster import AssetCheckKey, AssetKey, DagsterEventType
+
 from e2i_pipelines.tiers import TIER_TAG, Tier, max_tier, parse_tier
 
 SOURCE_RUN_TAG = "run tag"
@@ -41,6 +43,21 @@ def planned_step_tags(instance: Any, run: Any) -> list[Mapping[str, Any] | None]
     plan = instance.get_execution_plan_snapshot(snapshot_id)
     selected = set(plan.step_keys_to_execute) if plan.step_keys_to_execute else None
     return [step.tags for step in plan.steps if selected is None or step.key in selected]
+
+
+def planned_targets(instance: Any, run_id: str) -> tuple[list[AssetKey], list[AssetCheckKey]]:
+    """Assets and asset checks the run planned to execute (from its event log)."""
+    assets = [
+        entry.dagster_event.asset_key
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        if entry.dagster_event and entry.dagster_event.asset_key
+    ]
+    checks = [
+        entry.dagster_event.asset_check_planned_data.asset_check_key
+        for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+        if entry.dagster_event
+    ]
+    return list(dict.fromkeys(assets)), list(dict.fromkeys(checks))
 
 
 def tier_for_run(instance: Any, run: Any) -> RunTier:

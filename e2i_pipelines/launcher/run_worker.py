@@ -23,7 +23,6 @@ while the run works; Dagster is imported afterwards, only to record.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -33,10 +32,14 @@ from typing import Any
 from e2i_pipelines.core.secrets import read_secret
 from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
 from e2i_pipelines.launcher.job_env import file_secret_names
+from e2i_pipelines.launcher.worker_exit import (
+    OOM_EXIT_CODE,
+    WORKER_MODULE,
+    exit_line,
+    exit_record,
+    shell_exit_code,
+)
 
-EXIT_MARKER = "E2I-WORKER-EXIT"
-OOM_EXIT_CODE = 137
-WORKER_MODULE = "e2i_pipelines.launcher.run_worker"
 _RUN_COMMANDS = {"execute_run", "resume_run"}
 
 
@@ -65,18 +68,6 @@ def _handle_signals(child: subprocess.Popen) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)
-
-
-def exit_record(code: int, oom_kills: int | None, cgroup: Any) -> dict[str, Any]:
-    """The worker's exit record (what ``E2I-WORKER-EXIT`` prints and the run's tag holds)."""
-    return {
-        "exit_code": code,
-        "signal": -code if code < 0 else None,
-        "oom_kills": oom_kills,
-        "memory_limit_bytes": cgroup.limit_bytes() if cgroup else None,
-        "cgroup": str(cgroup.path) if cgroup else None,
-        "node": os.environ.get("E2I_RAY_NODE_NAME", ""),
-    }
 
 
 def worker_env() -> dict[str, str]:
@@ -110,11 +101,11 @@ def run(argv: list[str]) -> int:
     after = cgroup.oom_kills() if cgroup else None
     oom_kills = (after - before) if before is not None and after is not None else None
     record = exit_record(code, oom_kills, cgroup)
-    print(f"{EXIT_MARKER} {json.dumps(record, sort_keys=True)}", flush=True)
+    print(exit_line(record), flush=True)
     record_on_run(argv, record)
     if oom_kills:
         return OOM_EXIT_CODE
-    return 128 - code if code < 0 else code
+    return shell_exit_code(code)
 
 
 def run_args(argv: list[str]) -> Any | None:
@@ -152,18 +143,6 @@ def record_on_run(argv: list[str], record: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - never hide the run's own exit code
         print(f"e2i run worker: could not record the exit on run {args.run_id}: {exc}",
               file=sys.stderr, flush=True)
-
-
-def parse_exit_record(log_text: str) -> dict | None:
-    """The last ``E2I-WORKER-EXIT`` record in a job log, or None."""
-    for line in reversed(log_text.splitlines()):
-        head, _, payload = line.strip().partition(" ")
-        if head == EXIT_MARKER:
-            try:
-                return json.loads(payload)
-            except ValueError:
-                return None
-    return None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagster import Field, Permissive
@@ -22,6 +22,7 @@ from dagster._core.events import EngineEventData
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
+from e2i_pipelines.core.prices import PriceTable, parse_prices
 from e2i_pipelines.launcher.oom import (
     MISSING,
     OOM,
@@ -40,7 +41,6 @@ from e2i_pipelines.launcher.promotion import (
     WORKER_EXIT_TAG,
 )
 from e2i_pipelines.launcher.run_tier import RunTier, tier_for_run
-from e2i_pipelines.monitoring.prices import PriceTable, parse_prices
 from e2i_pipelines.tiers import TIER_TAG, TierProfile
 
 TIER_ENV = "E2I_TIER"
@@ -60,7 +60,7 @@ TIER_CONFIG_FIELDS: dict[str, Field] = {
         Permissive(), is_required=False,
         description="Run cost prices: {currency, per_vcpu_hour, per_gb_hour, tiers: {tier:"
         " {per_vcpu_hour, per_gb_hour} or {per_hour}}}; default: the reference VM of"
-        " docs/deploy.md (e2i_pipelines/monitoring/prices.py).",
+        " docs/deploy.md (e2i_pipelines/core/prices.py).",
     ),
 }
 """Launcher config keys every tiered launcher accepts beside its engine's own."""
@@ -195,6 +195,19 @@ class TieredLauncherMixin:
         if diagnosis is not None and diagnosis.kind == OOM:
             self.record_failure(run, diagnosis)
         return diagnosis
+
+    def cancel_unless_finished(self, run_id: str, message: str, timeout: float,
+                               settled: Callable[[DagsterRun], bool]) -> None:
+        """After a terminate request: poll every 0.5 s until ``settled(run)`` or ``timeout``
+        seconds, then mark the run canceled with ``message`` if its worker did not finish it."""
+        deadline = time.monotonic() + timeout
+        run = self._instance.get_run_by_id(run_id)
+        while run is not None and not settled(run) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            run = self._instance.get_run_by_id(run_id)
+        run = self._instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_canceled(run, message=message)
 
     def health_result(self, run: DagsterRun) -> CheckRunHealthResult:
         """Run monitoring's answer for ``run``: RUNNING while alive, else FAILED/NOT_FOUND with

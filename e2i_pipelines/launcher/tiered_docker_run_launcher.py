@@ -11,7 +11,6 @@ around ``dagster api execute_run``: it reads the container's own memory cgroup a
 kill of a step process on the run itself, so promotion needs no Docker socket.
 """
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +30,8 @@ from e2i_pipelines.launcher.oom import (
     unfinished_steps,
 )
 from e2i_pipelines.launcher.profiles import container_limits, describe, effective_cpus
-from e2i_pipelines.launcher.run_worker import WORKER_MODULE
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
+from e2i_pipelines.launcher.worker_exit import OOM_EXIT_CODE, worker_argv
 
 _ALIVE = {"running", "created", "restarting", "paused"}
 
@@ -83,7 +82,7 @@ class TieredDockerRunLauncher(TieredLauncherMixin, DockerRunLauncher):
     def _launch_container_with_command(self, run: DagsterRun, docker_image: str, command: list[str]) -> None:
         """Launch (and resume) through the run-worker wrapper; the image's Python runs it."""
         super()._launch_container_with_command(
-            run, docker_image, ["python", "-m", WORKER_MODULE, *command])
+            run, docker_image, worker_argv("python", command))
 
     # -- diagnosis -------------------------------------------------------------------------------
     def owns_run(self, run: DagsterRun) -> bool:
@@ -102,7 +101,7 @@ class TieredDockerRunLauncher(TieredLauncherMixin, DockerRunLauncher):
         events = self._instance.all_logs(run.run_id, of_type=STEP_EVENT_TYPES)
         state = container.attrs.get("State", {}) if container is not None else None
         log_tail = ""
-        if state is not None and not state.get("OOMKilled") and state.get("ExitCode") not in (0, 137):
+        if state is not None and not state.get("OOMKilled") and state.get("ExitCode") not in (0, OOM_EXIT_CODE):
             try:
                 log_tail = container.logs(tail=5).decode(errors="replace")
             except docker.errors.APIError:
@@ -125,13 +124,6 @@ class TieredDockerRunLauncher(TieredLauncherMixin, DockerRunLauncher):
         stopped = super().terminate(run_id)
         if not stopped:
             return False
-        deadline = time.monotonic() + 5.0
-        run = self._instance.get_run_by_id(run_id)
-        while run is not None and not run.is_finished and time.monotonic() < deadline:
-            time.sleep(0.5)
-            run = self._instance.get_run_by_id(run_id)
-        if run is not None and not run.is_finished:
-            self._instance.report_run_canceled(
-                run, message="Run container stopped on a terminate request."
-            )
+        self.cancel_unless_finished(run_id, "Run container stopped on a terminate request.",
+                                    timeout=5.0, settled=lambda run: run.is_finished)
         return True

@@ -2,7 +2,7 @@
 run's tier, with OOM/crash diagnosis for run monitoring.
 
 ``get_container_context_for_run`` (dagster-k8s uses it for launch, resume, terminate, debug info
-and health checks) merges :func:`e2i_pipelines.k8s.k8s_config` for the run's tier (resources with
+and health checks) merges :func:`e2i_pipelines.launcher.k8s.k8s_config` for the run's tier (resources with
 requests = limits, ``/dev/shm`` emptyDir, thread env, ``e2i/tier`` pod label) over the launcher's
 and the run's own ``dagster-k8s/config``; the tier wins where both set a value. ``launch_run``
 records tier + limits as run tags and an engine event. ``check_run_worker_health`` turns a
@@ -29,7 +29,7 @@ from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_job_name_from_run_id
 
-from e2i_pipelines.k8s import SHM_VOLUME, byte_quantity, k8s_config
+from e2i_pipelines.launcher.k8s import SHM_VOLUME, byte_quantity, k8s_config
 from e2i_pipelines.launcher.oom import (
     STEP_EVENT_TYPES,
     ContainerDiagnosis,
@@ -39,6 +39,7 @@ from e2i_pipelines.launcher.oom import (
 )
 from e2i_pipelines.launcher.promotion import K8S_JOB_TAG
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TieredLauncherMixin
+from e2i_pipelines.launcher.worker_exit import OOM_EXIT_CODE
 
 
 def limits_text(config: Mapping[str, Any]) -> str:
@@ -122,7 +123,7 @@ class TieredK8sRunLauncher(TieredLauncherMixin, K8sRunLauncher):
 
     def _log_tail(self, pod: Any, namespace: str, state: Mapping[str, Any] | None) -> str:
         """Last lines of a crashed worker's log ("" for OOM/SIGKILL/clean exits or on error)."""
-        if state is None or state.get("OOMKilled") or state.get("ExitCode") in (0, 137, None):
+        if state is None or state.get("OOMKilled") or state.get("ExitCode") in (0, OOM_EXIT_CODE, None):
             return ""
         try:
             return self._api_client.retrieve_pod_logs(

@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import logging
 import shlex
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,11 +65,10 @@ from e2i_pipelines.launcher.oom import (
     unfinished_steps,
 )
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG, RAY_NODE_TAG
-from e2i_pipelines.launcher.run_worker import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
+from e2i_pipelines.launcher.worker_exit import EXIT_MARKER, parse_exit_record, worker_argv
 from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
 
-WORKER_MODULE = "e2i_pipelines.launcher.run_worker"
 _ALIVE = {"PENDING", "RUNNING"}
 _LOG = logging.getLogger(__name__)
 
@@ -131,7 +129,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
 
     def entrypoint(self, args: list[str]) -> str:
         """Shell command of the Ray job: the e2i worker wrapper around the Dagster run worker."""
-        return shlex.join([self.worker_python, "-m", WORKER_MODULE, *args])
+        return shlex.join(worker_argv(self.worker_python, args))
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -206,6 +204,11 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
     def worker_identity(self, run: DagsterRun) -> tuple[str, str]:
         return "Ray job", run.tags.get(RAY_JOB_TAG, "")
 
+    def _job_alive(self, run: DagsterRun) -> bool:
+        """True while the run's Ray job is pending or running."""
+        info = self._job_info(run)
+        return info is not None and str(info.status) in _ALIVE
+
     def _job_info(self, run: DagsterRun) -> Any | None:
         """The Ray job's details, None when the cluster does not know the job."""
         try:
@@ -277,15 +280,6 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
         run = self._instance.get_run_by_id(run_id)
         if run is None or not self.owns_run(run):
             return stopped
-        deadline = time.monotonic() + 15.0
-        while time.monotonic() < deadline:
-            info = self._job_info(run)
-            run = self._instance.get_run_by_id(run_id)
-            if (info is None or str(info.status) not in _ALIVE) and run.is_finished:
-                return True
-            if info is None or str(info.status) not in _ALIVE:
-                break
-            time.sleep(0.5)
-        if run is not None and not run.is_finished:
-            self._instance.report_run_canceled(run, message="Ray job stopped on a terminate request.")
+        self.cancel_unless_finished(run_id, "Ray job stopped on a terminate request.",
+                                    timeout=15.0, settled=lambda run: not self._job_alive(run))
         return True

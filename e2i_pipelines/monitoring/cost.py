@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from e2i_pipelines.core.prices import PriceTable
 from e2i_pipelines.launcher.promotion import FAILURE_TAG
-from e2i_pipelines.monitoring.prices import PriceTable
 from e2i_pipelines.tiers import TIER_NAMES, TIER_TAG, Tier, TierProfile
 
 COST_TAG = "e2i/cost"

@@ -7,11 +7,10 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 
-from e2i_pipelines.defs.launcher.sensors import _planned_targets
-from e2i_pipelines.launcher.run_tier import tier_for_run
+from e2i_pipelines.core.prices import PriceTable, parse_prices
+from e2i_pipelines.launcher.run_tier import planned_targets, tier_for_run
 from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 from e2i_pipelines.monitoring.cost import COST_BASIS_TAG, COST_TAG, RunCost, run_cost
-from e2i_pipelines.monitoring.prices import PriceTable, parse_prices
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, TierProfile
 
 
@@ -31,7 +30,7 @@ def record_run_cost(instance: dg.DagsterInstance, record: RunRecord,
         return None
     tier = tier_for_run(instance, run).tier
     cost = run_cost(tier, profiles[tier], prices, record.start_time, record.end_time)
-    assets, _ = _planned_targets(instance, run.run_id)
+    assets, _ = planned_targets(instance, run.run_id)
     for key in assets:
         instance.report_runless_asset_event(dg.AssetObservation(
             asset_key=key,

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.scheduler.instigation import InstigatorType
 
-from e2i_pipelines.defs.scaler.sensors import SCALER_SENSOR_NAME
+from e2i_pipelines.scaler import SCALER_SENSOR_NAME
 
 
 def _decision(cursor: str | None) -> dict[str, Any] | None:

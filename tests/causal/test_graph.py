@@ -7,7 +7,8 @@ import random
 import networkx as nx
 import pytest
 
-from e2i_pipelines.analytics.causal.graph import (
+from e2i_pipelines.core.errors import DataValidationError
+from e2i_pipelines.core.graph import (
     BACKDOOR_METHOD,
     GraphError,
     ParsedGraph,
@@ -17,7 +18,6 @@ from e2i_pipelines.analytics.causal.graph import (
     parse_graph,
     resolve_graph,
 )
-from e2i_pipelines.core.spec import DataValidationError
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
+from e2i_pipelines.core.prices import PriceTableError, parse_prices
 from e2i_pipelines.monitoring.cost import format_micros, parse_micros, run_cost
-from e2i_pipelines.monitoring.prices import PriceTableError, parse_prices
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, UnknownTierError
 
 

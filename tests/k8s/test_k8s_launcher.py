@@ -32,7 +32,7 @@ from dagster._utils.error import SerializableErrorInfo
 from kubernetes.client import ApiClient, V1Job, V1PodList
 from kubernetes.client.rest import ApiException
 
-from e2i_pipelines.k8s import k8s_run_tags
+from e2i_pipelines.launcher.k8s import k8s_run_tags
 from e2i_pipelines.launcher.oom import CRASHED, MISSING, OOM, pod_state
 from e2i_pipelines.launcher.promotion import (
     FAILURE_REASON_TAG,

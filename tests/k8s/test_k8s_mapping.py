@@ -8,7 +8,7 @@ import json
 import pytest
 
 from e2i_pipelines.core.budget import THREAD_ENV_VARS
-from e2i_pipelines.k8s import (
+from e2i_pipelines.launcher.k8s import (
     K8S_CONFIG_TAG,
     byte_quantity,
     cpu_quantity,

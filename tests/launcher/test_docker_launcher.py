@@ -22,7 +22,7 @@ from e2i_pipelines.launcher.promotion import (
     PROMOTED_FROM_TAG,
     WORKER_EXIT_TAG,
 )
-from e2i_pipelines.launcher.run_worker import WORKER_MODULE
+from e2i_pipelines.launcher.worker_exit import WORKER_MODULE
 from e2i_pipelines.tiers import TIER_TAG, parse_bytes
 from tests.launcher.harness import (
     IN_PROCESS,

@@ -21,7 +21,8 @@ from dagster._core.test_utils import create_run_for_test
 from e2i_pipelines.launcher import ray_auth
 from e2i_pipelines.launcher.job_env import file_secret_names, is_secret_name, split_secrets
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG
-from e2i_pipelines.launcher.run_worker import WORKER_MODULE, worker_env
+from e2i_pipelines.launcher.run_worker import worker_env
+from e2i_pipelines.launcher.worker_exit import WORKER_MODULE
 from e2i_pipelines.tiers import TIER_TAG
 
 PASSWORD = "pg-secret-4f1c9b"  # noqa: S105 - a test value

@@ -29,12 +29,8 @@ from e2i_pipelines.launcher.promotion import (
     WORKER_EXIT_TAG,
     decide_promotion,
 )
-from e2i_pipelines.launcher.run_worker import (
-    EXIT_MARKER,
-    WORKER_MODULE,
-    parse_exit_record,
-    run_args,
-)
+from e2i_pipelines.launcher.run_worker import run_args
+from e2i_pipelines.launcher.worker_exit import EXIT_MARKER, WORKER_MODULE, parse_exit_record
 from e2i_pipelines.tiers import TIER_TAG
 from tests.launcher.memory_cgroup import limited_memory_cgroup
 

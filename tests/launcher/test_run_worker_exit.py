@@ -19,7 +19,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from e2i_pipelines.launcher.cgroup_memory import MemoryCgroup, own_memory_cgroup
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, RAY_JOB_TAG, decide_promotion
-from e2i_pipelines.launcher.run_worker import EXIT_MARKER, parse_exit_record
+from e2i_pipelines.launcher.worker_exit import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.tiers import TIER_TAG
 from tests.launcher.memory_cgroup import limited_memory_cgroup
 

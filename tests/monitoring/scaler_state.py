@@ -19,7 +19,7 @@ from dagster._core.scheduler.instigation import (
     TickStatus,
 )
 
-from e2i_pipelines.defs.scaler.sensors import SCALER_SENSOR_NAME
+from e2i_pipelines.scaler import SCALER_SENSOR_NAME
 
 
 def decision_record(at: float, allowed: int, *, demand: int = 0, capacity: int | None = None,

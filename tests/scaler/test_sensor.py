@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 from dagster import DagsterEventType, DagsterRunStatus
 
-from e2i_pipelines.defs.scaler.sensors import SCALER_SENSOR_NAME, build_heavy_scaler_sensor
+from e2i_pipelines.defs.scaler.sensors import build_heavy_scaler_sensor
+from e2i_pipelines.scaler import SCALER_SENSOR_NAME
 from e2i_pipelines.scaler.config import parse_config
 from e2i_pipelines.scaler.evaluation import current_pool_limit
 from e2i_pipelines.tiers import HEAVY_POOL

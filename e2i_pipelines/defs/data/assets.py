@@ -1,4 +1,5 @@
-"""The ``dataset`` asset: validated data on disk, the root every analysis starts from."""
+"""The ``dataset`` asset: validated data on disk, the root every analysis starts from (synthetic,
+an uploaded dataset by id, or an admin's server file)."""
 
 import json
 from dataclasses import asdict, replace
@@ -6,8 +7,9 @@ from dataclasses import asdict, replace
 import dagster as dg
 import numpy as np
 
+from e2i_pipelines.core.datasets import load_frame
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.refs import DatasetRef
-from e2i_pipelines.core.spec import DataValidationError
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.data.synthetic import generate_e2i
 from e2i_pipelines.data.user_files import load_user_frame
@@ -19,7 +21,8 @@ SYNTHETIC_ID = "e2i_id"
 
 @dg.asset(
     group_name="data",
-    description="Synthetic E2I data (true ATE known) or the user's CSV/Parquet, validated.",
+    description="Synthetic E2I data (true ATE known), an uploaded dataset or a CSV/Parquet file, "
+                "validated.",
     **asset_tier_kwargs(Tier.MEDIUM),
 )
 def dataset(
@@ -27,17 +30,22 @@ def dataset(
 ) -> dg.Output[DatasetRef]:
     try:
         spec = config.resolve_spec()
-        if config.source == "synthetic":
+        manifest = None
+        if config.kind == "synthetic":
             context.log.info(f"generating {config.n_rows:,} synthetic HCP rows (seed {config.seed})")
             frame, truth = generate_e2i(config.n_rows, config.seed)
             dropped = None
+        elif config.kind == "dataset":
+            manifest, data = config.dataset_object()
+            context.log.info(f"loading dataset {manifest['id']} version {manifest['version'][:12]}")
+            (frame, dropped), truth = load_frame(manifest, data, spec), None
         else:
             context.log.info(f"loading and validating {config.path}")
             (frame, dropped), truth = load_user_frame(config.data_path(), spec, config.path), None
-            if dropped.rows_dropped:
-                context.log.warning(
-                    f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "
-                    f"rows; NaN rows per column: {dropped.nan_rows_per_column}")
+        if dropped is not None and dropped.rows_dropped:
+            context.log.warning(
+                f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "
+                f"rows; NaN rows per column: {dropped.nan_rows_per_column}")
     except DataValidationError as exc:
         raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
 
@@ -57,7 +65,7 @@ def dataset(
     )
     treated = float(frame[spec.treatment].mean())
     metadata = {
-        "source": config.source,
+        "source": config.kind,
         "path": dg.MetadataValue.path(ref.path),
         "rows": len(frame),
         "treatment": spec.treatment,
@@ -71,6 +79,13 @@ def dataset(
         "treated_share": treated,
         "preview": dg.MetadataValue.md(frame.head(5).to_markdown(index=False)),
     }
+    if manifest is not None:
+        metadata["dataset_id"] = manifest["id"]
+        metadata["dataset_version"] = manifest["version"]
+        metadata["dataset_name"] = manifest["name"]
+        metadata["schema"] = dg.MetadataValue.table_schema(dg.TableSchema(columns=[
+            dg.TableColumn(c["name"], c["type"], description=f"{c['missing']:,} missing")
+            for c in manifest["columns"]]))
     if spec.graph:
         metadata["graph"] = dg.MetadataValue.md(f"```\n{spec.graph.strip()}\n```")
     if dropped is not None:

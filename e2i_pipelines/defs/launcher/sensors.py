@@ -25,6 +25,7 @@ from e2i_pipelines.launcher.promotion import (
     decide_promotion,
     promoted_run_tags,
 )
+from e2i_pipelines.launcher.run_tier import planned_targets
 from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 
 PROMOTION_RUN_KEY_PREFIX = "e2i-oom-promotion"
@@ -39,23 +40,6 @@ def awaiting_worker_record(run: DagsterRun, failed_at: float, now: float) -> boo
     if FAILURE_TAG in run.tags or WORKER_EXIT_TAG in run.tags:
         return False
     return now - failed_at < WORKER_RECORD_GRACE_SECONDS
-
-
-def _planned_targets(
-    instance: dg.DagsterInstance, run_id: str
-) -> tuple[list[dg.AssetKey], list[dg.AssetCheckKey]]:
-    """Assets and asset checks the run planned to execute (from its event log)."""
-    assets = [
-        entry.dagster_event.asset_key
-        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
-        if entry.dagster_event and entry.dagster_event.asset_key
-    ]
-    checks = [
-        entry.dagster_event.asset_check_planned_data.asset_check_key
-        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
-        if entry.dagster_event
-    ]
-    return list(dict.fromkeys(assets)), list(dict.fromkeys(checks))
 
 
 def _promotion_request(
@@ -76,7 +60,7 @@ def _promotion_request(
     if decision.tier is None:
         context.log.info(f"run {run.run_id}: not promoted ({decision.reason})")
         return None
-    assets, checks = _planned_targets(context.instance, run.run_id)
+    assets, checks = planned_targets(context.instance, run.run_id)
     if not assets and not checks:
         context.log.warning(f"run {run.run_id}: OOM-killed but planned no assets; not promoted")
         return None

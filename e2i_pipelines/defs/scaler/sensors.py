@@ -11,10 +11,9 @@ import json
 
 import dagster as dg
 
+from e2i_pipelines.scaler import SCALER_SENSOR_NAME
 from e2i_pipelines.scaler.config import ScalerConfig, load_config
 from e2i_pipelines.scaler.evaluation import apply, evaluate
-
-SCALER_SENSOR_NAME = "e2i_heavy_scaler"
 
 
 def build_heavy_scaler_sensor(config: ScalerConfig) -> dg.SensorDefinition:

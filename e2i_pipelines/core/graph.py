@@ -23,8 +23,8 @@ import pydot
 import pydot.dot_parser
 import pyparsing
 
-from e2i_pipelines.core.data_root import DataPathError, resolve_user_path
-from e2i_pipelines.core.spec import MAX_SPEC_BYTES, DataValidationError
+from e2i_pipelines.core.data_root import MAX_SPEC_BYTES, DataPathError, resolve_user_path
+from e2i_pipelines.core.errors import DataValidationError
 
 BACKDOOR_METHOD = "maximal-adjustment"
 """DoWhy's backdoor method used (``BackdoorAdjustment.BACKDOOR_MAX``); see
