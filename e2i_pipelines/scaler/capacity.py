@@ -19,6 +19,7 @@ import psutil
 
 from e2i_pipelines.scaler.config import ResourceOverride
 from e2i_pipelines.scaler.profile import HeavyProfile
+from e2i_pipelines.scaler.ray_capacity import ray_capacity
 
 RUN_ID_LABEL = "dagster/run_id"
 """Label DockerRunLauncher puts on each run container."""
@@ -234,8 +235,6 @@ def measure_capacity(
     """Capacity per ``source`` (auto/docker/ray/host); Docker falls back to the host when
     unreachable; a Ray cluster that cannot be asked raises (its capacity is not this machine's)."""
     if source == "ray" or (source == "auto" and launcher_uses_ray(run_launcher)):
-        from e2i_pipelines.scaler.ray_capacity import ray_capacity
-
         return ray_capacity(run_launcher.address,
                             token_path=getattr(run_launcher, "auth_token_path", None))
     use_docker = source == "docker" or (source == "auto" and launcher_uses_docker(run_launcher))
