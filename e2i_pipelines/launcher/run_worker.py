@@ -11,6 +11,9 @@ kills the run (or its step process), not this wrapper. When the child exits:
    (:meth:`TieredLauncherMixin.record_worker_exit`): an ``e2i/worker_exit`` tag always and, when
    the OOM counter rose, ``e2i/failure=oom`` + the launcher's diagnosis. The evidence is read
    where it lives, so the OOM promotion sensor needs no engine API (no Docker socket).
+3. before that, what the run used goes on the run (:mod:`~e2i_pipelines.launcher.cgroup_usage`):
+   ``e2i/peak_memory`` (bytes), ``e2i/cpu_seconds`` and their utilisation of the tier's budget
+   (memory; CPUs x wall time), at the end of every run: success, failure or OOM kill.
 
 Secrets are read on the node, never sent with the job: for every secret variable the node gives
 only as a file (``DAGSTER_PG_PASSWORD_FILE=/run/secrets/...``, any name
@@ -27,10 +30,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 from e2i_pipelines.core.secrets import read_secret
 from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
+from e2i_pipelines.launcher.cgroup_usage import Usage, UsageMeter, own_cpu_cgroup, usage_tags
 from e2i_pipelines.launcher.job_env import file_secret_names
 from e2i_pipelines.launcher.worker_exit import (
     OOM_EXIT_CODE,
@@ -94,15 +99,18 @@ def run(argv: list[str]) -> int:
         return 1
     cgroup = own_memory_cgroup()
     before = cgroup.oom_kills() if cgroup else None
+    meter = UsageMeter(cgroup, own_cpu_cgroup())
     _set_oom_score(-500)  # the wrapper's report should survive the kill
+    started = time.monotonic()
     child = subprocess.Popen(argv, preexec_fn=_prefer_oom_kill)  # noqa: PLW1509 - sets a score only
     _handle_signals(child)
     code = child.wait()
+    usage = meter.read(time.monotonic() - started)
     after = cgroup.oom_kills() if cgroup else None
     oom_kills = (after - before) if before is not None and after is not None else None
-    record = exit_record(code, oom_kills, cgroup)
+    record = {**exit_record(code, oom_kills, cgroup), **usage.as_record()}
     print(exit_line(record), flush=True)
-    record_on_run(argv, record)
+    record_on_run(argv, record, usage)
     if oom_kills:
         return OOM_EXIT_CODE
     return shell_exit_code(code)
@@ -121,9 +129,10 @@ def run_args(argv: list[str]) -> Any | None:
         return None
 
 
-def record_on_run(argv: list[str], record: dict[str, Any]) -> None:
-    """Put ``record`` on the run through its instance and launcher (best effort: the exit code
-    and run monitoring still report a worker that cannot reach the instance)."""
+def record_on_run(argv: list[str], record: dict[str, Any], usage: Usage | None = None) -> None:
+    """Put ``usage`` and then ``record`` on the run through its instance and launcher (best
+    effort: the exit code and run monitoring still report a worker that cannot reach the
+    instance)."""
     args = run_args(argv)
     if args is None or getattr(args, "instance_ref", None) is None:
         return
@@ -135,7 +144,11 @@ def record_on_run(argv: list[str], record: dict[str, Any]) -> None:
         with DagsterInstance.from_ref(args.instance_ref) as instance:
             run = instance.get_run_by_id(args.run_id)
             launcher = instance.run_launcher
-            if run is None or not isinstance(launcher, TieredLauncherMixin):
+            if run is None:
+                return
+            if usage is not None:  # before the exit record: once that is there, usage is too
+                instance.add_run_tags(run.run_id, usage_tags(usage, *run_budget(run, launcher, record)))
+            if not isinstance(launcher, TieredLauncherMixin):
                 return
             diagnosis = launcher.record_worker_exit(run, record)
             if diagnosis is not None:
@@ -143,6 +156,18 @@ def record_on_run(argv: list[str], record: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - never hide the run's own exit code
         print(f"e2i run worker: could not record the exit on run {args.run_id}: {exc}",
               file=sys.stderr, flush=True)
+
+
+def run_budget(run: Any, launcher: Any, record: dict[str, Any]) -> tuple[float | None, int | None]:
+    """(CPUs, memory bytes) the run is billed for: its tier's profile under a tiered launcher,
+    else the CPUs this worker may use and its cgroup's memory limit."""
+    from e2i_pipelines.launcher.tiered import TieredLauncherMixin
+    from e2i_pipelines.tiers import parse_bytes
+
+    if isinstance(launcher, TieredLauncherMixin):
+        _, profile = launcher.run_tier(run)
+        return float(profile.cpus), parse_bytes(profile.memory)
+    return float(len(os.sched_getaffinity(0))), record.get("memory_limit_bytes")
 
 
 if __name__ == "__main__":

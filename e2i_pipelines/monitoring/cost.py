@@ -3,6 +3,10 @@
 Money is held as integer micro-units (1e-6 of the currency) and written as a fixed-point text
 tag, so sums are exact. ``e2i/cost`` is the amount, ``e2i/cost_basis`` says how it was made
 (tier, budget, price, wall time), ``e2i/cost_currency`` the currency.
+
+**Waste** is what a run paid for and did not use: cost x (1 - memory utilisation) for memory and
+cost x (1 - CPU utilisation) for CPU, from the utilisation tags the run worker measured
+(:mod:`~e2i_pipelines.launcher.cgroup_usage`); only measured runs have waste.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from e2i_pipelines.core.prices import PriceTable
+from e2i_pipelines.launcher.cgroup_usage import (
+    CPU_UTILISATION_TAG,
+    MEMORY_UTILISATION_TAG,
+    PEAK_MEMORY_TAG,
+)
 from e2i_pipelines.launcher.promotion import FAILURE_TAG
 from e2i_pipelines.tiers import TIER_NAMES, TIER_TAG, Tier, TierProfile
 
@@ -21,6 +30,8 @@ COST_BASIS_TAG = "e2i/cost_basis"
 COST_CURRENCY_TAG = "e2i/cost_currency"
 MICROS = Decimal(1_000_000)
 _MILLISECOND = Decimal("0.001")
+LOW_CPU_UTILISATION = Decimal("0.25")
+"""A job whose runs use less than this share of their CPUs (cost-weighted) is flagged."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,20 @@ def parse_micros(text: str) -> int:
     return int(value)
 
 
+def parse_utilisation(text: str | None) -> Decimal | None:
+    """A utilisation tag as a Decimal; None when absent or not a finite non-negative number."""
+    try:
+        value = Decimal((text or "").strip())
+    except Exception:  # noqa: BLE001 - decimal raises InvalidOperation
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+def _peak(text: str | None) -> int | None:
+    value = parse_utilisation(text)
+    return int(value) if value is not None else None
+
+
 def wall_seconds(start: float | None, end: float | None) -> Decimal | None:
     """Wall time in seconds rounded to the millisecond; None when the run never started."""
     if start is None or end is None:
@@ -88,6 +113,20 @@ class CostedRun:
     ended_at: float
     micros: int
     oom: bool
+    memory_utilisation: Decimal | None = None
+    cpu_utilisation: Decimal | None = None
+    peak_bytes: int | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.memory_utilisation is not None and self.cpu_utilisation is not None
+
+    def waste(self, used: Decimal | None) -> int:
+        """Micro-units of this run's cost not used at ``used`` utilisation (0 when unmeasured)."""
+        if used is None:
+            return 0
+        unused = Decimal(1) - min(max(used, Decimal(0)), Decimal(1))
+        return int((self.micros * unused).to_integral_value(ROUND_HALF_UP))
 
     @classmethod
     def from_tags(cls, run_id: str, job: str, tags: Mapping[str, str], ended_at: float) -> CostedRun | None:
@@ -98,7 +137,10 @@ class CostedRun:
         tier = tags.get(TIER_TAG, "unknown")
         return cls(run_id=run_id, job=job, tier=tier if tier in TIER_NAMES else "unknown",
                    ended_at=ended_at, micros=parse_micros(tags[COST_TAG]),
-                   oom=tags.get(FAILURE_TAG) == "oom")
+                   oom=tags.get(FAILURE_TAG) == "oom",
+                   memory_utilisation=parse_utilisation(tags.get(MEMORY_UTILISATION_TAG)),
+                   cpu_utilisation=parse_utilisation(tags.get(CPU_UTILISATION_TAG)),
+                   peak_bytes=_peak(tags.get(PEAK_MEMORY_TAG)))
 
     def key(self, group_by: str) -> str:
         if group_by == "job":
@@ -115,13 +157,18 @@ GROUP_BY = ("job", "tier", "day")
 
 @dataclass
 class CostGroup:
-    """Summed cost of the runs in one group (micro-units), and what OOM-killed runs cost."""
+    """Summed cost of the runs in one group (micro-units), what OOM-killed runs cost, and the
+    memory and CPU waste of the measured runs."""
 
     key: str
     runs: int = 0
     micros: int = 0
     oom_runs: int = 0
     oom_micros: int = 0
+    measured_runs: int = 0
+    measured_micros: int = 0
+    memory_waste_micros: int = 0
+    cpu_waste_micros: int = 0
 
     def add(self, run: CostedRun) -> None:
         self.runs += 1
@@ -129,16 +176,42 @@ class CostGroup:
         if run.oom:
             self.oom_runs += 1
             self.oom_micros += run.micros
+        if run.measured:
+            self.measured_runs += 1
+            self.measured_micros += run.micros
+            self.memory_waste_micros += run.waste(run.memory_utilisation)
+            self.cpu_waste_micros += run.waste(run.cpu_utilisation)
+
+    def merge(self, other: CostGroup) -> None:
+        """Add ``other``'s sums to this group's."""
+        for name in ("runs", "micros", "oom_runs", "oom_micros", "measured_runs", "measured_micros",
+                     "memory_waste_micros", "cpu_waste_micros"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def waste_micros(self) -> int:
+        """Memory plus CPU waste (what ranks the most wasteful jobs)."""
+        return self.memory_waste_micros + self.cpu_waste_micros
+
+    @property
+    def cpu_utilisation(self) -> Decimal | None:
+        """Cost-weighted CPU utilisation of the measured runs; None when none was measured."""
+        if not self.measured_micros:
+            return None
+        return 1 - Decimal(self.cpu_waste_micros) / Decimal(self.measured_micros)
+
+    @property
+    def low_cpu(self) -> bool:
+        """True when the measured runs used under :data:`LOW_CPU_UTILISATION` of their CPUs."""
+        used = self.cpu_utilisation
+        return used is not None and used < LOW_CPU_UTILISATION
 
 
 def total_of(groups: Iterable[CostGroup], key: str = "total") -> CostGroup:
     """One group summing ``groups``."""
     total = CostGroup(key)
     for group in groups:
-        total.runs += group.runs
-        total.micros += group.micros
-        total.oom_runs += group.oom_runs
-        total.oom_micros += group.oom_micros
+        total.merge(group)
     return total
 
 

@@ -1,7 +1,9 @@
-"""A day of run costs from the instance: per job x tier sums, a plot, and heavy idle share."""
+"""A day of run costs from the instance: per job x tier sums with their memory and CPU waste, the
+jobs that waste most, jobs that leave their CPUs idle, plots, and heavy idle share."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -64,6 +66,8 @@ class DayCosts:
     groups: dict[tuple[str, str], CostGroup] = field(default_factory=dict)
     currencies: set[str] = field(default_factory=set)
     idle: IdleShare = field(default_factory=lambda: IdleShare(0.0, 0.0))
+    peaks: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Highest measured peak memory per (job, tier)."""
 
     @property
     def total(self) -> CostGroup:
@@ -71,8 +75,29 @@ class DayCosts:
 
     def rows(self) -> list[dict[str, object]]:
         return [{"job": job, "tier": tier, "runs": g.runs, "cost": format_micros(g.micros),
-                 "oom_runs": g.oom_runs, "oom_cost": format_micros(g.oom_micros)}
+                 "oom_runs": g.oom_runs, "oom_cost": format_micros(g.oom_micros),
+                 "measured_runs": g.measured_runs,
+                 "memory_waste": format_micros(g.memory_waste_micros),
+                 "cpu_waste": format_micros(g.cpu_waste_micros),
+                 "cpu_utilisation": "-" if g.cpu_utilisation is None else f"{g.cpu_utilisation:.3f}",
+                 "low_cpu": g.low_cpu}
                 for (job, tier), g in sorted(self.groups.items())]
+
+    def jobs(self) -> list[CostGroup]:
+        """Sums per job (all tiers)."""
+        jobs: dict[str, CostGroup] = {}
+        for (job, _), group in self.groups.items():
+            jobs.setdefault(job, CostGroup(job)).merge(group)
+        return list(jobs.values())
+
+    def top_waste(self, n: int = 5) -> list[CostGroup]:
+        """The ``n`` jobs that wasted most (memory + CPU), most first; only jobs with waste."""
+        wasting = [g for g in self.jobs() if g.waste_micros > 0]
+        return sorted(wasting, key=lambda g: (-g.waste_micros, g.key))[:n]
+
+    def low_cpu_jobs(self) -> list[str]:
+        """Jobs whose measured runs used under 25 % of their CPUs (cost-weighted)."""
+        return sorted(g.key for g in self.jobs() if g.low_cpu)
 
 
 def day_costs(instance: dg.DagsterInstance, start: float, end: float, now: float) -> DayCosts:
@@ -82,6 +107,8 @@ def day_costs(instance: dg.DagsterInstance, start: float, end: float, now: float
     for run in runs:
         key = (run.job, run.tier)
         report.groups.setdefault(key, CostGroup(f"{run.job}/{run.tier}")).add(run)
+        if run.peak_bytes is not None:
+            report.peaks[key] = max(report.peaks.get(key, 0), run.peak_bytes)
     window_end = min(end, now)
     report.idle = idle_share(cap_timeline(instance, start, window_end),
                              heavy_busy_intervals(instance, start, window_end, now), start, window_end)
@@ -115,4 +142,25 @@ def cost_plot(report: DayCosts, title: str) -> bytes:
         ax.legend(title="tier", loc="lower right")
     else:
         ax.text(0.5, 0.5, "no costed runs", ha="center", va="center", transform=ax.transAxes)
+    return figure_png(fig)
+
+
+def budget_plot(report: DayCosts, budgets: Mapping[str, int], title: str) -> bytes:
+    """Per job and tier: the tier's memory budget and the highest peak its runs measured (GiB)."""
+    import matplotlib.pyplot as plt
+
+    from e2i_pipelines.core.plots import figure_png
+
+    keys = sorted(k for k in report.peaks if k[1] in budgets)
+    labels = [f"{job} ({tier})" for job, tier in keys]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * max(len(keys), 2) + 1.2))
+    gib = 1024**3
+    ax.barh(labels, [budgets[tier] / gib for _, tier in keys], color="#dddddd", label="budget")
+    ax.barh(labels, [report.peaks[k] / gib for k in keys], height=0.4, color="#08519c", label="peak")
+    ax.set_xlabel("memory (GiB)")
+    ax.set_title(title)
+    if keys:
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no measured runs", ha="center", va="center", transform=ax.transAxes)
     return figure_png(fig)

@@ -46,10 +46,15 @@ def test_run_costs_materializes_the_day(pg_instance: dg.DagsterInstance) -> None
     assert meta["total_cost"].value == "0.252000" and meta["runs"].value == 4
     assert meta["oom_cost"].value == "0.004000"
     rows = [r.data for r in meta["costs"].value.records]
+    unmeasured = {"measured_runs": 0, "memory_waste": "0.000000", "cpu_waste": "0.000000",
+                  "cpu_utilisation": "-", "low_cpu": False}  # waste: tests/costs/test_run_waste.py
     assert rows == [
-        {"job": "causal_job", "tier": "heavy", "runs": 2, "cost": "0.240000", "oom_runs": 0, "oom_cost": "0.000000"},
-        {"job": "shap_job", "tier": "heavy", "runs": 1, "cost": "0.008000", "oom_runs": 0, "oom_cost": "0.000000"},
-        {"job": "shap_job", "tier": "medium", "runs": 1, "cost": "0.004000", "oom_runs": 1, "oom_cost": "0.004000"},
+        {"job": "causal_job", "tier": "heavy", "runs": 2, "cost": "0.240000", "oom_runs": 0, "oom_cost": "0.000000",
+         **unmeasured},
+        {"job": "shap_job", "tier": "heavy", "runs": 1, "cost": "0.008000", "oom_runs": 0, "oom_cost": "0.000000",
+         **unmeasured},
+        {"job": "shap_job", "tier": "medium", "runs": 1, "cost": "0.004000", "oom_runs": 1, "oom_cost": "0.004000",
+         **unmeasured},
     ]
     assert meta["plot"].value.startswith("![run costs](data:image/png;base64,")
     assert meta["heavy_busy_run_seconds"].value == 900 + 450 + 45
