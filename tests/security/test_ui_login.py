@@ -5,7 +5,9 @@ Caddy with docker/caddy/Caddyfile run on 127.0.0.1 (tests/security/ui_stack.py).
 and GraphQL without a session, a viewer's launch, forged identity headers, expired and tampered
 session cookies, a foreign login state, an account without a role, an open redirect after login.
 The happy path is a real login in headless Chromium that launches a run from the Launchpad; the
-run carries ``e2i/user``.
+run carries ``e2i/user``. UI mutations are audited by the writable webserver's wrapper
+(e2i_api.ui_audit): an editor's terminations carry ``e2i/terminated_by`` and an audit line; a
+terminate without a session is refused and terminates nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE
-from tests.security.ui_stack import JOB, LOCATION, SESSION_SECRET, UiStack, set_cookie
+from e2i_api.ui_audit import TERMINATED_BY_TAG
+from tests.security.ui_stack import HOLD_TAG, JOB, LOCATION, SESSION_SECRET, UiStack, set_cookie
 from tests.support.caddy import CADDYFILE
 
 pytestmark = pytest.mark.webserver
@@ -36,6 +39,11 @@ LAUNCH = """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __
   ... on PythonError { message } } }"""
 LAUNCH_VARS = {"p": {"selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                                   "jobName": JOB}, "runConfigData": {}}}
+HELD_VARS = {"p": {**LAUNCH_VARS["p"], "executionMetadata": {"tags": [{"key": HOLD_TAG, "value": "1"}]}}}
+TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename
+  ... on TerminateRunFailure { message } ... on UnauthorizedError { message } } }"""
+TERMINATE_ALL = """mutation Stop($ids: [String!]!) { stopAll: terminateRuns(runIds: $ids) { __typename } }"""
+DELETE = """mutation($id: String!) { deleteRun(runId: $id) { __typename } }"""
 EDITOR, VIEWER = "editor@example.com", "viewer@example.com"
 
 
@@ -151,10 +159,68 @@ def test_editor_launch_records_session_user_not_forged_header(stack: UiStack,
     run_id = result["run"]["runId"]
     run = next(r for r in stack.runs() if r["run_id"] == run_id)
     assert run["tags"]["e2i/user"] == EDITOR
-    audit = [json.loads(line) for line in (stack.home / "dagster-dev.log").read_text().splitlines()
-             if line.startswith("{") and '"e2i.audit"' in line]
-    assert {"action": "ui_launch", "principal": EDITOR, "role": "editor", "run_id": run_id,
-            "job": JOB}.items() <= next(a for a in audit if a.get("run_id") == run_id).items()
+    assert {"action": "launchRun", "principal": EDITOR, "role": "editor", "run_id": run_id,
+            "outcome": "LaunchRunSuccess"}.items() <= _audit_of(stack, "launchRun", run_id).items()
+
+
+def _audit_of(stack: UiStack, action: str, run_id: str) -> dict:
+    return next(a for a in stack.audit_lines() if a["action"] == action and run_id in a["run_ids"])
+
+
+def _held_run(stack: UiStack, sessions: dict[str, str]) -> str:
+    """A run an editor launched that stays queued (HOLD_TAG)."""
+    with stack.client() as client:
+        launched = client.post("/graphql", json={"query": LAUNCH, "variables": HELD_VARS},
+                               headers=_cookie(sessions[EDITOR])).json()["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert stack.run_status(launched["run"]["runId"]) == "QUEUED"
+    return launched["run"]["runId"]
+
+
+# --- (6) UI terminations and deletes are attributed ---------------------------------------------
+
+def test_editor_terminate_through_caddy_is_attributed(stack: UiStack, sessions: dict[str, str]) -> None:
+    one, two, three = (_held_run(stack, sessions) for _ in range(3))
+    forged = {**_cookie(sessions[EDITOR]), "X-E2I-User": "mallory"}  # Caddy drops it
+    with stack.client() as client:
+        single = client.post("/graphql", json={"query": TERMINATE, "variables": {"id": one}}, headers=forged)
+        many = client.post("/graphql", json={"query": TERMINATE_ALL, "variables": {"ids": [two, three]},
+                                             "operationName": "Stop"}, headers=forged)
+    assert single.json()["data"]["terminateRun"]["__typename"] == "TerminateRunSuccess", single.text
+    assert many.json()["data"]["stopAll"]["__typename"] == "TerminateRunsResult", many.text
+    for run_id in (one, two, three):
+        assert stack.run_status(run_id) == "CANCELED"
+        assert stack.run_tags(run_id)[TERMINATED_BY_TAG] == EDITOR
+    line = _audit_of(stack, "terminateRun", one)
+    assert {"principal": EDITOR, "role": "editor", "run_id": one, "terminated": [one],
+            "outcome": "TerminateRunSuccess"}.items() <= line.items()
+    assert line["client_ip"] == "127.0.0.1" and line["msg"] == "audit"
+    assert _audit_of(stack, "terminateRuns", two)["terminated"] == [two, three]
+    # A terminate of an already stopped run terminates nothing and is audited as such.
+    with stack.client() as client:
+        again = client.post("/graphql", json={"query": TERMINATE, "variables": {"id": one}},
+                            headers=_cookie(sessions[EDITOR]))
+        deleted = client.post("/graphql", json={"query": DELETE, "variables": {"id": one}},
+                              headers=_cookie(sessions[EDITOR]))
+    assert again.json()["data"]["terminateRun"]["__typename"] == "TerminateRunFailure"
+    assert [a["terminated"] for a in stack.audit_lines() if a["action"] == "terminateRun"
+            and a["run_ids"] == [one]] == [[one], []]
+    assert deleted.json()["data"]["deleteRun"]["__typename"] == "DeletePipelineRunSuccess"
+    assert _audit_of(stack, "deleteRun", one)["principal"] == EDITOR
+    assert one not in {r["run_id"] for r in stack.runs()}
+
+
+def test_terminate_without_session_is_refused_and_terminates_nothing(
+        stack: UiStack, sessions: dict[str, str]) -> None:
+    run_id = _held_run(stack, sessions)
+    forged = {"X-E2I-User": EDITOR, "X-E2I-Role": "editor"}
+    with stack.client() as client:
+        for body in ({"query": TERMINATE, "variables": {"id": run_id}},
+                     {"query": TERMINATE_ALL, "variables": {"ids": [run_id]}}):
+            assert client.post("/graphql", json=body, headers=forged).status_code == 401
+    assert stack.run_status(run_id) == "QUEUED"
+    assert TERMINATED_BY_TAG not in stack.run_tags(run_id)
+    assert not [a for a in stack.audit_lines() if run_id in a.get("run_ids", []) and a["action"] != "launchRun"]
 
 
 def test_caddy_strips_identity_headers_before_forward_auth() -> None:

@@ -1,7 +1,9 @@
 """The UI login stack for tests, all real and on 127.0.0.1: a mock OpenID provider
-(oidc-provider-mock), the API (uvicorn), a writable ``dagster dev`` (webserver + daemon) and a
+(oidc-provider-mock), the API (uvicorn), the writable webserver as deployed (``python -m
+e2i_api.ui_webserver``: Dagster's app behind the UI audit middleware) with a ``dagster-daemon``, a
 ``dagster-webserver --read-only`` on the same instance, and Caddy (docker/caddy/Caddyfile, its
 internal CA) in front of them. ``UiStack`` starts them; ``login`` does the OIDC dance over HTTP.
+Runs tagged ``HOLD_TAG`` stay queued (a tag concurrency limit of 0), to be terminated.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tests.api.api_processes import ApiProcess, api_env
 from tests.support.caddy import start_caddy
 from tests.support.dagster_processes import (
     DagsterProcess,
-    dagster_dev,
+    dagster_daemon,
     free_port,
     write_instance_yaml,
 )
@@ -31,6 +33,7 @@ SESSION_SECRET = "ui-login-test-session-secret-0123456789abcdef"
 CLIENT_ID = "e2i-ui"
 LOCATION = "ui"
 JOB = "probe_light_job"
+HOLD_TAG = "e2i-test/hold"
 USERS = {
     "editor@example.com": ["e2i-editors"],
     "viewer@example.com": ["e2i-viewers"],
@@ -80,6 +83,11 @@ class UiStack:
         return f"http://127.0.0.1:{self.ports['webserver']}"
 
     @property
+    def webserver_log(self) -> Path:
+        """The writable webserver's output (its e2i.audit JSON lines among it)."""
+        return self.root / "webserver.log"
+
+    @property
     def root_ca(self) -> Path:
         return self.root / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
 
@@ -89,7 +97,14 @@ class UiStack:
         try:
             self._start_idp()
             workspace = self._workspace()
-            self._stack.enter_context(dagster_dev(self.home, self.ports["webserver"], workspace=workspace))
+            writable = DagsterProcess(
+                [sys.executable, "-m", "e2i_api.ui_webserver", "-h", "127.0.0.1",
+                 "-p", str(self.ports["webserver"]), "-w", str(workspace)],
+                self.home, log_path=self.webserver_log).start()
+            self._stack.callback(writable.stop)
+            daemon = dagster_daemon(self.home, workspace=workspace)
+            self._stack.callback(daemon.stop)
+            _wait_http(writable, f"{self.writable}/server_info", 300)
             viewer = DagsterProcess(
                 [sys.executable, "-m", "dagster_webserver", "--read-only", "-h", "127.0.0.1",
                  "-p", str(self.ports["viewer"]), "-w", str(workspace)],
@@ -115,7 +130,9 @@ class UiStack:
     def _workspace(self) -> Path:
         write_instance_yaml(self.home, {"run_coordinator": {
             "module": "e2i_pipelines.launcher.run_coordinator", "class": "AttributedRunCoordinator",
-            "config": {"dequeue_interval_seconds": 1}}})
+            "config": {"dequeue_interval_seconds": 1}},
+            "concurrency": {"pools": {"granularity": "run", "default_limit": 1000},
+                            "runs": {"tag_concurrency_limits": [{"key": HOLD_TAG, "limit": 0}]}}})
         (self.root / "ui_location.py").write_text(LOCATION_MODULE)
         workspace = self.root / "workspace.yaml"
         workspace.write_text(yaml.safe_dump({"load_from": [{"python_file": {
@@ -172,6 +189,15 @@ class UiStack:
         body = httpx.post(f"{self.writable}/graphql", json={"query": query}, timeout=30).json()
         return [{"run_id": r["runId"], "job": r["jobName"], "tags": {t["key"]: t["value"] for t in r["tags"]}}
                 for r in body["data"]["runsOrError"]["results"]]
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """A run's tags (from the writable webserver directly)."""
+        return next(r["tags"] for r in self.runs() if r["run_id"] == run_id)
+
+    def audit_lines(self) -> list[dict]:
+        """The writable webserver's e2i.audit lines so far."""
+        return [json.loads(line) for line in self.webserver_log.read_text().splitlines()
+                if line.startswith("{") and '"e2i.audit"' in line]
 
     def run_status(self, run_id: str) -> str:
         """A run's status (from the writable webserver directly)."""

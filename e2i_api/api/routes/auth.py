@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from e2i_api.auth.client_address import client_ip
 from e2i_api.auth.oidc import OidcClient, OidcError, new_login_secrets
 from e2i_api.auth.roles import resolve_role, user_of
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE, CookieCodec, Identity, safe_user
@@ -54,15 +55,8 @@ def _enabled(request: Request) -> tuple[OidcClient, CookieCodec]:
     return auth.client, auth.codec
 
 
-def client_ip(request: Request) -> str:
-    """The client's address: the last ``X-Forwarded-For`` entry (Caddy's, which replaces any the
-    client sent), else the peer's."""
-    forwarded = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
-    return forwarded[:64] if forwarded else (request.client or ("-",))[0]
-
-
 def _limit_login(request: Request) -> None:
-    request.app.state.rate_limits.check_login(client_ip(request))
+    request.app.state.rate_limits.check_login(client_ip(request.scope))
 
 
 def local_path(value: str | None) -> str:
@@ -132,7 +126,7 @@ async def callback(request: Request, code: Annotated[str | None, Query(max_lengt
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"login refused: claim {client.settings.user_claim!r} "
                             "is missing or not a printable name")
     role = resolve_role(claims, client.settings)
-    address = client_ip(request)
+    address = client_ip(request.scope)
     if role is None:
         audit_logger.info("audit", extra={"principal": user, "client_ip": address, "action": "ui_login",
                                           "outcome": 403})
