@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from e2i_api.auth.client_address import client_ip
 from e2i_api.ui_audit import MutationCall, graphql_request, mutation_calls
+from tests.support.dagster_processes import REPO_ROOT
 
 RUN_A, RUN_B = "0d3c1a52-7a43-4bd5-9d0f-3c7a0e2f5b11", "5a8f6d1e-2b0c-4e7e-8a39-0f1b2c3d4e5f"
 
@@ -83,3 +85,9 @@ def test_transports_read_like_dagster() -> None:
 def test_client_ip_is_callers_last_forwarded_entry() -> None:
     assert client_ip(_scope(forwarded=b"6.6.6.6, 192.0.2.9")) == "192.0.2.9"
     assert client_ip(_scope()) == "10.0.0.5"
+
+
+def test_compose_runs_the_writable_webserver_through_the_wrapper() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "docker" / "docker-compose.yml").read_text())["services"]
+    assert compose["webserver"]["command"][:3] == ["python", "-m", "e2i_api.ui_webserver"]
+    assert "--read-only" in compose["webserver-viewer"]["command"]  # the viewer mutates nothing
