@@ -28,7 +28,8 @@ from e2i_pipelines.core.errors import DataValidationError
 
 PARQUET_MAGIC = b"PAR1"
 DELIMITERS = (",", ";", "\t", "|")
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 1 << 20
+"""CSV block per batch (and row group): small blocks keep the peak memory flat."""
 _READ = 1 << 20
 _MAX_HEADER = 1 << 20
 _INT = r"^[+-]?[0-9]{1,18}$"
@@ -60,9 +61,12 @@ def sniff_format(path: Path) -> str:
 
 def ingest(path: Path, out: IO[bytes]) -> IngestResult:
     """Validate the staged file ``path`` and write it as Parquet to ``out``."""
-    if sniff_format(path) == "parquet":
-        return _ingest_parquet(path, out)
-    return _ingest_csv(path, out)
+    try:
+        if sniff_format(path) == "parquet":
+            return _ingest_parquet(path, out)
+        return _ingest_csv(path, out)
+    finally:
+        pa.default_memory_pool().release_unused()  # a long-lived API process keeps no peak
 
 
 # --- Parquet ---------------------------------------------------------------------------------
