@@ -70,9 +70,10 @@ def prepare(workdir: Path, fit_rows: int, seed: int) -> dict:
 def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> dict:
     import pandas as pd
 
-    from e2i_pipelines.analytics.twins.copula import fit_copula, write_twins
+    from e2i_pipelines.analytics.twins.copula import fit_copula
     from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
     from e2i_pipelines.analytics.twins.interventions import TargetingRule, simulate_policies
+    from e2i_pipelines.analytics.twins.twin_files import write_twins
     from e2i_pipelines.core.budget import n_jobs
 
     real = pd.read_parquet(Path(workdir) / "real.parquet", columns=info["columns"])

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from e2i_pipelines.analytics.twins import copula as tc
+from e2i_pipelines.analytics.twins import sampling as ts
 from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS, Rules, run_checks
 from e2i_pipelines.data.synthetic import SPEC, generate_e2i
 
@@ -44,7 +45,7 @@ def ours(real: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, float, fl
     t0 = time.perf_counter()
     model = tc.fit_copula(real[COLUMNS], COLUMNS, priority=[SPEC.treatment], seed=seed)
     t1 = time.perf_counter()
-    twins = tc.sample(model, n, seed).drop(columns=tc.TWIN_ID)
+    twins = ts.sample(model, n, seed).drop(columns=tc.TWIN_ID)
     return twins, t1 - t0, time.perf_counter() - t1
 
 

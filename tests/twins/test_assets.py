@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics.twins.copula import TwinsRef
 from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS
 from e2i_pipelines.analytics.twins.uplift import booster_uplift
+from e2i_pipelines.core.refs import TwinsRef
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
 from e2i_pipelines.defs.twins.checks import asset_checks as twin_checks
 from e2i_pipelines.tiers import TIER_TAG

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 
 from e2i_pipelines.analytics.twins import copula as tc
+from e2i_pipelines.analytics.twins import sampling as ts
+from e2i_pipelines.analytics.twins import twin_files as tf
 from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
 
 REGIONS = ["North", "South", "East", "West"]
@@ -55,7 +57,7 @@ def test_columns_roles_and_dtypes(real, model):
     assert model.numeric == ["volume", "score", "visits"]
     assert model.discrete_names == ["region", "flag", "treatment"]
     assert model.integer_valued == ["visits"]
-    twins = tc.sample(model, 1_000, seed=3)
+    twins = ts.sample(model, 1_000, seed=3)
     assert list(twins.columns) == [tc.TWIN_ID, *real.columns]
     assert twins[tc.TWIN_ID].tolist() == list(range(1_000))
     assert isinstance(twins["region"].dtype, pd.CategoricalDtype)
@@ -65,7 +67,7 @@ def test_columns_roles_and_dtypes(real, model):
 
 
 def test_marginals_and_correlations_reproduce_the_source(real, model):
-    twins = tc.sample(model, 60_000, seed=5)
+    twins = ts.sample(model, 60_000, seed=5)
     report = fidelity(real, model, twins)
     assert report["max_ks"] < 0.02, report["ks"]
     assert report["max_abs_corr_diff"] < 0.03, report["max_corr_diff_pair"]
@@ -81,8 +83,8 @@ def test_binary_correlation_preserved_better_than_naive_copula():
     t = (0.8 * x + 0.6 * rng.normal(size=n) > 0.7).astype(np.int8)
     frame = pd.DataFrame({"x": np.exp(x), "t": t})
     real_corr = frame.corr().iloc[0, 1]
-    ours = tc.sample(tc.fit_copula(frame, seed=0), 60_000, seed=1)
-    naive = tc.sample(tc.fit_copula(frame, discrete=[], seed=0), 60_000, seed=1)
+    ours = ts.sample(tc.fit_copula(frame, seed=0), 60_000, seed=1)
+    naive = ts.sample(tc.fit_copula(frame, discrete=[], seed=0), 60_000, seed=1)
     err_ours = abs(ours.drop(columns=tc.TWIN_ID).corr().iloc[0, 1] - real_corr)
     err_naive = abs(naive.drop(columns=tc.TWIN_ID).corr().iloc[0, 1] - real_corr)
     assert set(naive["t"]) == {0, 1}  # the naive model still emits 0/1 ...
@@ -95,11 +97,11 @@ def test_binary_correlation_preserved_better_than_naive_copula():
                           (100_000, 2)])
 def test_chunked_sampling_equals_one_shot(model, chunk_rows, workers):
     n = 10_500
-    one_shot = tc.sample(model, n, seed=11)
-    chunks = list(tc.iter_chunks(model, n, chunk_rows, seed=11, workers=workers))
+    one_shot = ts.sample(model, n, seed=11)
+    chunks = list(ts.iter_chunks(model, n, chunk_rows, seed=11, workers=workers))
     assert max(len(c) for c in chunks) <= max(chunk_rows, model.block_rows)
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), one_shot)
-    pd.testing.assert_frame_equal(tc.sample_range(model, 3_000, 7_000, seed=11),
+    pd.testing.assert_frame_equal(ts.sample_range(model, 3_000, 7_000, seed=11),
                                   one_shot.iloc[3_000:7_000].reset_index(drop=True))
 
 
@@ -108,19 +110,19 @@ def test_seeds_are_deterministic(real, model):
                           seed=1)
     np.testing.assert_array_equal(again.quantiles, model.quantiles)
     np.testing.assert_array_equal(again.chol, model.chol)
-    a, b = tc.sample(model, 2_000, seed=2), tc.sample(model, 2_000, seed=2)
+    a, b = ts.sample(model, 2_000, seed=2), ts.sample(model, 2_000, seed=2)
     pd.testing.assert_frame_equal(a, b)
-    assert not tc.sample(model, 2_000, seed=3)["volume"].equals(a["volume"])
+    assert not ts.sample(model, 2_000, seed=3)["volume"].equals(a["volume"])
 
 
 def test_streamed_parquet_equals_one_shot(tmp_path, model):
     path = tmp_path / "twins.parquet"
     seen = []
-    written = tc.write_twins(model, 9_000, path, chunk_rows=4_096, seed=8,
+    written = tf.write_twins(model, 9_000, path, chunk_rows=4_096, seed=8,
                              on_chunk=lambda c: seen.append(len(c)))
     assert written == 9_000 and seen == [4_096, 4_096, 808]
-    back = pd.concat(tc.iter_parquet_chunks(path, 5_000), ignore_index=True)
-    expected = tc.sample(model, 9_000, seed=8)
+    back = pd.concat(tf.iter_parquet_chunks(path, 5_000), ignore_index=True)
+    expected = ts.sample(model, 9_000, seed=8)
     pd.testing.assert_frame_equal(back, expected, check_categorical=False)
     assert list(back["region"].cat.categories) == REGIONS
 
@@ -128,7 +130,7 @@ def test_streamed_parquet_equals_one_shot(tmp_path, model):
 def test_small_strata_borrow_the_treatment_copula(real):
     model = tc.fit_copula(real, priority=["treatment"], min_stratum_rows=2_000, seed=0)
     assert 0 < model.pooled_share < 1
-    twins = tc.sample(model, 40_000, seed=1)
+    twins = ts.sample(model, 40_000, seed=1)
     report = fidelity(real, model, twins)
     # discrete combinations keep their frequencies; numerics of pooled strata lose some detail
     assert report["max_frequency_diff"] < 0.01
@@ -138,13 +140,13 @@ def test_small_strata_borrow_the_treatment_copula(real):
 def test_sample_parquet_rows(tmp_path, real):
     path = tmp_path / "real.parquet"
     real.to_parquet(path)
-    got = tc.sample_parquet_rows(path, ["volume", "region"], 5_000, seed=1, batch_rows=4_000)
+    got = tf.sample_parquet_rows(path, ["volume", "region"], 5_000, seed=1, batch_rows=4_000)
     assert len(got) == 5_000 and list(got.columns) == ["volume", "region"]
     pd.testing.assert_frame_equal(
-        got, tc.sample_parquet_rows(path, ["volume", "region"], 5_000, seed=1, batch_rows=4_000))
+        got, tf.sample_parquet_rows(path, ["volume", "region"], 5_000, seed=1, batch_rows=4_000))
     assert got["volume"].isin(real["volume"]).all()
     with pytest.raises(ValueError, match="nope"):
-        tc.sample_parquet_rows(path, ["nope"], 10, seed=0)
+        tf.sample_parquet_rows(path, ["nope"], 10, seed=0)
 
 
 def test_bad_input_is_named(real):
@@ -155,9 +157,9 @@ def test_bad_input_is_named(real):
     with pytest.raises(ValueError, match="score"):
         tc.fit_copula(holes)
     with pytest.raises(ValueError, match="n must be > 0"):
-        tc.sample(tc.fit_copula(real.head(500)), 0, seed=0)
+        ts.sample(tc.fit_copula(real.head(500)), 0, seed=0)
     with pytest.raises(ValueError, match="chunk_rows"):
-        tc.chunk_bounds(tc.fit_copula(real.head(500)), 10, 0)
+        ts.chunk_bounds(tc.fit_copula(real.head(500)), 10, 0)
 
 
 def test_streaming_memory_is_bounded_by_the_chunk_not_n(tmp_path, model):
@@ -165,13 +167,13 @@ def test_streaming_memory_is_bounded_by_the_chunk_not_n(tmp_path, model):
 
     def peak_bytes(n: int) -> int:
         tracemalloc.start()
-        tc.write_twins(model, n, tmp_path / f"t{n}.parquet", chunk_rows=4_096, seed=0)
+        tf.write_twins(model, n, tmp_path / f"t{n}.parquet", chunk_rows=4_096, seed=0)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak
 
     small, large = peak_bytes(20_000), peak_bytes(200_000)
-    one_chunk = tc.sample(model, 4_096, seed=0).memory_usage(deep=True).sum()
+    one_chunk = ts.sample(model, 4_096, seed=0).memory_usage(deep=True).sum()
     assert large < 1.5 * small  # 10x the twins, about the same peak
     assert large < 10 * one_chunk  # far below holding all 200k twins (~49 chunks)
 
@@ -184,7 +186,7 @@ def test_declared_categorical_codes_become_strata():
     auto = tc.fit_copula(frame, ["region", "x", "t"], priority=["t"])
     declared = tc.fit_copula(frame, ["region", "x", "t"], priority=["t"], categorical=["region"])
     assert "region" not in auto.discrete_names and "region" in declared.discrete_names
-    twins = tc.sample(declared, 20000, seed=1)
+    twins = ts.sample(declared, 20000, seed=1)
     assert set(np.unique(twins["region"])) <= set(range(10))
     shares = twins["region"].value_counts(normalize=True).sort_index().to_numpy()
     assert np.abs(shares - 0.1).max() < 0.02
@@ -198,10 +200,10 @@ def test_fused_sampling_kernel_matches_the_numpy_reference(model):
     for c in range(len(model.chol)):
         z = rng.standard_normal((2_000, len(model.numeric)))
         z[:5] *= 8.0  # tails: u rounds to 0 or 1
-        want = tc._interpolate(special.ndtr(tc._correlate(z, model.chol[c])), model.quantiles[c])
+        want = ts._interpolate(special.ndtr(ts._correlate(z, model.chol[c])), model.quantiles[c])
         got = np.empty_like(want)
         dest = rng.permutation(len(z))  # row i of z lands in row dest[i]
-        tc._fill_components(z, np.array([0, len(z)]), np.array([c]), model.chol,
+        ts._fill_components(z, np.array([0, len(z)]), np.array([c]), model.chol,
                             model.quantiles, got, dest)
         np.testing.assert_allclose(got[dest], want, rtol=1e-12, atol=1e-9)
 
@@ -214,10 +216,10 @@ def test_one_kernel_call_for_all_components_equals_one_call_each(model):
     z = rng.standard_normal((starts[-1], len(model.numeric)))
     dest = rng.permutation(len(z))
     together, alone = np.empty_like(z), np.empty_like(z)
-    tc._fill_components(z, starts, comps, model.chol, model.quantiles, together, dest)
+    ts._fill_components(z, starts, comps, model.chol, model.quantiles, together, dest)
     for s, c in enumerate(comps):
         seg = slice(starts[s], starts[s + 1])
-        tc._fill_components(z[seg], np.array([0, seg.stop - seg.start]), np.array([c]),
+        ts._fill_components(z[seg], np.array([0, seg.stop - seg.start]), np.array([c]),
                             model.chol, model.quantiles, alone, dest[seg])
     assert np.array_equal(together, alone)
 
@@ -250,7 +252,7 @@ def test_twins_arrow_table_is_pandas_table(model):
     """The writer's zero-copy Arrow table is ``pa.Table.from_pandas``'s, metadata included."""
     import pyarrow as pa
 
-    chunk = tc.sample(model, 5_000, seed=2)
+    chunk = ts.sample(model, 5_000, seed=2)
     want = pa.Table.from_pandas(chunk, preserve_index=False)
-    got = tc._arrow_table(chunk, want.schema)
+    got = tf._arrow_table(chunk, want.schema)
     assert got.equals(want) and got.schema.equals(want.schema, check_metadata=True)

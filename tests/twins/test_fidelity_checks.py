@@ -7,6 +7,7 @@ import pytest
 
 from e2i_pipelines.analytics.twins import copula as tc
 from e2i_pipelines.analytics.twins import quality
+from e2i_pipelines.analytics.twins import sampling as ts
 from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS, Rules, run_checks
 from e2i_pipelines.data.synthetic import SPEC, generate_e2i
 
@@ -19,7 +20,7 @@ def world():
     """Real E2I rows (known structure), a copula fitted on them, good twins."""
     frame, _ = generate_e2i(60_000, seed=11)
     model = tc.fit_copula(frame[COLUMNS], COLUMNS, priority=[SPEC.treatment], seed=0)
-    twins = tc.sample(model, RULES.sample_rows, seed=4).drop(columns=tc.TWIN_ID)
+    twins = ts.sample(model, RULES.sample_rows, seed=4).drop(columns=tc.TWIN_ID)
     real = frame.sample(RULES.sample_rows, random_state=2).reset_index(drop=True)
     return frame, model, real, twins
 

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from e2i_pipelines.analytics.twins import copula as tc
+from e2i_pipelines.analytics.twins import sampling as ts
+from e2i_pipelines.analytics.twins import twin_files as tf
 from e2i_pipelines.analytics.twins.interventions import (
     PolicyAccumulator,
     TargetingError,
@@ -66,14 +68,14 @@ def test_simulated_ate_matches_the_model_and_the_truth(tmp_path, fitted):
                           block_rows=2_048, seed=0)
     n = 20_000
     path = tmp_path / "twins.parquet"
-    tc.write_twins(model, n, path, chunk_rows=4_096, seed=1)
+    tf.write_twins(model, n, path, chunk_rows=4_096, seed=1)
     rule = TargetingRule(query="x > 0 and segment == 'c'")
     seen = []
     report, kept = simulate_policies(str(path), ref, rule, treatment_column="treatment",
                                      chunk_rows=3_000, n_threads=2, on_chunk=seen.append)
     assert sum(seen) == n and max(seen) <= 3_000
     # expected values computed one-shot with booster.predict on the same twins
-    twins = tc.sample(model, n, seed=1)
+    twins = ts.sample(model, n, seed=1)
     d = booster_uplift(ref.load_booster(), ref.model_frame(twins), "treatment")
     targeted = (twins["x"] > 0).to_numpy() & (twins["segment"] == "c").to_numpy()
     observed = twins["treatment"].to_numpy() == 1
@@ -96,7 +98,7 @@ def test_top_share_by_uplift_treats_that_share(tmp_path, fitted):
     frame, ref = fitted
     model = tc.fit_copula(frame[["x", "segment", "treatment"]], seed=0)
     path = tmp_path / "twins.parquet"
-    tc.write_twins(model, 30_000, path, chunk_rows=65_536, seed=2)
+    tf.write_twins(model, 30_000, path, chunk_rows=65_536, seed=2)
     rule = TargetingRule(top_share=0.25, score_column="uplift")
     report, _ = simulate_policies(str(path), ref, rule, treatment_column="treatment",
                                   chunk_rows=10_000)
@@ -154,11 +156,11 @@ def test_models_the_fast_path_does_not_cover_fall_back_to_booster_predict(tmp_pa
     booster.save_model(str(tmp_path / "linear.txt"))
     ref = ModelRef(str(tmp_path / "linear.txt"), feats, "treatment", "y")
     model = tc.fit_copula(frame[feats], seed=0)
-    tc.write_twins(model, 3_000, tmp_path / "twins.parquet", chunk_rows=1_000, seed=0)
+    tf.write_twins(model, 3_000, tmp_path / "twins.parquet", chunk_rows=1_000, seed=0)
     report, kept = simulate_policies(str(tmp_path / "twins.parquet"), ref,
                                      TargetingRule(query="x > 0"), treatment_column="treatment",
                                      chunk_rows=1_000)
-    twins = tc.sample(model, 3_000, seed=0)
+    twins = ts.sample(model, 3_000, seed=0)
     expected = booster_uplift(ref.load_booster(), ref.model_frame(twins), "treatment")
     assert report["uplift_method"] == "booster"
     assert report["ate"] == pytest.approx(expected.mean(), abs=1e-9)

@@ -24,6 +24,7 @@ import scipy.stats as st
 
 from e2i_pipelines.analytics.causal.estimators import (
     EffectData,
+    EffectScores,
     EstimatorSettings,
     FittedEffect,
     Log,
@@ -31,7 +32,9 @@ from e2i_pipelines.analytics.causal.estimators import (
 )
 from e2i_pipelines.analytics.causal.weights import logistic_propensity, target_weights
 from e2i_pipelines.core.encoding import categorical_columns, numeric_design
+from e2i_pipelines.core.refs import CausalEstimateRef
 from e2i_pipelines.core.spec import CausalSpec, DataValidationError, validate_frame
+from e2i_pipelines.core.storage import open_file, parquet_file
 
 METHODS: dict[str, str] = {
     "auto": "difference_in_means without confounders, else linear_regression",
@@ -120,11 +123,9 @@ def _source_column(design_column: str, covariates: list[str]) -> str:
 
 def check_dataset_columns(dataset: Any) -> None:
     """Raise DataValidationError when the dataset file lacks a column of its spec (cheap)."""
-    import pyarrow.parquet as pq
-
     spec: CausalSpec = dataset.spec
     spec.check_roles()
-    names = set(pq.read_schema(dataset.path).names)
+    names = set(parquet_file(dataset.path).schema_arrow.names)
     wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
     missing = [c for c in wanted if c not in names]
     if missing:
@@ -331,3 +332,29 @@ def estimate_effect(frame: CausalFrame, method: str = "auto", confidence_level: 
     )
     return result, fit, dowhy_fit
 
+
+
+SCORE_FIELDS = ("a1", "b1", "a0", "b0", "residual")
+"""Arrays of :class:`EffectScores` saved in scores.npz (with propensity/weights if any)."""
+
+
+def estimate_frame(ref: CausalEstimateRef) -> CausalFrame:
+    """The exact frame a CausalEstimateRef was fitted on (same sample, same encoding)."""
+    return prepare_frame(read_dataset_frame(ref.dataset, ref.max_rows, ref.seed),
+                         ref.dataset.spec)
+
+
+def estimate_fit(ref: CausalEstimateRef) -> FittedEffect:
+    """The fit of a CausalEstimateRef as saved: estimate, CI, and (score-based estimators)
+    scores, propensities and weights; linear regression is refitted from the frame where
+    needed."""
+    r = ref.result
+    scores = propensity = weights = None
+    if ref.scores_path:
+        with open_file(ref.scores_path) as handle, np.load(handle) as z:
+            scores = EffectScores(**{k: z[k] for k in SCORE_FIELDS})
+            propensity = z.get("propensity")
+            weights = z.get("weights")
+    return FittedEffect(method=r.method, target=r.target, estimate=r.estimate,
+                        se=r.std_error or 0.0, ci_low=r.ci_low, ci_high=r.ci_high,
+                        scores=scores, propensity=propensity, weights=weights)

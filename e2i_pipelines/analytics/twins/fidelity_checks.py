@@ -21,6 +21,7 @@ order is exchangeable, so the first twins are a random sample). Pass rules (:cla
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from e2i_pipelines.analytics.twins import privacy, quality
 from e2i_pipelines.analytics.twins.detection import detection_auc
 from e2i_pipelines.analytics.twins.interventions import Z95
 from e2i_pipelines.analytics.twins.utility import utility_and_effects
+from e2i_pipelines.core.jsonable import json_default
+from e2i_pipelines.core.outputs import Outputs, Plot
 
 LGB_THREADS = 1
 """LightGBM threads: on these subsample sizes one thread is fastest, and OpenMP threads slow
@@ -213,3 +216,17 @@ def run_checks(real: pd.DataFrame, twins: pd.DataFrame, *, numeric: list[str],
         if on_check is not None:
             on_check(name)
     return out
+
+
+def fidelity_outputs(outcomes: list[CheckOutcome]) -> Outputs:
+    """fidelity_checks.json, one plot per check (``<name>.png``) and the finite numbers as
+    MLflow metrics."""
+    files: dict[str, Any] = {f"{o.name}.png": Plot(o.figure(), o.name, dpi=80)
+                             for o in outcomes if o.figure is not None}
+    files["fidelity_checks.json"] = json.dumps(
+        [{"name": o.name, "passed": o.passed, "rule": o.rule, **o.numbers} for o in outcomes],
+        indent=1, default=json_default)
+    metrics = {f"{o.name}_{k}": float(v) for o in outcomes
+               for k, v in {"passed": o.passed, **o.numbers}.items()
+               if isinstance(v, (int, float, bool, np.number)) and np.isfinite(v)}
+    return Outputs(files=files, metrics=metrics)

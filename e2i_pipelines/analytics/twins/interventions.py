@@ -10,6 +10,7 @@ population given the fitted models (they do not include outcome-model uncertaint
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from e2i_pipelines.analytics.twins.targeting import (
     rule_from_data,
 )
 from e2i_pipelines.core.budget import single_threaded_blas
+from e2i_pipelines.core.jsonable import json_default
+from e2i_pipelines.core.outputs import Outputs, Plot
 
 Z95 = 1.959963984540054
 UPLIFT_SCORE = "uplift"  # top-share targeting by the model's own predicted uplift
@@ -257,7 +260,7 @@ def simulate_policies(
     (max abs difference <= 1e-6) before the rest is computed. Returns (report, kept uplifts).
     """
     from e2i_pipelines.analytics.explain.model import UnsupportedModelError
-    from e2i_pipelines.analytics.twins.copula import iter_parquet_chunks
+    from e2i_pipelines.analytics.twins.twin_files import iter_parquet_chunks
     from e2i_pipelines.analytics.twins.uplift import TreeUplift, booster_uplift
 
     booster = model.load_booster()
@@ -302,3 +305,20 @@ def simulate_policies(
         "trees_total": int(booster.num_trees()),
     })
     return report, acc.kept_uplift()
+
+
+def intervention_outputs(report: dict[str, Any], kept: np.ndarray, rule_text: str,
+                         params: dict[str, Any], model_run_id: str | None) -> Outputs:
+    """interventions.json/.png, the report's numbers as metadata and MLflow metrics."""
+    numbers = {k: v for k, v in report.items() if isinstance(v, int | float) and v is not None}
+    return Outputs(
+        files={"interventions.json": json.dumps(report, default=json_default, indent=1),
+               "interventions.png": Plot(policy_figure(report, kept, rule_text),
+                                         "simulated policies", key="plot")},
+        metadata={**numbers, "targeting_rule": rule_text,
+                  "uplift_method": report["uplift_method"],
+                  "interval": "95% Monte-Carlo CI over twins (given the fitted models)"},
+        params={"targeting_rule": rule_text, **params},
+        metrics={k: float(v) for k, v in numbers.items()},
+        tags={"outcome_model_run": model_run_id or ""},
+        artifacts=["interventions.png", "interventions.json"])

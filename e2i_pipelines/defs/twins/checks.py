@@ -5,24 +5,25 @@ read a seeded subsample of the real data (``dataset``, with its outcome) and the
 of the file (twin rows are exchangeable), so they take seconds whatever the twins' size.
 """
 
-import json
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from e2i_pipelines.analytics.twins.copula import (
-    TwinsRef,
-    iter_parquet_chunks,
-    sample_parquet_rows,
+from e2i_pipelines.analytics.twins.fidelity_checks import (
+    CHECKS,
+    CheckOutcome,
+    Rules,
+    fidelity_outputs,
+    run_checks,
 )
-from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS, CheckOutcome, Rules, run_checks
+from e2i_pipelines.analytics.twins.twin_files import iter_parquet_chunks, sample_parquet_rows
 from e2i_pipelines.core.budget import n_jobs
-from e2i_pipelines.core.jsonable import json_default
-from e2i_pipelines.core.plots import figure_png, png_metadata
+from e2i_pipelines.core.outputs import write_outputs
+from e2i_pipelines.core.plots import png_metadata
 from e2i_pipelines.core.progress import Progress
-from e2i_pipelines.core.refs import DatasetRef
-from e2i_pipelines.core.storage import E2IStorage
+from e2i_pipelines.core.refs import DatasetRef, TwinsRef
+from e2i_pipelines.core.storage import E2IStorage, open_file
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.twins.assets import digital_twins
 from e2i_pipelines.tiers import Tier, tier_kwargs
@@ -99,13 +100,12 @@ def twins_fidelity(
     storage: E2IStorage,
     mlflow: MlflowTracker,
 ):
-    import mlflow as mlf
-
     selected = [n for n in CHECKS
                 if dg.AssetCheckKey(TWINS_KEY, n) in context.selected_asset_check_keys]
     rules = Rules()
     # safe: the digital_twins asset wrote this pickle under E2I_DATA_DIR; no caller names the path
-    model = pd.read_pickle(digital_twins.model_path)
+    with open_file(digital_twins.model_path) as handle:
+        model = pd.read_pickle(handle)
     try:
         real, twins = load_rows(digital_twins, dataset, rules)
     except ValueError as exc:  # e.g. the dataset file lost a modelled column
@@ -120,24 +120,14 @@ def twins_fidelity(
         real_chunks=iter_parquet_chunks(dataset.path, 500_000, digital_twins.columns),
         rules=rules, seed=digital_twins.seed, n_jobs=n_jobs(), only=selected,
         on_check=lambda _: progress.advance(1))
-    final = storage.output_dir(context, name="twins_fidelity")
-    with storage.atomic_output(final) as tmp:
-        pngs = {o.name: figure_png(o.figure(), tmp / f"{o.name}.png", dpi=80)
-                for o in outcomes if o.figure is not None}
-        (tmp / "fidelity_checks.json").write_text(json.dumps(
-            [{"name": o.name, "passed": o.passed, "rule": o.rule, **o.numbers}
-             for o in outcomes], indent=1, default=json_default))
-    with mlflow.start_run(context, "twins_fidelity") as run:
-        mlf.log_metrics({f"{o.name}_{k}": float(v) for o in outcomes
-                         for k, v in {"passed": o.passed, **o.numbers}.items()
-                         if isinstance(v, (int, float, bool, np.number)) and np.isfinite(v)})
-        mlf.log_artifacts(str(final))
-        run_id = run.info.run_id
+    written = write_outputs(context, storage, mlflow, "twins_fidelity",
+                            fidelity_outputs(outcomes), name="twins_fidelity")
     for o in outcomes:
         context.log.info(f"check {o.name}: {'passed' if o.passed else 'FAILED'} ({o.rule})")
         yield dg.AssetCheckResult(check_name=o.name, asset_key=TWINS_KEY, passed=o.passed,
                                   severity=_severity(o),
-                                  metadata=_metadata(o, pngs.get(o.name), run_id))
+                                  metadata=_metadata(o, written.pngs.get(f"{o.name}.png"),
+                                                    written.run_id))
 
 
 asset_checks = [twins_fidelity]
