@@ -32,7 +32,7 @@ RAY_CLIENTS = {"daemon", "webserver", "code-server"}
 """Services that talk to the Ray head (launcher, terminate, scaler sensor)."""
 RAY_TOKEN = "/run/secrets/ray_auth_token"
 DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
-                    "webserver-viewer", "caddy"}
+                    "webserver-viewer", "caddy", "s3"}  # s3: profile s3 only (config lists it)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_run_containers_are_hardened_as_the_proxy_requires(compose_env: ComposeS
 def test_runs_network_reaches_postgres_and_mlflow_only(config: dict) -> None:
     services = config["services"]
     on_runs = {name for name, s in services.items() if "runs" in s["networks"]}
-    assert on_runs == {"postgres", "mlflow"}
+    assert on_runs == {"postgres", "mlflow", "s3"}  # s3: the profile-s3 trial store
     assert config["networks"]["runs"]["internal"] is True
     assert config["networks"]["runs"]["name"].endswith("_runs")
 
@@ -182,7 +182,7 @@ def test_passwords_are_docker_secrets_one_role_each(compose_env: ComposeStack, c
               "daemon": {"dagster_pg_password"}, "webserver": {"dagster_pg_password"},
               "code-server": {"dagster_pg_password"}, "webserver-viewer": {"dagster_pg_password"},
               "api": {"api_database_url", "oidc_client_secret", "ui_session_secret"}, "caddy": set(),
-              "mlflow": {"mlflow_database_url"}, "engine-proxy": set()}
+              "mlflow": {"mlflow_database_url"}, "engine-proxy": set(), "s3": set()}
     for name, service in services.items():
         held = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
         assert held == wanted[name], name
