@@ -1,13 +1,15 @@
 """Path attacks through the real API: run parameters name files only under the data root.
 
-A real ``dagster dev`` and the API with three keys: clients ``acme`` and ``beta`` (confined to
-``<root>/<client>/``) and ``ops`` (``admin``: the whole root). Every attack is a 422 that
-quotes no file content and launches no run.
+A real ``dagster dev`` and the API with three keys: clients ``acme`` and ``beta`` (their data is
+an uploaded dataset id, no server path; spec/graph files confined to ``<root>/<client>/``) and
+``ops`` (``admin``: any file under the root). Every attack is a 422 that quotes no file content
+and launches no run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -60,6 +62,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (acme / "graph_abs.yaml").write_text(f"treatment: t\noutcome: y\ngraph: {outside / 'secret.dot'}\n")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("E2I_DATA_ROOT", str(root))
+        patch.setenv("E2I_STORAGE_URL", f"file://{base / 'store'}")  # uploaded datasets
         yield root
 
 
@@ -83,12 +86,30 @@ def _inline(path: str, **extra: object) -> dict:
             "common_causes": ["w"], **extra}
 
 
+FAKE_ID = "ds_" + "0" * 24
+"""A well-formed dataset id: the spec/graph attacks are refused before the id is looked up."""
+
+
+def _by_id(dataset_id: str = FAKE_ID, **extra: object) -> dict:
+    return {"id": dataset_id, "treatment": "t", "outcome": "y", "common_causes": ["w"], **extra}
+
+
+def _upload(api: TestClient, headers: dict) -> str:
+    """The client's data.csv uploaded as a dataset (POST /v1/datasets); its id."""
+    client = "acme" if headers is ACME else "beta"
+    body = (Path(os.environ["E2I_DATA_ROOT"]) / client / "data.csv").read_bytes()
+    response = api.post("/v1/datasets", params={"name": "data"}, content=body,
+                        headers={**headers, "Content-Type": "text/csv"})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
 def _outside(root: Path) -> Path:
     return root.parent / "outside"
 
 
 ATTACKS = {
-    # dataset.path
+    # dataset.path: a server path is refused for a client key, wherever it points
     "path_dotdot_other_client": lambda r: _inline("../beta/data.csv"),
     "path_dotdot_out_of_root": lambda r: _inline("../../outside/secret.csv"),
     "path_absolute_outside": lambda r: _inline(str(_outside(r) / "secret.csv")),
@@ -97,20 +118,20 @@ ATTACKS = {
     "path_symlink_out": lambda r: _inline("link.csv"),
     "path_symlinked_dir_of_other_client": lambda r: _inline("beta/data.csv"),
     # dataset.spec_path
-    "spec_etc_passwd": lambda r: {"source": "file", "path": "data.csv", "spec_path": "/etc/passwd"},
-    "spec_dotdot": lambda r: {"source": "file", "path": "data.csv", "spec_path": "../../outside/secret.yaml"},
-    "spec_other_client": lambda r: {"source": "file", "path": "data.csv", "spec_path": "../beta/spec.yaml"},
-    "spec_symlink_out": lambda r: {"source": "file", "path": "data.csv", "spec_path": "link.yaml"},
+    "spec_etc_passwd": lambda r: {"id": FAKE_ID, "spec_path": "/etc/passwd"},
+    "spec_dotdot": lambda r: {"id": FAKE_ID, "spec_path": "../../outside/secret.yaml"},
+    "spec_other_client": lambda r: {"id": FAKE_ID, "spec_path": "../beta/spec.yaml"},
+    "spec_symlink_out": lambda r: {"id": FAKE_ID, "spec_path": "link.yaml"},
     # dataset.graph (inline spec) and a spec file's graph
-    "graph_etc_passwd": lambda r: _inline("data.csv", graph="/etc/passwd"),
-    "graph_dotdot": lambda r: _inline("data.csv", graph="../beta/dag.dot"),
-    "graph_absolute_outside": lambda r: _inline("data.csv", graph=str(_outside(r) / "secret.dot")),
-    "graph_symlink_out": lambda r: _inline("data.csv", graph="link.dot"),
-    "spec_graph_other_client": lambda r: {"source": "file", "path": "data.csv", "spec_path": "graph_out.yaml"},
-    "spec_graph_absolute_outside": lambda r: {"source": "file", "path": "data.csv",
-                                              "spec_path": "graph_abs.yaml"},
+    "graph_etc_passwd": lambda r: _by_id(graph="/etc/passwd"),
+    "graph_dotdot": lambda r: _by_id(graph="../beta/dag.dot"),
+    "graph_absolute_outside": lambda r: _by_id(graph=str(_outside(r) / "secret.dot")),
+    "graph_symlink_out": lambda r: _by_id(graph="link.dot"),
+    "spec_graph_other_client": lambda r: {"id": FAKE_ID, "spec_path": "graph_out.yaml"},
+    "spec_graph_absolute_outside": lambda r: {"id": FAKE_ID, "spec_path": "graph_abs.yaml"},
     # the folder itself is set by the server from the key
-    "claims_other_client_folder": lambda r: _inline("data.csv", data_folder="beta"),
+    "claims_other_client_folder": lambda r: _by_id(data_folder="beta"),
+    "path_own_folder": lambda r: _inline("data.csv"),  # even its own folder: upload instead
 }
 
 
@@ -132,11 +153,11 @@ def test_path_attack_is_refused_without_content(api: TestClient, dagster_home: P
 
 
 def test_errors_name_the_key(api: TestClient) -> None:
-    cases = {"path": ("../beta/data.csv", "dataset.path must name a file under your data folder"),
+    cases = {"path": ("../beta/data.csv", "dataset.path (a file on the server) is accepted only from admin keys"),
              "spec_path": ("/etc/passwd", "dataset.spec_path must name a file under your data folder"),
              "graph": ("../beta/dag.dot", "dataset.graph must name a file under your data folder")}
     for key, (value, expected) in cases.items():
-        params = _inline("data.csv") if key != "spec_path" else {"source": "file", "path": "data.csv"}
+        params = _inline("data.csv") if key == "path" else _by_id() if key == "graph" else {"id": FAKE_ID}
         params[key] = value
         response = api.post("/v1/runs", json={"job": "causal_job", "params": {"dataset": params}},
                             headers=ACME)
@@ -147,7 +168,7 @@ def test_outside_files_answer_the_same_whether_they_exist(api: TestClient) -> No
     """The answer for beta's spec and for a missing file next to it differ only in the name."""
     texts = []
     for name in ("spec.yaml", "missing.yaml"):
-        params = {"source": "file", "path": "data.csv", "spec_path": f"../beta/{name}"}
+        params = {"id": FAKE_ID, "spec_path": f"../beta/{name}"}
         response = api.post("/v1/runs", json={"job": "causal_job", "params": {"dataset": params}},
                             headers=ACME)
         assert response.status_code == 422
@@ -166,18 +187,21 @@ def _launched_config(api: TestClient, home: Path, headers: dict, params: dict) -
     return config
 
 
-def test_a_client_launches_with_its_own_files(api: TestClient, dagster_home: Path) -> None:  # noqa: F811
-    config = _launched_config(api, dagster_home, ACME, {"source": "file", "path": "data.csv",
-                                                        "spec_path": "spec.yaml"})
-    assert config["data_folder"] == "acme" and config["path"] == "data.csv"
-    beta = _launched_config(api, dagster_home, BETA, _inline("data.csv", common_causes=["w"]))
+def test_a_client_launches_with_its_own_dataset_and_spec(api: TestClient, dagster_home: Path) -> None:  # noqa: F811
+    acme_id = _upload(api, ACME)
+    config = _launched_config(api, dagster_home, ACME, {"id": acme_id, "spec_path": "spec.yaml"})
+    assert config["data_folder"] == "acme" and config["id"] == acme_id and "path" not in config
+    beta = _launched_config(api, dagster_home, BETA, _by_id(_upload(api, BETA)))
     assert beta["data_folder"] == "beta"
+    refused = api.post("/v1/runs", json={"job": "causal_job", "params": {"dataset": _by_id(acme_id)}},
+                       headers=BETA)  # acme's dataset id from beta's key
+    assert refused.status_code == 422 and "no dataset" in refused.text and CANARY not in refused.text
 
 
 def test_a_launched_run_reads_the_clients_own_file(api: TestClient, dagster_home: Path) -> None:  # noqa: F811
     """The run process re-checks the path under the same root and folder, then loads the file."""
     response = api.post("/v1/runs", json={"job": "causal_job", "params": {"dataset": {
-        "source": "file", "path": "data.csv", "spec_path": "spec.yaml"}}}, headers=ACME)
+        "id": _upload(api, ACME), "spec_path": "spec.yaml"}}}, headers=ACME)
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
     deadline = time.monotonic() + 240
@@ -210,7 +234,7 @@ def test_admin_may_name_any_file_under_the_root(api: TestClient, dagster_home: P
 def test_a_run_re_checks_its_paths_when_it_starts(dagster_home: Path, data_root: Path,  # noqa: F811
                                                    tmp_path: Path) -> None:
     """Defence in depth: a run whose config names a file out of its folder fails at step start,
-    its failure naming the key, not the file's columns."""
+    its failure naming the key, not the file's content."""
     from e2i_pipelines.core.storage import E2IStorage
     from e2i_pipelines.defs.data.assets import dataset
 
@@ -219,10 +243,11 @@ def test_a_run_re_checks_its_paths_when_it_starts(dagster_home: Path, data_root:
             [dataset], instance=instance, raise_on_error=False,
             resources={"storage": E2IStorage(root=str(tmp_path / "data")),
                        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "io"))},
-            run_config={"ops": {"dataset": {"config": _inline("link.csv", data_folder="acme")}}})
+            run_config={"ops": {"dataset": {"config": {"id": FAKE_ID, "spec_path": "link.yaml",
+                                                       "data_folder": "acme"}}}})
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = str(failure.event_specific_data.error)
-    assert "dataset.path must name a file under your data folder (acme/" in message
+    assert "dataset.spec_path must name a file under your data folder (acme/" in message
     assert CANARY not in message
     assert not (tmp_path / "data").exists()

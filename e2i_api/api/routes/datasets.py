@@ -20,7 +20,8 @@ from e2i_api.models import ErrorResponse, RunStatus
 from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.dataset_ingest import PARQUET_MAGIC, DatasetInvalid
 
-ERRORS = {401: {"model": ErrorResponse, "description": "missing or invalid API key"},
+ERRORS = {400: {"model": ErrorResponse, "description": "the multipart body could not be decoded"},
+          401: {"model": ErrorResponse, "description": "missing or invalid API key"},
           403: {"model": ErrorResponse, "description": "API key lacks the scope"},
           429: {"model": ErrorResponse, "description": "rate limit of the key reached (see Retry-After)"}}
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such dataset (or not the key's client's)"}}
