@@ -128,6 +128,15 @@ class UsageMeter:
         return Usage(peak, round(cpu, 3), wall_seconds, ", ".join(sources))
 
 
+def tag_number(tags: dict[str, str], key: str, kind: type = float) -> float | int | None:
+    """The number in usage tag ``key`` (None when absent or not a finite non-negative number)."""
+    try:
+        value = kind(tags[key])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return value if 0 <= value < float("inf") else None
+
+
 def utilisation(used: float | None, budget: float | None) -> float | None:
     """``used / budget`` (None when either is unknown or the budget is not positive)."""
     if used is None or budget is None or budget <= 0:

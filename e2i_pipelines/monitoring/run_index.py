@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord, RunsFilter
 
-from e2i_pipelines.launcher.cgroup_usage import CPU_UTILISATION_TAG, PEAK_MEMORY_TAG
+from e2i_pipelines.launcher.cgroup_usage import CPU_UTILISATION_TAG, PEAK_MEMORY_TAG, tag_number
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, PROMOTED_FROM_TAG
 from e2i_pipelines.launcher.run_tier import tier_for_run
 from e2i_pipelines.monitoring.cost import COST_CURRENCY_TAG, COST_TAG, parse_micros
@@ -57,15 +57,6 @@ def _tier(instance: dg.DagsterInstance, record: RunRecord, known: RunFacts | Non
         return tier_for_run(instance, run).tier.value
     except (UnknownTierError, ValueError):
         return "unknown"
-
-
-def number(tags: dict[str, str], key: str, kind: type = float) -> float | int | None:
-    """The number in tag ``key`` (None when absent or not a finite non-negative number)."""
-    try:
-        value = kind(tags[key])
-    except (KeyError, ValueError):
-        return None
-    return value if 0 <= value < float("inf") else None
 
 
 def _cost(tags: dict[str, str]) -> int | None:
@@ -115,8 +106,8 @@ class RunIndex:
             oom=tags.get(FAILURE_TAG) == "oom",
             promoted_from=tags.get(PROMOTED_FROM_TAG) if PARENT_RUN_TAG in tags else None,
             cost_micros=_cost(tags), currency=tags.get(COST_CURRENCY_TAG, ""),
-            peak_bytes=number(tags, PEAK_MEMORY_TAG, int),
-            cpu_utilisation=number(tags, CPU_UTILISATION_TAG),
+            peak_bytes=tag_number(tags, PEAK_MEMORY_TAG, int),
+            cpu_utilisation=tag_number(tags, CPU_UTILISATION_TAG),
         )
         self.runs[run.run_id] = facts
         recent = record.end_time is not None and record.end_time >= self._observe_after

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from dagster import instance_for_test
 from dagster._core.storage.dagster_run import DagsterRunStatus
@@ -35,6 +36,7 @@ from e2i_pipelines.launcher.cgroup_usage import (
     peak_memory_bytes,
     usage_tags,
 )
+from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG, step_inputs, step_inputs_tag
 from e2i_pipelines.launcher.worker_exit import WORKER_MODULE, parse_exit_record
 from e2i_pipelines.tiers import TIER_TAG
 from tests.launcher.test_run_worker import _command
@@ -227,3 +229,29 @@ def test_without_a_run_cgroup_the_process_tree_is_measured(instance, tmp_path):
     assert abs(allocated - 400 * MIB) <= 0.05 * 400 * MIB, (allocated / MIB, base, record)
     assert 1.0 <= record["cpu_seconds"] <= 2.0, record
     assert float(tags[MEMORY_UTILISATION_TAG]) == pytest.approx(record["peak_memory_bytes"] / LIMIT, abs=1e-4)
+
+
+# -- step input sizes (from the assets' metadata in the event log) ----------------------------
+def test_step_inputs_from_materialization_metadata(tmp_path):
+    @dg.asset
+    def dataset() -> dg.MaterializeResult:
+        schema = dg.TableSchema(columns=[dg.TableColumn(c) for c in ("id", "t", "y")])
+        return dg.MaterializeResult(metadata={"rows": 12_345, "schema": dg.MetadataValue.table_schema(schema)})
+
+    @dg.asset(deps=[dataset])
+    def twins() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"n_twins": 500, "rows": -1, "columns": "many"})
+
+    @dg.asset(deps=[twins])
+    def other() -> None:
+        return None
+
+    with instance_for_test(temp_dir=str(tmp_path)) as inst:
+        result = dg.materialize([dataset, twins, other], instance=inst)
+        steps = step_inputs(inst, result.run_id)
+    assert {k: {s: v for s, v in d.items() if s != "wall_seconds"} for k, d in steps.items()} == {
+        "dataset": {"rows": 12_345, "columns": 3}, "twins": {"twins": 500}, "other": {}}
+    assert all(0 <= d["wall_seconds"] < 60 for d in steps.values())
+    tag = step_inputs_tag(steps)[STEP_INPUTS_TAG]
+    assert '"dataset": {"columns": 3, "rows": 12345' in tag
+    assert step_inputs_tag({f"step_{i:03}": {"rows": i} for i in range(1000)})[STEP_INPUTS_TAG].count("step_") < 1000
