@@ -3,8 +3,9 @@
 A path from a run parameter (``dataset.path``, ``dataset.spec_path``, a spec's ``graph``) is
 resolved by :func:`resolve_user_path`: a relative path is taken under the caller's folder, then
 ``Path.resolve()`` follows symlinks and ``..``, and the result must lie in that folder. An API
-key's client is confined to ``<root>/<client>/``; ``admin`` keys and runs launched from the
-Dagster UI (no API client) may name any file under the root. Errors name the key and what is
+key's client is confined to ``<root>/<client>/`` for spec and graph files and names its data by
+an uploaded dataset id (``core.datasets``), never by ``dataset.path``; ``admin`` keys and runs
+launched from the Dagster UI (no API client) may name any file under the root. Errors name the key and what is
 wrong, never the file's content, its resolved location, or whether a file outside exists.
 
 Default root: ``$E2I_DATA_DIR/inputs`` (see :func:`e2i_pipelines.core.storage.default_data_dir`).
