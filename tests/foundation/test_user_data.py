@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.data.assets import dataset
 
@@ -145,7 +146,6 @@ def test_run_time_recheck_refuses_a_clients_server_path(tmp_path):
 
 def _upload(frame: pd.DataFrame, client: str, name: str = "accounts") -> dict:
     """Register ``frame`` (as CSV bytes) as ``client``'s dataset, as POST /v1/datasets does."""
-    from e2i_pipelines.core import datasets as store
 
     staged = store.StagedUpload(10**9)
     try:
@@ -207,3 +207,32 @@ def test_a_dataset_missing_a_spec_column_names_it(tmp_path, storage):
     manifest = _upload(_user_frame().drop(columns=["tenure"]), "acme")
     message = _failure_message(_materialize(tmp_path, _by_id(manifest, data_folder="acme")))
     assert "tenure" in message and manifest["id"] in message
+
+def test_datasets_on_s3(tmp_path, monkeypatch):
+    """The same registry on an S3 API (moto's server on loopback): versions, a run reading the
+    id, a failed upload leaving no object, delete removing every object."""
+    from tests.support.s3 import moto_server, use_s3
+
+    monkeypatch.setenv("E2I_DATA_DIR", str(tmp_path / "scratch"))
+    with moto_server() as s3:
+        use_s3(monkeypatch, s3)
+        frame = _user_frame()
+        first = _upload(frame, "acme")
+        assert _upload(frame, "acme") == first  # the same bytes: the same version, as stored
+        second = _upload(frame.iloc[:350], "acme")
+        dataset = store.get_dataset(first["id"], "acme")
+        assert [m["version"] for m in dataset.versions] == [second["version"], first["version"]]
+        prefix = f"e2i/datasets/acme/{first['id']}/"
+        assert len([k for k in s3.keys(prefix) if k.endswith("/manifest.json")]) == 2
+        result = _materialize(tmp_path, _by_id(first, version=first["version"], data_folder="acme"))
+        assert result.success and result.output_for_node("dataset").n_rows == 400
+        before = s3.keys()
+        with pytest.raises(store.DatasetInvalid, match="column 'x', row 2: not a number"):
+            _upload(pd.DataFrame({"x": ["1", "oops"], "y": [1, 2]}), "acme", "bad")
+        assert s3.keys() == before, "a failed upload left objects behind"
+        with pytest.raises(store.DatasetNotFound):
+            store.get_dataset(first["id"], "beta")
+        store.delete_dataset(first["id"], "acme")
+        assert s3.keys(prefix) == []
+        with pytest.raises(store.DatasetNotFound):
+            store.get_dataset(first["id"], "acme")
