@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=(tests/ray)
 for arg in "$@"; do [[ "$arg" == tests/* ]] && target=(); done
-exec bash scripts/in_netns.sh python3 -m pytest -q -p no:cacheprovider "${target[@]}" "$@"
+exec bash scripts/in_netns.sh python3 -m pytest -q -p no:cacheprovider --durations=25 "${target[@]}" "$@"

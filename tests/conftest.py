@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.markers import fixture_markers, needs
+
 PG_HOST = os.environ.get("E2I_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("E2I_PG_PORT", "5432"))
 PG_USER = os.environ.get("E2I_PG_USER", "e2i")
@@ -40,6 +42,7 @@ def _pg_connect(dbname: str = "postgres"):
 
 
 @pytest.fixture()
+@needs("postgres")
 def postgres_db() -> Iterator[dict]:
     """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
     with fresh_database() as params:
@@ -69,6 +72,7 @@ def fresh_database() -> Iterator[dict]:
 
 
 @pytest.fixture(scope="session")
+@needs("docker")
 def docker_client():
     """A docker-py client on the local engine (fails under CI when the engine is missing)."""
     try:
@@ -91,3 +95,39 @@ def _no_leaked_defs_state_storage():
     _current_storage.set(None)
     yield
     _current_storage.set(None)
+
+
+@pytest.fixture(scope="session")
+@needs("stack", "docker")
+def compose_stack(docker_client):
+    """The session's one compose stack for the smoke, monitoring and chaos tests
+    (tests/support/shared_stack.py); up at first use, down with its volumes at the end."""
+    from tests.support.shared_stack import shared_stack  # imports this module: not at its top
+
+    yield from shared_stack(docker_client)
+
+
+SERVICE_GROUP = ("docker", "postgres", "webserver")
+"""Tests using these share one pytest-xdist worker (``--dist loadgroup``): they wait on containers
+and servers more than on the CPU, and the engine-measuring tests must not see each other's
+containers. Every other test is grouped by its file (module fixtures start once)."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with the services its fixtures need (tests/support/markers.py), group the
+    tests for ``--dist loadgroup``, and run the tests on the shared compose stack last, in their
+    order (faults late, backup/restore last)."""
+    from tests.support.shared_stack import stack_rank
+
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None:
+            for name in sorted(fixture_markers(d for defs in info.name2fixturedefs.values() for d in defs)):
+                item.add_marker(name)
+    if config.getoption("dist", None) == "loadgroup":
+        for item in items:
+            services = any(item.get_closest_marker(name) for name in SERVICE_GROUP)
+            item.add_marker(pytest.mark.xdist_group("services" if services else item.nodeid.split("::")[0]))
+    ranked = {id(item): stack_rank(item.nodeid) for item in items}
+    items.sort(key=lambda item: -1 if ranked[id(item)] is None else ranked[id(item)])

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from e2i_api.core.config import Settings
 from e2i_api.main import create_app
-from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
+from tests.support.dagster_processes import dagster_dev_port, free_port, write_instance_yaml
+from tests.support.markers import needs
 
 # Test-only keys (random, as ``secrets.token_urlsafe(32)`` makes them: weaker keys are refused).
 WRITE_KEY = "n5KU_RYQniRb2DCuf95H3piVrRhsyv6ovwLxo1qDL8o"
@@ -50,14 +51,11 @@ def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+@needs("webserver")
 def dagster_port(dagster_home: Path) -> Iterator[int]:
     """Port of a real ``dagster dev`` (webserver + daemon) on ``dagster_home``."""
-    port = free_port()
-    proc = dagster_dev(dagster_home, port)
-    try:
+    with dagster_dev_port(dagster_home) as port:
         yield port
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

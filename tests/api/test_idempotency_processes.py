@@ -27,17 +27,19 @@ from tests.api.api_processes import ApiProcess, api_env
 from tests.api.conftest import WRITE, WRITE_KEY, api_settings
 from tests.conftest import fresh_database
 from tests.support.dagster_processes import (
-    dagster_dev,
+    dagster_dev_port,
     free_port,
     postgres_storage,
     write_instance_yaml,
 )
+from tests.support.markers import needs
 
 KEYS = [{"name": "frontend", "key": WRITE_KEY, "scopes": ["runs:read", "runs:write"]}]
 BODY = {"job": "probe_light_job", "params": {"probe_light": {"allocate_mb": 1}}}
 
 
 @pytest.fixture(scope="module")
+@needs("postgres")
 def pg() -> Iterator[dict]:
     with fresh_database() as params:
         yield params
@@ -52,13 +54,10 @@ def pg_home(tmp_path_factory: pytest.TempPathFactory, pg: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
+@needs("webserver")
 def pg_dagster_port(pg_home: Path) -> Iterator[int]:
-    port = free_port()
-    proc = dagster_dev(pg_home, port)
-    try:
+    with dagster_dev_port(pg_home) as port:
         yield port
-    finally:
-        proc.stop()
 
 
 def start_api(pg_dagster_port: int, pg: dict, log: Path, **extra: str) -> ApiProcess:

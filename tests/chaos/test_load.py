@@ -1,7 +1,9 @@
 """The load run of the fault-tolerance suite: 50 loopback clients against the API (through Caddy,
 with TLS, as deployed) + a real webserver on Postgres (``benchmarks/load_api.py``), mixing status polls, results reads and run
-submissions. It must answer every request; its latency table is printed for the README (timing
-is reported, not asserted: speed is measured by benchmarks, not by tests)."""
+submissions. It must answer every request. CI runs it short (15 s mixed, 10 s per launch phase):
+the assertion is zero errors, not speed; the 60 s run is the benchmark itself
+(``flock /tmp/e2i-heavy.lock python benchmarks/load_api.py --clients 50 --duration 60``,
+numbers in benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -27,10 +29,10 @@ def _postgres_up() -> bool:
 
 @pytest.mark.postgres
 @pytest.mark.webserver
-def test_fifty_clients_for_sixty_seconds_get_no_errors() -> None:
+def test_fifty_clients_get_no_errors() -> None:
     require(_postgres_up(), "PostgreSQL on 127.0.0.1:5432")
-    done = subprocess.run([sys.executable, str(LOAD_SCRIPT), "--clients", "50", "--duration", "60",
-                           "--launch-duration", "20", "--warmup", "10"],
+    done = subprocess.run([sys.executable, str(LOAD_SCRIPT), "--clients", "50", "--duration", "15",
+                           "--launch-duration", "10", "--warmup", "5"],
                           capture_output=True, text=True, timeout=600)
     print(done.stdout[-4000:])
     assert done.returncode == 0, done.stderr[-4000:]

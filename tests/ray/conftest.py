@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_PASSWORD, require
+from tests.support.markers import needs
 from tests.support.ray_cluster import CLUSTER_ENV, NodeSpec, RayTestCluster, in_isolated_netns
 
 RAY_PROFILES = {
@@ -54,6 +55,7 @@ def node_secrets(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+@needs("ray")
 def ray_cluster(node_secrets) -> Iterator[RayTestCluster]:
     require(in_isolated_netns(), "an isolated network namespace (run tests/ray through "
             "scripts/test_ray.sh: Ray must never bind the external interface)")

@@ -72,10 +72,13 @@ class ComposeStack:
     project: str = field(default_factory=lambda: f"e2ismoke{uuid.uuid4().hex[:8]}")
     tiers: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TEST_TIERS))
     extra_compose_files: list[Path] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+    """Compose profiles every command runs with (e.g. ``monitoring``)."""
     monitoring_seconds: float = 5
     image: str = os.environ.get("E2I_IMAGE", "e2i:local")
     base_image: str = os.environ.get("E2I_BASE_IMAGE", "e2i-base:bookworm")
     cold_start_seconds: float = 0.0
+    build_seconds: float = 0.0
     healthy_after: dict[str, float] = field(default_factory=dict)
     _services: list[str] = field(default_factory=list)
     _caddy_ca: str | None = None
@@ -85,6 +88,7 @@ class ComposeStack:
         self.api_port = free_port()
         self.webserver_port = free_port()
         self.https_port = free_port()
+        self.prometheus_port = free_port()  # used with the monitoring override only
         self.instance_file = self.workdir / "dagster.yaml"
         self.env_file = self.workdir / "stack.env"
         self.instance_file.write_text(yaml.safe_dump(
@@ -108,6 +112,7 @@ class ComposeStack:
             "E2I_WEBSERVER_PORT": str(self.webserver_port),
             "E2I_HTTPS_PORT": str(self.https_port),  # Caddy's, never the host's 443/80
             "E2I_HTTP_PORT": str(free_port()),
+            "E2I_PROMETHEUS_PORT": str(self.prometheus_port),
             "E2I_DAGSTER_YAML": str(self.instance_file),
         }
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -127,7 +132,8 @@ class ComposeStack:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         files = [arg for path in (COMPOSE_FILE, *self.extra_compose_files) for arg in ("-f", str(path))]
-        cmd = ["docker-compose", *files, "--env-file", str(self.env_file), "-p", self.project, *args]
+        profiles = [arg for name in self.profiles for arg in ("--profile", name)]
+        cmd = ["docker-compose", *files, *profiles, "--env-file", str(self.env_file), "-p", self.project, *args]
         return self.run(cmd, timeout=timeout, check=check)
 
     def script(self, name: str, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
@@ -163,14 +169,18 @@ class ComposeStack:
                 status[service] = state.get("Health", {}).get("Status", state["Status"])
         return status
 
-    def wait_healthy(self, docker_client: Any, timeout: float, start: float | None = None) -> float:
-        """Seconds (from ``start``, default now) until every service is healthy; records when each
-        service first was in ``healthy_after``; raises with the last states on timeout."""
+    def wait_healthy(self, docker_client: Any, timeout: float, start: float | None = None,
+                     services: set[str] | None = None) -> float:
+        """Seconds (from ``start``, default now) until every service (or those in ``services``) is
+        healthy; records when each service first was in ``healthy_after``; raises with the last
+        states on timeout."""
         start = time.monotonic() if start is None else start
         self.healthy_after = {}
         status: dict[str, str] = {}
         while time.monotonic() - start < timeout:
             status = self.health(docker_client)
+            if services is not None:
+                status = {name: state for name, state in status.items() if name in services}
             for service, state in status.items():
                 if state == "healthy":
                     self.healthy_after.setdefault(service, round(time.monotonic() - start, 1))
@@ -218,19 +228,24 @@ def image_present(docker_client: Any, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_stack(docker_client: Any, timeout: float = 900, **options: Any) -> Iterator[ComposeStack]:
-    """A fresh stack (own project, volumes, ports; ``options`` go to ComposeStack) brought up and
-    healthy, its cold start measured; removed with its volumes afterwards."""
+def running_stack(docker_client: Any, timeout: float = 900, build: tuple[str, ...] = ("postgres",),
+                  **options: Any) -> Iterator[ComposeStack]:
+    """A fresh stack (own project, volumes, ports; ``options`` go to ComposeStack; the services in
+    ``build`` built first) brought up and healthy, its cold start measured; removed with its
+    volumes afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="e2i-stack-"))
     workdir.chmod(0o755)
     stack = ComposeStack(workdir=workdir, **options)
     try:
-        stack.compose("build", "postgres", timeout=900)
+        started = time.monotonic()
+        stack.compose("build", *build, timeout=900)
+        stack.build_seconds = time.monotonic() - started
         start = time.monotonic()
         up = stack.compose("up", "-d", timeout=timeout, check=False)
         stack.cold_start_seconds = stack.wait_healthy(docker_client, timeout=timeout, start=start)
         print(f"\nstack {stack.project}: cold start (up -> all healthy) {stack.cold_start_seconds:.1f}s"
-              f" (up exited {up.returncode}); healthy after: {stack.healthy_after}")
+              f" (up exited {up.returncode}; build {stack.build_seconds:.1f}s);"
+              f" healthy after: {stack.healthy_after}")
         yield stack
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):

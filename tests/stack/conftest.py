@@ -1,27 +1,13 @@
-"""The compose stack fixture: built, brought up once per module, measured, torn down (down -v)."""
+"""The stack tests run on the session's one compose stack (tests/support/shared_stack.py)."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import require
-from tests.stack.compose_stack import ComposeStack, image_present, running_stack
-
-COLD_START_TIMEOUT = 900
+from tests.stack.compose_stack import ComposeStack
 
 
-def require_stack_tools(docker_client, image: str) -> None:
-    """docker-compose and the project image, or skip locally / fail under CI."""
-    require(shutil.which("docker-compose") is not None, "docker-compose (apt-get install docker-compose)")
-    require(image_present(docker_client, image), f"image {image} (docker/build_image.sh)")
-
-
-@pytest.fixture(scope="module")
-def stack(docker_client) -> Iterator[ComposeStack]:
-    """A fresh e2i stack (own project, volumes, ports); yields it healthy, removes it after."""
-    require_stack_tools(docker_client, ComposeStack.image)
-    with running_stack(docker_client, timeout=COLD_START_TIMEOUT) as fresh:
-        yield fresh
+@pytest.fixture()
+def stack(compose_stack: ComposeStack) -> ComposeStack:
+    """The session's e2i stack (with monitoring and Caddy), healthy when the session starts it."""
+    return compose_stack

@@ -1,52 +1,20 @@
 """The compose stack with profile ``monitoring``, for real: after a run through the API, Prometheus
 (its own HTTP query API) has the run's metrics from the exporter and the API's request counts,
-and GET /v1/costs has the run's cost from the daemon's cost sensor."""
+and GET /v1/costs has the run's cost from the daemon's cost sensor. It runs first on the session's
+stack (tests/support/shared_stack.py): its run is the stack's first."""
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
-from tests.stack.conftest import COLD_START_TIMEOUT, require_stack_tools
+from tests.stack.compose_stack import ComposeStack
 from tests.stack.test_stack_smoke import FINISHED, api, submit, wait_for
-from tests.support.dagster_processes import free_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.timeout(1800)]
-
-MONITORING_FILE = COMPOSE_FILE.with_name("docker-compose.monitoring.yml")
-PROFILE = ("--profile", "monitoring")
-
-
-@pytest.fixture(scope="module")
-def stack(docker_client) -> Iterator[ComposeStack]:
-    """A fresh stack plus the exporter and Prometheus, healthy; removed with its volumes after."""
-    require_stack_tools(docker_client, ComposeStack.image)
-    workdir = Path(tempfile.mkdtemp(prefix="e2i-stack-monitoring-"))
-    workdir.chmod(0o755)
-    stack = ComposeStack(workdir=workdir, extra_compose_files=[MONITORING_FILE])
-    stack.prometheus_port = free_port()
-    with stack.env_file.open("a") as env:
-        env.write(f"E2I_PROMETHEUS_PORT={stack.prometheus_port}\n")
-    try:
-        stack.compose("build", "postgres", "prometheus", timeout=900)
-        start = time.monotonic()
-        stack.compose(*PROFILE, "up", "-d", timeout=COLD_START_TIMEOUT, check=False)
-        seconds = stack.wait_healthy(docker_client, timeout=COLD_START_TIMEOUT, start=start)
-        print(f"\nstack {stack.project} with monitoring: all healthy after {seconds:.1f}s")
-        yield stack
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            stack.remove_run_containers(docker_client)
-            stack.compose(*PROFILE, "down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
-            stack.cleanup(docker_client)
 
 
 def query(stack: ComposeStack, expr: str, timeout: float = 180) -> list[dict]:

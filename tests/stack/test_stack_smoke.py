@@ -1,7 +1,8 @@
 """Smoke test of the production compose stack, for real: docker-compose up, health, runs through
 the API in tier-sized containers, a daemon restart mid-run, backup -> wipe -> restore.
 
-The tests share one stack (module fixture) and run in file order; the last one wipes it.
+The tests run on the session's one stack (tests/support/shared_stack.py: with the monitoring
+profile and the chaos override) in the order given there; the backup test wipes it, last.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from tests.stack.compose_stack import DATA_DIR, ComposeStack
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.timeout(1500)]
 
 RUN_TIMEOUT = 420
+APP_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
+                "webserver-viewer", "caddy"}
+"""docker/docker-compose.yml's services: what scripts/stack_health.sh and restore.sh manage."""
+MONITORING_SERVICES = {"exporter", "prometheus"}
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -82,8 +87,7 @@ def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
     result = stack.script("stack_health.sh")
     print(result.stdout)
     assert "all services healthy" in result.stdout
-    assert set(stack.services()) == {"postgres", "mlflow", "code-server", "webserver", "daemon", "api",
-                                    "engine-proxy", "webserver-viewer", "caddy"}
+    assert set(stack.services()) == APP_SERVICES | MONITORING_SERVICES
     with api(stack) as client:
         ready = client.get("/ready")
     assert ready.status_code == 200, ready.text
@@ -146,7 +150,7 @@ def test_backup_wipe_restore_brings_runs_back(stack: ComposeStack, docker_client
 
     start = time.monotonic()
     print(stack.script("restore.sh", str(backup_dir), timeout=900).stdout)
-    stack.wait_healthy(docker_client, timeout=900)
+    stack.wait_healthy(docker_client, timeout=900, services=APP_SERVICES)  # restore.sh: no profiles
     print(f"restore + start until healthy: {time.monotonic() - start:.1f}s")
     for run_id in succeeded:
         assert run_status(stack, run_id)["status"] == "SUCCESS"

@@ -7,13 +7,14 @@ default signal handlers and stops it with SIGINT, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,16 @@ def dagster_dev(home: Path, port: int, env: Mapping[str, str] | None = None,
         proc.stop()
         raise
     return proc
+
+
+@contextlib.contextmanager
+def dagster_dev_port(home: Path, env: Mapping[str, str] | None = None,
+                     workspace: Path = WORKSPACE) -> Iterator[int]:
+    """The port of a ``dagster dev`` on ``home``, ready; stopped on exit (the test fixtures' one
+    start/stop of a webserver + daemon)."""
+    port = free_port()
+    with dagster_dev(home, port, env, workspace=workspace):
+        yield port
 
 
 def dagster_daemon(home: Path, env: Mapping[str, str] | None = None,
