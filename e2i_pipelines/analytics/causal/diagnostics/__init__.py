@@ -8,5 +8,6 @@ no intercept column), ``names`` its p column names, ``t`` the treatment (bool or
 outcome, ``weights`` the balancing weights already built for the estimand (e.g. ATE: 1/e for
 treated and 1/(1 - e) for control rows), ``propensity`` the estimated P(t = 1 | X).
 
-One module per diagnostic: :mod:`.balance`, :mod:`.overlap`, :mod:`.sensitivity`; shared input checks in :mod:`.inputs`.
+One module per diagnostic: :mod:`.balance`, :mod:`.overlap`, :mod:`.sensitivity`; shared input
+checks in :mod:`.inputs`; :mod:`.run` runs all three on a saved estimate for the asset check.
 """
