@@ -32,7 +32,6 @@ BLOCK_BYTES = 1 << 20
 """CSV block per batch (and row group): small blocks keep the peak memory flat."""
 _READ = 1 << 20
 _MAX_HEADER = 1 << 20
-_INT = r"^[+-]?[0-9]{1,18}$"
 _FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _TYPES = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
 
@@ -225,23 +224,30 @@ def _infer_kinds(path: Path, header: list[str], delimiter: str, skip: int) -> di
 
 
 def _kind_of(column: pa.Array, kind: str | None, name: str, before: int) -> str | None:
-    if kind == "string":
+    """The column's type after this batch: its first value sets it, later numbers may widen an
+    int column to float; a non-number in a numeric column is an error naming the row."""
+    if kind == "string" or column.null_count == len(column):
         return kind
-    present = pc.is_valid(column)
-    if not pc.any(present).as_py():
-        return kind
-    is_int = pc.fill_null(pc.match_substring_regex(column, _INT), True)
-    is_num = pc.fill_null(pc.match_substring_regex(column, _FLOAT), True)
     if kind is None:
-        first = pc.index(present, True).as_py()
-        kind = "int" if is_int[first].as_py() else "float" if is_num[first].as_py() else "string"
+        first = column.filter(pc.is_valid(column)).slice(0, 1)
+        kind = "int" if _casts(first, pa.int64()) else "float" if _casts(first, pa.float64()) else "string"
         if kind == "string":
             return kind
-    if not pc.all(is_num).as_py():
-        bad = pc.index(is_num, False).as_py()
-        raise DatasetInvalid(f"column {_short(name)!r}, row {before + bad + 1}: not a number, but "
-                             "the column's earlier values are numbers (mixed types)")
-    return "int" if kind == "int" and pc.all(is_int).as_py() else "float"
+    if not _casts(column, pa.float64()):  # the slow path locates the first non-number
+        is_num = pc.fill_null(pc.match_substring_regex(column, _FLOAT), True)
+        where = f", row {before + pc.index(is_num, False).as_py() + 1}" if not pc.all(is_num).as_py() else ""
+        raise DatasetInvalid(f"column {_short(name)!r}{where}: not a number, but the column's "
+                             "earlier values are numbers (mixed types)")
+    return "int" if kind == "int" and _casts(column, pa.int64()) else "float"
+
+
+def _casts(column: pa.Array, target: pa.DataType) -> bool:
+    """True when every value of the text ``column`` converts to ``target``."""
+    try:
+        pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 # --- shared ----------------------------------------------------------------------------------
