@@ -7,12 +7,21 @@ crash). The middleware on a real webserver through Caddy: tests/security/test_ui
 from __future__ import annotations
 
 import json
+import logging
 
+import dagster as dg
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 from e2i_api.auth.client_address import client_ip
-from e2i_api.ui_audit import MutationCall, graphql_request, mutation_calls
+from e2i_api.ui_audit import (
+    TERMINATED_BY_TAG,
+    MutationCall,
+    UiAuditMiddleware,
+    graphql_request,
+    mutation_calls,
+)
 from tests.support.dagster_processes import REPO_ROOT
 
 RUN_A, RUN_B = "0d3c1a52-7a43-4bd5-9d0f-3c7a0e2f5b11", "5a8f6d1e-2b0c-4e7e-8a39-0f1b2c3d4e5f"
@@ -91,3 +100,62 @@ def test_compose_runs_the_writable_webserver_through_the_wrapper() -> None:
     compose = yaml.safe_load((REPO_ROOT / "docker" / "docker-compose.yml").read_text())["services"]
     assert compose["webserver"]["command"][:3] == ["python", "-m", "e2i_api.ui_webserver"]
     assert "--read-only" in compose["webserver-viewer"]["command"]  # the viewer mutates nothing
+
+
+# --- the middleware on a small stand-in app (the real webserver: tests/security/test_ui_login.py)
+
+def _stand_in(instance: dg.DagsterInstance):
+    """Answers like Dagster's GraphQL endpoint for terminateRun: cancels the run if not yet started."""
+    async def app(scope, receive, send) -> None:
+        request = json.loads((await receive())["body"])
+        run = instance.get_run_by_id(request["variables"]["id"])
+        kind = "TerminateRunFailure"
+        if run.status == dg.DagsterRunStatus.NOT_STARTED:
+            instance.report_run_canceled(run)
+            kind = "TerminateRunSuccess"
+        body = json.dumps({"data": {"terminateRun": {"__typename": kind}}}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+    return app
+
+
+def _new_run(instance: dg.DagsterInstance) -> str:
+    return instance.add_run(dg.DagsterRun(job_name="g", status=dg.DagsterRunStatus.NOT_STARTED)).run_id
+
+
+def test_terminate_tags_the_user_and_audits(caplog: pytest.LogCaptureFixture) -> None:
+    terminate = "mutation($id: String!) { terminateRun(runId: $id) { __typename } }"
+    with dg.instance_for_test() as instance:
+        run_id, other = _new_run(instance), _new_run(instance)
+        app = UiAuditMiddleware(_stand_in(instance), instance)
+        client = TestClient(app)  # no lifespan: the stand-ins speak HTTP only
+        with caplog.at_level(logging.INFO, "e2i.audit"):
+            headers = {"X-E2I-User": "ed@example.com", "X-E2I-Role": "editor", "X-Forwarded-For": "192.0.2.4"}
+            first = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
+            again = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
+            anonymous = client.post("/graphql", json={"query": terminate, "variables": {"id": other}})
+        assert first.status_code == again.status_code == anonymous.status_code == 200
+        assert instance.get_run_by_id(run_id).tags[TERMINATED_BY_TAG] == "ed@example.com"
+        assert TERMINATED_BY_TAG not in instance.get_run_by_id(other).tags  # no user, no tag
+    lines = [r for r in caplog.records if r.name == "e2i.audit"]
+    assert [(r.principal, r.client_ip, r.action, r.run_id, r.outcome, r.terminated) for r in lines] == [
+        ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunSuccess", [run_id]),
+        ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunFailure", []),
+        (None, "testclient", "terminateRun", other, "TerminateRunSuccess", [other])]
+
+
+def test_queries_pass_unaudited(caplog: pytest.LogCaptureFixture) -> None:
+    seen = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with dg.instance_for_test() as instance, caplog.at_level(logging.INFO, "e2i.audit"):
+        client = TestClient(UiAuditMiddleware(app, instance))
+        body = json.dumps({"query": "{ version }"}).encode()
+        assert client.post("/graphql", content=body, headers={"content-type": "application/json"}).status_code == 200
+    assert seen == [body]  # the app reads the body the middleware buffered
+    assert not [r for r in caplog.records if r.name == "e2i.audit"]
