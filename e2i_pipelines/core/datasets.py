@@ -84,9 +84,13 @@ def datasets_root() -> UPath:
     return storage_root() / "datasets"
 
 
+STAGING_ENV = "E2I_UPLOAD_STAGING_DIR"
+
+
 def staging_dir() -> Path:
-    """Local folder uploads are staged in before validation (never the storage root)."""
-    folder = Path(default_data_dir()) / ".staging" / "uploads"
+    """Local folder uploads are staged in before validation (never the storage root):
+    ``E2I_UPLOAD_STAGING_DIR``, else ``<E2I_DATA_DIR>/.staging/uploads`` (a disk, not a tmpfs)."""
+    folder = Path(os.environ.get(STAGING_ENV) or Path(default_data_dir()) / ".staging" / "uploads")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -229,3 +229,19 @@ def test_the_api_process_memory_does_not_grow_with_the_body(tmp_path: Path) -> N
         assert not list((tmp_path / "scratch" / ".staging" / "uploads").iterdir())
     finally:
         server.stop()
+
+
+def test_unwritable_storage_or_staging_is_a_503_naming_no_path(api: TestClient, base: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = base / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("E2I_STORAGE_URL", f"file://{blocker}/store")
+    response = _post(api, GOOD, name="nowhere")
+    assert response.status_code == 503, response.text
+    assert "dataset storage is unreachable or not writable" in response.text
+    assert str(base) not in response.text and "Traceback" not in response.text
+    monkeypatch.undo()
+    monkeypatch.setenv("E2I_UPLOAD_STAGING_DIR", str(blocker / "staging"))
+    response = _post(api, GOOD, name="nowhere")
+    assert response.status_code == 503 and "staging folder is not writable" in response.text
+    assert str(base) not in response.text

@@ -14,11 +14,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from starlette.datastructures import UploadFile
 
 from e2i_api.api.deps import RunReaderDep
+from e2i_api.core.logging import logger
 from e2i_api.core.security import Principal, require_scope
 from e2i_api.dataset_models import EXAMPLE_DATASET_ID, DatasetDetail, DatasetList
 from e2i_api.models import ErrorResponse, RunStatus
 from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.dataset_ingest import PARQUET_MAGIC, DatasetInvalid
+from e2i_pipelines.core.storage import StorageError
 
 ERRORS = {400: {"model": ErrorResponse, "description": "the multipart body could not be decoded"},
           401: {"model": ErrorResponse, "description": "missing or invalid API key"},
@@ -46,6 +48,12 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 def _invalid(message: str, where: str = "body") -> HTTPException:
     return HTTPException(422, [{"loc": [where], "msg": message, "type": "value_error"}])
+
+
+def _unavailable(what: str) -> HTTPException:
+    """503 naming the problem, never a path, URL or credential (those go to the server log)."""
+    logger.error("dataset storage failed", extra={"error": what})
+    return HTTPException(503, f"{what}; try again later or ask the operator", headers={"Retry-After": "30"})
 
 
 def _owner(principal: Principal) -> str | None:
@@ -88,6 +96,7 @@ def _check_declared(staged: store.StagedUpload, declared: str | None) -> None:
              summary="Upload a CSV or Parquet file as a dataset (a new version when the name exists)",
              responses={200: {"model": DatasetDetail, "description": "these bytes were uploaded before"},
                         413: {"model": ErrorResponse, "description": "larger than E2I_MAX_UPLOAD_BYTES"},
+                        503: {"model": ErrorResponse, "description": "dataset storage unreachable or not writable"},
                         415: {"model": ErrorResponse, "description": "not CSV, Parquet or multipart"}})
 async def upload_dataset(
     request: Request, response: Response, principal: Annotated[Principal, Depends(write)],
@@ -104,7 +113,10 @@ async def upload_dataset(
             store.check_name(name)
     except DatasetInvalid as exc:
         raise _invalid(str(exc), "name") from None
-    staged = store.StagedUpload(store.max_upload_bytes())
+    try:
+        staged = store.StagedUpload(store.max_upload_bytes())
+    except OSError:
+        raise _unavailable("the upload staging folder is not writable") from None
     try:
         try:
             if content_type == "multipart/form-data":
@@ -123,6 +135,8 @@ async def upload_dataset(
                 store.register, staged.path, version, staged.size, principal.name, name)
         except DatasetInvalid as exc:
             raise _invalid(str(exc)) from None
+        except (OSError, StorageError):
+            raise _unavailable("dataset storage is unreachable or not writable") from None
     finally:
         staged.discard()
     dataset = await asyncio.to_thread(store.get_dataset, manifest["id"], principal.name)
