@@ -128,6 +128,20 @@ def test_path_traversal_and_odd_names_are_refused(api: TestClient, base: Path, n
     assert not list(base.parent.glob("escape*")) and _stored(base) == before
 
 
+def test_multipart_takes_the_name_from_the_query_or_the_form(api: TestClient) -> None:
+    by_query = api.post("/v1/datasets", params={"name": "mp_query"}, headers=ACME,
+                        files={"file": ("whatever.csv", GOOD, "text/csv")})
+    assert by_query.status_code == 201 and by_query.json()["rows"] == 3, by_query.text
+    by_form = api.post("/v1/datasets", data={"name": "mp_form"}, headers=ACME,
+                       files={"file": ("whatever.csv", GOOD, "text/csv")})
+    assert by_form.status_code == 201 and by_form.json()["name"] == "mp_form"
+    unnamed = api.post("/v1/datasets", headers=ACME, files={"file": ("x.csv", GOOD, "text/csv")})
+    assert unnamed.status_code == 422 and "name" in unnamed.text
+    no_file = api.post("/v1/datasets", data={"name": "mp_none"}, headers=ACME,
+                       files={"other": ("x.csv", GOOD, "text/csv")})
+    assert no_file.status_code == 422 and "'file' part" in no_file.text
+
+
 def test_not_csv_or_parquet_content_types_are_refused(api: TestClient) -> None:
     for content_type in ("application/json", "text/html", "image/png", ""):
         response = _post(api, GOOD, content_type=content_type)

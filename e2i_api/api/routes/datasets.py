@@ -120,7 +120,8 @@ async def upload_dataset(
     try:
         try:
             if content_type == "multipart/form-data":
-                name = name or await _stage_form(request, staged)
+                form_name = await _stage_form(request, staged)
+                name = name or form_name
                 if not name:
                     raise _invalid("give the dataset a 'name' (form field or query parameter)", "name")
             else:
