@@ -153,7 +153,7 @@ class UiAuditMiddleware:
             return
         watched = [run_id for call in calls or [] if call.name in TERMINATIONS for run_id in call.run_ids]
         before = await anyio.to_thread.run_sync(self._statuses, watched)
-        status, chunks = 500, []
+        status, chunks, held = 500, [], []
 
         async def capture(message: Message) -> None:
             nonlocal status
@@ -161,12 +161,14 @@ class UiAuditMiddleware:
                 status = message["status"]
             elif message["type"] == "http.response.body" and sum(map(len, chunks)) < MAX_RESPONSE:
                 chunks.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
             await anyio.to_thread.run_sync(self._record, scope, calls, before, status, b"".join(chunks))
+        for message in held:  # the answer goes out once the audit line and the tags are written
+            await send(message)
 
     def _statuses(self, run_ids: Iterable[str]) -> dict[str, DagsterRunStatus | None]:
         runs = {run_id: self.instance.get_run_by_id(run_id) for run_id in run_ids}
