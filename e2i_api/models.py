@@ -146,6 +146,10 @@ class RunDetail(BaseModel):
     failure: RunFailure | None = None
     promoted_from: str | None = Field(default=None, description="run this one re-launches one tier up after an OOM")
     promoted_to: str | None = Field(default=None, description="run that re-launched this OOM-killed run one tier up")
+    peak_memory: int | None = Field(default=None, description="measured peak memory in bytes, once the run ended")
+    cpu_seconds: float | None = Field(default=None, description="measured CPU time, once the run ended")
+    memory_utilisation: float | None = Field(default=None, description="peak memory / the tier's memory")
+    cpu_utilisation: float | None = Field(default=None, description="CPU time / (the tier's CPUs x wall time)")
 
 
 class RunPage(BaseModel):

@@ -11,8 +11,17 @@ from e2i_api.core.security import Principal
 from e2i_api.dagster_client import RunNotFound
 from e2i_api.models import RunDetail, RunFailure, RunStatus
 from e2i_pipelines.catalog import Catalog
+from e2i_pipelines.launcher.cgroup_usage import (
+    CPU_SECONDS_TAG,
+    CPU_UTILISATION_TAG,
+    MEMORY_UTILISATION_TAG,
+    PEAK_MEMORY_TAG,
+    tag_number,
+)
 from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
 from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
+
+_FINISHED = {RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED}
 
 _OOM = re.compile(r"\boom\b|oom[-_ ]?kill|out of memory", re.IGNORECASE)
 
@@ -69,13 +78,26 @@ def failure_of(tags: Mapping[str, str], events: list[Mapping[str, Any]]) -> RunF
     return RunFailure(kind=kind, message=message, failure_tag=tag, step_failures=step_messages)
 
 
+def measured_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]:
+    """The run worker's measured usage, once the run ended (unreadable tags are left out)."""
+    if status not in _FINISHED:
+        return {}
+    tags = dict(tags)
+    return {"peak_memory": tag_number(tags, PEAK_MEMORY_TAG, int),
+            "cpu_seconds": tag_number(tags, CPU_SECONDS_TAG),
+            "memory_utilisation": tag_number(tags, MEMORY_UTILISATION_TAG),
+            "cpu_utilisation": tag_number(tags, CPU_UTILISATION_TAG)}
+
+
 def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | None = None,
                promoted_to: str | None = None) -> RunDetail:
     tags = tags_of(run)
+    status = RunStatus(run["status"])
     return RunDetail(
-        run_id=run["runId"], job=run["jobName"], status=RunStatus(run["status"]),
+        run_id=run["runId"], job=run["jobName"], status=status,
         tier=run_tier(tags, run["jobName"], catalog),
         created_at=_time(run.get("creationTime")), started_at=_time(run.get("startTime")),
         ended_at=_time(run.get("endTime")), tags=tags, can_cancel=bool(run.get("canTerminate")),
         failure=failure, promoted_from=tags.get(PARENT_RUN_TAG), promoted_to=promoted_to,
+        **measured_usage(tags, status),
     )

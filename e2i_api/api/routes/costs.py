@@ -1,4 +1,5 @@
-"""GET /v1/costs: exact sums of the runs' ``e2i/cost`` tags per job, tier or day.
+"""GET /v1/costs: exact sums of the runs' ``e2i/cost`` tags per job, tier or day, with the waste of
+the runs the worker measured: cost x (1 - memory utilisation) and the same for CPU.
 
 A key sees the costs of its own client's runs (tag ``e2i/api-client``); an ``admin`` key sees
 every run's, UI launches included."""
@@ -42,6 +43,11 @@ class CostSum(BaseModel):
     cost: str = Field(examples=["1.234567"])
     oom_runs: int = Field(description="runs OOM-killed (e2i/failure=oom); their cost is in cost")
     oom_cost: str = Field(description="what the OOM-killed runs cost")
+    measured_runs: int = Field(0, description="runs with measured usage (the waste is theirs)")
+    memory_waste: str = Field("0.000000", description="sum of cost x (1 - memory utilisation)")
+    cpu_waste: str = Field("0.000000", description="sum of cost x (1 - CPU utilisation)")
+    cpu_utilisation: str | None = Field(None, description="cost-weighted CPU utilisation of the measured runs")
+    low_cpu: bool = Field(False, description="the measured runs used under 25 % of their CPUs")
 
 
 class CostReport(BaseModel):
@@ -56,8 +62,13 @@ class CostReport(BaseModel):
 
 
 def _sum(group: CostGroup) -> CostSum:
+    used = group.cpu_utilisation
     return CostSum(key=group.key, runs=group.runs, cost=format_micros(group.micros),
-                   oom_runs=group.oom_runs, oom_cost=format_micros(group.oom_micros))
+                   oom_runs=group.oom_runs, oom_cost=format_micros(group.oom_micros),
+                   measured_runs=group.measured_runs,
+                   memory_waste=format_micros(group.memory_waste_micros),
+                   cpu_waste=format_micros(group.cpu_waste_micros),
+                   cpu_utilisation=None if used is None else f"{used:.3f}", low_cpu=group.low_cpu)
 
 
 def _utc(value: datetime) -> datetime:
