@@ -149,7 +149,11 @@ class ComposeStack:
 
     # -- state ---------------------------------------------------------------------------------
     def services(self) -> list[str]:
-        return self.compose("config", "--services").stdout.split()
+        """Services this stack starts: those without a profile or in one of ``profiles``
+        (docker-compose 1.29's ``config --services`` lists every profile's services)."""
+        config = yaml.safe_load(self.compose("config").stdout)
+        return [name for name, service in config["services"].items()
+                if not service.get("profiles") or set(service["profiles"]) & set(self.profiles)]
 
     def container_id(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.strip()
