@@ -25,7 +25,7 @@ import pandas as pd
 from upath import UPath
 
 from e2i_pipelines.core.data_root import check_folder_name
-from e2i_pipelines.core.dataset_ingest import DatasetInvalid, ingest
+from e2i_pipelines.core.dataset_ingest import DatasetInvalid, IngestResult, ingest
 from e2i_pipelines.core.spec import (
     CausalSpec,
     DataValidationError,
@@ -42,6 +42,8 @@ MANIFEST = "manifest.json"
 ID_PATTERN = r"^ds_[0-9a-f]{24}$"
 VERSION_PATTERN = r"^[0-9a-f]{64}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+PART_BYTES = 8 << 20
+"""Part size of an object-store upload (S3's minimum is 5 MiB): the API holds about one part."""
 DATASET_TAG = "e2i/dataset"
 """Tag of a run launched on a dataset (its id): DELETE refuses while such a run is active."""
 
@@ -142,8 +144,7 @@ def register(staged: Path, version: str, size: int, client: str, name: str
         folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"data-{uuid.uuid4().hex[:12]}.parquet"
     try:
-        with data.open("wb") as handle:
-            result = ingest(staged, handle)
+        result = _write_parquet(staged, data)
         manifest = {
             "id": dataset_id(client, name), "name": name, "owner": client, "version": version,
             "created": datetime.now(UTC).isoformat(), "rows": result.rows,
@@ -156,6 +157,23 @@ def register(staged: Path, version: str, size: int, client: str, name: str
         _remove_empty(folder)
         raise
     return manifest, True
+
+
+def _write_parquet(staged: Path, data: UPath) -> IngestResult:
+    """Ingest ``staged`` into ``data``: directly on local disk; on an object store through a
+    local Parquet file uploaded in parts (``put_file`` streams it: a buffered object-store
+    writer would hold whole parts, several times over, in the API's memory)."""
+    if is_local(data):
+        with data.open("wb") as handle:
+            return ingest(staged, handle)
+    local = staged.with_name(staged.name + ".parquet")
+    try:
+        with local.open("wb") as handle:
+            result = ingest(staged, handle)
+        data.fs.put_file(str(local), data.path, chunksize=PART_BYTES, max_concurrency=1)
+        return result
+    finally:
+        local.unlink(missing_ok=True)
 
 
 def _remove_empty(folder: UPath) -> None:
