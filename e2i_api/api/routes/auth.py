@@ -21,6 +21,7 @@ from e2i_api.auth.oidc import OidcClient, OidcError, new_login_secrets
 from e2i_api.auth.roles import resolve_role, user_of
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE, CookieCodec, Identity, safe_user
 from e2i_api.core.config import Settings
+from e2i_api.core.rate_limit import RateLimits
 
 USER_HEADER = "X-E2I-User"
 ROLE_HEADER = "X-E2I-Role"
@@ -31,9 +32,12 @@ router = APIRouter(prefix="/auth", tags=["auth"], include_in_schema=False)
 
 
 class UiAuth:
-    """The OIDC client and cookie codec of one app (None when login is not configured)."""
+    """The OIDC client and cookie codec of one app (None when login is not configured), and its
+    login rate limit."""
 
     def __init__(self, settings: Settings) -> None:
+        self.limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write,
+                                 settings.rate_limit_storage_uri)
         oidc = settings.oidc
         self.settings = oidc
         self.client = OidcClient(oidc) if oidc.enabled else None
@@ -56,7 +60,7 @@ def _enabled(request: Request) -> tuple[OidcClient, CookieCodec]:
 
 
 def _limit_login(request: Request) -> None:
-    request.app.state.rate_limits.check_login(client_ip(request.scope))
+    _auth(request).limits.check_login(client_ip(request.scope))
 
 
 def local_path(value: str | None) -> str:
