@@ -5,9 +5,15 @@
 set -euo pipefail
 source "$(dirname "$0")/stack_lib.sh"
 bad=0
+# Services of a compose profile (e.g. s3) run only when that profile was started: absent is fine.
+profiled=" $(compose config | python3 -c 'import sys, yaml
+print(" ".join(n for n, s in yaml.safe_load(sys.stdin)["services"].items() if s.get("profiles")))') "
 printf '%-12s %-10s %-10s %s\n' SERVICE STATE HEALTH RESTARTS
 for service in $(compose config --services); do
   id=$(compose ps -q "$service" 2>/dev/null || true)
+  if [ -z "$id" ] && [[ "$profiled" == *" $service "* ]]; then
+    printf '%-12s %-10s %-10s %s\n' "$service" "not started (profile)" - -; continue
+  fi
   if [ -z "$id" ]; then
     printf '%-12s %-10s %-10s %s\n' "$service" missing - -; bad=1; continue
   fi

@@ -14,12 +14,10 @@ import pytest
 import yaml
 
 from tests.conftest import require
-from tests.stack.compose_stack import COMPOSE_FILE, ComposeStack
+from tests.stack.compose_stack import COMPOSE_FILE, DEFAULT_SERVICES, ComposeStack
 
 MONITORING_FILE = COMPOSE_FILE.with_name("docker-compose.monitoring.yml")
 PROMETHEUS_DIR = COMPOSE_FILE.parent / "prometheus"
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
-                    "webserver-viewer", "caddy"}
 
 
 @pytest.fixture(scope="module")

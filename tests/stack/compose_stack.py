@@ -29,6 +29,9 @@ import httpx
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
+                    "webserver-viewer", "caddy", "s3"}
+"""Services `docker-compose config` lists for docker-compose.yml (s3: profile s3 only)."""
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
 INSTANCE_TEMPLATE = REPO / "docker" / "dagster.compose.yaml"
 DATA_DIR = "/var/lib/e2i/data"

@@ -21,7 +21,13 @@ from e2i_pipelines.launcher.job_env import is_secret_name
 from e2i_pipelines.launcher.profiles import parse_profiles
 from e2i_pipelines.tiers import RAY_FANOUT_RESOURCE, TIER_NAMES, parse_bytes, ray_resource
 from tests.conftest import require
-from tests.stack.compose_stack import COMPOSE_FILE, DATA_DIR, INSTANCE_TEMPLATE, ComposeStack
+from tests.stack.compose_stack import (
+    COMPOSE_FILE,
+    DATA_DIR,
+    DEFAULT_SERVICES,
+    INSTANCE_TEMPLATE,
+    ComposeStack,
+)
 from tests.support.ray_cluster import NODE_OVERHEAD
 
 SOCKET = "/var/run/docker.sock"
@@ -31,8 +37,6 @@ RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
 RAY_CLIENTS = {"daemon", "webserver", "code-server"}
 """Services that talk to the Ray head (launcher, terminate, scaler sensor)."""
 RAY_TOKEN = "/run/secrets/ray_auth_token"
-DEFAULT_SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
-                    "webserver-viewer", "caddy", "s3"}  # s3: profile s3 only (config lists it)
 
 
 @pytest.fixture(scope="module")
