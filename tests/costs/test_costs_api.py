@@ -24,7 +24,8 @@ from e2i_pipelines.launcher.cgroup_usage import (
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG
 from tests.api.conftest import ADMIN, READ, api_settings
 from tests.costs.runs import add_run
-from tests.support.dagster_processes import dagster_dev, free_port, write_instance_yaml
+from tests.support.dagster_processes import dagster_dev_port, write_instance_yaml
+from tests.support.markers import needs
 
 GIB = 1024**3
 
@@ -42,6 +43,7 @@ SEEDED: dict[str, str] = {}  # run ids by name, for the run detail tests
 
 
 @pytest.fixture(scope="module")
+@needs("webserver")
 def seeded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A ``dagster dev`` whose instance holds costed runs of known tier and wall time."""
     home: Path = tmp_path_factory.mktemp("costs_home")
@@ -60,12 +62,8 @@ def seeded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                                           MEMORY_UTILISATION_TAG: "-1", CPU_UTILISATION_TAG: "x"})
         while cost_finished_runs(instance, None)[0]:
             pass
-    port = free_port()
-    proc = dagster_dev(home, port)
-    try:
+    with dagster_dev_port(home) as port:
         yield port
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
