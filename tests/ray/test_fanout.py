@@ -76,7 +76,7 @@ def _no_heavy_work(monkeypatch) -> None:
         raise AssertionError("heavy work started before the fan-out check")
 
     monkeypatch.setattr("e2i_pipelines.defs.explain.assets._explainer", heavy)
-    monkeypatch.setattr("e2i_pipelines.defs.twins.assets._fit_population", heavy)
+    monkeypatch.setattr("e2i_pipelines.defs.twins.assets.make_twins", heavy)
 
 
 def test_fan_out_shap_equals_single_node(upstream, runs_root, monkeypatch, run_on_cluster):
