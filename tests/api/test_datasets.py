@@ -152,3 +152,53 @@ def test_upload_run_the_causal_job_on_its_id_and_read_the_results(api: httpx.Cli
     assert api.get(f"/v1/datasets/{dataset['id']}", headers=WRITE).status_code == 404
     gone = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
     assert gone.status_code == 422 and "no dataset" in gone.text
+
+
+@pytest.fixture(scope="module")
+def s3_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, object]]:
+    """The API and ``dagster dev`` with storage on moto's S3 server (loopback); scratch folders
+    on local disk only."""
+    from tests.support.dagster_processes import write_instance_yaml
+    from tests.support.s3 import CREDENTIALS, moto_server
+
+    base = tmp_path_factory.mktemp("datasets_s3")
+    home = base / "home"
+    home.mkdir()
+    write_instance_yaml(home, {})
+    with moto_server() as s3:
+        env = {**storage_env(base), **CREDENTIALS, "E2I_STORAGE_URL": s3.url,
+               "E2I_S3_ENDPOINT_URL": s3.endpoint}
+        port = free_port()
+        dagster = dagster_dev(home, port, env=env)
+        server = None
+        try:
+            server = ApiProcess(free_port(), {**api_env(port, KEYS), **env}, base / "api.log").start()
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                yield client, s3
+        finally:
+            if server is not None:
+                server.stop()
+            dagster.stop()
+
+
+def test_on_s3_upload_run_the_causal_job_and_read_the_results(s3_api: tuple[httpx.Client, object]) -> None:
+    api, s3 = s3_api
+    frame, true_ate, _ = heterogeneous(3000, seed=5)
+    uploaded = _upload(api, _csv(frame), "trial_s3")
+    assert uploaded.status_code == 201, uploaded.text
+    dataset = uploaded.json()
+    keys = s3.keys(f"e2i/datasets/frontend/{dataset['id']}/{dataset['version']}/")
+    assert [k.rsplit("/", 1)[1] for k in keys if k.endswith(".json")] == ["manifest.json"]
+    assert any(k.endswith(".parquet") for k in keys)
+    params = {"dataset": {"id": dataset["id"], "treatment": "t", "outcome": "y",
+                          "common_causes": ["x0", "x1"]},
+              "causal_estimate": {"method": "propensity_score_weighting", "num_simulations": 20,
+                                  "refit_simulations": 2}}
+    launched = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
+    assert launched.status_code == 202, launched.text
+    run = _wait(api, launched.json()["run_id"])
+    assert run["status"] == "SUCCESS", run
+    results = api.get(f"/v1/runs/{run['run_id']}/results", headers=WRITE).json()
+    [summary] = results["highlights"]["causal"]
+    assert abs(summary["estimate"] - true_ate) < 0.3, summary
+    assert any(k.startswith("e2i/dataset/") for k in s3.keys("e2i/")), "the run wrote its dataset asset to S3"
