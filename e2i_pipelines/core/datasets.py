@@ -26,9 +26,9 @@ from upath import UPath
 
 from e2i_pipelines.core.data_root import check_folder_name
 from e2i_pipelines.core.dataset_ingest import DatasetInvalid, IngestResult, ingest
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.spec import (
     CausalSpec,
-    DataValidationError,
     MissingReport,
     apply_missing_policy,
     check_columns,

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from e2i_pipelines.core.data_root import is_regular_file
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.spec import (
     CausalSpec,
-    DataValidationError,
     MissingReport,
     apply_missing_policy,
     check_columns,

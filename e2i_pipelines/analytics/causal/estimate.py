@@ -32,8 +32,9 @@ from e2i_pipelines.analytics.causal.estimators import (
 )
 from e2i_pipelines.analytics.causal.weights import logistic_propensity, target_weights
 from e2i_pipelines.core.encoding import categorical_columns, numeric_design
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.refs import CausalEstimateRef
-from e2i_pipelines.core.spec import CausalSpec, DataValidationError, validate_frame
+from e2i_pipelines.core.spec import CausalSpec, validate_frame
 from e2i_pipelines.core.storage import open_file, parquet_file
 
 METHODS: dict[str, str] = {

@@ -24,10 +24,10 @@ from e2i_pipelines.analytics.causal.estimate import (
 from e2i_pipelines.analytics.causal.estimators import EstimatorSettings, FittedEffect
 from e2i_pipelines.analytics.causal.refuters import NEEDS_CONFOUNDERS, RANDOMISED_SKIP
 from e2i_pipelines.analytics.causal.segments import cate_plot, cate_table
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.outputs import FilePath, Outputs, Plot
 from e2i_pipelines.core.refs import DatasetRef
-from e2i_pipelines.core.spec import DataValidationError
 
 CONFOUNDER_CHECKS = (*sorted(NEEDS_CONFOUNDERS), "covariate_balance", "overlap", "sensitivity")
 """Checks a randomised design skips (refuters and diagnostics that need confounders)."""

@@ -16,10 +16,10 @@ from upath import UPath
 
 from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.data_root import DataScope, resolve_user_path
+from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.spec import (
     MIN_ROWS_AFTER_DROP,
     CausalSpec,
-    DataValidationError,
     load_spec_yaml,
     spec_from_mapping,
 )
