@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -131,3 +132,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("services" if services else item.nodeid.split("::")[0]))
     ranked = {id(item): stack_rank(item.nodeid) for item in items}
     items.sort(key=lambda item: -1 if ranked[id(item)] is None else ranked[id(item)])
+
+
+class _Records(logging.Handler):
+    """Keeps every record it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture()
+def audit_records() -> Iterator[list[logging.LogRecord]]:
+    """The ``e2i.audit`` records logged during the test, in order.
+
+    The API's logging setup stops that logger propagating, so pytest's caplog (on the root logger)
+    sees nothing once any test in the session has started the API: attach to the logger itself.
+    """
+    logger, handler = logging.getLogger("e2i.audit"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -118,37 +118,32 @@ def test_client_tag_is_accepted_and_recorded(client: TestClient) -> None:
     assert run["tags"]["client/team"] == "analytics" and run["tags"][CLIENT_TAG] == "frontend"
 
 
-def test_another_clients_run_is_404(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_another_clients_run_is_404(client: TestClient, audit_records: list[logging.LogRecord]) -> None:
     theirs = launch(client, PARTNER, hold_seconds=120)
     wait_for_status_as(client, theirs, PARTNER, {"STARTED"})
     missing = "00000000-0000-4000-8000-000000000000"
-    audit = logging.getLogger("e2i.audit")
-    audit.addHandler(caplog.handler)
-    try:
-        for headers in (READ, WRITE):
-            for path in ("/v1/runs/{}", "/v1/runs/{}/results"):
-                got = client.get(path.format(theirs), headers=headers)
-                absent = client.get(path.format(missing), headers=headers)
-                assert got.status_code == absent.status_code == 404, got.text
-                assert got.json()["detail"] == f"no run {theirs!r}"  # the same words as a missing run
-                assert absent.json()["detail"] == f"no run {missing!r}"
-            artifact = client.get(f"/v1/runs/{theirs}/artifacts", params={"asset": "probe_light", "label": "x"},
-                                  headers=headers)
-            assert artifact.status_code == 404 and artifact.json()["detail"] == f"no run {theirs!r}"
-        listed = client.get("/v1/runs", params={"limit": 100}, headers=READ).json()["runs"]
-        assert theirs not in {r["run_id"] for r in listed} and all(r["tags"][CLIENT_TAG] == "frontend" for r in listed)
-        cancel = client.post(f"/v1/runs/{theirs}/cancel", headers=WRITE)
-        assert cancel.status_code == 404 and cancel.json()["detail"] == f"no run {theirs!r}"
-        time.sleep(2)
-        assert client.get(f"/v1/runs/{theirs}", headers=PARTNER).json()["status"] == "STARTED"
-        assert client.get(f"/v1/runs/{theirs}", headers=ADMIN).status_code == 200
-        assert theirs in {r["run_id"] for r in client.get("/v1/runs", headers=ADMIN).json()["runs"]}
-        own = client.post(f"/v1/runs/{theirs}/cancel", headers=PARTNER)
-        assert own.status_code == 202, own.text
-    finally:
-        audit.removeHandler(caplog.handler)
+    for headers in (READ, WRITE):
+        for path in ("/v1/runs/{}", "/v1/runs/{}/results"):
+            got = client.get(path.format(theirs), headers=headers)
+            absent = client.get(path.format(missing), headers=headers)
+            assert got.status_code == absent.status_code == 404, got.text
+            assert got.json()["detail"] == f"no run {theirs!r}"  # the same words as a missing run
+            assert absent.json()["detail"] == f"no run {missing!r}"
+        artifact = client.get(f"/v1/runs/{theirs}/artifacts", params={"asset": "probe_light", "label": "x"},
+                              headers=headers)
+        assert artifact.status_code == 404 and artifact.json()["detail"] == f"no run {theirs!r}"
+    listed = client.get("/v1/runs", params={"limit": 100}, headers=READ).json()["runs"]
+    assert theirs not in {r["run_id"] for r in listed} and all(r["tags"][CLIENT_TAG] == "frontend" for r in listed)
+    cancel = client.post(f"/v1/runs/{theirs}/cancel", headers=WRITE)
+    assert cancel.status_code == 404 and cancel.json()["detail"] == f"no run {theirs!r}"
+    time.sleep(2)
+    assert client.get(f"/v1/runs/{theirs}", headers=PARTNER).json()["status"] == "STARTED"
+    assert client.get(f"/v1/runs/{theirs}", headers=ADMIN).status_code == 200
+    assert theirs in {r["run_id"] for r in client.get("/v1/runs", headers=ADMIN).json()["runs"]}
+    own = client.post(f"/v1/runs/{theirs}/cancel", headers=PARTNER)
+    assert own.status_code == 202, own.text
     wait_for_status_as(client, theirs, PARTNER, {"CANCELED"})
-    lines = [r for r in caplog.records if r.name == "e2i.audit"]
+    lines = audit_records
     refused = [r for r in lines if r.action == "cancel_run" and r.principal == "frontend"]
     assert [(r.run_id, r.outcome, r.method) for r in refused] == [(theirs, 404, "POST")]
     done = [r for r in lines if r.action == "cancel_run" and r.principal == "partner"]
@@ -167,17 +162,12 @@ def wait_for_status_as(client: TestClient, run_id: str, headers: dict, wanted: s
     pytest.fail(f"run {run_id} not in {wanted} after {timeout}s: {body}")
 
 
-def test_launch_is_audited(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    audit = logging.getLogger("e2i.audit")
-    audit.addHandler(caplog.handler)
-    try:
-        run_id = launch(client, WRITE)
-        refused = client.post("/v1/runs", headers=WRITE, json={"job": "probe_light_job", "tags": {"team": "x"}})
-        anonymous = client.post("/v1/runs", json={"job": "probe_light_job"})
-    finally:
-        audit.removeHandler(caplog.handler)
+def test_launch_is_audited(client: TestClient, audit_records: list[logging.LogRecord]) -> None:
+    run_id = launch(client, WRITE)
+    refused = client.post("/v1/runs", headers=WRITE, json={"job": "probe_light_job", "tags": {"team": "x"}})
+    anonymous = client.post("/v1/runs", json={"job": "probe_light_job"})
     assert refused.status_code == 422 and anonymous.status_code == 401
-    lines = [(r.principal, r.action, r.run_id, r.outcome) for r in caplog.records if r.name == "e2i.audit"]
+    lines = [(r.principal, r.action, r.run_id, r.outcome) for r in audit_records]
     assert lines == [("frontend", "create_run", run_id, 202), ("frontend", "create_run", None, 422),
                      (None, "create_run", None, 401)]
     wait_for_status(client, run_id, {"SUCCESS"})

@@ -124,28 +124,26 @@ def _new_run(instance: dg.DagsterInstance) -> str:
     return instance.add_run(dg.DagsterRun(job_name="g", status=dg.DagsterRunStatus.NOT_STARTED)).run_id
 
 
-def test_terminate_tags_the_user_and_audits(caplog: pytest.LogCaptureFixture) -> None:
+def test_terminate_tags_the_user_and_audits(audit_records: list[logging.LogRecord]) -> None:
     terminate = "mutation($id: String!) { terminateRun(runId: $id) { __typename } }"
     with dg.instance_for_test() as instance:
         run_id, other = _new_run(instance), _new_run(instance)
         app = UiAuditMiddleware(_stand_in(instance), instance)
         client = TestClient(app)  # no lifespan: the stand-ins speak HTTP only
-        with caplog.at_level(logging.INFO, "e2i.audit"):
-            headers = {"X-E2I-User": "ed@example.com", "X-E2I-Role": "editor", "X-Forwarded-For": "192.0.2.4"}
-            first = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
-            again = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
-            anonymous = client.post("/graphql", json={"query": terminate, "variables": {"id": other}})
+        headers = {"X-E2I-User": "ed@example.com", "X-E2I-Role": "editor", "X-Forwarded-For": "192.0.2.4"}
+        first = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
+        again = client.post("/graphql", json={"query": terminate, "variables": {"id": run_id}}, headers=headers)
+        anonymous = client.post("/graphql", json={"query": terminate, "variables": {"id": other}})
         assert first.status_code == again.status_code == anonymous.status_code == 200
         assert instance.get_run_by_id(run_id).tags[TERMINATED_BY_TAG] == "ed@example.com"
         assert TERMINATED_BY_TAG not in instance.get_run_by_id(other).tags  # no user, no tag
-    lines = [r for r in caplog.records if r.name == "e2i.audit"]
-    assert [(r.principal, r.client_ip, r.action, r.run_id, r.outcome, r.terminated) for r in lines] == [
+    assert [(r.principal, r.client_ip, r.action, r.run_id, r.outcome, r.terminated) for r in audit_records] == [
         ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunSuccess", [run_id]),
         ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunFailure", []),
         (None, "testclient", "terminateRun", other, "TerminateRunSuccess", [other])]
 
 
-def test_queries_pass_unaudited(caplog: pytest.LogCaptureFixture) -> None:
+def test_queries_pass_unaudited(audit_records: list[logging.LogRecord]) -> None:
     seen = []
 
     async def app(scope, receive, send) -> None:
@@ -153,9 +151,9 @@ def test_queries_pass_unaudited(caplog: pytest.LogCaptureFixture) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    with dg.instance_for_test() as instance, caplog.at_level(logging.INFO, "e2i.audit"):
+    with dg.instance_for_test() as instance:
         client = TestClient(UiAuditMiddleware(app, instance))
         body = json.dumps({"query": "{ version }"}).encode()
         assert client.post("/graphql", content=body, headers={"content-type": "application/json"}).status_code == 200
     assert seen == [body]  # the app reads the body the middleware buffered
-    assert not [r for r in caplog.records if r.name == "e2i.audit"]
+    assert audit_records == []
