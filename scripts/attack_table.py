@@ -1,35 +1,29 @@
 """Print the attack suite's outcome as a Markdown table from pytest JUnit XML files.
 
-Usage: ``python scripts/attack_table.py reports/junit-main.xml reports/junit-ray.xml``.
+Usage: ``python scripts/attack_table.py reports/junit-main.xml reports/junit-ray.xml``
+(later reports override earlier ones: the serial re-run's outcome counts).
 An attack test passes when the attack was refused and nothing happened (see tests/security/).
 """
 
 from __future__ import annotations
 
 import sys
-import xml.etree.ElementTree as ET  # nosec B405: parses our own pytest reports, not user input
 from pathlib import Path
+
+from junit_report import cases, outcome
 
 ATTACK_MODULES = ("tests.security.", "tests.ray.test_ray_token_auth")
 
 
-def outcome(case: ET.Element) -> str:
-    """passed / failed / error / skipped for one <testcase>."""
-    for kind in ("failure", "error", "skipped"):
-        if case.find(kind) is not None:
-            return "failed" if kind == "failure" else kind
-    return "passed"
-
-
 def attack_rows(paths: list[Path]) -> list[tuple[str, str, str]]:
-    """(module, test, outcome) for every attack test in the reports."""
-    rows = []
-    for path in paths:
-        for case in ET.parse(path).iter("testcase"):  # nosec B314: our own report file
-            module = case.get("classname", "")
-            if module.startswith(ATTACK_MODULES):
-                rows.append((module.rsplit(".", 1)[-1], case.get("name", ""), outcome(case)))
-    return rows
+    """(module, test, outcome) for every attack test in the reports; a test found in several
+    reports (a serial re-run after a parallel run) keeps its last outcome."""
+    rows: dict[tuple[str, str], str] = {}
+    for case in cases(paths):
+        module = case.get("classname", "")
+        if module.startswith(ATTACK_MODULES):
+            rows[(module.rsplit(".", 1)[-1], case.get("name", ""))] = outcome(case)
+    return [(module, name, result) for (module, name), result in rows.items()]
 
 
 def main(argv: list[str]) -> int:
