@@ -1,0 +1,191 @@
+"""Synthetic control (Abadie, Diamond & Hainmueller 2010) on a units x periods matrix.
+
+For each treated unit the donor weights solve ``min ||V^(1/2) (x1 - X0 w)||^2`` over the
+simplex (w >= 0, sum w = 1); ``x`` stacks the pre-period outcomes and, optionally,
+predictor rows (covariates, standardised, weighted by ``v``). The simplex-constrained least
+squares is solved exactly enough by Lawson-Hanson NNLS on an augmented system whose first row
+``sqrt(M) * (1' w - 1)`` carries the sum-to-one constraint with a large ``M``
+(:func:`simplex_least_squares`), then renormalised.
+
+Inference is placebo in space (:func:`placebo_in_space`): every donor in turn is the fake
+treated unit, fitted on the remaining donors; the p-value is the rank of the treated unit's
+post/pre RMSPE ratio among all ratios. The same function is the placebo-in-space /
+leave-one-out check the panel checks call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.optimize as so
+import scipy.stats as st
+
+MAX_TREATED = 10
+"""Default limit on treated units: synthetic control is a few-treated-units design."""
+
+
+@dataclass(frozen=True)
+class SynthFit:
+    """One treated unit's synthetic control."""
+
+    weights: np.ndarray  # (n_donors,) on the simplex
+    gap: np.ndarray  # (n_periods,) treated - synthetic, every period
+    pre_rmspe: float
+    post_rmspe: float
+
+    @property
+    def ratio(self) -> float:
+        """Post/pre RMSPE ratio (the placebo test's statistic)."""
+        return self.post_rmspe / max(self.pre_rmspe, 1e-12)
+
+
+@dataclass(frozen=True)
+class PlaceboResult:
+    """Placebo in space: each donor's ratio and post gap, and the rank p-values."""
+
+    donor_ratios: np.ndarray  # (n_donors,)
+    donor_effects: np.ndarray  # (n_donors,) mean post-period gap of each placebo
+    p_values: np.ndarray  # (n_treated,) rank p-value of each treated unit
+    p_value: float  # the mean treated ratio ranked among the placebo ratios
+
+
+@dataclass
+class SynthResult:
+    """Synthetic control for a few treated units with a common first treated period."""
+
+    estimate: float  # mean post-period gap over treated units
+    se: float  # SD of the placebos' mean post gap (the estimator's null spread)
+    ci_low: float
+    ci_high: float
+    weights: np.ndarray  # (n_treated, n_donors)
+    gaps: np.ndarray  # (n_treated, n_periods)
+    pre_rmspe: np.ndarray  # (n_treated,)
+    post_rmspe: np.ndarray
+    donors: np.ndarray  # donor row indices into Y
+    placebo: PlaceboResult | None
+    details: dict = field(default_factory=dict)
+
+
+def simplex_least_squares(A: np.ndarray, b: np.ndarray, penalty: float = 1e8) -> np.ndarray:
+    """argmin ||A w - b|| over w >= 0, sum(w) = 1 (NNLS on the augmented system)."""
+    k = A.shape[1]
+    if k == 1:
+        return np.ones(1)
+    scale = max(float(np.sqrt(np.square(A).sum() / k)), 1e-12)
+    row = np.sqrt(penalty) * scale
+    A_aug = np.vstack([np.full((1, k), row), A])
+    b_aug = np.concatenate([[row], b])
+    w, _ = so.nnls(A_aug, b_aug, maxiter=50 * k)
+    total = w.sum()
+    return w / total if total > 0 else np.full(k, 1.0 / k)
+
+
+def _design(Y: np.ndarray, Z: np.ndarray | None, v: np.ndarray | None,
+            pre: int) -> np.ndarray:
+    """Rows to match per unit: pre-period outcomes plus weighted, standardised predictors."""
+    parts = [Y[:, :pre]]
+    if Z is not None and Z.shape[1]:
+        sd = Z.std(axis=0)
+        Zs = (Z - Z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        # put predictors on the outcome's scale so v is a relative importance
+        ys = max(float(Y[:, :pre].std()), 1e-12)
+        vv = np.ones(Z.shape[1]) if v is None else np.asarray(v, dtype=np.float64)
+        parts.append(Zs * ys * np.sqrt(vv))
+    return np.hstack(parts)  # (units, rows)
+
+
+def fit_one(Y: np.ndarray, D: np.ndarray, unit: int, donors: np.ndarray,
+            first_treated: int) -> SynthFit:
+    """Synthetic control of row ``unit`` of ``Y`` from rows ``donors`` (D: design rows)."""
+    w = simplex_least_squares(D[donors].T, D[unit])
+    gap = Y[unit] - w @ Y[donors]
+    pre, post = gap[:first_treated], gap[first_treated:]
+    return SynthFit(w, gap, float(np.sqrt(np.mean(pre ** 2))),
+                    float(np.sqrt(np.mean(post ** 2))))
+
+
+def placebo_in_space(Y: np.ndarray, treated: np.ndarray, first_treated: int,
+                     fits: list[SynthFit] | None = None, Z: np.ndarray | None = None,
+                     v: np.ndarray | None = None) -> PlaceboResult:
+    """Placebo in space / leave-one-out for synthetic control.
+
+    Every donor (a unit not in ``treated``) is refitted as a fake treated unit from the other
+    donors. Each treated unit's p-value is ``(1 + #{placebo ratio >= its ratio}) /
+    (1 + n_donors)``; the overall p-value ranks the treated units' mean ratio the same way.
+    ``fits`` (the treated units' own fits) are computed when not given.
+    """
+    treated = np.asarray(treated, dtype=np.int64)
+    donors = np.setdiff1d(np.arange(Y.shape[0]), treated)
+    D = _design(Y, Z, v, first_treated)
+    if fits is None:
+        fits = [fit_one(Y, D, int(u), donors, first_treated) for u in treated]
+    ratios, effects = np.empty(donors.size), np.empty(donors.size)
+    for i, j in enumerate(donors):
+        f = fit_one(Y, D, int(j), np.delete(donors, i), first_treated)
+        ratios[i], effects[i] = f.ratio, float(f.gap[first_treated:].mean())
+    own = np.array([f.ratio for f in fits])
+    p = (1 + (ratios[None, :] >= own[:, None]).sum(axis=1)) / (1 + donors.size)
+    p_all = (1 + int((ratios >= own.mean()).sum())) / (1 + donors.size)
+    return PlaceboResult(ratios, effects, p, float(p_all))
+
+
+def synthetic_control(Y: np.ndarray, treated: np.ndarray | list[int], first_treated: int,
+                      *, max_treated: int = MAX_TREATED, Z: np.ndarray | None = None,
+                      v: np.ndarray | None = None, placebo: bool = True,
+                      confidence_level: float = 0.95) -> SynthResult:
+    """Synthetic control for ``treated`` rows of ``Y`` (units x periods), treated from column
+    ``first_treated`` on; donors are all other rows. ``Z`` (units x k) adds predictors."""
+    Y = np.asarray(Y, dtype=np.float64)
+    treated = np.unique(np.asarray(treated, dtype=np.int64))
+    n, T = Y.shape
+    _validate(Y, treated, first_treated, max_treated, Z, v)
+    donors = np.setdiff1d(np.arange(n), treated)
+    D = _design(Y, Z, v, first_treated)
+    fits = [fit_one(Y, D, int(u), donors, first_treated) for u in treated]
+    gaps = np.vstack([f.gap for f in fits])
+    estimate = float(gaps[:, first_treated:].mean())
+    plc = placebo_in_space(Y, treated, first_treated, fits, Z, v) if placebo else None
+    se = float(np.std(plc.donor_effects, ddof=1)) if plc is not None and donors.size > 2 \
+        else float("nan")
+    # placebo SE of a mean over n_treated units: one placebo effect per unit, averaged
+    se = se / np.sqrt(treated.size)
+    q = st.norm.ppf(0.5 + confidence_level / 2)
+    return SynthResult(
+        estimate=estimate, se=se, ci_low=estimate - q * se, ci_high=estimate + q * se,
+        weights=np.vstack([f.weights for f in fits]), gaps=gaps,
+        pre_rmspe=np.array([f.pre_rmspe for f in fits]),
+        post_rmspe=np.array([f.post_rmspe for f in fits]), donors=donors, placebo=plc,
+        details={"n_donors": int(donors.size), "n_treated": int(treated.size),
+                 "first_treated": int(first_treated), "n_periods": int(T),
+                 "predictors": 0 if Z is None else int(Z.shape[1]),
+                 "solver": "NNLS on the sum-to-one augmented system",
+                 "se_type": "placebo in space (SD of donors' mean post gap)"})
+
+
+def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int, max_treated: int,
+              Z: np.ndarray | None, v: np.ndarray | None) -> None:
+    """Clear errors before any fitting."""
+    n, T = Y.shape
+    if treated.size == 0:
+        raise ValueError("synthetic_control: no treated unit")
+    if treated.size > max_treated:
+        raise ValueError(f"synthetic_control: {treated.size} treated units exceed the limit "
+                         f"max_treated={max_treated}; synthetic control is for a few treated "
+                         "units (use callaway_santanna or synthetic_did)")
+    if treated.min() < 0 or treated.max() >= n:
+        raise ValueError("synthetic_control: treated unit index out of range")
+    if n - treated.size < 2:
+        raise ValueError("synthetic_control: needs at least 2 donor (never-treated) units")
+    if not 2 <= first_treated < T:
+        raise ValueError("synthetic_control: needs at least 2 pre-periods and 1 post-period "
+                         f"(first treated period index {first_treated} of {T})")
+    if not np.isfinite(Y).all():
+        raise ValueError("synthetic_control: the outcome has missing values; synthetic "
+                         "control needs a balanced panel")
+    if Z is not None:
+        if Z.shape[0] != n or not np.isfinite(Z).all():
+            raise ValueError("synthetic_control: covariates must be finite, one row per unit")
+        if v is not None and (len(v) != Z.shape[1] or np.any(np.asarray(v) < 0)):
+            raise ValueError("synthetic_control: v needs one non-negative weight per "
+                             "covariate")
