@@ -1,0 +1,216 @@
+"""A validated long panel (one row per unit x period) as integer codes and arrays.
+
+:func:`load_panel` checks the frame against the spec before any estimation and raises
+:class:`~e2i_pipelines.core.errors.DataValidationError` naming the key and the problem:
+duplicate (unit, time) rows, a time column that cannot be ordered, a treatment that is not
+0/1 (binary designs), a treatment switching off under ``treatment_off: error``, units treated
+in every period, and no never-treated / not-yet-treated controls. An unbalanced panel is
+allowed and reported in ``warnings``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from e2i_pipelines.core.errors import DataValidationError
+
+NEVER = -1
+"""Cohort code of a never-treated unit."""
+
+
+@dataclass
+class PanelData:
+    """Codes and arrays of a long panel; ``cohort[u]`` is the period code of unit ``u``'s first
+    treated period (:data:`NEVER` when never treated). Rows are sorted by (unit, time)."""
+
+    units: np.ndarray  # unit labels, index = unit code
+    periods: np.ndarray  # sorted period labels, index = time code
+    unit: np.ndarray  # per row: unit code
+    time: np.ndarray  # per row: time code
+    y: np.ndarray
+    d: np.ndarray  # 0/1, or the dose when treatment_type is continuous
+    covariates: np.ndarray | None  # rows x k (time-invariant or pre-treatment)
+    covariate_names: list[str]
+    weights: np.ndarray | None  # per row
+    cluster: np.ndarray  # per row: cluster code
+    cohort: np.ndarray  # per unit: first treated period code or NEVER
+    balanced: bool
+    control_group: str = "never_treated"
+    anticipation: int = 0
+    treatment_type: str = "binary"
+    names: dict[str, str] = field(default_factory=dict)  # role -> column
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.units)
+
+    @property
+    def n_periods(self) -> int:
+        return len(self.periods)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster.max()) + 1 if len(self.cluster) else 0
+
+    @property
+    def cohorts(self) -> np.ndarray:
+        """Treated cohorts (period codes of first treatment), sorted."""
+        return np.unique(self.cohort[self.cohort != NEVER])
+
+    @property
+    def staggered(self) -> bool:
+        return len(self.cohorts) > 1
+
+    def wide(self, column: str | np.ndarray) -> np.ndarray:
+        """(units x periods) array of ``column`` ('y', 'd', 'weights' or a per-row array);
+        NaN where a unit has no row for a period."""
+        values = getattr(self, column) if isinstance(column, str) else column
+        out = np.full((self.n_units, self.n_periods), np.nan)
+        out[self.unit, self.time] = values
+        return out
+
+    def unit_values(self, values: np.ndarray) -> np.ndarray:
+        """The first row's value of each unit (for time-invariant columns)."""
+        first = np.r_[0, np.flatnonzero(np.diff(self.unit)) + 1]
+        return values[first]
+
+    def frame(self) -> pd.DataFrame:
+        """Plain frame of the codes (unit, time, y, d, cohort) for estimators and tests."""
+        return pd.DataFrame({"unit": self.unit, "time": self.time, "y": self.y, "d": self.d,
+                             "cohort": self.cohort[self.unit]})
+
+
+def _time_codes(values: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique period labels and each row's code; error when not orderable."""
+    if pd.api.types.is_bool_dtype(values):
+        raise DataValidationError(f"spec key 'time': column {key!r} is boolean, not orderable")
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        try:
+            values = pd.to_datetime(values, errors="raise", format="mixed")
+        except (ValueError, TypeError):
+            raise DataValidationError(
+                f"spec key 'time': column {key!r} is not orderable (numbers or dates needed, "
+                "e.g. 2024-01 or 3)") from None
+    codes, periods = pd.factorize(values, sort=True)
+    return np.asarray(periods), codes.astype(np.int64)
+
+
+def _first_treated(d_wide: np.ndarray) -> np.ndarray:
+    """Per unit: the code of the first period with d > 0, else NEVER (missing periods = 0)."""
+    on = np.nan_to_num(d_wide, nan=0.0) > 0
+    return np.where(on.any(axis=1), on.argmax(axis=1), NEVER)
+
+
+def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelData:
+    """Validate ``df`` (long format) against a panel ``spec`` and build :class:`PanelData`."""
+    unit_col, time_col = spec.unit, spec.time
+    treat, outcome = spec.treatment, spec.outcome
+    covariates = list(spec.common_causes)
+    needed = [unit_col, time_col, treat, outcome, *covariates,
+              *([spec.weights] if spec.weights else []), *([spec.cluster] if spec.cluster else [])]
+    missing = [c for c in dict.fromkeys(needed) if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"{source} has no column(s) {missing}")
+    if df.empty:
+        raise DataValidationError(f"{source} is empty (no rows)")
+    for col in dict.fromkeys(needed):
+        n_null = int(df[col].isna().sum())
+        if n_null:
+            raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
+    periods, time = _time_codes(df[time_col], time_col)
+    unit, units = pd.factorize(df[unit_col], sort=True)
+    key = unit.astype(np.int64) * len(periods) + time
+    dup = pd.Series(key).duplicated().to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DataValidationError(
+            f"spec keys 'unit'/'time': {int(dup.sum())} duplicate ({unit_col}, {time_col}) "
+            f"rows, the first at row {i + 1}")
+    if not pd.api.types.is_numeric_dtype(df[outcome]) or pd.api.types.is_bool_dtype(df[outcome]):
+        raise DataValidationError(f"spec key 'outcome': column {outcome!r} must be numeric")
+    if not pd.api.types.is_numeric_dtype(df[treat]):
+        raise DataValidationError(f"spec key 'treatment': column {treat!r} must be numeric")
+    d = df[treat].to_numpy(dtype=np.float64)
+    continuous = spec.treatment_type == "continuous"
+    if not continuous and not set(np.unique(d)) <= {0.0, 1.0}:
+        shown = sorted(map(str, np.unique(d)))[:5]
+        raise DataValidationError(
+            f"spec key 'treatment': column {treat!r} must be 0/1 for treatment_type binary; "
+            f"found values {shown}")
+    order = np.lexsort((time, unit))
+    unit, time = unit[order].astype(np.int64), time[order]
+    d = d[order]
+    n_units, n_periods = len(units), len(periods)
+    d_wide = np.full((n_units, n_periods), np.nan)
+    d_wide[unit, time] = d
+    cohort = _first_treated(d_wide)
+    warnings: list[str] = []
+    balanced = len(df) == n_units * n_periods
+    if not balanced:
+        warnings.append(f"unbalanced panel: {len(df):,} rows for {n_units:,} units x "
+                        f"{n_periods} periods ({n_units * n_periods - len(df):,} missing)")
+    if not continuous:
+        _check_adoption(d_wide, cohort, spec, warnings)
+    covs = None
+    if covariates:
+        bad = [c for c in covariates if not pd.api.types.is_numeric_dtype(df[c])]
+        if bad:
+            raise DataValidationError(f"spec key 'common_causes': columns {bad} must be numeric")
+        covs = df[covariates].to_numpy(dtype=np.float64)[order]
+    weights = None
+    if spec.weights:
+        w = pd.to_numeric(df[spec.weights], errors="coerce").to_numpy(dtype=np.float64)[order]
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise DataValidationError(
+                f"spec key 'weights': column {spec.weights!r} must be finite and >= 0")
+        weights = w
+    cluster_col = spec.cluster or unit_col
+    cluster = pd.factorize(df[cluster_col].to_numpy()[order])[0].astype(np.int64)
+    return PanelData(
+        units=np.asarray(units), periods=periods, unit=unit, time=time,
+        y=df[outcome].to_numpy(dtype=np.float64)[order], d=d, covariates=covs,
+        covariate_names=covariates, weights=weights, cluster=cluster, cohort=cohort,
+        balanced=balanced, control_group=spec.control_group, anticipation=spec.anticipation,
+        treatment_type=spec.treatment_type,
+        names={"unit": unit_col, "time": time_col, "treatment": treat, "outcome": outcome,
+               "cluster": cluster_col}, warnings=warnings)
+
+
+def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
+                    warnings: list[str]) -> None:
+    """Switching off, always-treated units and the existence of controls (binary designs)."""
+    filled = np.nan_to_num(d_wide, nan=0.0)
+    filled_ffill = pd.DataFrame(d_wide).ffill(axis=1).fillna(0.0).to_numpy()
+    off = (np.diff(filled_ffill, axis=1) < 0).any(axis=1)
+    if off.any():
+        msg = (f"spec key 'treatment_off': {int(off.sum())} unit(s) switch treatment off "
+               "(1 then 0)")
+        if spec.treatment_off == "error":
+            raise DataValidationError(f"{msg}; set treatment_off: allowed to keep them (the "
+                                      "first treated period is then the cohort)")
+        warnings.append(msg)
+    present = ~np.isnan(d_wide)
+    first_present = present.argmax(axis=1)
+    always = (cohort != NEVER) & (cohort == first_present)
+    if always.any():
+        raise DataValidationError(
+            f"spec key 'treatment': {int(always.sum())} unit(s) are treated in every observed "
+            "period (no pre-treatment period); drop them or extend the panel back in time")
+    treated = cohort != NEVER
+    if not treated.any():
+        raise DataValidationError(f"spec key 'treatment': no unit is ever treated "
+                                  f"({filled.size:,} unit-periods are all 0)")
+    never = int((~treated).sum())
+    if spec.control_group == "never_treated" and never == 0:
+        raise DataValidationError(
+            "spec key 'control_group' is never_treated but no unit is never treated; use "
+            "control_group: not_yet_treated")
+    if never == 0 and len(np.unique(cohort[treated])) < 2:
+        raise DataValidationError(
+            "spec key 'control_group': no never-treated and no not-yet-treated units (all "
+            "treated units start together)")

@@ -1,0 +1,54 @@
+"""The panel estimators by name and :func:`run_panel`, which runs one on a validated panel.
+
+Each entry of :data:`METHODS` takes the :class:`~.data.PanelData` and
+:class:`~.settings.PanelSettings` and returns a :class:`~.result.PanelResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from e2i_pipelines.analytics.panel.callaway_santanna import callaway_santanna
+from e2i_pipelines.analytics.panel.data import PanelData, load_panel
+from e2i_pipelines.analytics.panel.result import PanelResult
+from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.analytics.panel.twfe import did
+from e2i_pipelines.core.errors import DataValidationError
+
+Estimator = Callable[[PanelData, PanelSettings], PanelResult]
+
+METHODS: dict[str, Estimator] = {
+    "did": did,
+    "callaway_santanna": callaway_santanna,
+}
+"""Panel estimators by config ``method`` (part B adds synthetic_control, synthetic_did,
+dose_response)."""
+
+CONTINUOUS_METHODS = ("dose_response",)
+"""Methods for ``treatment_type: continuous`` (the others need a binary treatment)."""
+
+
+def resolve_panel_method(method: str, treatment_type: str) -> str:
+    """``auto`` -> callaway_santanna (binary) or dose_response (continuous); else checked."""
+    if method == "auto":
+        method = "dose_response" if treatment_type == "continuous" else "callaway_santanna"
+    if method not in METHODS:
+        raise DataValidationError(
+            f"config key 'method' is {method!r}; panel designs take one of {list(METHODS)}")
+    if (treatment_type == "continuous") != (method in CONTINUOUS_METHODS):
+        raise DataValidationError(
+            f"config key 'method' {method!r} does not fit treatment_type {treatment_type!r}")
+    return method
+
+
+def run_panel(df: pd.DataFrame, spec, method: str, settings: PanelSettings, *,
+              source: str = "data") -> tuple[PanelData, PanelResult]:
+    """Validate ``df`` against ``spec`` (before any estimation), then estimate by ``method``.
+    Raises DataValidationError naming the key on bad input or config."""
+    method = resolve_panel_method(method, spec.treatment_type)
+    panel = load_panel(df, spec, source=source)
+    result = METHODS[method](panel, settings)
+    result.warnings = [*panel.warnings, *result.warnings]
+    return panel, result

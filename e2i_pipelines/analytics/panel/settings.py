@@ -1,0 +1,27 @@
+"""Settings every panel estimator reads (run config values, checked by the caller)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CS_METHODS = ("dr", "ipw", "reg")
+"""Callaway-Sant'Anna ATT(g,t) estimators: doubly robust, inverse probability, regression."""
+WILD_WEIGHTS = ("rademacher", "webb")
+
+
+@dataclass(frozen=True)
+class PanelSettings:
+    """How a panel estimate is computed (``confidence_level``, bootstrap and seed)."""
+
+    confidence_level: float = 0.95
+    cs_method: str = "dr"
+    n_bootstrap: int = 999
+    wild_weights: str = "rademacher"
+    wild_cluster_threshold: int = 30
+    seed: int = 0
+    max_treated_units: int = 10  # synthetic control (part B)
+    placebo_shift: int = 1  # placebo in time: periods the treatment moves earlier
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - self.confidence_level
