@@ -69,6 +69,17 @@ def _upload(api: httpx.Client, body: bytes, name: str, headers: dict = WRITE,
                     headers={**headers, "Content-Type": content_type})
 
 
+def _launch_causal(api: httpx.Client, dataset_id: str, expect: int = 202) -> httpx.Response:
+    """``causal_job`` on an uploaded dataset (propensity weighting, few simulations)."""
+    params = {"dataset": {"id": dataset_id, "treatment": "t", "outcome": "y",
+                          "common_causes": ["x0", "x1"]},
+              "causal_estimate": {"method": "propensity_score_weighting", "num_simulations": 20,
+                                  "refit_simulations": 2}}
+    launched = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
+    assert launched.status_code == expect, launched.text
+    return launched
+
+
 def _wait(api: httpx.Client, run_id: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,13 +138,7 @@ def test_upload_run_the_causal_job_on_its_id_and_read_the_results(api: httpx.Cli
     uploaded = _upload(api, _csv(frame), "trial")
     assert uploaded.status_code == 201, uploaded.text
     dataset = uploaded.json()
-    params = {"dataset": {"id": dataset["id"], "treatment": "t", "outcome": "y",
-                          "common_causes": ["x0", "x1"]},
-              "causal_estimate": {"method": "propensity_score_weighting", "num_simulations": 20,
-                                  "refit_simulations": 2}}
-    launched = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
-    assert launched.status_code == 202, launched.text
-    run_id = launched.json()["run_id"]
+    run_id = _launch_causal(api, dataset["id"]).json()["run_id"]
     refused = api.delete(f"/v1/datasets/{dataset['id']}", headers=WRITE)
     assert refused.status_code == 409 and run_id in refused.json()["detail"], refused.text
     run = _wait(api, run_id)
@@ -150,8 +155,8 @@ def test_upload_run_the_causal_job_on_its_id_and_read_the_results(api: httpx.Cli
     deleted = api.delete(f"/v1/datasets/{dataset['id']}", headers=WRITE)
     assert deleted.status_code == 204, deleted.text
     assert api.get(f"/v1/datasets/{dataset['id']}", headers=WRITE).status_code == 404
-    gone = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
-    assert gone.status_code == 422 and "no dataset" in gone.text
+    gone = _launch_causal(api, dataset["id"], expect=422)
+    assert "no dataset" in gone.text
 
 
 @pytest.fixture(scope="module")
@@ -190,13 +195,7 @@ def test_on_s3_upload_run_the_causal_job_and_read_the_results(s3_api: tuple[http
     keys = s3.keys(f"e2i/datasets/frontend/{dataset['id']}/{dataset['version']}/")
     assert [k.rsplit("/", 1)[1] for k in keys if k.endswith(".json")] == ["manifest.json"]
     assert any(k.endswith(".parquet") for k in keys)
-    params = {"dataset": {"id": dataset["id"], "treatment": "t", "outcome": "y",
-                          "common_causes": ["x0", "x1"]},
-              "causal_estimate": {"method": "propensity_score_weighting", "num_simulations": 20,
-                                  "refit_simulations": 2}}
-    launched = api.post("/v1/runs", json={"job": "causal_job", "params": params}, headers=WRITE)
-    assert launched.status_code == 202, launched.text
-    run = _wait(api, launched.json()["run_id"])
+    run = _wait(api, _launch_causal(api, dataset["id"]).json()["run_id"])
     assert run["status"] == "SUCCESS", run
     results = api.get(f"/v1/runs/{run['run_id']}/results", headers=WRITE).json()
     [summary] = results["highlights"]["causal"]

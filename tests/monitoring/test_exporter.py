@@ -6,25 +6,15 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-import httpx
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._daemon.types import DaemonHeartbeat
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
 
 from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, PARENT_RUN_TAG, PROMOTED_FROM_TAG
-from e2i_pipelines.monitoring.exporter import PlatformCollector
 from tests.costs.runs import add_run
+from tests.monitoring.exporter_http import exporter_port, scrape
 from tests.monitoring.scaler_state import decision_record, store_decisions
 from tests.scaler.queued_runs import queue_run
-from tests.support.dagster_processes import free_port
-
-
-def _scrape(port: int) -> dict:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_exporter_reports_runs_queue_cap_latency_oom_and_cost(pg_instance: dg.DagsterInstance) -> None:
@@ -44,12 +34,8 @@ def test_exporter_reports_runs_queue_cap_latency_oom_and_cost(pg_instance: dg.Da
     pg_instance.add_daemon_heartbeat(DaemonHeartbeat(now - 5, "SENSOR", "d1", None))
     pg_instance.event_log_storage.set_concurrency_slots("e2i-heavy", 1)
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PlatformCollector(pg_instance, backfill_seconds=3600))
-    port = free_port()
-    server, thread = start_http_server(port, "127.0.0.1", registry=registry)
-    try:
-        m = _scrape(port)
+    with exporter_port(pg_instance) as port:
+        m = scrape(port)
         assert m[("e2i_exporter_instance_up", ())] == 1
         assert m[("e2i_runs", (("job_name", "twins_job"), ("status", "QUEUED"), ("tier", "heavy")))] == 2
         assert m[("e2i_runs", (("job_name", "shap_job"), ("status", "FAILURE"), ("tier", "medium")))] == 1
@@ -79,9 +65,6 @@ def test_exporter_reports_runs_queue_cap_latency_oom_and_cost(pg_instance: dg.Da
 
         # the next scrape reads only what changed: a queued run starts, nothing is observed twice
         add_run(pg_instance, "twins_job", "heavy", start=time.time() - 10, seconds=10)
-        m = _scrape(port)
+        m = scrape(port)
         assert m[("e2i_run_duration_seconds_count", (("tier", "heavy"),))] == 3
         assert m[("e2i_runs", (("job_name", "twins_job"), ("status", "SUCCESS"), ("tier", "heavy")))] == 1
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-from prometheus_client import CollectorRegistry, start_http_server
 
 from e2i_pipelines.launcher.cgroup_usage import CPU_UTILISATION_TAG, PEAK_MEMORY_TAG
-from e2i_pipelines.monitoring.exporter import PlatformCollector
 from tests.costs.runs import add_run
-from tests.monitoring.test_exporter import _scrape
-from tests.support.dagster_processes import free_port
+from tests.monitoring.exporter_http import exporter_port, scrape
 
 MIB = 1024**2
 
@@ -39,12 +36,8 @@ def test_peak_memory_and_cpu_utilisation_histograms(pg_instance: dg.DagsterInsta
     add_run(pg_instance, "causal_job", "light", start=now - 80, seconds=5,
             tags={PEAK_MEMORY_TAG: "not a number"})
 
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PlatformCollector(pg_instance, backfill_seconds=3600))
-    port = free_port()
-    server, thread = start_http_server(port, "127.0.0.1", registry=registry)
-    try:
-        m = _scrape(port)
+    with exporter_port(pg_instance) as port:
+        m = scrape(port)
         shap = (("job", "shap_job"), ("tier", "heavy"))
         causal = (("job", "causal_job"), ("tier", "light"))
         assert m[("e2i_run_peak_memory_bytes_count", shap)] == 2
@@ -56,12 +49,9 @@ def test_peak_memory_and_cpu_utilisation_histograms(pg_instance: dg.DagsterInsta
         assert _bucket(m, "e2i_run_cpu_utilisation", 0.75, causal) == 0
 
         pg_instance.add_run_tags(late, _usage(200, 0.4))  # the worker's tags, after the run ended
-        m = _scrape(port)
+        m = scrape(port)
         assert m[("e2i_run_peak_memory_bytes_count", causal)] == 2
         assert m[("e2i_run_peak_memory_bytes_sum", causal)] == 300 * MIB
-        m = _scrape(port)  # nothing observed twice
+        m = scrape(port)  # nothing observed twice
         assert m[("e2i_run_peak_memory_bytes_count", causal)] == 2
         assert m[("e2i_run_cpu_utilisation_count", shap)] == 2
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
