@@ -4,17 +4,25 @@ An asset declares its tier with ``**tier_kwargs(Tier.HEAVY)`` in ``@asset(...)``
 ``op_tags={"e2i/tier": ...}`` (reaches the step and so the execution plan), a ``pool`` for
 medium/heavy work (run-granularity concurrency), and a definition tag + kind so the UI shows it.
 The launcher, the scaler and the API read tiers back with :func:`tier_of_tags`/:func:`max_tier`.
+
+``Tier.AUTO`` (``tier_kwargs(Tier.AUTO, floor=..., ceiling=...)``, or the run tag ``e2i/tier=auto``)
+lets the launcher pick the tier from the run history (:mod:`e2i_pipelines.launcher.sizing`);
+everything else sees an auto step or run at its ceiling (:func:`tier_of_tags`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from enum import StrEnum
+from enum import StrEnum, nonmember
 from typing import Any
 
 TIER_TAG = "e2i/tier"
 """Op tag (and run tag) holding a tier name."""
+TIER_FLOOR_TAG = "e2i/tier_floor"
+"""With ``e2i/tier=auto``: the smallest tier the launcher may choose (default light)."""
+TIER_CEILING_TAG = "e2i/tier_ceiling"
+"""With ``e2i/tier=auto``: the largest tier the launcher may choose (default heavy)."""
 
 
 class UnknownTierError(ValueError):
@@ -22,11 +30,16 @@ class UnknownTierError(ValueError):
 
 
 class Tier(StrEnum):
-    """Resource tier of an asset or a run, ordered light < medium < heavy."""
+    """Resource tier of an asset or a run, ordered light < medium < heavy.
+
+    ``Tier.AUTO`` is the string ``"auto"``, not a member: it is no size (iterating ``Tier`` gives
+    the three sizes); the launcher resolves it to one of them before launch.
+    """
 
     LIGHT = "light"
     MEDIUM = "medium"
     HEAVY = "heavy"
+    AUTO = nonmember("auto")
 
     @property
     def rank(self) -> int:
@@ -48,7 +61,8 @@ HEAVY_POOL = "e2i-heavy"
 
 
 def parse_tier(value: str | Tier) -> Tier:
-    """Return the Tier for ``value`` or raise UnknownTierError naming the allowed values."""
+    """Return the Tier for ``value`` or raise UnknownTierError naming the allowed values
+    (``auto`` too: it is read only through :func:`auto_bounds`/:func:`tier_of_tags`)."""
     if isinstance(value, Tier):
         return value
     try:
@@ -65,26 +79,69 @@ def max_tier(tiers: Iterable[str | Tier], default: Tier = Tier.LIGHT) -> Tier:
     return max(found, key=lambda t: t.rank) if found else default
 
 
+@dataclass(frozen=True)
+class AutoBounds:
+    """Where ``Tier.AUTO`` may land: ``floor`` <= chosen tier <= ``ceiling``."""
+
+    floor: Tier
+    ceiling: Tier
+
+
+def is_auto(tags: Mapping[str, Any] | None) -> bool:
+    """True when ``tags`` say ``e2i/tier=auto``."""
+    return bool(tags) and str(tags.get(TIER_TAG, "")).strip().lower() == Tier.AUTO
+
+
+def auto_bounds(tags: Mapping[str, Any] | None) -> AutoBounds | None:
+    """Floor and ceiling of an auto step or run (None unless ``e2i/tier=auto``); a floor above
+    the ceiling or an unknown name raises UnknownTierError naming the tag."""
+    if not is_auto(tags):
+        return None
+    assert tags is not None
+    bounds = []
+    for key, default in ((TIER_FLOOR_TAG, Tier.LIGHT), (TIER_CEILING_TAG, Tier.HEAVY)):
+        try:
+            bounds.append(parse_tier(tags.get(key, default)))
+        except UnknownTierError as exc:
+            raise UnknownTierError(f"tag {key}: {exc}") from None
+    floor, ceiling = bounds
+    if floor.rank > ceiling.rank:
+        raise UnknownTierError(
+            f"tag {TIER_FLOOR_TAG}={floor.value} is above {TIER_CEILING_TAG}={ceiling.value}")
+    return AutoBounds(floor, ceiling)
+
+
 def tier_of_tags(tags: Mapping[str, Any] | None) -> Tier | None:
-    """Tier named by an ``e2i/tier`` tag in ``tags`` (None when absent)."""
+    """Tier named by an ``e2i/tier`` tag in ``tags`` (None when absent); an auto one counts as its
+    ceiling (the most it may use), so limits and displays stay conservative."""
     if not tags or TIER_TAG not in tags:
         return None
-    return parse_tier(tags[TIER_TAG])
+    bounds = auto_bounds(tags)
+    return bounds.ceiling if bounds else parse_tier(tags[TIER_TAG])
 
 
-def tier_kwargs(tier: Tier) -> dict[str, Any]:
-    """Keyword arguments for ``@asset``/``@multi_asset``/``@asset_check`` declaring ``tier``."""
-    kwargs: dict[str, Any] = {
-        "op_tags": {TIER_TAG: tier.value},
-    }
-    if tier.pool:
-        kwargs["pool"] = tier.pool
-    return kwargs
+def tier_kwargs(tier: Tier | str, floor: Tier = Tier.LIGHT, ceiling: Tier = Tier.HEAVY) -> dict[str, Any]:
+    """Keyword arguments for ``@asset``/``@multi_asset``/``@asset_check`` declaring ``tier``.
+
+    ``floor`` and ``ceiling`` bound ``Tier.AUTO``; an auto step has no pool (its size is known
+    only at launch; the launcher then tags the run with its tier's pool).
+    """
+    if tier != Tier.AUTO:
+        tier = parse_tier(tier)
+        kwargs: dict[str, Any] = {"op_tags": {TIER_TAG: tier.value}}
+        if tier.pool:
+            kwargs["pool"] = tier.pool
+        return kwargs
+    tags = {TIER_TAG: Tier.AUTO, TIER_FLOOR_TAG: parse_tier(floor).value,
+            TIER_CEILING_TAG: parse_tier(ceiling).value}
+    auto_bounds(tags)  # a floor above the ceiling fails at definition time
+    return {"op_tags": tags}
 
 
-def asset_tier_kwargs(tier: Tier) -> dict[str, Any]:
+def asset_tier_kwargs(tier: Tier | str, floor: Tier = Tier.LIGHT, ceiling: Tier = Tier.HEAVY) -> dict[str, Any]:
     """``tier_kwargs`` plus a definition tag and kind so the tier shows in the UI."""
-    return {**tier_kwargs(tier), "tags": {TIER_TAG: tier.value}, "kinds": {f"tier-{tier.value}"}}
+    name = Tier.AUTO if tier == Tier.AUTO else parse_tier(tier).value
+    return {**tier_kwargs(tier, floor, ceiling), "tags": {TIER_TAG: name}, "kinds": {f"tier-{name}"}}
 
 
 @dataclass(frozen=True)

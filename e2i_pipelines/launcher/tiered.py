@@ -88,7 +88,7 @@ class TieredLauncherMixin:
     # -- sizing ------------------------------------------------------------------------------
     def run_tier(self, run: DagsterRun) -> tuple[RunTier, TierProfile]:
         """The run's tier (run tag, else execution plan) and that tier's profile."""
-        resolved = tier_for_run(self._instance, run)
+        resolved = tier_for_run(self._instance, run, self.tier_profiles)
         return resolved, self.tier_profiles[resolved.tier]
 
     def record_tier(self, run: DagsterRun, resolved: RunTier, limits: str,
@@ -98,7 +98,7 @@ class TieredLauncherMixin:
         self._instance.add_run_tags(
             run.run_id,
             {TIER_TAG: resolved.tier.value, TIER_SOURCE_TAG: resolved.source, LIMITS_TAG: limits,
-             **(extra or {})},
+             **resolved.tags, **(extra or {})},
         )
         profile = self.tier_profiles[resolved.tier]
         self._instance.report_engine_event(
