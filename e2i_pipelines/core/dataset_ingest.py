@@ -76,7 +76,7 @@ def _ingest_parquet(path: Path, out: IO[bytes]) -> IngestResult:
     except Exception:  # noqa: BLE001 - pyarrow raises several types for a bad footer
         raise DatasetInvalid("the upload is not valid Parquet (truncated or corrupt)") from None
     schema = source.schema_arrow
-    _check_names(list(schema.names))
+    check_names(list(schema.names))
     if source.metadata.num_rows == 0:
         raise DatasetInvalid("the Parquet file has columns but no rows")
     result = IngestResult("parquet")
@@ -159,11 +159,12 @@ def _read_header(path: Path) -> tuple[list[str], str, int]:
     if len(names) < 2:
         raise DatasetInvalid("the CSV header has one column: the delimiter must be one of "
                              "',' ';' tab '|' and the data needs at least two columns")
-    _check_names(names)
+    check_names(names)
     return names, best, len(raw)
 
 
-def _check_names(names: list[str]) -> None:
+def check_names(names: list[str]) -> None:
+    """Every column name is non-empty and unique; else DatasetInvalid naming the columns."""
     seen: dict[str, int] = {}
     for index, name in enumerate(names, start=1):
         if not name.strip():

@@ -11,15 +11,23 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from e2i_api.api.deps import RunReaderDep
 from e2i_api.core.logging import logger
 from e2i_api.core.security import Principal, require_scope
-from e2i_api.dataset_models import EXAMPLE_DATASET_ID, DatasetDetail, DatasetList
+from e2i_api.dataset_models import (
+    EXAMPLE_DATASET_ID,
+    DatasetDetail,
+    DatasetList,
+    PostgresDatasetRequest,
+)
 from e2i_api.models import ErrorResponse, RunStatus
 from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.dataset_ingest import PARQUET_MAGIC, DatasetInvalid
+from e2i_pipelines.core.dataset_pg_sources import SourceConfigError
+from e2i_pipelines.core.dataset_postgres import SourceUnavailable, import_postgres
 from e2i_pipelines.core.storage import StorageError
 
 ERRORS = {400: {"model": ErrorResponse, "description": "the multipart body could not be decoded"},
@@ -33,6 +41,8 @@ ACTIVE = (RunStatus.QUEUED, RunStatus.NOT_STARTED, RunStatus.STARTING, RunStatus
           RunStatus.CANCELING)
 """Statuses of a run that still reads its dataset: DELETE waits for them."""
 _COPY = 1 << 20
+MAX_JSON_BYTES = 256 << 10
+"""Largest JSON body (a Postgres import request)."""
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERRORS)
 read = require_scope("runs:read")
@@ -42,6 +52,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "text/csv": {"schema": {"type": "string", "format": "binary"}},
     "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": PostgresDatasetRequest.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary"}, "name": {"type": "string"}}}}}}}
 
@@ -92,8 +103,45 @@ def _check_declared(staged: store.StagedUpload, declared: str | None) -> None:
         raise DatasetInvalid("Content-Type says CSV but the body is Parquet")
 
 
+async def _json_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise HTTPException(413, f"the JSON body is larger than {MAX_JSON_BYTES} bytes")
+    return bytes(body)
+
+
+async def _import_postgres(request: Request, principal: Principal) -> tuple[dict, bool]:
+    """Import a table or SELECT from a configured Postgres connection (JSON body)."""
+    try:
+        body = PostgresDatasetRequest.model_validate_json(await _json_body(request))
+    except ValidationError as exc:
+        raise HTTPException(422, [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                                  for e in exc.errors(include_url=False, include_input=False)]) from None
+    try:
+        manifest, created = await asyncio.to_thread(
+            import_postgres, principal.name, body.name, body.connection, table=body.table, query=body.query)
+    except store.UploadTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    except DatasetInvalid as exc:
+        raise _invalid(str(exc), getattr(exc, "field", "body")) from None
+    except SourceConfigError as exc:
+        logger.error("postgres sources misconfigured", extra={"error": str(exc)})
+        raise _unavailable("the operator's Postgres connections are misconfigured") from None
+    except SourceUnavailable as exc:
+        raise _unavailable(str(exc)) from None
+    except (OSError, StorageError):
+        raise _unavailable("dataset storage is unreachable or not writable") from None
+    logger.info("dataset imported from postgres", extra={
+        "client": principal.name, "connection": body.connection, "dataset": manifest["id"],
+        "rows": manifest["rows"], "kind": "table" if body.table else "query"})
+    return manifest, created
+
+
 @router.post("", response_model=DatasetDetail, status_code=201, openapi_extra=UPLOAD_BODY,
-             summary="Upload a CSV or Parquet file as a dataset (a new version when the name exists)",
+             summary="Upload a CSV or Parquet file as a dataset (a new version when the name exists), "
+                     "or import one from a configured Postgres connection (JSON body)",
              responses={200: {"model": DatasetDetail, "description": "these bytes were uploaded before"},
                         413: {"model": ErrorResponse, "description": "larger than E2I_MAX_UPLOAD_BYTES"},
                         503: {"model": ErrorResponse, "description": "dataset storage unreachable or not writable"},
@@ -103,9 +151,13 @@ async def upload_dataset(
     name: Annotated[str | None, Query(max_length=128, description="dataset name (letters, digits, ._-)")] = None,
 ) -> DatasetDetail:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        manifest, created = await _import_postgres(request, principal)
+        return await _registered(manifest, created, principal, response)
     if content_type != "multipart/form-data" and content_type not in RAW_TYPES:
         raise HTTPException(415, f"Content-Type {content_type[:80] or '(none)'!r} is not accepted: use text/csv, "
-                                 "application/vnd.apache.parquet, application/octet-stream or multipart/form-data")
+                                 "application/vnd.apache.parquet, application/octet-stream, multipart/form-data "
+                                 "or application/json (a Postgres import)")
     if content_type != "multipart/form-data" and not name:
         raise _invalid("a raw upload needs the query parameter 'name'", "name")
     try:
@@ -140,6 +192,11 @@ async def upload_dataset(
             raise _unavailable("dataset storage is unreachable or not writable") from None
     finally:
         staged.discard()
+    return await _registered(manifest, created, principal, response)
+
+
+async def _registered(manifest: dict, created: bool, principal: Principal, response: Response) -> DatasetDetail:
+    """The stored dataset with its versions; Location set, 200 when the version existed."""
     dataset = await asyncio.to_thread(store.get_dataset, manifest["id"], principal.name)
     location = f"/v1/datasets/{manifest['id']}"
     response.headers["Location"] = location
