@@ -4,10 +4,15 @@ The frame adjusts for the spec's adjustment set (``common_causes``, or the set i
 its ``graph``) plus the effect modifiers as main effects. ``linear_regression`` is DoWhy's
 backdoor linear regression with treatment x effect-modifier interactions, so its effect on a
 set of rows is ``b_T + sum_j g_j * mean(M_j)`` over those rows (ATE: all rows, ATT: treated,
-ATC: controls). The other estimators live in :mod:`estimators`. Categorical covariates
-(declared in the spec or not numeric) are one-hot coded with :func:`numeric_design` for
-regressions and propensity models and kept as categories for LightGBM; column names are
-made formula-safe.
+ATC: controls); it is solved in closed form (:mod:`ols`), and DoWhy's objects are built only
+when something asks for them (:class:`DowhyFit`). The other estimators live in
+:mod:`estimators`. Categorical covariates (declared in the spec or not numeric) are one-hot
+coded with :func:`numeric_design` for regressions and propensity models and kept as
+categories for LightGBM; column names are made formula-safe.
+
+:func:`prepare_frame` copies the covariates once, into one column-major float64 matrix; the
+DoWhy frame, the LightGBM frame (numeric columns) and :meth:`CausalFrame.effect_data` are
+views of it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,7 @@ from e2i_pipelines.analytics.causal.estimators import (
     Log,
     fit_scored,
 )
+from e2i_pipelines.analytics.causal.ols import treatment_ols
 from e2i_pipelines.analytics.causal.weights import logistic_propensity, target_weights
 from e2i_pipelines.core.encoding import categorical_columns, numeric_design
 from e2i_pipelines.core.errors import DataValidationError
@@ -85,6 +92,7 @@ class CausalFrame:
     tree_frame: pd.DataFrame | None = None  # covariates, categoricals as categories
     categorical: list[str] = field(default_factory=list)  # categorical covariates
     target: str = "ate"
+    _arrays: EffectData | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def randomised(self) -> bool:
@@ -92,11 +100,22 @@ class CausalFrame:
         return not self.adjustment_set
 
     def effect_data(self) -> EffectData:
-        return EffectData(
-            t=self.data[self.treatment].to_numpy(dtype=bool),
-            y=self.data[self.outcome].to_numpy(dtype=np.float64),
-            X=self.data[self.common_causes].to_numpy(dtype=np.float64),
-            names=list(self.common_causes), tree_frame=self.tree_frame, target=self.target)
+        """The estimators' arrays (built once per frame; views of ``data`` where possible)."""
+        if self._arrays is None:
+            object.__setattr__(self, "_arrays", EffectData(
+                t=self.data[self.treatment].to_numpy(dtype=bool),
+                y=self.data[self.outcome].to_numpy(dtype=np.float64),
+                X=column_matrix(self.data, self.common_causes), names=list(self.common_causes),
+                tree_frame=self.tree_frame, target=self.target))
+        return self._arrays
+
+
+def column_matrix(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``df[columns]`` as a column-major float64 matrix (one contiguous copy per column)."""
+    out = np.empty((len(df), len(columns)), order="F")
+    for j, col in enumerate(columns):
+        out[:, j] = df[col].to_numpy()
+    return out
 
 
 def _safe_names(columns: list[str], taken: set[str]) -> dict[str, str]:
@@ -152,38 +171,49 @@ def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
     """Validate ``df`` against ``spec`` and build the DoWhy frame (raises DataValidationError)."""
     validate_frame(df, spec)
     covariates = list(dict.fromkeys([*spec.adjustment_set, *spec.effect_modifiers]))
-    design = numeric_design(df, covariates, spec.categorical)
-    em_set = set(spec.effect_modifiers)
-    em_design = [c for c in design.columns if _source_column(c, covariates) in em_set]
     cats = categorical_columns(df, covariates, spec.categorical)
-    constant = [c for c in design.columns if design[c].std() == 0]
+    numeric = [c for c in covariates if c not in cats]
+    dummies = numeric_design(df, cats, cats)  # one-hot columns after the numeric ones,
+    design = [*numeric, *dummies.columns]  # as numeric_design(df, covariates) orders them
+    X = np.empty((len(df), len(design)), order="F")
+    for j, col in enumerate(numeric):
+        X[:, j] = df[col].to_numpy()
+    X[:, len(numeric):] = dummies.to_numpy(dtype=np.float64)
+    constant = [design[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
     if constant:
         raise DataValidationError(f"covariate design column(s) {constant} are constant")
-    names = _safe_names(list(design.columns), set())
-    data = design.rename(columns=names).reset_index(drop=True)
-    t_name = _safe_names([spec.treatment], set(data.columns))[spec.treatment]
-    y_name = _safe_names([spec.outcome], set(data.columns) | {t_name})[spec.outcome]
-    data[t_name] = df[spec.treatment].to_numpy().astype(bool)
-    data[y_name] = df[spec.outcome].to_numpy().astype(np.float64)
-    return CausalFrame(
-        data=data,
-        treatment=t_name,
-        outcome=y_name,
-        common_causes=[names[c] for c in design.columns],
+    em_set = set(spec.effect_modifiers)
+    em_design = [c for c in design if _source_column(c, covariates) in em_set]
+    names = _safe_names(design, set())
+    safe = [names[c] for c in design]
+    data = pd.DataFrame(X, columns=safe, copy=False)
+    t_name = _safe_names([spec.treatment], set(safe))[spec.treatment]
+    y_name = _safe_names([spec.outcome], set(safe) | {t_name})[spec.outcome]
+    t = df[spec.treatment].to_numpy().astype(bool)
+    y = df[spec.outcome].to_numpy().astype(np.float64)
+    data[t_name] = t
+    data[y_name] = y
+    tree = _tree_frame(df, X[:, :len(numeric)], numeric, covariates, cats)
+    frame = CausalFrame(
+        data=data, treatment=t_name, outcome=y_name, common_causes=safe,
         effect_modifiers=[names[c] for c in em_design],
         source_columns={v: k for k, v in names.items()},
         adjustment_set=list(spec.adjustment_set), modifier_columns=list(spec.effect_modifiers),
-        tree_frame=_tree_frame(df, covariates, cats), categorical=cats, target=spec.target,
+        tree_frame=tree, categorical=cats, target=spec.target,
     )
+    object.__setattr__(frame, "_arrays", EffectData(
+        t=t, y=y, X=X, names=safe, tree_frame=tree, target=spec.target))
+    return frame
 
 
-def _tree_frame(df: pd.DataFrame, covariates: list[str], cats: list[str]) -> pd.DataFrame:
-    """Covariates for LightGBM nuisances: categoricals as pandas categories, the rest float."""
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
-    for c in covariates:
-        values = df[c].to_numpy()
-        out[c] = (pd.Categorical(pd.Series(values).astype(str)) if c in cats
-                  else values.astype(np.float64))
+def _tree_frame(df: pd.DataFrame, X_numeric: np.ndarray, numeric: list[str],
+                covariates: list[str], cats: list[str]) -> pd.DataFrame:
+    """Covariates for LightGBM nuisances in spec order: the numeric ones as a view of the
+    design matrix, categoricals as pandas categories."""
+    out = pd.DataFrame(X_numeric, columns=numeric, copy=False)
+    out.index = pd.RangeIndex(len(df))
+    for c in cats:
+        out.insert(covariates.index(c), c, pd.Categorical(df[c].astype(str).to_numpy()))
     return out
 
 
@@ -247,55 +277,70 @@ def fit_dowhy(frame: CausalFrame, method: str = "linear_regression", **_: Any
     return model, estimand, estimate
 
 
-def linear_contrast(estimate: Any, data: pd.DataFrame, rows: np.ndarray | None = None
-                    ) -> tuple[float, float, int]:
-    """(effect, std error, residual dof) of the linear-regression effect over ``rows``.
+class DowhyFit(Sequence):
+    """(CausalModel, identified estimand, CausalEstimate) of a frame's linear regression,
+    fitted by DoWhy on first access: the estimate itself is closed-form, and only the callers
+    that use DoWhy's objects (the linear refuters' identification, tests) pay for them."""
 
-    The effect is ``c'b`` with ``c`` 1 on the treatment coefficient and mean(M_j) over the
-    rows on each interaction (DoWhy's ATE when ``rows`` is all rows), from the OLS covariance.
-    """
-    estimator = estimate.estimator
-    ols = estimator.model
-    n_adj = len(estimator._observed_common_causes_names)
-    ems = list(estimator._effect_modifier_names or [])
-    c = np.zeros(len(ols.params))
-    c[1] = 1.0
-    if ems:
-        values = data[ems].to_numpy(dtype=np.float64)
-        c[2 + n_adj:] = (values if rows is None else values[rows]).mean(axis=0)
-    value = float(c @ ols.params.to_numpy())
-    se = float(np.sqrt(c @ ols.cov_params().to_numpy() @ c))
-    return value, se, int(ols.df_resid)
+    def __init__(self, frame: CausalFrame):
+        self._frame = frame
+        self._fit: tuple[Any, Any, Any] | None = None
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._fit is None:
+            self._fit = fit_dowhy(self._frame)
+        return self._fit[index]
+
+    def __len__(self) -> int:
+        return 3
 
 
 def target_rows(frame: CausalFrame) -> np.ndarray | None:
     """Rows the target averages over: None (all), the treated (att) or the controls (atc)."""
-    t = frame.data[frame.treatment].to_numpy(dtype=bool)
+    t = frame.effect_data().t
     return {"ate": None, "att": t, "atc": ~t}[frame.target]
 
 
 def _linear_fit(frame: CausalFrame, settings: EstimatorSettings) -> tuple[FittedEffect, Any]:
-    fitted = fit_dowhy(frame)
-    estimate = fitted[2]
+    """DoWhy's backdoor linear regression, solved in closed form (:mod:`ols`).
+
+    The effect over a set of rows is ``c'b``: 1 on the treatment coefficient and mean(M_j)
+    over the rows on each interaction, with the OLS covariance.
+    """
+    data = frame.effect_data()
+    position = {name: j for j, name in enumerate(frame.common_causes)}
+    modifiers = [position[m] for m in frame.effect_modifiers]
+    try:
+        ols = treatment_ols(data.t, data.y, data.X, modifiers)
+    except ValueError as exc:
+        raise DataValidationError(f"linear_regression: {exc}") from exc
+    first, M = 2 + data.X.shape[1], data.X[:, modifiers]
+
+    def contrast(rows: np.ndarray | None) -> tuple[float, float]:
+        c = np.zeros(len(ols.beta))
+        c[1] = 1.0
+        if modifiers:
+            c[first:] = (M if rows is None else M[rows]).mean(axis=0)
+        return ols.contrast(c)
+
     rows = target_rows(frame)
-    value, se, dof = linear_contrast(estimate, frame.data, rows)
-    q = st.t.ppf(0.5 + settings.confidence_level / 2, dof)
+    value, se = contrast(rows)
+    q = st.t.ppf(0.5 + settings.confidence_level / 2, ols.dof)
 
     def effect_on(mask: np.ndarray) -> tuple[float, float]:
-        sel = mask if rows is None else mask & rows
-        v, s_, _ = linear_contrast(estimate, frame.data, sel)
-        return v, s_
+        return contrast(mask if rows is None else mask & rows)
 
     result = FittedEffect(
         method="linear_regression", target=frame.target, estimate=value, se=se,
         ci_low=value - q * se, ci_high=value + q * se, scores=None,
-        details={"se_type": "OLS", "dof": dof}, effect_on=effect_on)
-    return result, fitted
+        details={"se_type": "OLS", "dof": ols.dof}, effect_on=effect_on)
+    return result, DowhyFit(frame)
 
 
 def fit_effect(frame: CausalFrame, method: str, settings: EstimatorSettings,
                log: Log | None = None) -> tuple[FittedEffect, Any]:
-    """Fit ``method`` (resolved); returns the fit and DoWhy's objects (linear regression)."""
+    """Fit ``method`` (resolved); returns the fit and, for linear regression, DoWhy's objects
+    (a :class:`DowhyFit`, fitted when first used)."""
     method = resolve_method(method, frame)
     if method == "linear_regression":
         return _linear_fit(frame, settings)

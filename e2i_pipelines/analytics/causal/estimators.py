@@ -35,10 +35,13 @@ import pandas as pd
 import scipy.stats as st
 
 from e2i_pipelines.analytics.causal.weights import (
+    LogisticFit,
     effective_sample_size,
+    fit_logistic,
+    intercept_dot,
+    intercept_tdot,
     logistic_propensity,
     target_weights,
-    weighted_gram,
     with_intercept,
 )
 
@@ -151,30 +154,31 @@ def difference_in_means(data: EffectData, settings: EstimatorSettings,
                             "se_type": "HC2"})
 
 
-def _ipw_sandwich_se(Xi: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray,
+def _ipw_sandwich_se(X: np.ndarray, t: np.ndarray, y: np.ndarray, fit: LogisticFit,
                      keep: np.ndarray, target: str, mu1: float, mu0: float) -> float:
     """SE of the Hajek IPW contrast by M-estimation, with the logistic propensity estimated.
 
-    Estimating equations: x (t - e) for the propensity, w1 t (y - mu1) and w0 (1-t) (y - mu0)
-    for the arm means (``keep`` zeroes trimmed rows). The influence function of mu1 - mu0 is
-    the arm terms minus their derivative in beta times beta's influence.
+    Estimating equations: x (t - e) for the propensity (x = [1, X]), w1 t (y - mu1) and
+    w0 (1-t) (y - mu0) for the arm means (``keep`` zeroes trimmed rows). The influence
+    function of mu1 - mu0 is the arm terms minus their derivative in beta times beta's
+    influence; the propensity's bread is the logistic fit's Hessian.
     """
-    n = len(y)
+    n, e = len(y), fit.e
     tf = t.astype(np.float64)
     w = target_weights(e, t, target, stabilized=False) * keep
     w1, w0 = w * tf, w * (1 - tf)
     # d w1 / d beta = g1 x, d w0 / d beta = g0 x  (see weights' table)
     g1 = -(1 - e) / e * (w1 > 0) if target != "att" else np.zeros(n)
     g0 = e / (1 - e) * (w0 > 0) if target != "atc" else np.zeros(n)
-    A_bb = weighted_gram(Xi, e * (1 - e)) / n
+    A_bb = fit.hessian / n
     A11, A00 = w1.mean(), w0.mean()
-    A1b = -(Xi.T @ (tf * (y - mu1) * g1)) / n
-    A0b = -(Xi.T @ ((1 - tf) * (y - mu0) * g0)) / n
+    A1b = -intercept_tdot(X, tf * (y - mu1) * g1) / n
+    A0b = -intercept_tdot(X, (1 - tf) * (y - mu0) * g0) / n
     v1 = np.linalg.solve(A_bb, A1b)
     v0 = np.linalg.solve(A_bb, A0b)
     resid_t = tf - e
-    phi = ((w1 * (y - mu1) - (Xi @ v1) * resid_t) / A11
-           - (w0 * (y - mu0) - (Xi @ v0) * resid_t) / A00)
+    phi = ((w1 * (y - mu1) - intercept_dot(X, v1) * resid_t) / A11
+           - (w0 * (y - mu0) - intercept_dot(X, v0) * resid_t) / A00)
     return float(np.sqrt(np.square(phi).mean() / n))
 
 
@@ -185,7 +189,8 @@ def propensity_score_weighting(data: EffectData, settings: EstimatorSettings,
     t, y = data.t, data.y
     say(f"propensity_score_weighting: logistic propensity on {data.X.shape[1]} design "
         f"columns x {len(y):,} rows")
-    e, _ = logistic_propensity(data.X, t)
+    logit = fit_logistic(data.X, t)
+    e = logit.e
     keep = np.ones(len(y))
     if settings.trim > 0:
         keep = ((e >= settings.trim) & (e <= 1 - settings.trim)).astype(np.float64)
@@ -196,10 +201,10 @@ def propensity_score_weighting(data: EffectData, settings: EstimatorSettings,
     tf = t.astype(np.float64)
     scores = EffectScores(a1=w * tf * y, b1=w * tf, a0=w * (1 - tf) * y, b0=w * (1 - tf),
                           residual=y - y.mean())
-    estimate = scores.effect()
-    mu1 = float((w * tf * y).sum() / (w * tf).sum())
-    mu0 = float((w * (1 - tf) * y).sum() / (w * (1 - tf)).sum())
-    se = _ipw_sandwich_se(with_intercept(data.X), t, y, e, keep, data.target, mu1, mu0)
+    mu1 = float(scores.a1.sum() / scores.b1.sum())
+    mu0 = float(scores.a0.sum() / scores.b0.sum())
+    estimate = mu1 - mu0
+    se = _ipw_sandwich_se(data.X, t, y, logit, keep, data.target, mu1, mu0)
     details = {"n_trimmed": n_trimmed, "trim": settings.trim, "stabilized": settings.stabilized,
                "ess_treated": effective_sample_size(w[t]),
                "ess_control": effective_sample_size(w[~t]),
