@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.stats as st
+from numba import njit
 
 
 @dataclass
@@ -39,21 +40,64 @@ class SDIDResult:
     details: dict = field(default_factory=dict)
 
 
-def _fw_step(A: np.ndarray, x: np.ndarray, b: np.ndarray, eta: float) -> np.ndarray:
-    """One Frank-Wolfe step of ``min ||A x - b||^2 + eta ||x||^2`` on the simplex."""
-    Ax = A @ x
-    half_grad = A.T @ (Ax - b) + eta * x
-    i = int(np.argmin(half_grad))
-    d_x = -x.copy()
-    d_x[i] += 1.0
-    if np.allclose(d_x, 0.0):
-        return x.copy()
-    d_err = A[:, i] - Ax
-    denom = d_err @ d_err + eta * (d_x @ d_x)
-    if denom <= 0:
-        return x.copy()
-    step = float(np.clip(-(half_grad @ d_x) / denom, 0.0, 1.0))
-    return x + step * d_x
+@njit(cache=True)
+def _fw_loop(A: np.ndarray, b: np.ndarray, lam: np.ndarray, zeta: float,
+             min_decrease: float, max_iter: int) -> np.ndarray:  # pragma: no cover (numba)
+    """Frank-Wolfe on the simplex for ``min ||A x - b||^2 / n + zeta^2 ||x||^2`` (R's
+    ``fw.step`` loop), stopping when the objective falls by less than ``min_decrease^2``.
+    Allocation-free loops: the problems are small and the loop runs up to 10,000 times."""
+    n, k = A.shape
+    eta = n * zeta * zeta
+    prev = np.inf
+    lam = lam.copy()
+    r = np.empty(n)
+    hg = np.empty(k)
+    for _ in range(max_iter):
+        for row in range(n):  # r = A lam - b
+            acc = 0.0
+            for j in range(k):
+                acc += A[row, j] * lam[j]
+            r[row] = acc - b[row]
+        i = 0
+        for j in range(k):  # half gradient A'r + eta lam, and its argmin
+            acc = 0.0
+            for row in range(n):
+                acc += A[row, j] * r[row]
+            hg[j] = acc + eta * lam[j]
+            if hg[j] < hg[i]:
+                i = j
+        moved = 1.0 - lam[i] > 1e-8
+        for j in range(k):
+            if j != i and lam[j] > 1e-8:
+                moved = True
+        if moved:
+            # direction e_i - lam: A d = A[:, i] - A lam = A[:, i] - (r + b)
+            derr2, dx2, hgd = 0.0, 0.0, 0.0
+            for row in range(n):
+                de = A[row, i] - (r[row] + b[row])
+                derr2 += de * de
+            for j in range(k):
+                dj = (1.0 if j == i else 0.0) - lam[j]
+                dx2 += dj * dj
+                hgd += hg[j] * dj
+            denom = derr2 + eta * dx2
+            if denom > 0:
+                step = min(1.0, max(0.0, -hgd / denom))
+                for j in range(k):
+                    lam[j] += step * ((1.0 if j == i else 0.0) - lam[j])
+        val, ll = 0.0, 0.0
+        for row in range(n):
+            acc = 0.0
+            for j in range(k):
+                acc += A[row, j] * lam[j]
+            val += (acc - b[row]) ** 2
+        for j in range(k):
+            ll += lam[j] * lam[j]
+        val = zeta * zeta * ll + val / n
+        if prev - val < min_decrease * min_decrease:
+            break
+        prev = val
+    return lam
 
 
 def fw_weights(Y: np.ndarray, zeta: float, init: np.ndarray | None, min_decrease: float,
@@ -61,21 +105,13 @@ def fw_weights(Y: np.ndarray, zeta: float, init: np.ndarray | None, min_decrease
     """R's ``sc.weight.fw`` with intercept: weights on the columns of ``Y[:, :-1]`` that
     match ``Y[:, -1]`` (rows centred)."""
     Y = Y - Y.mean(axis=0)
-    k, n = Y.shape[1] - 1, Y.shape[0]
+    k = Y.shape[1] - 1
     if k <= 1:
         return np.ones(max(k, 1))
-    A, b = Y[:, :k], Y[:, k]
-    eta = n * zeta ** 2
-    lam = np.full(k, 1.0 / k) if init is None else init.copy()
-    prev = np.inf
-    for _ in range(max_iter):
-        lam = _fw_step(A, lam, b, eta)
-        err = A @ lam - b
-        val = zeta ** 2 * float(lam @ lam) + float(err @ err) / n
-        if prev - val < min_decrease ** 2:
-            break
-        prev = val
-    return lam
+    A = np.ascontiguousarray(Y[:, :k])
+    lam = np.full(k, 1.0 / k) if init is None else np.asarray(init, dtype=np.float64)
+    return _fw_loop(A, np.ascontiguousarray(Y[:, k]), lam, float(zeta), float(min_decrease),
+                    int(max_iter))
 
 
 def _sparsify(v: np.ndarray) -> np.ndarray:
