@@ -65,8 +65,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app.state.key_locks = make_key_locks(database_url, settings.idempotency_wait_seconds)
     app.state.run_reader = StorageRuns(database_url) if database_url else None  # else GraphQL
     app.state.finished_results = FinishedResults()
-    app.state.rate_limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write,
-                                       settings.rate_limit_storage_uri)
+    app.state.rate_limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write, database_url)
     if not settings.api_keys:
         logger.warning("no API keys configured: every authenticated endpoint answers 401")
     install_error_handlers(app)

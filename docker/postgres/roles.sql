@@ -3,7 +3,8 @@
 -- dagster_db, mlflow_db, dagster_role, api_role, mlflow_role, exporter_role and *_password.
 --   dagster_role   the Dagster instance (webserver, daemon, code server, runs): owns dagster_db
 --                  (Dagster migrations need DDL there), nothing else
---   api_role       the API: reads the run tables of dagster_db (advisory locks need no grant)
+--   api_role       the API: reads the run tables of dagster_db (advisory locks need no grant),
+--                  reads and writes its rate-limit rows (e2i_api.rate_limits)
 --   mlflow_role    MLflow's tracking server: owns mlflow_db
 --   exporter_role  the metrics exporter: reads dagster_db
 -- Passwords arrive as psql variables (from Docker secret files) and are quoted by psql (:'x').
@@ -44,6 +45,14 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO :"api_role", :"exporter_role";
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO :"api_role", :"exporter_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"dagster_role" IN SCHEMA public GRANT SELECT ON TABLES TO :"api_role", :"exporter_role";
+-- The API's rate-limit counters (e2i_api/core/rate_limit.py), shared by its workers: a schema and
+-- table owned by the bootstrap superuser; the API role reads and writes rows, no DDL.
+CREATE SCHEMA IF NOT EXISTS e2i_api;
+CREATE TABLE IF NOT EXISTS e2i_api.rate_limits (bucket text NOT NULL, window_start bigint NOT NULL,
+  hits integer NOT NULL, PRIMARY KEY (bucket, window_start));
+REVOKE ALL ON SCHEMA e2i_api FROM PUBLIC;
+GRANT USAGE ON SCHEMA e2i_api TO :"api_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON e2i_api.rate_limits TO :"api_role";
 
 \connect :"mlflow_db"
 SET client_min_messages = warning;

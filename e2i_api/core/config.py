@@ -149,10 +149,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=32)
     idempotency_wait_seconds: float = Field(default=30.0, gt=0)
     oidc: OidcSettings = Field(default_factory=OidcSettings)  # UI login (Caddy forward_auth)
-    # Per key, per worker process (memory storage): n workers allow up to n times these.
+    # Per client, shared by every worker through database_url (e2i_api/core/rate_limit.py).
     rate_limit_read: str = Field(default="600/minute", pattern=_RATE)
     rate_limit_write: str = Field(default="60/minute", pattern=_RATE)
-    rate_limit_storage_uri: str = "memory://"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_queued_runs_per_client: int = Field(default=20, ge=1)
 

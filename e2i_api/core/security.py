@@ -80,7 +80,7 @@ async def authenticate(request: Request, api_key: Annotated[str | None, Depends(
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key",
                             headers={"WWW-Authenticate": "ApiKey"})
     request.state.principal = principal  # for the audit log
-    request.app.state.rate_limits.check(principal.name, request.method)
+    await request.app.state.rate_limits.check(principal.name, request.method)
     return principal
 
 

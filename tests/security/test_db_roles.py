@@ -192,3 +192,41 @@ def test_mlflow_owns_its_database(roles: dict[str, Any]) -> None:
             cur.execute("DROP TABLE experiments")
     finally:
         connection.close()
+
+
+def test_the_api_role_counts_rate_limits_but_cannot_change_their_table(roles: dict[str, Any]) -> None:
+    """The API's shared rate limiter (e2i_api/core/rate_limit.py) works with the API role's rights
+    only: rows in e2i_api.rate_limits, no DDL there; the run and exporter roles cannot touch them."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from e2i_api.core.rate_limit import RateLimits
+
+    names, passwords = roles["names"], roles["passwords"]
+    dsn = (f"postgresql://{names['api']}:{passwords['api']}@{PG_HOST}:{PG_PORT}/{names['dagster_db']}")
+
+    async def hits() -> list[int]:
+        limits, outcomes = RateLimits("2/hour", "2/hour", dsn), []
+        for _ in range(3):
+            try:
+                await limits.check("sec-client", "GET")
+                outcomes.append(200)
+            except HTTPException as exc:
+                outcomes.append(exc.status_code)
+        return outcomes
+
+    assert asyncio.run(hits()) == [200, 200, 429]
+    api = connect(roles, "api", "dagster_db")
+    try:
+        assert refused(api, "DROP TABLE e2i_api.rate_limits") == "42501"
+        assert refused(api, "ALTER TABLE e2i_api.rate_limits ADD COLUMN evil int") == "42501"
+        assert refused(api, "CREATE TABLE e2i_api.evil (x int)") == "42501"
+    finally:
+        api.close()
+    for kind in ("dagster", "exporter"):
+        other = connect(roles, kind, "dagster_db")
+        try:
+            assert refused(other, "DELETE FROM e2i_api.rate_limits") == "42501"
+        finally:
+            other.close()

@@ -36,8 +36,8 @@ class UiAuth:
     login rate limit."""
 
     def __init__(self, settings: Settings) -> None:
-        self.limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write,
-                                 settings.rate_limit_storage_uri)
+        database_url = settings.database_url.get_secret_value() if settings.database_url else None
+        self.limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write, database_url)
         oidc = settings.oidc
         self.settings = oidc
         self.client = OidcClient(oidc) if oidc.enabled else None
@@ -59,8 +59,8 @@ def _enabled(request: Request) -> tuple[OidcClient, CookieCodec]:
     return auth.client, auth.codec
 
 
-def _limit_login(request: Request) -> None:
-    _auth(request).limits.check_login(client_ip(request.scope))
+async def _limit_login(request: Request) -> None:
+    await _auth(request).limits.check_login(client_ip(request.scope))
 
 
 def local_path(value: str | None) -> str:
@@ -96,7 +96,7 @@ async def check(request: Request) -> Response:
 @router.get("/login")
 async def login(request: Request, next: Annotated[str | None, Query(max_length=2048)] = None) -> Response:
     """Redirect to the IdP with fresh state, nonce and PKCE challenge (kept in a signed cookie)."""
-    _limit_login(request)
+    await _limit_login(request)
     client, codec = _enabled(request)
     secrets = new_login_secrets()
     try:
@@ -112,7 +112,7 @@ async def login(request: Request, next: Annotated[str | None, Query(max_length=2
 async def callback(request: Request, code: Annotated[str | None, Query(max_length=4096)] = None,
                    state: Annotated[str | None, Query(max_length=512)] = None) -> Response:
     """The IdP's redirect: check state, exchange the code, validate the ID token, set the session."""
-    _limit_login(request)
+    await _limit_login(request)
     client, codec = _enabled(request)
     pending = codec.load_login(request.cookies.get(LOGIN_COOKIE))
     if pending is None:
