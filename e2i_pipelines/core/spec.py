@@ -13,6 +13,12 @@ Keys (YAML file or inline run config; every key is checked and errors name it):
 * ``graph``: an optional causal DAG (DOT or GML, inline or a file path). The backdoor
   adjustment set is then identified from it (DoWhy) instead of taken from ``common_causes``.
 * ``id_column``: unique row id; one is added when absent.
+* ``design``: ``cross_section`` (default) or ``panel`` (long format, one row per unit x
+  period; see ``analytics.panel``). Panel keys: ``unit`` and ``time`` (required),
+  ``treatment_off`` (``error`` default | ``allowed``), ``weights``, ``cluster`` (default: the
+  unit), ``control_group`` (``never_treated`` default | ``not_yet_treated``),
+  ``anticipation`` (periods, >= 0), ``treatment_type`` (``binary`` default | ``continuous``,
+  a dose), and ``covariates`` (same as ``common_causes``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ MISSING_POLICIES = ("error", "drop")
 MIN_ROWS_AFTER_DROP = 50
 """``missing: drop`` fails when fewer rows remain (or one treatment arm has fewer than 10)."""
 MIN_ROWS_PER_ARM = 10
+DESIGNS = ("cross_section", "panel")
+TREATMENT_OFF = ("error", "allowed")
+CONTROL_GROUPS = ("never_treated", "not_yet_treated")
+TREATMENT_TYPES = ("binary", "continuous")
+PANEL_ONLY_KEYS = ("unit", "time", "weights", "cluster")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,19 @@ class CausalSpec:
     missing: str = "error"
     target: str = "ate"
     graph: str | None = None
+    design: str = "cross_section"
+    unit: str | None = None
+    time: str | None = None
+    treatment_off: str = "error"
+    weights: str | None = None
+    cluster: str | None = None
+    control_group: str = "never_treated"
+    anticipation: int = 0
+    treatment_type: str = "binary"
+
+    @property
+    def panel(self) -> bool:
+        return self.design == "panel"
 
     @property
     def covariates(self) -> list[str]:
@@ -74,8 +98,9 @@ class CausalSpec:
     @property
     def required_columns(self) -> list[str]:
         """Every column the spec names: treatment, outcome, covariates, graph nodes."""
+        panel = [c for c in (self.unit, self.time, self.weights, self.cluster) if c]
         return list(dict.fromkeys(
-            [self.treatment, self.outcome, *self.covariates, *self.graph_columns]))
+            [self.treatment, self.outcome, *self.covariates, *self.graph_columns, *panel]))
 
     @cached_property
     def adjustment_set(self) -> list[str]:
@@ -114,6 +139,7 @@ class CausalSpec:
             raise DataValidationError(
                 f"spec key 'missing' is {self.missing!r}; expected one of "
                 f"{list(MISSING_POLICIES)}")
+        self._check_design()
         if self.graph is not None:
             from e2i_pipelines.core.graph import check_graph
 
@@ -131,10 +157,49 @@ class CausalSpec:
                 f"spec key 'categorical' names {bad}, which are not covariates of the spec "
                 f"(common_causes, effect_modifiers or graph nodes: {sorted(candidates)})")
 
+    def _check_design(self) -> None:
+        """The design keys: allowed values, and panel-only keys only with ``design: panel``."""
+        for key, allowed in (("design", DESIGNS), ("treatment_off", TREATMENT_OFF),
+                             ("control_group", CONTROL_GROUPS),
+                             ("treatment_type", TREATMENT_TYPES)):
+            if getattr(self, key) not in allowed:
+                raise DataValidationError(
+                    f"spec key {key!r} is {getattr(self, key)!r}; expected one of {list(allowed)}")
+        if isinstance(self.anticipation, bool) or not isinstance(self.anticipation, int) \
+                or self.anticipation < 0:
+            raise DataValidationError("spec key 'anticipation' must be an integer >= 0 (periods)")
+        if not self.panel:
+            given = [k for k in PANEL_ONLY_KEYS if getattr(self, k)]
+            if given or self.treatment_type != "binary":
+                raise DataValidationError(
+                    f"spec keys {given or ['treatment_type']} need design: panel")
+            return
+        missing = [k for k in ("unit", "time") if not getattr(self, k)]
+        if missing:
+            raise DataValidationError(f"design: panel needs spec key(s) {missing}")
+        if self.graph is not None:
+            raise DataValidationError("spec key 'graph' is not supported with design: panel")
+        roles = {"unit": self.unit, "time": self.time, "treatment": self.treatment,
+                 "outcome": self.outcome, "weights": self.weights}
+        seen: dict[str, str] = {}
+        for key, col in roles.items():
+            if col and col in seen:
+                raise DataValidationError(
+                    f"spec keys {seen[col]!r} and {key!r} name the same column {col!r}")
+            if col:
+                seen[col] = key
+        clash = [c for c in self.covariates if c in seen]
+        if clash:
+            raise DataValidationError(
+                f"spec key 'common_causes' lists {clash}, which play another role")
+
 
 _SPEC_TYPES: dict[str, type | tuple[type, ...]] = {
     "treatment": str, "outcome": str, "common_causes": list, "effect_modifiers": list,
     "id_column": str, "categorical": list, "missing": str, "target": str, "graph": str,
+    "design": str, "unit": str, "time": str, "treatment_off": str, "weights": str,
+    "cluster": str, "control_group": str, "anticipation": int, "treatment_type": str,
+    "covariates": list,
 }
 SPEC_KEYS = tuple(_SPEC_TYPES)
 
@@ -164,6 +229,10 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
                 f"got a {type(value).__name__}")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise DataValidationError(f"{source} key {key!r} must list column names (strings)")
+    if "covariates" in values and "common_causes" in values:
+        raise DataValidationError(f"{source}: give 'covariates' or 'common_causes', not both")
+    if isinstance(values.get("anticipation"), bool):
+        raise DataValidationError(f"{source} key 'anticipation' must be an int, got a bool")
     graph = values.get("graph") or None
     if graph is not None:
         from e2i_pipelines.core.graph import graph_text
@@ -171,12 +240,15 @@ def spec_from_mapping(raw: Mapping[str, Any], *, source: str = "spec",
         graph = graph_text(graph, base_dir, folder=folder, key=graph_key, quote=quote_graph)
     spec = CausalSpec(
         treatment=values["treatment"], outcome=values["outcome"],
-        common_causes=list(values.get("common_causes", [])),
+        common_causes=list(values.get("common_causes", values.get("covariates", []))),
         effect_modifiers=list(values.get("effect_modifiers", [])),
         id_column=values.get("id_column") or None,
         categorical=list(values.get("categorical", [])),
         missing=values.get("missing", "error"), target=values.get("target", "ate"),
         graph=graph,
+        **{k: values[k] for k in ("design", "unit", "time", "treatment_off", "weights",
+                                  "cluster", "control_group", "anticipation", "treatment_type")
+           if k in values},
     )
     spec.check_roles()
     return spec
@@ -239,6 +311,8 @@ def apply_missing_policy(df: pd.DataFrame, spec: CausalSpec, *,
     kept = df.loc[~nan.any(axis=1)].reset_index(drop=True)
     report = MissingReport(len(df), len(kept), per_column)
     arms = kept[spec.treatment].value_counts()
+    if spec.treatment_type == "continuous":  # a dose has no arms
+        arms = pd.Series([len(kept), len(kept)], index=["dose", "dose"])
     if len(kept) < MIN_ROWS_AFTER_DROP or len(arms) < 2 or arms.min() < MIN_ROWS_PER_ARM:
         raise DataValidationError(
             f"{source}: missing: drop leaves {len(kept)} of {len(df)} rows "
@@ -273,7 +347,13 @@ def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") 
             raise DataValidationError(
                 f"column {col!r} has {n_null} missing (NaN) values (spec key 'missing: drop' "
                 "drops such rows)")
-    values = set(pd.unique(df[spec.treatment]))
+    if spec.treatment_type == "continuous":
+        if not pd.api.types.is_numeric_dtype(df[spec.treatment]):
+            raise DataValidationError(
+                f"treatment column {spec.treatment!r} must be a numeric dose")
+        values = {0, 1}
+    else:
+        values = set(pd.unique(df[spec.treatment]))
     if not values <= {0, 1}:  # bools and 0.0/1.0 compare equal
         shown = sorted(map(str, values))[:5]
         raise DataValidationError(
