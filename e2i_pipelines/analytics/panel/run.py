@@ -12,8 +12,11 @@ import pandas as pd
 
 from e2i_pipelines.analytics.panel.callaway_santanna import callaway_santanna
 from e2i_pipelines.analytics.panel.data import PanelData, load_panel
+from e2i_pipelines.analytics.panel.dose import dose_response_panel
 from e2i_pipelines.analytics.panel.result import PanelResult
+from e2i_pipelines.analytics.panel.sdid import synthetic_did_panel
 from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.analytics.panel.synth import synthetic_control_panel
 from e2i_pipelines.analytics.panel.twfe import did
 from e2i_pipelines.core.errors import DataValidationError
 
@@ -22,9 +25,11 @@ Estimator = Callable[[PanelData, PanelSettings], PanelResult]
 METHODS: dict[str, Estimator] = {
     "did": did,
     "callaway_santanna": callaway_santanna,
+    "synthetic_control": synthetic_control_panel,
+    "synthetic_did": synthetic_did_panel,
+    "dose_response": dose_response_panel,
 }
-"""Panel estimators by config ``method`` (part B adds synthetic_control, synthetic_did,
-dose_response)."""
+"""Panel estimators by config ``method``."""
 
 CONTINUOUS_METHODS = ("dose_response",)
 """Methods for ``treatment_type: continuous`` (the others need a binary treatment)."""

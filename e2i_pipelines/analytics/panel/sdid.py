@@ -24,6 +24,12 @@ import numpy as np
 import scipy.stats as st
 from numba import njit
 
+from e2i_pipelines.analytics.panel.data import PanelData
+from e2i_pipelines.analytics.panel.result import PanelResult
+from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.analytics.panel.synth import _labels, block_design
+from e2i_pipelines.core.errors import DataValidationError
+
 
 @dataclass
 class SDIDResult:
@@ -208,13 +214,38 @@ def _placebo(pre_co: np.ndarray, post_co: np.ndarray, n1: int, zeta_omega: float
 def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int) -> None:
     n, T = Y.shape
     if treated.size == 0 or treated.min() < 0 or treated.max() >= n:
-        raise ValueError("synthetic_did: treated unit indices missing or out of range")
+        raise DataValidationError("synthetic_did: treated unit indices missing or out of range")
     if n - treated.size <= treated.size:
-        raise ValueError("synthetic_did: the placebo variance needs more control units "
+        raise DataValidationError("synthetic_did: the placebo variance needs more control units "
                          f"({n - treated.size}) than treated units ({treated.size})")
     if not 2 <= first_treated < T:
-        raise ValueError("synthetic_did: needs at least 2 pre-periods and 1 post-period "
+        raise DataValidationError("synthetic_did: needs at least 2 pre-periods and 1 post-period "
                          f"(first treated period index {first_treated} of {T})")
     if not np.isfinite(Y).all():
-        raise ValueError("synthetic_did: the outcome has missing values; synthetic DiD needs "
+        raise DataValidationError("synthetic_did: the outcome has missing values; synthetic DiD needs "
                          "a balanced panel")
+
+
+PLACEBO_REPLICATIONS = 200
+"""R synthdid's default number of placebo draws (capped by ``n_bootstrap``)."""
+
+
+def synthetic_did_panel(panel: PanelData, settings: PanelSettings) -> PanelResult:
+    """``method: synthetic_did`` on a validated panel (block adoption, never-treated
+    controls, placebo SE with min(n_bootstrap, 200) draws)."""
+    Y, treated, first = block_design(panel, "synthetic_did")
+    reps = min(settings.n_bootstrap, PLACEBO_REPLICATIONS)
+    r = synthetic_did(Y, treated, first, replications=reps, seed=settings.seed,
+                      confidence_level=settings.confidence_level)
+    units, periods = _labels(panel.units), _labels(panel.periods)
+    extra = {"unit_weights": {units[c]: float(w) for c, w in zip(r.controls, r.unit_weights, strict=True)
+                              if w > 1e-6},
+             "time_weights": {periods[t]: float(w) for t, w in enumerate(r.time_weights)
+                              if w > 1e-6},
+             **r.details}
+    warnings = ["synthetic_did ignores spec key 'weights'"] if panel.weights is not None \
+        else []
+    return PanelResult(estimate=r.estimate, se=r.se, ci=(r.ci_low, r.ci_high),
+                       method="synthetic_did", n_units=panel.n_units,
+                       n_periods=panel.n_periods, confidence_level=settings.confidence_level,
+                       extra=extra, warnings=warnings)

@@ -18,8 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.optimize as so
 import scipy.stats as st
+
+from e2i_pipelines.analytics.panel.data import NEVER, PanelData
+from e2i_pipelines.analytics.panel.result import PanelResult
+from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.core.errors import DataValidationError
 
 MAX_TREATED = 10
 """Default limit on treated units: synthetic control is a few-treated-units design."""
@@ -46,6 +52,7 @@ class PlaceboResult:
 
     donor_ratios: np.ndarray  # (n_donors,)
     donor_effects: np.ndarray  # (n_donors,) mean post-period gap of each placebo
+    donor_gaps: np.ndarray  # (n_donors, n_periods) each placebo's gap
     p_values: np.ndarray  # (n_treated,) rank p-value of each treated unit
     p_value: float  # the mean treated ratio ranked among the placebo ratios
 
@@ -120,14 +127,15 @@ def placebo_in_space(Y: np.ndarray, treated: np.ndarray, first_treated: int,
     D = _design(Y, Z, v, first_treated)
     if fits is None:
         fits = [fit_one(Y, D, int(u), donors, first_treated) for u in treated]
-    ratios, effects = np.empty(donors.size), np.empty(donors.size)
+    ratios, gaps = np.empty(donors.size), np.empty((donors.size, Y.shape[1]))
     for i, j in enumerate(donors):
         f = fit_one(Y, D, int(j), np.delete(donors, i), first_treated)
-        ratios[i], effects[i] = f.ratio, float(f.gap[first_treated:].mean())
+        ratios[i], gaps[i] = f.ratio, f.gap
+    effects = gaps[:, first_treated:].mean(axis=1)
     own = np.array([f.ratio for f in fits])
     p = (1 + (ratios[None, :] >= own[:, None]).sum(axis=1)) / (1 + donors.size)
     p_all = (1 + int((ratios >= own.mean()).sum())) / (1 + donors.size)
-    return PlaceboResult(ratios, effects, p, float(p_all))
+    return PlaceboResult(ratios, effects, gaps, p, float(p_all))
 
 
 def synthetic_control(Y: np.ndarray, treated: np.ndarray | list[int], first_treated: int,
@@ -168,24 +176,84 @@ def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int, max_treate
     """Clear errors before any fitting."""
     n, T = Y.shape
     if treated.size == 0:
-        raise ValueError("synthetic_control: no treated unit")
+        raise DataValidationError("synthetic_control: no treated unit")
     if treated.size > max_treated:
-        raise ValueError(f"synthetic_control: {treated.size} treated units exceed the limit "
+        raise DataValidationError(f"synthetic_control: {treated.size} treated units exceed the limit "
                          f"max_treated={max_treated}; synthetic control is for a few treated "
                          "units (use callaway_santanna or synthetic_did)")
     if treated.min() < 0 or treated.max() >= n:
-        raise ValueError("synthetic_control: treated unit index out of range")
+        raise DataValidationError("synthetic_control: treated unit index out of range")
     if n - treated.size < 2:
-        raise ValueError("synthetic_control: needs at least 2 donor (never-treated) units")
+        raise DataValidationError("synthetic_control: needs at least 2 donor (never-treated) units")
     if not 2 <= first_treated < T:
-        raise ValueError("synthetic_control: needs at least 2 pre-periods and 1 post-period "
+        raise DataValidationError("synthetic_control: needs at least 2 pre-periods and 1 post-period "
                          f"(first treated period index {first_treated} of {T})")
     if not np.isfinite(Y).all():
-        raise ValueError("synthetic_control: the outcome has missing values; synthetic "
+        raise DataValidationError("synthetic_control: the outcome has missing values; synthetic "
                          "control needs a balanced panel")
     if Z is not None:
         if Z.shape[0] != n or not np.isfinite(Z).all():
-            raise ValueError("synthetic_control: covariates must be finite, one row per unit")
+            raise DataValidationError("synthetic_control: covariates must be finite, one row per unit")
         if v is not None and (len(v) != Z.shape[1] or np.any(np.asarray(v) < 0)):
-            raise ValueError("synthetic_control: v needs one non-negative weight per "
+            raise DataValidationError("synthetic_control: v needs one non-negative weight per "
                              "covariate")
+
+
+def block_design(panel: PanelData, method: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(Y units x periods, treated unit codes, first treated period code) of a balanced panel
+    whose treated units share one first treated period (less ``anticipation``)."""
+    if panel.treatment_type != "binary":
+        raise DataValidationError(f"config key 'method': {method} needs treatment_type binary")
+    cohorts = panel.cohorts
+    if cohorts.size != 1:
+        raise DataValidationError(
+            f"config key 'method': {method} needs all treated units to start in the same "
+            f"period; the panel has {cohorts.size} cohorts (use callaway_santanna for "
+            "staggered adoption)")
+    Y = panel.wide("y")
+    if np.isnan(Y).any():
+        raise DataValidationError(f"config key 'method': {method} needs a balanced panel "
+                                  f"({int(np.isnan(Y).sum())} unit x period cells missing)")
+    return Y, np.flatnonzero(panel.cohort != NEVER), int(cohorts[0]) - panel.anticipation
+
+
+def _labels(values: np.ndarray) -> list[str]:
+    return [str(v.date()) if isinstance(v, pd.Timestamp) else str(v)
+            for v in pd.Index(values)]
+
+
+def synthetic_control_panel(panel: PanelData, settings: PanelSettings) -> PanelResult:
+    """``method: synthetic_control`` on a validated panel: donors are the never-treated
+    units; time-invariant covariates (first row per unit) are matched beside the outcome."""
+    Y, treated, first = block_design(panel, "synthetic_control")
+    if treated.size > settings.max_treated_units:  # before any per-unit work
+        raise DataValidationError(
+            f"config key 'method': synthetic_control takes at most "
+            f"{settings.max_treated_units} treated units (max_treated_units); the panel has "
+            f"{treated.size} (use callaway_santanna or synthetic_did)")
+    Z = panel.unit_values(panel.covariates) if panel.covariates is not None else None
+    r = synthetic_control(Y, treated, first, max_treated=settings.max_treated_units, Z=Z,
+                          confidence_level=settings.confidence_level)
+    units, periods = _labels(panel.units), _labels(panel.periods)
+    q = st.norm.ppf(0.5 + settings.confidence_level / 2)
+    gap = r.gaps.mean(axis=0)
+    band = q * r.placebo.donor_gaps.std(axis=0, ddof=1) / np.sqrt(treated.size)
+    event = pd.DataFrame({"rel_period": np.arange(Y.shape[1]) - first, "estimate": gap,
+                          "ci_low": gap - band, "ci_high": gap + band})
+    names = [units[u] for u in treated]
+    extra = {
+        "donor_weights": {name: {units[d]: float(w) for d, w in zip(r.donors, row, strict=True)
+                                 if w > 1e-6}
+                          for name, row in zip(names, r.weights, strict=True)},
+        "gaps": [{"period": p, "gap": float(g)} for p, g in zip(periods, gap, strict=True)],
+        "pre_rmspe": dict(zip(names, r.pre_rmspe.tolist(), strict=True)),
+        "post_rmspe": dict(zip(names, r.post_rmspe.tolist(), strict=True)),
+        "placebo_p_value": r.placebo.p_value,
+        "placebo_p_values": dict(zip(names, r.placebo.p_values.tolist(), strict=True)),
+        **r.details}
+    warnings = ["synthetic_control ignores spec key 'weights'"] if panel.weights is not None \
+        else []
+    return PanelResult(estimate=r.estimate, se=r.se, ci=(r.ci_low, r.ci_high),
+                       method="synthetic_control", n_units=panel.n_units,
+                       n_periods=panel.n_periods, confidence_level=settings.confidence_level,
+                       event_study=event, extra=extra, warnings=warnings)
