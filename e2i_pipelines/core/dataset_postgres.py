@@ -53,8 +53,17 @@ class SourceUnavailable(RuntimeError):
     """The connection could not be opened or broke (the message names only the connection)."""
 
 
-class QueryTimeout(DatasetInvalid):
-    field = "query"
+class QueryFailed(DatasetInvalid):
+    """The database refused the table or query, or its result cannot be stored; ``field`` is
+    the request key it concerns."""
+
+    def __init__(self, message: str, field: str = "query") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class QueryTimeout(QueryFailed):
+    """The statement ran past the connection's statement timeout."""
 
 
 def import_postgres(client: str, name: str, connection: str, *, table: str | None = None,
@@ -68,7 +77,7 @@ def import_postgres(client: str, name: str, connection: str, *, table: str | Non
     source = get_source(connection)
     staged = store.StagedUpload(store.max_upload_bytes())
     try:
-        stream_to_parquet(source, statement, _Sink(staged))
+        stream_to_parquet(source, statement, _Sink(staged), "table" if table is not None else "query")
         version = staged.finish()
         return store.register(staged.path, version, staged.size, client, name)
     finally:
@@ -96,9 +105,9 @@ class _Sink(io.RawIOBase):
         return self._position
 
 
-def stream_to_parquet(source: PgSource, statement: sql.Composable, out: Any) -> int:
+def stream_to_parquet(source: PgSource, statement: sql.Composable, out: Any, field: str = "query") -> int:
     """Run ``statement`` read-only on ``source`` and write its rows as Parquet to ``out``; the
-    number of rows. No rows, or a database refusal, is a DatasetInvalid."""
+    number of rows. No rows, or a database refusal, is a QueryFailed about ``field``."""
     conn = _connect(source)
     try:
         psycopg2.extensions.register_type(_NUMERIC_AS_FLOAT, conn)
@@ -109,19 +118,22 @@ def stream_to_parquet(source: PgSource, statement: sql.Composable, out: Any) -> 
         with _cancel_after(conn, source):
             cursor.execute(statement)
             rows = cursor.fetchmany(CHUNK_ROWS)
-        schema = _schema(cursor.description)
+        try:
+            schema = _schema(cursor.description)
+        except DatasetInvalid as exc:
+            raise QueryFailed(str(exc), field) from None
         if not rows:
-            raise DatasetInvalid("the table or query returned no rows (nothing to store)")
+            raise QueryFailed("the table or query returned no rows (nothing to store)", field)
         total = 0
         with pq.ParquetWriter(out, schema) as writer:
             while rows:
-                writer.write_batch(_batch(rows, schema, cursor.description))
+                writer.write_batch(_batch(rows, schema, cursor.description, field))
                 total += len(rows)
                 with _cancel_after(conn, source):
                     rows = cursor.fetchmany(CHUNK_ROWS)
         return total
     except psycopg2.Error as exc:
-        raise _refusal(exc, source) from None
+        raise _refusal(exc, source, field) from None
     finally:
         _close(conn)
 
@@ -160,12 +172,12 @@ def _close(conn: Any) -> None:
     conn.close()
 
 
-def _refusal(exc: psycopg2.Error, source: PgSource) -> Exception:
-    """A DatasetInvalid (or SourceUnavailable) naming the problem by SQLSTATE only."""
+def _refusal(exc: psycopg2.Error, source: PgSource, field: str) -> Exception:
+    """A QueryFailed (or SourceUnavailable) naming the problem by SQLSTATE only."""
     code = exc.pgcode or ""
     if isinstance(exc, psycopg2.errors.QueryCanceled):
         return QueryTimeout(f"the query ran longer than the statement timeout of connection "
-                            f"{source.name!r} ({source.statement_timeout_s:g} s) and was cancelled")
+                            f"{source.name!r} ({source.statement_timeout_s:g} s) and was cancelled", field)
     if not code or code[:2] in ("08", "53", "57", "58", "XX"):
         return SourceUnavailable(f"Postgres connection {source.name!r} failed during the import")
     if isinstance(exc, psycopg2.errors.ReadOnlySqlTransaction):
@@ -180,7 +192,7 @@ def _refusal(exc: psycopg2.Error, source: PgSource) -> Exception:
         what = "the query is not valid SQL for this database"
     else:
         what = "the database refused the query"
-    return DatasetInvalid(f"{what} (SQLSTATE {code})")
+    return QueryFailed(f"{what} (SQLSTATE {code})", field)
 
 
 def _schema(description: Any) -> pa.Schema:
@@ -201,7 +213,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _batch(rows: list[tuple], schema: pa.Schema, description: Any) -> pa.RecordBatch:
+def _batch(rows: list[tuple], schema: pa.Schema, description: Any, field_name: str) -> pa.RecordBatch:
     arrays = []
     for index, (field, column) in enumerate(zip(schema, description, strict=True)):
         values = [row[index] for row in rows]
@@ -210,6 +222,6 @@ def _batch(rows: list[tuple], schema: pa.Schema, description: Any) -> pa.RecordB
         try:
             arrays.append(pa.array(values, type=field.type))
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            raise DatasetInvalid(f"column {field.name[:80]!r}: a value could not be stored as "
-                                 f"{field.type}") from None
+            raise QueryFailed(f"column {field.name[:80]!r}: a value could not be stored as "
+                              f"{field.type}", field_name) from None
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
