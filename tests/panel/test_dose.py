@@ -101,3 +101,21 @@ def test_bad_data() -> None:
         dose_response(y, d2, X)
     with pytest.raises(ValueError, match="differ in length"):
         dose_response(y[:-1], d, X)
+
+
+def test_cluster_robust_se_wider_under_cluster_shocks() -> None:
+    """Rows in 60 clusters sharing a dose-correlated shock: the clustered SE exceeds the
+    iid one, and with one row per cluster it equals the iid SE times sqrt(G/(G-1))."""
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(60), 25)
+    X = rng.normal(size=(g.size, 2))
+    d = 2 + rng.normal(size=60)[g] + 0.3 * rng.normal(size=g.size)
+    y = 1.5 * d + X[:, 0] + 2 * rng.normal(size=60)[g] * (d - 2) + rng.normal(size=g.size)
+    iid = dose_response(y, d, X, settings=LINEAR)
+    cl = dose_response(y, d, X, settings=LINEAR, clusters=g)
+    assert cl.se > 2 * iid.se
+    assert (cl.curve_high - cl.curve_low > iid.curve_high - iid.curve_low).all()
+    one = dose_response(y, d, X, settings=LINEAR, clusters=np.arange(g.size))
+    assert one.se == pytest.approx(iid.se * np.sqrt(g.size / (g.size - 1)), rel=0.05)
+    with pytest.raises(ValueError, match="distinct clusters"):
+        dose_response(y, d, X, settings=LINEAR, clusters=g % 3)
