@@ -227,3 +227,31 @@ def test_only_a_write_key_imports(env) -> None:
     assert post(client, {"name": "nope", "table": "accounts"}, headers=ACME_READ).status_code == 403
     assert post(client, {"name": "nope", "table": "accounts"}, headers={}).status_code == 401
     assert "nope" not in {d["name"] for d in client.get("/v1/datasets", headers=ACME).json()["datasets"]}
+
+
+READING_QUERIES = [
+    'SELECT id AS "delete", segment AS "update" FROM accounts ORDER BY id FETCH FIRST 5 ROWS ONLY',
+    "SELECT id, 'DELETE FROM accounts; DROP TABLE x' AS text, revenue::numeric(8, 2) FROM accounts LIMIT 5",
+    "WITH recent AS (SELECT * FROM accounts WHERE joined > DATE '2021-06-01') SELECT count(*) AS n, "
+    "avg(revenue) AS mean FROM recent;",
+    "select id, E'it''s \\' -- not a comment' as quoted from accounts where id in (1, 2, 3)",
+]
+
+
+@pytest.mark.parametrize("query", READING_QUERIES)
+def test_reading_queries_with_keywords_in_literals_and_quoted_names_pass(env, query: str) -> None:
+    """The query check tokenises like Postgres: words in strings and quoted names are data."""
+    client, _ = env
+    response = post(client, {"name": "reading", "query": query})
+    assert response.status_code in (200, 201), response.text
+    assert response.json()["rows"] > 0
+
+
+def test_a_string_that_looks_like_an_injection_is_stored_as_text(env) -> None:
+    client, pg = env
+    response = post(client, {"name": "escaped", "query": "SELECT E'\\'; DROP TABLE accounts --' AS s, 1 AS n"})
+    assert response.status_code == 201, response.text
+    assert stored(response.json()).to_pydict() == {"s": ["'; DROP TABLE accounts --"], "n": [1]}
+    with pg["admin"].cursor() as cur:
+        cur.execute("SELECT count(*) FROM accounts")
+        assert cur.fetchone()[0] == ROWS
