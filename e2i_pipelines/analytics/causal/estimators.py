@@ -19,9 +19,12 @@ the outcome net of its covariate prediction (the placebo refuter).
 * ``aipw``: augmented IPW (doubly robust) with K-fold cross-fitted nuisances (LightGBM or
   linear: an outcome model per arm and a propensity model), propensities clipped to
   [clip, 1 - clip]; the SE from the efficient influence function.
-* ``dml``: DoubleML's ``DoubleMLPLR`` (partialling out, the same K folds, LightGBM or linear
-  nuisances). It estimates the constant effect of the partially linear model, so only
-  ``target: ate`` is accepted.
+* ``dml``: double ML of the partially linear model (DoubleMLPLR's partialling-out score,
+  the same K folds, LightGBM or linear nuisances; DoubleML is the reference in tests). It
+  estimates the constant effect of the partially linear model, so only ``target: ate`` is
+  accepted.
+
+LightGBM nuisances train on covariates binned once per frame (:mod:`nuisance`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats as st
 
+from e2i_pipelines.analytics.causal.nuisance import TreeNuisance, lgb_params
 from e2i_pipelines.analytics.causal.weights import (
     LogisticFit,
     effective_sample_size,
@@ -235,8 +239,15 @@ def _ols_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_new: np.ndarray) -> np.
     return with_intercept(X_new) @ beta
 
 
+def _tree_nuisance(data: EffectData, settings: EstimatorSettings) -> TreeNuisance:
+    """LightGBM nuisances on ``data``'s covariates, binned once (cached per frame)."""
+    return TreeNuisance(data.tree_frame, lgb_params(settings.nuisance_trees, settings.n_jobs,
+                                                    settings.seed))
+
+
 def _nuisance_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
-                   settings: EstimatorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   settings: EstimatorSettings, trees: TreeNuisance | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(e, mu1, mu0) on ``test`` from models fitted on ``train``."""
     t, y = data.t, data.y
     tr1, tr0 = train[t[train]], train[~t[train]]
@@ -246,14 +257,27 @@ def _nuisance_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
         mu1 = _ols_predict(data.X[tr1], y[tr1], data.X[test])
         mu0 = _ols_predict(data.X[tr0], y[tr0], data.X[test])
         return e_test, mu1, mu0
-    import lightgbm as lgb
-
-    frame, params = data.tree_frame, _lgb_params(settings)
-    clf = lgb.LGBMClassifier(**params).fit(frame.iloc[train], t[train])
-    e_test = clf.predict_proba(frame.iloc[test])[:, 1]
-    mu1 = lgb.LGBMRegressor(**params).fit(frame.iloc[tr1], y[tr1]).predict(frame.iloc[test])
-    mu0 = lgb.LGBMRegressor(**params).fit(frame.iloc[tr0], y[tr0]).predict(frame.iloc[test])
+    trees = trees or _tree_nuisance(data, settings)
+    X_test = trees.rows(test)
+    e_test = trees.fit_predict(train, t[train], X_test, "binary")
+    mu1 = trees.fit_predict(tr1, y[tr1], X_test, "regression")
+    mu0 = trees.fit_predict(tr0, y[tr0], X_test, "regression")
     return e_test, mu1, mu0
+
+
+def _plr_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
+              settings: EstimatorSettings, trees: TreeNuisance | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(l, m) on ``test``: E[y | x] and E[T | x] from models fitted on ``train``."""
+    t, y = data.t, data.y
+    if settings.nuisance == "linear":
+        _, beta = logistic_propensity(data.X[train], t[train])
+        m_test = 1 / (1 + np.exp(-(with_intercept(data.X[test]) @ beta)))
+        return _ols_predict(data.X[train], y[train], data.X[test]), m_test
+    trees = trees or _tree_nuisance(data, settings)
+    X_test = trees.rows(test)
+    return (trees.fit_predict(train, y[train], X_test, "regression"),
+            trees.fit_predict(train, t[train], X_test, "binary"))
 
 
 def aipw_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, mu1: np.ndarray,
@@ -277,12 +301,13 @@ def aipw(data: EffectData, settings: EstimatorSettings, log: Log | None = None) 
     say = log or (lambda _m: None)
     n = len(data.y)
     fold = crossfit_folds(data.t, settings.folds, settings.seed)
+    trees = _tree_nuisance(data, settings) if settings.nuisance == "lightgbm" else None
     e, mu1, mu0 = np.empty(n), np.empty(n), np.empty(n)
     for k in range(settings.folds):
         test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         say(f"aipw: fold {k + 1}/{settings.folds}: propensity + outcome model per arm "
             f"({settings.nuisance}) on {train.size:,} rows")
-        e[test], mu1[test], mu0[test] = _nuisance_fold(data, train, test, settings)
+        e[test], mu1[test], mu0[test] = _nuisance_fold(data, train, test, settings, trees)
     clip = settings.propensity_clip
     n_clipped = int(((e < clip) | (e > 1 - clip)).sum())
     e_used = np.clip(e, clip, 1 - clip)
@@ -302,10 +327,25 @@ def aipw(data: EffectData, settings: EstimatorSettings, log: Log | None = None) 
                    details=details)
 
 
-def dml(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -> FittedEffect:
-    """DoubleML's partially linear model (partialling out) on the same cross-fitting folds."""
-    import doubleml
+def plr_fit(t: np.ndarray, y: np.ndarray, l_hat: np.ndarray, m_hat: np.ndarray
+            ) -> tuple[float, float, EffectScores]:
+    """Partialling-out estimate of the partially linear model, its SE and scores.
 
+    theta = sum((y - l)(T - m)) / sum((T - m)^2); psi_a = -(T - m)^2, psi_b = (y - l)(T - m)
+    (DoubleML's ``DoubleMLPLR(score="partialling out")``), SE from the influence function.
+    """
+    v = t.astype(np.float64) - m_hat
+    u = y - l_hat
+    psi_a, psi_b = -np.square(v), u * v
+    n = len(y)
+    scores = EffectScores(psi_b, -psi_a, np.zeros(n), np.ones(n), residual=u)
+    estimate, se = scores.effect_and_se()
+    return estimate, se, scores
+
+
+def dml(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -> FittedEffect:
+    """Double ML of the partially linear model (partialling out, DoubleMLPLR's score) on the
+    same cross-fitting folds, nuisances binned once."""
     say = log or (lambda _m: None)
     if data.target != "ate":
         raise ValueError("dml estimates the constant effect of the partially linear model; "
@@ -313,37 +353,20 @@ def dml(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -
     t, y = data.t, data.y
     n = len(y)
     fold = crossfit_folds(t, settings.folds, settings.seed)
-    if settings.nuisance == "linear":
-        from sklearn.linear_model import LinearRegression, LogisticRegression
-
-        ml_l, ml_m = LinearRegression(), LogisticRegression(penalty=None, max_iter=1000)
-    else:
-        import lightgbm as lgb
-
-        ml_l = lgb.LGBMRegressor(**_lgb_params(settings))
-        ml_m = lgb.LGBMClassifier(**_lgb_params(settings))
-    dml_data = doubleml.DoubleMLData.from_arrays(x=data.X, y=y, d=t.astype(np.float64))
-    plr = doubleml.DoubleMLPLR(dml_data, ml_l=ml_l, ml_m=ml_m, n_folds=settings.folds,
-                               score="partialling out", draw_sample_splitting=False)
-    smpls = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
-             for k in range(settings.folds)]
-    plr.set_sample_splitting([smpls])
-    say(f"dml: DoubleMLPLR, {settings.folds} folds x 2 nuisance models ({settings.nuisance}) "
-        f"on {n:,} rows")
-    plr.fit(store_predictions=True)
-    psi_a = plr.psi_elements["psi_a"][:, 0, 0]
-    psi_b = plr.psi_elements["psi_b"][:, 0, 0]
-    l_hat = plr.predictions["ml_l"][:, 0, 0]
-    m_hat = plr.predictions["ml_m"][:, 0, 0]
-    zeros, ones = np.zeros(n), np.ones(n)
-    scores = EffectScores(psi_b, -psi_a, zeros, ones, residual=y - l_hat)
-    estimate, se = float(plr.coef[0]), float(plr.se[0])
+    trees = _tree_nuisance(data, settings) if settings.nuisance == "lightgbm" else None
+    l_hat, m_hat = np.empty(n), np.empty(n)
+    for k in range(settings.folds):
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        say(f"dml: fold {k + 1}/{settings.folds}: outcome + treatment model "
+            f"({settings.nuisance}) on {train.size:,} rows")
+        l_hat[test], m_hat[test] = _plr_fold(data, train, test, settings, trees)
+    estimate, se, scores = plr_fit(t, y, l_hat, m_hat)
     e = np.clip(m_hat, settings.propensity_clip, 1 - settings.propensity_clip)
     w = target_weights(e, t, "ate", settings.stabilized)
     return _fitted("dml", data, estimate, se, settings, scores, propensity=m_hat, weights=w,
                    details={"folds": settings.folds, "nuisance": settings.nuisance,
-                            "library": f"doubleml {doubleml.__version__} DoubleMLPLR",
-                            "se_type": "DoubleML (influence function)"})
+                            "score": "partialling out (DoubleMLPLR)",
+                            "se_type": "influence function"})
 
 
 ESTIMATORS: dict[str, Callable[[EffectData, EstimatorSettings, Log | None], FittedEffect]] = {

@@ -14,7 +14,9 @@ would keep its nuisance models:
 * random common cause and the simulated unobserved confounder change the covariates or the
   treatment, so they refit the estimator: ``refit_simulations`` refits for the random common
   cause, and the strongest inferred confounder on the treatment x 3 strengths on the outcome
-  for the unobserved one.
+  for the unobserved one. The refits reuse the LightGBM bins of the covariates
+  (:mod:`nuisance`): the unobserved confounder changes no covariate, and the random common
+  cause bins only its new column.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from e2i_pipelines.analytics.causal.estimators import EffectScores
+from e2i_pipelines.analytics.causal.nuisance import extend
 from e2i_pipelines.analytics.causal.refute_linear import flip_threshold
 
 Advance = Callable[[int], None]
@@ -74,6 +77,7 @@ def with_random_common_cause(frame, rng: np.random.Generator):
     data[RANDOM_COLUMN] = u
     tree = frame.tree_frame.copy()
     tree[RANDOM_COLUMN] = u
+    extend(tree, frame.tree_frame, [RANDOM_COLUMN])  # LightGBM bins only the new column
     return replace(frame, data=data, tree_frame=tree,
                    common_causes=[*frame.common_causes, RANDOM_COLUMN],
                    adjustment_set=[*frame.adjustment_set, RANDOM_COLUMN])

@@ -1,0 +1,165 @@
+"""LightGBM nuisance models on features binned once.
+
+LightGBM's bin edges depend only on the covariates, so the covariates of a frame are binned
+once (a constructed :class:`lightgbm.Dataset` over all rows) and every nuisance model of every
+cross-fitting fold trains on a ``subset()`` of it with its own label, as ``lightgbm.cv`` does.
+The binned frame is cached per covariate frame (by identity, dropped with the frame), so a
+refit that changes only the treatment or the outcome (the simulated unobserved confounder)
+bins nothing, and a frame registered with :func:`extend` (the random common cause: the
+covariates plus new columns) bins only the new columns and adds them to a copy of the
+cached bins (``Dataset.add_features_from``).
+
+Predictions use the raw covariates (categoricals as their category codes, missing as NaN),
+the values the bins were built from.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DATASET_KEYS = ("min_data_in_leaf", "num_threads", "seed", "verbose", "max_bin")
+"""Training parameters that also shape the binned Dataset (kept equal on both)."""
+
+
+def lgb_params(trees: int, n_jobs: int, seed: int) -> dict[str, Any]:
+    """LightGBM's native parameters of our nuisances (the sklearn wrappers' equivalents)."""
+    return {"num_iterations": trees, "learning_rate": 0.1, "num_leaves": 31,
+            "min_data_in_leaf": 50, "num_threads": n_jobs, "seed": seed, "verbose": -1,
+            "max_bin": 255}
+
+
+def _dataset_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: params[k] for k in DATASET_KEYS}
+
+
+def tree_matrix(frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarray:
+    """The covariates as a float64 matrix: categoricals as category codes (NaN if missing)."""
+    n = len(frame) if rows is None else len(rows)
+    out = np.empty((n, frame.shape[1]), dtype=np.float64)
+    for j, col in enumerate(frame.columns):
+        values = frame[col]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy()
+            codes = codes if rows is None else codes[rows]
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            v = values.to_numpy(dtype=np.float64)
+            out[:, j] = v if rows is None else v[rows]
+    return out
+
+
+def categorical_positions(frame: pd.DataFrame) -> list[int]:
+    return [j for j, c in enumerate(frame.columns)
+            if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+
+
+@dataclass
+class Binned:
+    """A constructed LightGBM Dataset over every row of a covariate frame."""
+
+    dataset: Any  # lightgbm.Dataset, constructed, label zeros
+    columns: list[str]
+    params: dict[str, Any]
+
+    @property
+    def n_rows(self) -> int:
+        return self.dataset.num_data()
+
+    def labelled(self, rows: np.ndarray, label: np.ndarray) -> Any:
+        """The binned ``rows`` (sorted indices) with ``label`` (one value per row)."""
+        part = self.dataset.subset(rows).construct()
+        part.set_label(np.asarray(label, dtype=np.float64))
+        return part
+
+
+def bin_frame(frame: pd.DataFrame, params: dict[str, Any], reference: Any = None) -> Any:
+    """A constructed Dataset of ``frame``'s covariates (bins of ``reference`` if given)."""
+    import lightgbm as lgb
+
+    ds = lgb.Dataset(tree_matrix(frame), label=np.zeros(len(frame)),
+                     feature_name=[str(c) for c in frame.columns],
+                     categorical_feature=categorical_positions(frame) or "auto",
+                     params=_dataset_params(params), reference=reference,
+                     free_raw_data=True)
+    return ds.construct()
+
+
+_CACHE: dict[tuple[int, tuple], Binned] = {}
+_EXTENDS: dict[int, tuple[weakref.ref, list[str]]] = {}
+
+
+def _forget(key_id: int) -> None:
+    for key in [k for k in _CACHE if k[0] == key_id]:
+        del _CACHE[key]
+    _EXTENDS.pop(key_id, None)
+
+
+def _remember(frame: pd.DataFrame) -> None:
+    if not any(k[0] == id(frame) for k in _CACHE) and id(frame) not in _EXTENDS:
+        weakref.finalize(frame, _forget, id(frame))
+
+
+def extend(derived: pd.DataFrame, base: pd.DataFrame, added: list[str]) -> None:
+    """Record that ``derived`` is ``base``'s columns followed by the columns ``added``."""
+    if list(derived.columns) != [*base.columns, *added] or len(derived) != len(base):
+        raise ValueError("derived frame must be the base columns followed by the added ones")
+    _remember(derived)
+    _EXTENDS[id(derived)] = (weakref.ref(base), list(added))
+
+
+def binned(frame: pd.DataFrame, params: dict[str, Any]) -> Binned:
+    """The cached binned covariates of ``frame`` (built on first use)."""
+    key = (id(frame), tuple(sorted(_dataset_params(params).items())))
+    hit = _CACHE.get(key)
+    if hit is not None and hit.columns == [str(c) for c in frame.columns] \
+            and hit.n_rows == len(frame):
+        return hit
+    ds = None
+    link = _EXTENDS.get(id(frame))
+    base = link[0]() if link else None
+    if base is not None:
+        ds = _extended(binned(base, params), frame[link[1]], params)
+    if ds is None:
+        ds = bin_frame(frame, params)
+    _remember(frame)
+    out = Binned(ds, [str(c) for c in frame.columns], params)
+    _CACHE[key] = out
+    return out
+
+
+def _extended(base: Binned, added: pd.DataFrame, params: dict[str, Any]) -> Any:
+    """A copy of ``base``'s bins with ``added``'s columns binned and appended."""
+    every = np.arange(base.n_rows, dtype=np.int32)
+    copy = base.dataset.subset(every).construct()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LightGBM warns that raw data was freed: intended
+        copy.add_features_from(bin_frame(added, params))
+    return copy
+
+
+class TreeNuisance:
+    """Fit-and-predict of LightGBM nuisances on the binned covariates of one frame."""
+
+    def __init__(self, frame: pd.DataFrame, params: dict[str, Any]):
+        self.frame = frame
+        self.params = params
+        self.bins = binned(frame, params)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Raw covariates of ``rows`` for prediction."""
+        return tree_matrix(self.frame, rows)
+
+    def fit_predict(self, rows: np.ndarray, label: np.ndarray, X_new: np.ndarray,
+                    objective: str) -> np.ndarray:
+        """Fit on ``rows`` with ``label`` (``binary`` or ``regression``), predict ``X_new``."""
+        import lightgbm as lgb
+
+        booster = lgb.train({**self.params, "objective": objective},
+                            self.bins.labelled(rows, label))
+        return booster.predict(X_new, num_threads=self.params["num_threads"])

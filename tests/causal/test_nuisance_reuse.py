@@ -1,0 +1,165 @@
+"""LightGBM nuisances on features binned once: the fast paths equal the reference paths."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from e2i_pipelines.analytics.causal import nuisance
+from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
+from e2i_pipelines.analytics.causal.estimators import (
+    EstimatorSettings,
+    crossfit_folds,
+    dml,
+)
+from e2i_pipelines.analytics.causal.refute_scores import RANDOM_COLUMN, with_random_common_cause
+from e2i_pipelines.core.spec import CausalSpec
+from tests.causal import generated as gen
+
+PARAMS = nuisance.lgb_params(trees=30, n_jobs=1, seed=3)
+
+
+def _covariates(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Numeric covariates, one categorical with a missing level; binary t, continuous y."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    region = pd.Categorical(rng.choice(["a", "b", "c", "d"], n))
+    region[rng.random(n) < 0.02] = np.nan
+    frame = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "region": region})
+    shift = pd.Series(region).map({"a": -1.0, "b": 0.5, "c": 1.0, "d": 0.0}).fillna(0).to_numpy()
+    t = rng.random(n) < 1 / (1 + np.exp(-(np.sin(2 * x[:, 0]) + shift)))
+    y = 2 * t + x[:, 1] ** 2 + shift + rng.normal(size=n)
+    return frame, t, y
+
+
+def _booster(params: dict, ds: lgb.Dataset, objective: str) -> lgb.Booster:
+    return lgb.train({**params, "objective": objective}, ds)
+
+
+def test_fold_subsets_predict_bit_identically_to_per_fold_datasets():
+    frame, t, y = _covariates(6000, seed=1)
+    full = nuisance.bin_frame(frame, PARAMS)
+    bins = nuisance.Binned(full, list(frame.columns), PARAMS)
+    fold = crossfit_folds(t, 3, seed=2)
+    X = nuisance.tree_matrix(frame)
+    cats = nuisance.categorical_positions(frame)
+    assert cats == [3]
+    for k in range(3):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        for label, objective in ((t[train], "binary"), (y[train], "regression")):
+            fast = _booster(PARAMS, bins.labelled(train, label), objective)
+            # reference: a Dataset of the fold's raw rows, binned with the same bin edges
+            ref_ds = lgb.Dataset(X[train], label=label.astype(float), reference=full,
+                                 categorical_feature=cats,
+                                 params=nuisance._dataset_params(PARAMS))
+            ref = _booster(PARAMS, ref_ds, objective)
+            p_fast, p_ref = fast.predict(X[test]), ref.predict(X[test])
+            assert np.array_equal(p_fast, p_ref)
+            assert p_fast.std() > 0  # the models learned something
+            assert fast.model_to_string() == ref.model_to_string()
+
+
+def test_subset_labels_are_the_ones_set_not_the_parents():
+    frame, t, y = _covariates(3000, seed=4)
+    bins = nuisance.Binned(nuisance.bin_frame(frame, PARAMS), list(frame.columns), PARAMS)
+    rows = np.arange(0, 3000, 2)
+    part = bins.labelled(rows, y[rows])
+    assert np.array_equal(part.get_field("label"), y[rows].astype(np.float32))
+
+
+def test_added_column_equals_binning_the_extended_frame():
+    frame, t, y = _covariates(5000, seed=5)
+    u = np.random.default_rng(9).standard_normal(len(frame))
+    wide = frame.copy()
+    wide[RANDOM_COLUMN] = u
+    nuisance.extend(wide, frame, [RANDOM_COLUMN])
+    fast = nuisance.binned(wide, PARAMS)
+    assert fast.dataset.num_feature() == 5
+    scratch = nuisance.Binned(nuisance.bin_frame(wide, PARAMS), list(wide.columns), PARAMS)
+    X = nuisance.tree_matrix(wide)
+    rows = np.arange(4000)
+    a = _booster(PARAMS, fast.labelled(rows, y[rows]), "regression").predict(X[4000:])
+    b = _booster(PARAMS, scratch.labelled(rows, y[rows]), "regression").predict(X[4000:])
+    assert np.array_equal(a, b)
+    # the base frame's cached bins were copied, not changed
+    assert nuisance.binned(frame, PARAMS).dataset.num_feature() == 4
+
+
+def test_cache_is_per_frame_and_refits_reuse_it():
+    df = gen.nonlinear_confounding(4000, seed=6)
+    frame = prepare_frame(df, CausalSpec("t", "y", ["x0", "x1", "x2", "x3"]))
+    settings = EstimatorSettings(n_jobs=1, folds=3, nuisance_trees=40, seed=1)
+    params = nuisance.lgb_params(40, 1, 1)
+    first = estimate_effect(frame, "aipw", settings=settings)[0].estimate
+    cached = nuisance.binned(frame.tree_frame, params)
+    # the unobserved-confounder refit changes treatment and outcome only: same bins
+    changed = replace(frame, data=frame.data.copy())
+    assert nuisance.binned(changed.tree_frame, params) is cached
+    again = estimate_effect(changed, "aipw", settings=settings)[0].estimate
+    assert again == first
+    # cached bins give the same estimate as bins built afresh for a copy of the frame
+    fresh = replace(frame, tree_frame=frame.tree_frame.copy())
+    assert nuisance.binned(fresh.tree_frame, params) is not cached
+    assert estimate_effect(fresh, "aipw", settings=settings)[0].estimate == first
+    # the random common cause: bins of the wider frame, the base's bins untouched
+    wider = with_random_common_cause(frame, np.random.default_rng(0))
+    estimate_effect(wider, "aipw", settings=settings)
+    assert nuisance.binned(wider.tree_frame, params).dataset.num_feature() == 5
+    assert cached.dataset.num_feature() == 4
+
+
+def test_cache_forgets_a_frame_when_it_is_freed():
+    frame, _, _ = _covariates(500, seed=7)
+    nuisance.binned(frame, PARAMS)
+    key = id(frame)
+    assert any(k[0] == key for k in nuisance._CACHE)
+    del frame
+    assert not any(k[0] == key for k in nuisance._CACHE)
+
+
+def test_dml_linear_equals_doubleml_plr():
+    """The partialling-out score, its SE and the folds equal DoubleMLPLR's."""
+    import doubleml
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    df = gen.nonlinear_confounding(3000, seed=8)
+    frame = prepare_frame(df, CausalSpec("t", "y", ["x0", "x1", "x2", "x3"]))
+    data = frame.effect_data()
+    settings = EstimatorSettings(folds=4, nuisance="linear", seed=2)
+    ours = dml(data, settings)
+    fold = crossfit_folds(data.t, 4, 2)
+    plr = doubleml.DoubleMLPLR(
+        doubleml.DoubleMLData.from_arrays(x=data.X, y=data.y, d=data.t.astype(float)),
+        ml_l=LinearRegression(), ml_m=LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000),
+        n_folds=4, score="partialling out", draw_sample_splitting=False)
+    plr.set_sample_splitting([[(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+                               for k in range(4)]])
+    plr.fit()
+    assert ours.estimate == pytest.approx(float(plr.coef[0]), abs=1e-6)
+    assert ours.se == pytest.approx(float(plr.se[0]), rel=1e-5)
+
+
+def test_dml_lightgbm_within_two_se_of_doubleml_plr():
+    import doubleml
+
+    df = gen.nonlinear_confounding(6000, seed=9)
+    frame = prepare_frame(df, CausalSpec("t", "y", ["x0", "x1", "x2", "x3"]))
+    data = frame.effect_data()
+    settings = EstimatorSettings(folds=3, nuisance_trees=100, seed=1, n_jobs=1)
+    ours = dml(data, settings)
+    params = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 31,
+              "min_child_samples": 50, "n_jobs": 1, "random_state": 1, "verbose": -1}
+    fold = crossfit_folds(data.t, 3, 1)
+    plr = doubleml.DoubleMLPLR(
+        doubleml.DoubleMLData.from_arrays(x=data.X, y=data.y, d=data.t.astype(float)),
+        ml_l=lgb.LGBMRegressor(**params), ml_m=lgb.LGBMClassifier(**params), n_folds=3,
+        score="partialling out", draw_sample_splitting=False)
+    plr.set_sample_splitting([[(np.flatnonzero(fold != k), np.flatnonzero(fold == k))
+                               for k in range(3)]])
+    plr.fit()
+    assert abs(ours.estimate - float(plr.coef[0])) < 2 * float(plr.se[0])
+    assert ours.se == pytest.approx(float(plr.se[0]), rel=0.2)
