@@ -121,3 +121,22 @@ def test_hostile_unit_labels_are_data() -> None:
     keys = r.summary()["extra"]["donor_weights"]
     assert list(keys) == ["{{7*7}}"]
     assert set(r.summary()["extra"]["pre_rmspe"]) == {"{{7*7}}"}
+
+
+def test_placebo_in_space_check_passes_with_effect_fails_without() -> None:
+    from e2i_pipelines.analytics.panel.data import load_panel
+    from e2i_pipelines.analytics.panel.synth import placebo_in_space_check
+
+    settings = PanelSettings()
+    # 24 donors: the smallest rank p-value, 1/25, is below alpha = 0.05 (1/16 would not be)
+    passed, meta, fig = placebo_in_space_check(
+        load_panel(_frame(n_donors=24, effect=3.0), _spec()), settings)
+    assert passed and meta["placebo_p_value"] == pytest.approx(1 / 25)
+    assert len(meta["donor_ratios"]) == 24 and meta["leave_one_out"]
+    # dropping a donor the treated unit is built from worsens its fit, but not the sign
+    assert all(1.0 < v < 5.0 for v in meta["leave_one_out"].values())
+    assert meta["leave_one_out_sign_stable"]
+    assert fig is not None
+    passed0, meta0, _ = placebo_in_space_check(
+        load_panel(_frame(n_donors=24, effect=0.0), _spec()), settings)
+    assert not passed0 and meta0["placebo_p_value"] > 0.1
