@@ -1,0 +1,137 @@
+"""Checks of a panel estimate: pre-trends and placebo in time.
+
+* ``pre_trends``: a joint Wald test that every lead (rel_period < 0) of the Callaway-Sant'Anna
+  event study is 0, with the leads' cluster-robust covariance; warns when p < alpha; plot.
+* ``placebo_in_time``: every cohort's treatment moved ``k`` periods earlier inside its
+  pre-period (its real treated periods dropped); re-estimated by the same method, the effect
+  must be ~0 (the CI covers 0).
+
+A check that cannot run on a panel (too few pre-periods) is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from e2i_pipelines.analytics.panel.callaway_santanna import aggregate, att_gt
+from e2i_pipelines.analytics.panel.data import NEVER, PanelData
+from e2i_pipelines.analytics.panel.result import event_study_figure
+from e2i_pipelines.analytics.panel.settings import PanelSettings
+
+PANEL_CHECKS = ("pre_trends", "placebo_in_time")
+PLACEBO_METHODS = ("did", "callaway_santanna")
+"""Methods the placebo in time re-runs (others skip it with the reason)."""
+
+
+@dataclass
+class PanelCheck:
+    """One check: passed (None when skipped), metadata, optional figure."""
+
+    name: str
+    passed: bool | None
+    metadata: dict[str, Any]
+    figure: Any = None
+    skipped: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
+                **self.metadata}
+
+
+def pre_trends(panel: PanelData, settings: PanelSettings) -> PanelCheck:
+    """Joint Wald test of the event-study leads (short differences, varying base)."""
+    cells = att_gt(panel, "reg" if panel.covariates is None else settings.cs_method)
+    _, _, table, inf_k = aggregate(cells, "dynamic")
+    leads = table["key"].to_numpy() < 0
+    if not leads.any():
+        return PanelCheck("pre_trends", None, {}, skipped="no pre-treatment periods to test "
+                          "(every cohort is treated in the panel's second period)")
+    b = table["estimate"].to_numpy()[leads]
+    sums = np.column_stack([np.bincount(cells.unit_cluster, weights=inf_k[:, j])
+                            for j in np.flatnonzero(leads)])
+    cov = sums.T @ sums / cells.n**2
+    wald = float(b @ np.linalg.pinv(cov) @ b)
+    df = int(np.linalg.matrix_rank(cov))
+    p = float(stats.chi2.sf(wald, df)) if df else 1.0
+    se = np.sqrt(np.diag(cov))
+    z = float(stats.norm.ppf(0.5 + settings.confidence_level / 2))
+    es = table.rename(columns={"key": "rel_period"}).assign(
+        se=cells.se(inf_k), ci_low=lambda t: t["estimate"] - z * t["se"],
+        ci_high=lambda t: t["estimate"] + z * t["se"])
+    leads_rows = [{"rel_period": int(r), "estimate": float(e), "se": float(s)}
+                  for r, e, s in zip(table["key"][leads], b, se, strict=True)]
+    return PanelCheck(
+        "pre_trends", p >= settings.alpha,
+        {"wald_statistic": wald, "df": df, "p_value": p, "leads": leads_rows,
+         "rule": f"joint Wald test of {int(leads.sum())} leads = 0: passes when p >= "
+                 f"{settings.alpha:g}"},
+        figure=event_study_figure(es, "pre-trends"))
+
+
+def placebo_panel(panel: PanelData, shift: int) -> PanelData | None:
+    """``panel`` with each cohort moved ``shift`` periods earlier and the real treated
+    periods (from treatment minus anticipation) of treated units dropped; None when no cohort
+    keeps a period before its placebo date."""
+    real = panel.cohort[panel.unit]
+    keep = (real == NEVER) | (panel.time < real - panel.anticipation)
+    fake = np.where(panel.cohort == NEVER, NEVER, panel.cohort - shift)
+    drop_unit = (fake != NEVER) & (fake - panel.anticipation < 1)  # no placebo pre-period
+    keep &= ~drop_unit[panel.unit]
+    fake = np.where(drop_unit, NEVER, fake)
+    if not np.any(fake[np.unique(panel.unit[keep])] != NEVER):
+        return None
+    units, unit = np.unique(panel.unit[keep], return_inverse=True)
+    d = (panel.time[keep] >= fake[panel.unit[keep]]) & (fake[panel.unit[keep]] != NEVER)
+    covs = panel.covariates[keep] if panel.covariates is not None else None
+    weights = panel.weights[keep] if panel.weights is not None else None
+    return replace(panel, units=panel.units[units], unit=unit, time=panel.time[keep],
+                   y=panel.y[keep], d=d.astype(np.float64), covariates=covs, weights=weights,
+                   cluster=np.unique(panel.cluster[keep], return_inverse=True)[1],
+                   cohort=np.where(drop_unit, NEVER, fake)[units], balanced=False,
+                   warnings=[])
+
+
+def placebo_in_time(panel: PanelData, method: str, settings: PanelSettings,
+                    estimators: dict[str, Any]) -> PanelCheck:
+    """Re-estimate with the treatment moved ``settings.placebo_shift`` periods earlier."""
+    if method not in PLACEBO_METHODS:
+        return PanelCheck("placebo_in_time", None, {},
+                          skipped=f"applies to {list(PLACEBO_METHODS)}, not {method}")
+    shift = settings.placebo_shift
+    fake = placebo_panel(panel, shift)
+    if fake is None:
+        return PanelCheck("placebo_in_time", None, {}, skipped=(
+            f"no cohort has a period before its placebo date ({shift} period(s) earlier)"))
+    try:
+        res = estimators[method](fake, replace(settings, n_bootstrap=min(
+            settings.n_bootstrap, 199)))
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return PanelCheck("placebo_in_time", None, {},
+                          skipped=f"placebo panel cannot be estimated: {exc}")
+    covers = bool(res.ci[0] <= 0.0 <= res.ci[1])
+    meta = {"placebo_effect": res.estimate, "ci_low": res.ci[0], "ci_high": res.ci[1],
+            "std_error": res.se, "shift_periods": shift, "method": method,
+            "rule": "the placebo effect's CI must cover 0"}
+    figure = event_study_figure(res.event_study, "placebo in time") \
+        if res.event_study is not None and len(res.event_study) else None
+    return PanelCheck("placebo_in_time", covers, meta, figure=figure)
+
+
+def run_checks(panel: PanelData, method: str, settings: PanelSettings,
+               estimators: dict[str, Any], only: tuple[str, ...] = PANEL_CHECKS
+               ) -> list[PanelCheck]:
+    """The selected panel checks (binary treatments; a dose skips them with the reason)."""
+    out = []
+    for name in only:
+        if panel.treatment_type == "continuous":
+            out.append(PanelCheck(name, None, {}, skipped="applies to a binary treatment "
+                                  "(treatment_type: continuous)"))
+        elif name == "pre_trends":
+            out.append(pre_trends(panel, settings))
+        else:
+            out.append(placebo_in_time(panel, method, settings, estimators))
+    return out
