@@ -68,7 +68,7 @@ def parse_input_size(raw: Any, where: str = INPUT_SIZE_TAG) -> float:
     """``rows`` or ``rowsxcolumns`` (positive integers) as rows x columns."""
     text = str(raw).strip().lower()
     parts = text.split("x") if text else []
-    if not 1 <= len(parts) <= 2 or not all(p.isdigit() and len(p) <= 15 for p in parts):
+    if not 1 <= len(parts) <= 2 or not all(p.isascii() and p.isdigit() and len(p) <= 15 for p in parts):
         raise SizingInputError(f"tag {where}: expected rows or rowsxcolumns (e.g. 100000x20)")
     size = math.prod(int(p) for p in parts)
     if not 0 < size <= MAX_INPUT_SIZE:
