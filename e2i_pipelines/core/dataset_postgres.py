@@ -7,7 +7,8 @@ and content address, so the same rows give the same version. Memory holds about 
 
 Layers against a query that writes or hangs: :func:`dataset_pg_query.check_query`; a session
 with ``default_transaction_read_only`` and a ``SET TRANSACTION READ ONLY`` transaction that is
-rolled back; the connection's role (the operator grants it only ``SELECT``); the connection's
+rolled back; the connection's role (the operator grants it only ``SELECT``; a superuser or a
+member of ``pg_execute_server_program``/``pg_*_server_files`` is refused); the connection's
 statement timeout, set by the session and again by ``SET LOCAL``, with a client-side cancel a
 few seconds after it in case the server's is bypassed. Database errors are reported by
 SQLSTATE, never by the server's message (which can quote data).
@@ -32,7 +33,7 @@ from psycopg2 import sql
 from e2i_pipelines.core import datasets as store
 from e2i_pipelines.core.dataset_ingest import DatasetInvalid, check_names
 from e2i_pipelines.core.dataset_pg_query import check_query, table_statement
-from e2i_pipelines.core.dataset_pg_sources import PgSource, get_source
+from e2i_pipelines.core.dataset_pg_sources import PgSource, SourceConfigError, get_source
 
 CHUNK_ROWS = 20_000
 """Rows per FETCH and per Parquet row group (fixed: the version depends on it)."""
@@ -45,6 +46,11 @@ _TYPES: dict[int, pa.DataType] = {
     25: pa.string(), 1043: pa.string(), 1042: pa.string(), 19: pa.string(), 18: pa.string(),
     1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC")}
 """Postgres type OID -> Arrow type; any other type is stored as text."""
+POWERFUL_ROLE = ("SELECT rolsuper OR pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER') "
+                 "OR pg_has_role(current_user, 'pg_write_server_files', 'MEMBER') "
+                 "OR pg_has_role(current_user, 'pg_read_server_files', 'MEMBER') "
+                 "FROM pg_roles WHERE rolname = current_user")
+"""True for a login role that could run programs or touch server files: refused."""
 _NUMERIC_AS_FLOAT = psycopg2.extensions.new_type(
     (1700,), "E2I_NUMERIC_FLOAT", lambda value, _cursor: None if value is None else float(value))
 
@@ -114,6 +120,10 @@ def stream_to_parquet(source: PgSource, statement: sql.Composable, out: Any, fie
         with conn.cursor() as setup:
             setup.execute("SET TRANSACTION READ ONLY")
             setup.execute("SET LOCAL statement_timeout = %s", (_millis(source),))
+            setup.execute(POWERFUL_ROLE)
+            if setup.fetchone()[0]:
+                raise SourceConfigError(f"connection {source.name!r} logs in as a superuser or a role "
+                                        "that may run programs or touch server files; give it a read-only role")
         cursor = conn.cursor(name=CURSOR)
         with _cancel_after(conn, source):
             cursor.execute(statement)

@@ -67,12 +67,19 @@ def _ddl(cur: Any, rows: list[tuple]) -> None:
     cur.execute("CREATE TABLE sales.orders AS SELECT id, id * 2 AS qty FROM accounts WHERE id < 10")
 
 
+def _entry(name: str, params: dict[str, Any], user: str, password_file: str, timeout_s: float) -> str:
+    return (f"{name}:\n  host: {params['hostname']}\n  port: {params['port']}\n  dbname: {params['db_name']}\n"
+            f"  user: {user}\n  password_file: {password_file}\n  statement_timeout_s: {timeout_s}\n")
+
+
 @contextlib.contextmanager
 def pg_source(folder: Path, timeout_s: float = 30) -> Iterator[dict[str, Any]]:
-    """A fresh database with ``accounts`` and ``sales.orders``, a read-only role ``reader``, and a
-    connections file naming it (``warehouse``) plus the test's own superuser (``owner``); yields
-    names, the file and an admin connection; drops the role afterwards."""
-    role = f"e2i_reader_{uuid.uuid4().hex[:8]}"
+    """A fresh database with ``accounts`` and ``sales.orders``; a connections file naming a
+    read-only role (``warehouse``), a role that may also write the tables (``writer``) and the
+    test's own superuser (``superuser``); yields names, the file and an admin connection; drops
+    the roles afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    role, writer = f"e2i_reader_{tag}", f"e2i_writer_{tag}"
     password = secrets.token_hex(16)
     with fresh_database() as params:
         admin = _pg_connect(params["db_name"])
@@ -80,32 +87,31 @@ def pg_source(folder: Path, timeout_s: float = 30) -> Iterator[dict[str, Any]]:
         try:
             with admin.cursor() as cur:
                 _ddl(cur, accounts())
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE")
-                            .format(sql.Identifier(role)), (password,))
-                cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    sql.Identifier(params["db_name"]), sql.Identifier(role)))
-                for schema in ("public", "sales"):
-                    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                        sql.Identifier(schema), sql.Identifier(role)))
-                    cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
-                        sql.Identifier(schema), sql.Identifier(role)))
+                for name, rights in ((role, "SELECT"), (writer, "SELECT, INSERT, UPDATE, DELETE")):
+                    cur.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE")
+                                .format(sql.Identifier(name)), (password,))
+                    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                        sql.Identifier(params["db_name"]), sql.Identifier(name)))
+                    for schema in ("public", "sales"):
+                        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                            sql.Identifier(schema), sql.Identifier(name)))
+                        cur.execute(sql.SQL("GRANT {} ON ALL TABLES IN SCHEMA {} TO {}").format(
+                            sql.SQL(rights), sql.Identifier(schema), sql.Identifier(name)))
+                cur.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(writer)))
             (folder / "reader.pw").write_text(password + "\n")
             (folder / "owner.pw").write_text(params["password"])
             sources = folder / "pg_sources.yaml"
-            sources.write_text(
-                f"warehouse:\n  host: {params['hostname']}\n  port: {params['port']}\n"
-                f"  dbname: {params['db_name']}\n  user: {role}\n  password_file: reader.pw\n"
-                f"  statement_timeout_s: {timeout_s}\n"
-                f"owner:\n  host: {params['hostname']}\n  port: {params['port']}\n"
-                f"  dbname: {params['db_name']}\n  user: {params['username']}\n  password_file: owner.pw\n"
-                f"  statement_timeout_s: {timeout_s}\n")
+            sources.write_text(_entry("warehouse", params, role, "reader.pw", timeout_s)
+                               + _entry("writer", params, writer, "reader.pw", timeout_s)
+                               + _entry("superuser", params, params["username"], "owner.pw", timeout_s))
             yield {"role": role, "password": password, "sources": sources, "admin": admin, **params}
         finally:
             admin.close()
     cleanup = _pg_connect()
     cleanup.autocommit = True
     with cleanup.cursor() as cur:
-        cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        for name in (role, writer):
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
     cleanup.close()
 
 

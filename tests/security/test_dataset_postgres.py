@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from psycopg2 import sql
 
 from e2i_pipelines.core.dataset_ingest import DatasetInvalid
-from e2i_pipelines.core.dataset_pg_sources import get_source
+from e2i_pipelines.core.dataset_pg_sources import SourceConfigError, get_source
 from e2i_pipelines.core.dataset_postgres import CANCEL_GRACE_S, QueryTimeout, stream_to_parquet
 from tests.api.test_dataset_postgres import ACME, ROWS, pg_api, post
 from tests.support.markers import needs
@@ -180,6 +180,18 @@ def test_a_misconfigured_connections_file_is_a_503_naming_no_secret(env, tmp_pat
     _untouched(client, pg, base)
 
 
+def test_a_superuser_connection_is_refused_before_the_query_runs(env) -> None:
+    client, pg, base = env
+    canary = base / "canary_superuser"
+    with pytest.raises(SourceConfigError, match="superuser"):
+        _stream(pg, "superuser", f"SELECT 1; COMMIT; SET default_transaction_read_only = off; "
+                                 f"COMMIT; COPY (SELECT 1) TO PROGRAM 'touch {canary}'")
+    response = client.post("/v1/datasets", headers=ACME, json={
+        "source": "postgres", "connection": "superuser", "name": "x", "table": "accounts"})
+    assert response.status_code == 503 and "misconfigured" in response.text, response.text
+    _untouched(client, pg, base, canary)
+
+
 # --- the layers under the query check, attacked directly ------------------------------------
 
 def _stream(pg: dict[str, Any], connection: str, statement: str) -> None:
@@ -194,10 +206,10 @@ def _stream(pg: dict[str, Any], connection: str, statement: str) -> None:
     "SELECT 1; COMMIT; DELETE FROM accounts",
     "SELECT 1; COMMIT; CREATE TABLE stolen AS SELECT * FROM accounts",
 ])
-def test_the_read_only_session_refuses_writes_even_for_a_superuser(env, statement: str) -> None:
+def test_the_read_only_session_refuses_writes_even_for_a_role_that_may_write(env, statement: str) -> None:
     client, pg, base = env
     with pytest.raises(DatasetInvalid, match="read-only .*SQLSTATE 25006"):
-        _stream(pg, "owner", statement)
+        _stream(pg, "writer", statement)
     _untouched(client, pg, base)
 
 
