@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 FILE_SUFFIX = "_FILE"
 SECRETS_DIR = "/run/secrets/"
@@ -37,19 +37,26 @@ def read_secret_file(name: str, path: str) -> str:
         raise RuntimeError(f"{name}{FILE_SUFFIX}: cannot read the secret file ({exc.strerror})") from None
 
 
-def export_file_secrets(environ: MutableMapping[str, str] | None = None, secrets_dir: str = SECRETS_DIR) -> list[str]:
-    """Set NAME from NAME_FILE for every NAME_FILE in ``environ`` (default os.environ) that names a
-    file under ``secrets_dir`` and whose NAME is unset; returns the names set."""
+def file_secret_names(env: Mapping[str, str], secrets_dir: str | None = SECRETS_DIR,
+                      wanted: Callable[[str], bool] | None = None) -> list[str]:
+    """The sorted NAMEs that ``env`` gives only as a file: NAME_FILE set (to a file under
+    ``secrets_dir``; any file when None), NAME unset or empty, and ``wanted(NAME)`` when given."""
+    names = (key[: -len(FILE_SUFFIX)] for key, value in env.items()
+             if key.endswith(FILE_SUFFIX) and value and (secrets_dir is None or value.startswith(secrets_dir)))
+    return sorted(n for n in names if n and not env.get(n) and (wanted is None or wanted(n)))
+
+
+def export_file_secrets(environ: MutableMapping[str, str] | None = None, secrets_dir: str | None = SECRETS_DIR,
+                        wanted: Callable[[str], bool] | None = None) -> list[str]:
+    """Set NAME from NAME_FILE in ``environ`` (default os.environ) for every
+    :func:`file_secret_names` NAME; returns the names set. RuntimeError naming the variable (never
+    the content) when a file cannot be read. The one reader of ``NAME_FILE`` variables: the
+    container entrypoint (``main``) and the run worker (any file, secret names only) use it."""
     env: MutableMapping[str, str] = os.environ if environ is None else environ
-    names = [key[: -len(FILE_SUFFIX)] for key, value in list(env.items())
-             if key.endswith(FILE_SUFFIX) and len(key) > len(FILE_SUFFIX) and value.startswith(secrets_dir)]
-    exported = []
+    names = file_secret_names(env, secrets_dir, wanted)
     for name in names:
-        if env.get(name):
-            continue
         env[name] = read_secret_file(name, env[name + FILE_SUFFIX])
-        exported.append(name)
-    return exported
+    return names
 
 
 def main(argv: list[str]) -> int:

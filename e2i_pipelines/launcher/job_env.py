@@ -2,7 +2,8 @@
 
 A runtime_env is stored by the cluster and readable by anyone who may read its jobs (Jobs API,
 dashboard), so the launcher forwards only non-secret variables; the run worker reads secrets on
-the node (``NAME_FILE`` files, e.g. a Docker secret, see :mod:`e2i_pipelines.launcher.run_worker`).
+the node (``NAME_FILE`` files, e.g. a Docker secret: :func:`e2i_pipelines.core.secrets.export_file_secrets`
+with ``wanted=is_secret_name``, see :mod:`e2i_pipelines.launcher.run_worker`).
 Standard library only: the run worker imports this before its child starts.
 """
 
@@ -33,8 +34,3 @@ def split_secrets(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     kept = {k: v for k, v in env.items() if not is_secret_name(k)}
     return kept, sorted(k for k in env if k not in kept)
 
-
-def file_secret_names(env: Mapping[str, str]) -> list[str]:
-    """Secret names that ``env`` gives only as a file (``NAME_FILE`` set, ``NAME`` unset)."""
-    names = (k[: -len(FILE_SUFFIX)] for k in env if k.upper().endswith(FILE_SUFFIX))
-    return sorted(n for n in names if n and is_secret_name(n) and not env.get(n))

@@ -19,7 +19,7 @@ kills the run (or its step process), not this wrapper. When the child exits:
 Secrets are read on the node, never sent with the job: for every secret variable the node gives
 only as a file (``DAGSTER_PG_PASSWORD_FILE=/run/secrets/...``, any name
 :func:`~e2i_pipelines.launcher.job_env.is_secret_name` calls secret), the child gets
-``DAGSTER_PG_PASSWORD`` read from that file (:func:`e2i_pipelines.core.secrets.read_secret`).
+``DAGSTER_PG_PASSWORD`` read from that file (:func:`e2i_pipelines.core.secrets.export_file_secrets`).
 
 Only the standard library is imported before the child exits, so the wrapper stays a few MB
 while the run works; Dagster is imported afterwards, only to record.
@@ -34,10 +34,10 @@ import sys
 import time
 from typing import Any
 
-from e2i_pipelines.core.secrets import read_secret
+from e2i_pipelines.core.secrets import export_file_secrets
 from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
 from e2i_pipelines.launcher.cgroup_usage import Usage, UsageMeter, own_cpu_cgroup, usage_tags
-from e2i_pipelines.launcher.job_env import file_secret_names
+from e2i_pipelines.launcher.job_env import is_secret_name
 from e2i_pipelines.launcher.step_inputs import step_inputs, step_inputs_tag
 from e2i_pipelines.launcher.worker_exit import (
     OOM_EXIT_CODE,
@@ -82,10 +82,7 @@ def worker_env() -> dict[str, str]:
     ``NAME_FILE`` file, read into ``NAME``. Raises RuntimeError naming the variable when a secret
     file cannot be read (never its content)."""
     env = dict(os.environ)
-    for name in file_secret_names(env):
-        value = read_secret(name)
-        if value:
-            env[name] = value
+    export_file_secrets(env, secrets_dir=None, wanted=is_secret_name)
     return env
 
 

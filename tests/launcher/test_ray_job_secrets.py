@@ -18,8 +18,9 @@ import pytest
 from dagster import DagsterEventType, instance_for_test
 from dagster._core.test_utils import create_run_for_test
 
+from e2i_pipelines.core.secrets import file_secret_names
 from e2i_pipelines.launcher import ray_auth
-from e2i_pipelines.launcher.job_env import file_secret_names, is_secret_name, split_secrets
+from e2i_pipelines.launcher.job_env import is_secret_name, split_secrets
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG
 from e2i_pipelines.launcher.run_worker import worker_env
 from e2i_pipelines.launcher.worker_exit import WORKER_MODULE
@@ -47,7 +48,8 @@ def test_split_and_file_secret_names():
     assert kept == {"DAGSTER_PG_HOST": "pg"} and dropped == ["A_TOKEN", "DAGSTER_PG_PASSWORD"]
     env = {"DAGSTER_PG_PASSWORD_FILE": "/s/pg", "SSL_CERT_FILE": "/etc/ca.pem",
            "MLFLOW_TRACKING_TOKEN_FILE": "/s/t", "MLFLOW_TRACKING_TOKEN": "already set"}
-    assert file_secret_names(env) == ["DAGSTER_PG_PASSWORD"]  # not SSL_CERT, not one already set
+    # The run worker's choice (core.secrets' one NAME_FILE reader): any file, secret names only.
+    assert file_secret_names(env, secrets_dir=None, wanted=is_secret_name) == ["DAGSTER_PG_PASSWORD"]
 
 
 def _secret_file(tmp_path, value: str = PASSWORD):
