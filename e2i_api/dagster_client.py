@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from e2i_pipelines.launcher.run_coordinator import ROLE_HEADER, USER_HEADER
+
 METADATA_FRAGMENT = """
 fragment Meta on MetadataEntry {
   __typename label description
@@ -30,6 +32,9 @@ fragment Meta on MetadataEntry {
   ... on TableMetadataEntry { table { records schema { columns { name type } } } }
 }
 """
+
+API_ROLE = "api"
+"""The role an API key's actions carry in the webserver's audit lines (people: viewer/editor/admin)."""
 
 RUN_FIELDS = "runId jobName status creationTime startTime endTime updateTime canTerminate tags { key value }"
 
@@ -168,9 +173,11 @@ class DagsterClient:
                 f"Dagster webserver at {self.base_url} answered HTTP {response.status_code}")
         return response
 
-    async def execute(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def execute(self, query: str, variables: Mapping[str, Any] | None = None,
+                      headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Run one GraphQL operation and return its ``data``."""
-        response = await self._request("POST", "/graphql", json={"query": query, "variables": variables or {}})
+        response = await self._request("POST", "/graphql", json={"query": query, "variables": variables or {}},
+                                       headers=dict(headers or {}))
         try:
             body = response.json()
         except ValueError:
@@ -249,9 +256,13 @@ class DagsterClient:
             raise DagsterQueryError(result.get("message", result["__typename"]))
         return result["results"]
 
-    async def terminate_run(self, run_id: str) -> tuple[bool, str | None, dict[str, Any] | None]:
-        """Ask Dagster to cancel the run: (accepted, refusal message, run fields)."""
-        result = (await self.execute(TERMINATE, {"runId": run_id}))["terminateRun"]
+    async def terminate_run(self, run_id: str, principal: str | None = None,
+                            ) -> tuple[bool, str | None, dict[str, Any] | None]:
+        """Ask Dagster to cancel the run: (accepted, refusal message, run fields). ``principal``
+        goes as the identity headers the audited webserver (e2i_api.ui_audit) records the
+        termination under: tag ``e2i/terminated_by`` and an audit line with role ``api``."""
+        headers = {USER_HEADER: principal, ROLE_HEADER: API_ROLE} if principal else None
+        result = (await self.execute(TERMINATE, {"runId": run_id}, headers))["terminateRun"]
         kind = result["__typename"]
         if kind == "TerminateRunSuccess":
             return True, None, result["run"]

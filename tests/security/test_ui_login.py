@@ -26,7 +26,15 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from e2i_api.auth.session import LOGIN_COOKIE, SESSION_COOKIE
 from e2i_api.ui_audit import TERMINATED_BY_TAG
-from tests.security.ui_stack import HOLD_TAG, JOB, LOCATION, SESSION_SECRET, UiStack, set_cookie
+from tests.security.ui_stack import (
+    HOLD_TAG,
+    JOB,
+    LOCATION,
+    OPS_KEY,
+    SESSION_SECRET,
+    UiStack,
+    set_cookie,
+)
 from tests.support.caddy import CADDYFILE
 
 pytestmark = pytest.mark.webserver
@@ -115,6 +123,24 @@ def test_viewer_reads_but_cannot_launch(stack: UiStack, sessions: dict[str, str]
     assert response.status_code == 200
     assert response.json()["data"]["launchRun"]["__typename"] == "UnauthorizedError"
     assert len(stack.runs()) == before
+
+
+def test_viewer_sees_every_run_with_its_tags_and_config(stack: UiStack, sessions: dict[str, str]) -> None:
+    """What README "Security" says a viewer sees: the UI is not scoped by client. A run another
+    person launched (any client's, e2i/api-client included) is listed with its tags and run
+    config."""
+    run_id = _held_run(stack, sessions)
+    query = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run {
+      runId runConfigYaml tags { key value } } } }"""
+    with stack.client() as client:
+        seen = client.post("/graphql", json={"query": query, "variables": {"id": run_id}},
+                           headers=_cookie(sessions[VIEWER]))
+    run = seen.json()["data"]["runOrError"]
+    assert run["__typename"] == "Run" and run["runId"] == run_id, seen.text
+    assert {"key": "e2i/user", "value": EDITOR} in run["tags"] and run["runConfigYaml"] is not None
+    with stack.client() as client:  # clean up: the editor stops it
+        client.post("/graphql", json={"query": TERMINATE, "variables": {"id": run_id}},
+                    headers=_cookie(sessions[EDITOR]))
 
 
 def test_viewer_cannot_terminate_a_run(stack: UiStack, sessions: dict[str, str]) -> None:
@@ -208,6 +234,28 @@ def test_editor_terminate_through_caddy_is_attributed(stack: UiStack, sessions: 
     assert deleted.json()["data"]["deleteRun"]["__typename"] == "DeletePipelineRunSuccess"
     assert _audit_of(stack, "deleteRun", one)["principal"] == EDITOR
     assert one not in {r["run_id"] for r in stack.runs()}
+
+
+def test_api_cancel_is_attributed_to_the_key_like_a_ui_terminate(stack: UiStack,
+                                                                  sessions: dict[str, str]) -> None:
+    """POST /v1/runs/{id}/cancel through Caddy: the run is tagged e2i/terminated_by=<the key's
+    client>, the webserver audits it under role ``api`` and the API writes its own audit line. An
+    identity header the API client sends is not what gets recorded."""
+    run_id = _held_run(stack, sessions)
+    forged = {"X-API-Key": OPS_KEY, "X-E2I-User": "mallory", "X-E2I-Role": "editor"}
+    with stack.client() as client:
+        cancel = client.post(f"/v1/runs/{run_id}/cancel", headers=forged)
+    assert cancel.status_code == 202, cancel.text
+    assert stack.run_status(run_id) == "CANCELED"
+    assert stack.run_tags(run_id)[TERMINATED_BY_TAG] == "ops"
+    line = _audit_of(stack, "terminateRun", run_id)
+    assert {"principal": "ops", "role": "api", "terminated": [run_id]}.items() <= line.items(), line
+    api_lines = [a for a in stack.audit_lines(stack.api_log) if a.get("run_id") == run_id]
+    assert [(a["principal"], a["action"], a["outcome"]) for a in api_lines] == [("ops", "cancel_run", 202)]
+    # A second cancel of the stopped run: 409, and the tag stays the first canceller's.
+    with stack.client() as client:
+        again = client.post(f"/v1/runs/{run_id}/cancel", headers={"X-API-Key": OPS_KEY})
+    assert again.status_code == 409 and stack.run_tags(run_id)[TERMINATED_BY_TAG] == "ops"
 
 
 def test_terminate_without_session_is_refused_and_terminates_nothing(

@@ -9,6 +9,7 @@ Runs tagged ``HOLD_TAG`` stay queued (a tag concurrency limit of 0), to be termi
 from __future__ import annotations
 
 import json
+import secrets
 import ssl
 import sys
 from contextlib import ExitStack
@@ -30,6 +31,8 @@ from tests.support.dagster_processes import (
 )
 
 SESSION_SECRET = "ui-login-test-session-secret-0123456789abcdef"
+OPS_KEY = secrets.token_urlsafe(32)
+"""An admin API key of client ``ops`` (may cancel any client's run)."""
 CLIENT_ID = "e2i-ui"
 LOCATION = "ui"
 JOB = "probe_light_job"
@@ -88,6 +91,11 @@ class UiStack:
         return self.root / "webserver.log"
 
     @property
+    def api_log(self) -> Path:
+        """The API's output (its e2i.audit JSON lines among it)."""
+        return self.root / "api.log"
+
+    @property
     def root_ca(self) -> Path:
         return self.root / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
 
@@ -141,14 +149,15 @@ class UiStack:
         return workspace
 
     def _start_api(self) -> None:
-        env = api_env(self.ports["webserver"], [], **{
+        keys = [{"name": "ops", "key": OPS_KEY, "scopes": ["runs:read", "runs:write", "admin"]}]
+        env = api_env(self.ports["webserver"], keys, **{
             "E2I_API_OIDC__ISSUER": self.issuer, "E2I_API_OIDC__CLIENT_ID": CLIENT_ID,
             "E2I_API_OIDC__CLIENT_SECRET": "mock-idp-accepts-any-secret",
             "E2I_API_OIDC__REDIRECT_URL": f"{self.url}/auth/callback",
             "E2I_API_OIDC__SESSION_SECRET": SESSION_SECRET,
             "E2I_API_OIDC__ROLE_MAP": json.dumps(ROLE_MAP),
         })
-        api = ApiProcess(self.ports["api"], env, self.root / "api.log").start(timeout=300)
+        api = ApiProcess(self.ports["api"], env, self.api_log).start(timeout=300)
         self._stack.callback(api.stop)
 
     def _start_caddy(self) -> None:
@@ -194,9 +203,9 @@ class UiStack:
         """A run's tags (from the writable webserver directly)."""
         return next(r["tags"] for r in self.runs() if r["run_id"] == run_id)
 
-    def audit_lines(self) -> list[dict]:
-        """The writable webserver's e2i.audit lines so far."""
-        return [json.loads(line) for line in self.webserver_log.read_text().splitlines()
+    def audit_lines(self, log: Path | None = None) -> list[dict]:
+        """The e2i.audit lines so far of the writable webserver (or of ``log``, e.g. api_log)."""
+        return [json.loads(line) for line in (log or self.webserver_log).read_text().splitlines()
                 if line.startswith("{") and '"e2i.audit"' in line]
 
     def run_status(self, run_id: str) -> str:

@@ -158,7 +158,7 @@ async def cancel_run(run_id: RunId, principal: Annotated[Principal, Depends(writ
     run = visible_run(await dagster.get_run(run_id), principal)
     if run["status"] in FINISHED_STATUSES:
         raise HTTPException(409, f"run {run_id} already finished with status {run['status']}")
-    accepted, message, _ = await dagster.terminate_run(run_id)
+    accepted, message, _ = await dagster.terminate_run(run_id, principal.name)  # e2i/terminated_by
     if not accepted:
         raise HTTPException(409, f"Dagster did not cancel run {run_id}: {message}")
     after = await dagster.get_run(run_id)  # the mutation's run object predates the status change
