@@ -232,3 +232,29 @@ def test_the_client_cancels_a_statement_whose_server_timeout_was_switched_off(en
         _stream(pg, "warehouse", "SELECT 1; SET statement_timeout = 0; SELECT pg_sleep(60)")
     elapsed = time.monotonic() - started
     assert TIMEOUT_S + CANCEL_GRACE_S - 0.5 < elapsed < TIMEOUT_S + CANCEL_GRACE_S + 5, elapsed
+
+
+BROKEN_CONFIGS = {
+    "not a mapping": "- warehouse\n",
+    "not yaml": "warehouse: [unclosed\n",
+    "unknown key": "warehouse: {host: h, dbname: d, user: u, password_file: p, url: 'postgresql://u:p@h/d'}\n",
+    "missing user": "warehouse: {host: h, dbname: d, password_file: p}\n",
+    "bad port": "warehouse: {host: h, dbname: d, user: u, password_file: p, port: '5432; rm'}\n",
+    "bad timeout": "warehouse: {host: h, dbname: d, user: u, password_file: p, statement_timeout_s: 0}\n",
+    "bad sslmode": "warehouse: {host: h, dbname: d, user: u, password_file: p, sslmode: off}\n",
+    "python tag": "warehouse: !!python/object/apply:os.system ['touch {canary}']\n",
+    "missing password file": "warehouse: {host: 127.0.0.1, dbname: d, user: u, password_file: /nonexistent/pw}\n",
+}
+
+
+@pytest.mark.parametrize("text", BROKEN_CONFIGS.values(), ids=BROKEN_CONFIGS.keys())
+def test_a_broken_connections_file_is_a_503_and_runs_nothing(env, tmp_path, monkeypatch, text: str) -> None:
+    client, pg, base = env
+    canary = tmp_path / "canary_yaml"
+    broken = tmp_path / "sources.yaml"
+    broken.write_text(text.replace("{canary}", str(canary)))
+    monkeypatch.setenv("E2I_PG_SOURCES_FILE", str(broken))
+    response = post(client, {"name": "t", "table": "accounts"})
+    assert response.status_code == 503 and "misconfigured" in response.text, response.text
+    assert "postgresql://" not in response.text and "/nonexistent" not in response.text
+    _untouched(client, pg, base, canary)
