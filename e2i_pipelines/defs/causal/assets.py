@@ -3,12 +3,18 @@
 import dagster as dg
 
 from e2i_pipelines.analytics.causal.estimate_run import EstimateRunError, run_estimate
+from e2i_pipelines.analytics.causal.refuters import REFUTERS
+from e2i_pipelines.analytics.panel.estimate_run import (
+    PANEL_SKIP,
+    estimate_result,
+    run_panel_estimate,
+)
 from e2i_pipelines.core.budget import n_jobs
 from e2i_pipelines.core.outputs import write_outputs
 from e2i_pipelines.core.refs import CausalEstimateRef, DatasetRef
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
-from e2i_pipelines.defs.causal.config import CausalEstimateConfig
+from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS, CausalEstimateConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
 
 
@@ -28,6 +34,8 @@ def causal_estimate(
 ):
     config.check()
     settings = config.estimator_settings(n_jobs())
+    if dataset.spec.panel:
+        return _panel_estimate(context, config, dataset, storage, mlflow)
     try:
         run = run_estimate(dataset, config.method, settings, max_rows=config.max_rows,
                            seed=config.seed, cate_bins=config.cate_bins, log=context.log.info)
@@ -43,6 +51,25 @@ def causal_estimate(
         scores_path=written.path("scores.npz") if run.fit.scores is not None else None,
         true_ate=run.true_value, mlflow_run_id=written.run_id,
     )
+    return dg.Output(ref, metadata=written.metadata)
+
+
+def _panel_estimate(context: dg.AssetExecutionContext, config: CausalEstimateConfig,
+                    dataset: DatasetRef, storage: E2IStorage, mlflow: MlflowTracker):
+    """design: panel -> the panel estimator (analytics.panel), same outputs and ref."""
+    panel_settings = config.panel_settings()
+    try:
+        panel, result = run_panel_estimate(dataset, config.method, panel_settings,
+                                           log=context.log.info)
+    except EstimateRunError as exc:
+        raise dg.Failure(description=f"causal_estimate {exc.stage}: {exc}") from exc
+    outputs = result.outputs()
+    outputs.metadata["skipped_checks"] = {n: PANEL_SKIP for n in (*REFUTERS, *DIAGNOSTIC_CHECKS)}
+    written = write_outputs(context, storage, mlflow, "causal_estimate", outputs)
+    ref = CausalEstimateRef(
+        dataset=dataset, result=estimate_result(result, panel, panel_settings),
+        settings=config.refuter_settings(n_jobs()), estimator=config.estimator_settings(n_jobs()),
+        max_rows=0, seed=config.seed, true_ate=result.true_value, mlflow_run_id=written.run_id)
     return dg.Output(ref, metadata=written.metadata)
 
 

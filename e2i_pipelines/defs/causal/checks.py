@@ -4,15 +4,31 @@ Statistics and pass rules are documented in :mod:`e2i_pipelines.analytics.causal
 linear-regression estimate uses the fast engine, other estimators the score engine
 (``engine`` in each check's metadata says which). Refuters that need confounders are skipped
 for a randomised design: not evaluated, with the reason logged and in refutations.json.
+
+A panel design (``design: panel``) skips them with the reason and is checked instead by
+``panel_checks``: pre-trends and placebo in time (:mod:`e2i_pipelines.analytics.panel.checks`),
+which a cross-section skips with the reason.
 """
+
+import json
 
 import dagster as dg
 
 from e2i_pipelines.analytics.causal.refute_plots import simulated_summary
 from e2i_pipelines.analytics.causal.refute_run import refute_estimate
 from e2i_pipelines.analytics.causal.refuters import REFUTERS
+from e2i_pipelines.analytics.panel.checks import PANEL_CHECKS, run_checks
+from e2i_pipelines.analytics.panel.estimate_run import (
+    CROSS_SECTION_SKIP,
+    PANEL_DESIGN,
+    PANEL_SKIP,
+    panel_settings,
+    read_panel,
+)
+from e2i_pipelines.analytics.panel.run import METHODS as PANEL_METHODS
 from e2i_pipelines.core.budget import n_jobs
-from e2i_pipelines.core.outputs import dagster_metadata, write_outputs
+from e2i_pipelines.core.jsonable import json_default
+from e2i_pipelines.core.outputs import Outputs, Plot, dagster_metadata, write_outputs
 from e2i_pipelines.core.plots import png_metadata
 from e2i_pipelines.core.refs import CausalEstimateRef
 from e2i_pipelines.core.storage import E2IStorage
@@ -54,6 +70,10 @@ def causal_refutations(
     selected = tuple(name for name in REFUTERS
                      if dg.AssetCheckKey(causal_estimate_key(), name)
                      in context.selected_asset_check_keys)
+    if causal_estimate.result.design == PANEL_DESIGN:
+        for name in selected:
+            context.log.warning(f"check {name} {PANEL_SKIP}")
+        return
     run = refute_estimate(causal_estimate, selected, n_jobs(), context.log)
     written = write_outputs(context, storage, mlflow, "causal_refutations", run.outputs(),
                             name="causal_refutations")
@@ -76,4 +96,58 @@ def causal_estimate_key() -> dg.AssetKey:
     return causal_estimate.key
 
 
-asset_checks = [causal_refutations]
+_PANEL_DESCRIPTIONS = {
+    "pre_trends": "Pre-trends (design: panel): joint Wald test that the event-study leads are "
+                  "0; warns when p < alpha.",
+    "placebo_in_time": "Placebo in time (design: panel): treatment dates moved earlier inside "
+                       "the pre-period; the placebo effect's CI must cover 0.",
+}
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name=n, asset=causal_estimate, description=_PANEL_DESCRIPTIONS[n])
+           for n in PANEL_CHECKS],
+    name="panel_checks",
+    description="Pre-trends and placebo in time of a panel estimate.",
+    can_subset=True,
+    ins={"causal_estimate": dg.AssetIn(key=causal_estimate.key)},
+    **tier_kwargs(Tier.HEAVY),
+)
+def panel_checks(
+    context: dg.AssetCheckExecutionContext,
+    causal_estimate: CausalEstimateRef,
+    storage: E2IStorage,
+    mlflow: MlflowTracker,
+):
+    selected = tuple(n for n in PANEL_CHECKS
+                     if dg.AssetCheckKey(causal_estimate_key(), n)
+                     in context.selected_asset_check_keys)
+    if causal_estimate.result.design != PANEL_DESIGN:
+        for name in selected:
+            context.log.warning(f"check {name} {CROSS_SECTION_SKIP}")
+        return
+    settings = panel_settings(causal_estimate.result.details)
+    outcomes = run_checks(read_panel(causal_estimate.dataset), causal_estimate.method, settings,
+                          PANEL_METHODS, only=selected)
+    files = {f"{o.name}.png": Plot(o.figure, o.name) for o in outcomes if o.figure is not None}
+    files["panel_checks.json"] = json.dumps([o.summary() for o in outcomes], indent=2,
+                                            default=json_default)
+    written = write_outputs(context, storage, mlflow, "panel_checks", Outputs(
+        files=files, metrics={f"{o.name}_passed": float(o.passed) for o in outcomes
+                              if o.passed is not None},
+        tags={"estimate_mlflow_run_id": causal_estimate.mlflow_run_id or ""}),
+        name="panel_checks")
+    for o in outcomes:
+        if o.skipped:
+            context.log.warning(f"check {o.name} skipped: {o.skipped}")
+            continue
+        metadata = {**dagster_metadata({k: v for k, v in o.metadata.items() if v is not None}),
+                    "mlflow_run_id": written.run_id}
+        if o.figure is not None:
+            metadata["plot"] = png_metadata(written.pngs[f"{o.name}.png"], o.name)
+        yield dg.AssetCheckResult(check_name=o.name, asset_key=causal_estimate_key(),
+                                  passed=bool(o.passed), severity=dg.AssetCheckSeverity.WARN,
+                                  metadata=metadata)
+
+
+asset_checks = [causal_refutations, panel_checks]

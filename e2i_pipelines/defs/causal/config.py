@@ -6,6 +6,8 @@ from pydantic import Field
 from e2i_pipelines.analytics.causal.estimate import METHODS
 from e2i_pipelines.analytics.causal.estimators import NUISANCES, EstimatorSettings
 from e2i_pipelines.analytics.causal.refuters import RefuterSettings
+from e2i_pipelines.analytics.panel.run import METHODS as PANEL_METHODS
+from e2i_pipelines.analytics.panel.settings import CS_METHODS, WILD_WEIGHTS, PanelSettings
 
 DIAGNOSTIC_CHECKS = ("covariate_balance", "overlap", "sensitivity")
 """Names of the diagnostic checks on causal_estimate (the API tells them from refutations)."""
@@ -16,7 +18,9 @@ class CausalEstimateConfig(dg.Config):
 
     method: str = Field(
         default="auto", description=f"Estimator: one of {list(METHODS)}; 'auto' is "
-        "difference_in_means for a spec without confounders, else linear_regression.")
+        "difference_in_means for a spec without confounders, else linear_regression. "
+        f"design: panel takes {list(PANEL_METHODS)} ('auto': callaway_santanna, or "
+        "dose_response for a continuous treatment).")
     confidence_level: float = Field(default=0.95, description="Level of the estimate's CI.")
     num_simulations: int = Field(default=100, description="Simulations per refuter.")
     max_rows: int = Field(default=0, description="Seeded row sample (0 = all rows).")
@@ -46,11 +50,21 @@ class CausalEstimateConfig(dg.Config):
         "other than linear_regression (each refit re-runs the estimator).")
     cate_bins: int = Field(
         default=4, description="Quantile bins per numeric effect modifier (CATE segments).")
+    cs_method: str = Field(default="dr", description=f"Panel callaway_santanna ATT(g,t) "
+                           f"estimator: {list(CS_METHODS)} (doubly robust, IPW, regression).")
+    n_bootstrap: int = Field(default=999, description="Panel: multiplier/wild bootstrap draws "
+                             "(uniform bands; wild cluster bootstrap below 30 clusters).")
+    wild_weights: str = Field(default="rademacher",
+                              description=f"Panel did wild bootstrap weights: {list(WILD_WEIGHTS)}.")
+    placebo_shift: int = Field(default=1, description="Panel placebo in time: periods the "
+                               "treatment dates move earlier.")
+    max_treated_units: int = Field(default=10, description="Panel synthetic control: most "
+                                   "treated units accepted.")
 
     def check(self) -> None:
         """Raise dg.Failure naming every invalid field."""
         problems = {
-            "method": self.method not in METHODS,
+            "method": self.method not in (*METHODS, *PANEL_METHODS),
             "confidence_level": not 0 < self.confidence_level < 1,
             "num_simulations": self.num_simulations <= 0,
             "max_rows": self.max_rows < 0,
@@ -66,19 +80,27 @@ class CausalEstimateConfig(dg.Config):
             "nuisance_trees": self.nuisance_trees < 1,
             "refit_simulations": self.refit_simulations < 2,
             "cate_bins": not 2 <= self.cate_bins <= 20,
+            "cs_method": self.cs_method not in CS_METHODS,
+            "n_bootstrap": not 99 <= self.n_bootstrap <= 100_000,
+            "wild_weights": self.wild_weights not in WILD_WEIGHTS,
+            "placebo_shift": not 1 <= self.placebo_shift <= 100,
+            "max_treated_units": self.max_treated_units < 1,
             "bootstrap_noise needs method linear_regression":
                 self.bootstrap_noise > 0 and self.method not in ("linear_regression", "auto"),
         }
         bad = {name: getattr(self, name, self.bootstrap_noise)
                for name, wrong in problems.items() if wrong}
         if bad:
-            hint = f" (method must be one of {list(METHODS)})" if "method" in bad else ""
+            hint = (f" (method must be one of {list(METHODS)}, or for design: panel "
+                    f"{list(PANEL_METHODS)})") if "method" in bad else ""
             raise dg.Failure(
                 f"causal_estimate config invalid: {bad}{hint}; num_simulations must be > 0, "
                 "confidence_level/subset_fraction/significance_level in (0, 1), "
                 "bootstrap_noise in [0, 1], max_rows >= 0 (0 = all), trim in [0, 0.5), "
                 f"propensity_clip in (0, 0.5), folds 2..20, nuisance in {list(NUISANCES)}, "
-                "refit_simulations >= 2, cate_bins 2..20")
+                "refit_simulations >= 2, cate_bins 2..20; panel: cs_method in "
+                f"{list(CS_METHODS)}, n_bootstrap 99..100000, wild_weights in "
+                f"{list(WILD_WEIGHTS)}, placebo_shift 1..100, max_treated_units >= 1")
 
     def refuter_settings(self, n_jobs: int) -> RefuterSettings:
         return RefuterSettings(
@@ -86,6 +108,12 @@ class CausalEstimateConfig(dg.Config):
             bootstrap_noise=self.bootstrap_noise, significance_level=self.significance_level,
             strength_fraction=self.strength_fraction, grid_points=self.grid_points,
             seed=self.seed, n_jobs=n_jobs, refit_simulations=self.refit_simulations)
+
+    def panel_settings(self) -> PanelSettings:
+        return PanelSettings(
+            confidence_level=self.confidence_level, cs_method=self.cs_method,
+            n_bootstrap=self.n_bootstrap, wild_weights=self.wild_weights, seed=self.seed,
+            max_treated_units=self.max_treated_units, placebo_shift=self.placebo_shift)
 
     def estimator_settings(self, n_jobs: int) -> EstimatorSettings:
         return EstimatorSettings(

@@ -12,6 +12,7 @@ import dagster as dg
 from e2i_pipelines.analytics.causal.diagnostics import balance as bal
 from e2i_pipelines.analytics.causal.diagnostics import overlap as ovl
 from e2i_pipelines.analytics.causal.diagnostics.run import DiagnosticOutcome, diagnose_estimate
+from e2i_pipelines.analytics.panel.estimate_run import PANEL_DESIGN, PANEL_SKIP
 from e2i_pipelines.core.outputs import dagster_metadata, write_outputs
 from e2i_pipelines.core.plots import png_metadata
 from e2i_pipelines.core.refs import CausalEstimateRef
@@ -61,6 +62,10 @@ def causal_diagnostics(
     storage: E2IStorage,
     mlflow: MlflowTracker,
 ):
+    if causal_estimate.result.design == PANEL_DESIGN:
+        for name in sorted(k.name for k in context.selected_asset_check_keys):
+            context.log.warning(f"check {name} {PANEL_SKIP}")
+        return
     run = diagnose_estimate(causal_estimate, log=context.log.info)
     written = write_outputs(context, storage, mlflow, "causal_diagnostics",
                             run.outputs(causal_estimate.mlflow_run_id), name="causal_diagnostics")
