@@ -3,6 +3,8 @@
 An upload is streamed to a local staging file (hashed as it arrives, capped by
 ``E2I_MAX_UPLOAD_BYTES``), validated and stored as Parquet under the storage root; see
 ``e2i_pipelines.core.datasets``. Another client's dataset is a 404; admin keys see all.
+A JSON body imports a table or one read-only SELECT from an operator-configured Postgres
+connection instead (``e2i_pipelines.core.dataset_postgres``), stored the same way.
 """
 
 from __future__ import annotations
