@@ -85,7 +85,7 @@ def replay(mode: str, runs: list[tuple[str, int]], home: Path) -> Replay:
         try:
             for job, mib in runs:
                 seen[job] = seen.get(job, 0) + 1
-                config = {**probe_config(job.removesuffix("_job"), allocate_mb=mib, hold_seconds=1), **IN_PROCESS}
+                config = {**probe_config(job.removeprefix("probe_"), allocate_mb=mib, hold_seconds=1), **IN_PROCESS}
                 tags = {**size_tag(mib), **({TIER_TAG: "auto"} if mode == "auto" else {})}
                 try:
                     run = _account(harness, harness.launch(f"{job}_job", config, tags), result)

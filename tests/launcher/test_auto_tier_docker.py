@@ -45,11 +45,12 @@ def size_tag(mib: int) -> dict[str, str]:
 
 
 def probe(harness: LauncherHarness, mib: int, tags: dict[str, str], allocate: int | None = None,
-          job: str = "probe_heavy") -> str:
-    """Launch the probe declaring ``mib`` x 1000 rows, allocating ``allocate`` (default ``mib``)."""
-    config = {**probe_config(job.removesuffix("_job"), allocate_mb=mib if allocate is None else allocate),
+          tier: str = "heavy") -> str:
+    """Launch ``probe_<tier>_job`` declaring ``mib`` x 1000 rows, allocating ``allocate`` MiB
+    (default ``mib``), with the in-process executor (one import of the code location)."""
+    config = {**probe_config(tier, allocate_mb=mib if allocate is None else allocate, hold_seconds=1),
               **IN_PROCESS}
-    return harness.launch(f"{job}_job", config, tags={**size_tag(mib), **tags})
+    return harness.launch(f"probe_{tier}_job", config, tags={**size_tag(mib), **tags})
 
 
 def finished(harness: LauncherHarness, run_id: str):
@@ -71,7 +72,7 @@ def predicted(instance, key: str, mib: int) -> int:
 
 
 def test_auto_run_without_history_uses_its_declared_tier(harness):
-    run = finished(harness, probe(harness, 10, AUTO, job="probe_medium"))
+    run = finished(harness, probe(harness, 10, AUTO, tier="medium"))
     assert run.status == DagsterRunStatus.SUCCESS, harness.log_text(run.run_id)
     assert run.tags[TIER_TAG] == "medium" and run.tags[TIER_SOURCE_TAG] == "auto"
     assert run.tags[TIER_BASIS_TAG] == "no history (input 10000): declared tier medium"
