@@ -12,8 +12,9 @@ The new run's input size is its ``e2i/input_size`` tag (``rows`` or ``rowsxcolum
 launches it and knows the dataset); a past run's size is the largest step's rows x columns in its
 ``e2i/step_inputs``, else its own ``e2i/input_size`` tag. The chosen tier is the smallest between
 floor and ceiling whose memory holds prediction x headroom (``e2i/tier_headroom`` tag, else
-``E2I_AUTO_TIER_HEADROOM``, else 1.3). No history: the declared tier, else the ceiling. Above
-the ceiling: :class:`TierCeilingError` before anything is launched.
+``E2I_AUTO_TIER_HEADROOM``, else 1.3); the ceiling when only it holds the prediction, with less
+headroom. No history: the declared tier, else the ceiling. A prediction above the ceiling's
+memory: :class:`TierCeilingError` before anything is launched.
 """
 
 from __future__ import annotations
@@ -169,12 +170,15 @@ def choose(prediction: Prediction | None, size: float | None, factor: float, bou
     tier = smallest_fitting(need, profiles, bounds)
     basis = (f"{prediction.basis}; {size_text}; predicted {prediction.peak / 2**20:.0f} MiB x "
              f"headroom {factor:g} = {need / 2**20:.0f} MiB")
-    if tier is None:
-        ceiling_memory = profiles[bounds.ceiling].memory
+    ceiling_bytes = parse_bytes(profiles[bounds.ceiling].memory)
+    if tier is None and prediction.peak > ceiling_bytes:
         raise TierCeilingError(
-            f"tier auto: predicted peak {prediction.peak / 2**20:.0f} MiB x headroom {factor:g} = "
-            f"{need / 2**20:.0f} MiB does not fit the ceiling tier {bounds.ceiling.value} "
-            f"(memory {ceiling_memory}); basis: {prediction.basis}, {size_text}")
+            f"tier auto: predicted peak {prediction.peak / 2**20:.0f} MiB is above the memory of "
+            f"the ceiling tier {bounds.ceiling.value} ({profiles[bounds.ceiling].memory}); "
+            f"basis: {prediction.basis}, {size_text}")
+    if tier is None:  # the prediction fits the ceiling, with less headroom than asked
+        tier = bounds.ceiling
+        basis += f" (ceiling: headroom only {ceiling_bytes / prediction.peak:.2f})"
     tags[TIER_BASIS_TAG] = f"{basis} -> {tier.value} (memory {profiles[tier].memory})"
     return AutoChoice(tier, tags)
 

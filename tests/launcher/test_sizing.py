@@ -113,8 +113,11 @@ def test_choose_picks_the_smallest_tier_holding_prediction_times_headroom():
 
 
 def test_prediction_above_the_ceiling_is_refused_with_the_reason():
-    with pytest.raises(TierCeilingError, match=r"does not fit the ceiling tier medium \(memory 1280m\)"):
-        choose(Prediction(1200 * MIB, 3, "f"), 1e5, 1.3, AutoBounds(Tier.LIGHT, Tier.MEDIUM), None, PROFILES)
+    to_medium = AutoBounds(Tier.LIGHT, Tier.MEDIUM)
+    with pytest.raises(TierCeilingError, match=r"above the memory of the ceiling tier medium \(1280m\)"):
+        choose(Prediction(1300 * MIB, 3, "f"), 1e5, 1.3, to_medium, None, PROFILES)
+    tight = choose(Prediction(1200 * MIB, 3, "f"), 1e5, 1.3, to_medium, None, PROFILES)
+    assert tight.tier is Tier.MEDIUM and "headroom only 1.07" in tight.tags[TIER_BASIS_TAG]
 
 
 def test_no_history_uses_the_declared_tier_else_the_ceiling_within_bounds():
@@ -188,7 +191,7 @@ def test_tier_for_run_sizes_from_the_instance_history(tmp_path):
             truth(5e4), rel=0.01)
         big = _probe_run(instance, storage, {**auto, INPUT_SIZE_TAG: "650000"})
         assert tier_for_run(instance, big, PROFILES).tier is Tier.HEAVY
-        capped = _probe_run(instance, storage, {**auto, INPUT_SIZE_TAG: "650000", TIER_CEILING_TAG: "medium"})
+        capped = _probe_run(instance, storage, {**auto, INPUT_SIZE_TAG: "900000", TIER_CEILING_TAG: "medium"})
         with pytest.raises(TierCeilingError, match="ceiling tier medium"):
             tier_for_run(instance, capped, PROFILES)
         tags = instance.get_run_by_id(capped.run_id).tags
