@@ -223,6 +223,13 @@ class CausalSummary(BaseModel):
         default=None, description="all diagnostic checks passed (null when none ran)")
     skipped_checks: dict[str, str] = Field(
         default_factory=dict, description="checks not evaluated, with the reason")
+    event_study: Any = Field(
+        default=None, description="design: panel: per relative period (rel_period < 0 are "
+        "leads) the estimate, its CI and uniform band")
+    cohorts: Any = Field(default=None, description="design: panel: one row per treatment "
+                         "cohort (first treated period): units, estimate, CI")
+    panel_warnings: Any = Field(default=None, description="design: panel: recorded warnings "
+                                "(unbalanced panel, staggered TWFE's negative weights, ...)")
 
 
 class TwinsSummary(BaseModel):

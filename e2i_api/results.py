@@ -34,7 +34,7 @@ _DATA_IMAGE = re.compile(r"data:(image/(?:png|jpeg|svg\+xml));base64,([A-Za-z0-9
 TWIN_KEYS = ("ate", "uplift")
 """Metadata keys (and key prefixes) that mark a digital-twin intervention result."""
 CAUSAL_KEYS = ("estimate", "ci_low", "ci_high", "std_error", "method", "target", "design",
-               "adjustment_set")
+               "adjustment_set", "event_study", "cohorts", "panel_warnings")
 
 
 def artifact_url(run_id: str, asset: str, label: str) -> str:
