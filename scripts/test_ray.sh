@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Ray suite (tests/ray) inside its own network namespace: a real multi-node Ray cluster on
-# loopback only. Called by scripts/test.sh. Arguments go to pytest; without a test path among
+# loopback only, with its object store (moto's S3 server) on the same loopback: the nodes share
+# no disk. Called by scripts/test.sh. Arguments go to pytest; without a test path among
 # them the target is tests/ray.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,10 +1,17 @@
 """``fan_out: true`` over the Ray test cluster's two heavy nodes writes the single-node files and
 numbers (SHAP to 1e-12, twins identical); without a Ray cluster the assets fail before any
 heavy work, and a cluster without the fan-out resource is refused clearly. The run's driver
-side is this process: the asset connects through RAY_ADDRESS, as a Ray job's driver does."""
+side is this process: the asset connects through RAY_ADDRESS, as a Ray job's driver does.
+
+No shared disk: the dataset and the model are read from the cluster's S3 bucket (their local
+copies are gone), the chunks travel through Ray, and the fan-out workers count their attempts in
+the bucket, not in a folder of this machine."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from e2i_pipelines.core import storage
 from e2i_pipelines.core.fanout import FanoutUnavailable, RayFanout, connect_fanout
 from e2i_pipelines.defs.explain.assets import assets as explain_assets
 from e2i_pipelines.defs.twins.assets import assets as twin_assets
@@ -30,10 +38,18 @@ TWINS_CONFIG = {"n_twins": 150_000, "chunk_rows": 65_536, "seed": 4, "fit_rows":
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    """A 20k-row synthetic dataset and a LightGBM outcome model trained on it."""
-    return write_upstream(tmp_path_factory.mktemp("fanout_upstream"), 20_000, seed=5,
-                          num_leaves=31, rounds=60, row_group_size=3_000)
+def upstream(tmp_path_factory, ray_storage):
+    """A 20k-row synthetic dataset and a LightGBM outcome model trained on it, both in the
+    cluster's bucket only (the local files are removed once uploaded)."""
+    local = tmp_path_factory.mktemp("fanout_upstream")
+    data_ref, model_ref, frame = write_upstream(local, 20_000, seed=5, num_leaves=31, rounds=60,
+                                                row_group_size=3_000)
+    remote = f"{ray_storage.url}/fanout_upstream/{uuid.uuid4().hex[:8]}"
+    for name in ("data.parquet", "model.txt"):
+        storage.to_path(f"{remote}/{name}").write_bytes((local / name).read_bytes())
+    shutil.rmtree(local)
+    return (dataclasses.replace(data_ref, path=f"{remote}/data.parquet"),
+            dataclasses.replace(model_ref, model_path=f"{remote}/model.txt"), frame)
 
 
 @pytest.fixture(scope="module")
@@ -149,17 +165,25 @@ def test_cluster_without_the_fanout_resource_fails_clearly(run_on_cluster):
     assert not ray.is_initialized()  # the connection it opened for the check is closed
 
 
-def test_ray_fanout_keeps_order_and_resubmits_a_lost_chunk_once(run_on_cluster, tmp_path):
-    marks = tmp_path / "attempts"
-    marks.mkdir()
+def test_ray_fanout_keeps_order_and_resubmits_a_lost_chunk_once(run_on_cluster, ray_storage):
+    prefix = f"e2i/attempts/{uuid.uuid4().hex[:8]}/"
+    marks = f"s3://{ray_storage.bucket}/{prefix}"  # the workers reach it with their node's env
+
+    def attempts(item: int) -> int:
+        return sum(k.rsplit("/", 1)[1].startswith(f"{item}-") for k in ray_storage.keys(prefix))
 
     def work(state: int, item: int) -> int:  # local: pickled by value for the workers
         import os
         import random
         import time
 
-        attempt = len(list(marks.glob(f"{item}-*")))
-        (marks / f"{item}-{attempt}").touch()
+        from e2i_pipelines.core.storage import to_path
+
+        to_path(marks).fs.invalidate_cache()  # another worker may have written since
+        attempt = 0
+        while to_path(f"{marks}{item}-{attempt}").exists():
+            attempt += 1
+        to_path(f"{marks}{item}-{attempt}").write_bytes(b"")
         if item == 5 and attempt == 0 or item == 7:
             os._exit(1)  # the worker dies: a system failure, not the chunk's own error
         if item == 9:
@@ -172,12 +196,12 @@ def test_ray_fanout_keeps_order_and_resubmits_a_lost_chunk_once(run_on_cluster, 
         assert fanout.workers == 2 and fanout.heavy_nodes == 2
         out = list(fanout.map(work, 100, range(7)))
         assert out == [(i, 100 + i) for i in range(7)]
-        assert len(list(marks.glob("5-*"))) == 2  # lost once, resubmitted once
+        assert attempts(5) == 2  # lost once, resubmitted once
         fanout.retries = 0
         with pytest.raises(ray.exceptions.WorkerCrashedError):
             list(fanout.map(work, 0, [7]))
-        assert len(list(marks.glob("7-*"))) == 1  # never more than 1 + retries attempts
+        assert attempts(7) == 1  # never more than 1 + retries attempts
         with pytest.raises(ValueError, match="chunk 9 is bad"):
             list(fanout.map(work, 0, [8, 9]))
-        assert len(list(marks.glob("9-*"))) == 1  # the chunk's own error: not retried
+        assert attempts(9) == 1  # the chunk's own error: not retried
     assert not ray.is_initialized()

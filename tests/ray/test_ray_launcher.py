@@ -11,20 +11,30 @@ a 0600 file (``DAGSTER_PG_PASSWORD_FILE``, tests/ray/conftest.py), so a run reac
 through its worker reading that file on the node. The launcher and the scaler read the Ray token
 from ``auth_token_path``; the daemon's own ``RAY_AUTH_TOKEN_PATH`` names a wrong token, so a
 client that fell back to the environment would be refused.
+
+No shared disk (tests/ray/conftest.py): each node has its own ``E2I_DATA_DIR`` and storage is the
+moto S3 bucket, so one run reads what another wrote on another node only through S3. The
+workspace has a second location, ``tests.ray.ray_model_location`` (the model chain and SHAP).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import shlex
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
 import pytest
 import yaml
 from dagster import AssetKey, DagsterEventType, DagsterRunStatus
+from dagster._cli.job import _create_run
 from dagster._core.storage.dagster_run import ACTIVE_RUN_STATUSES
 
+from e2i_pipelines.core import storage
 from e2i_pipelines.launcher.promotion import (
     FAILURE_TAG,
     PARENT_RUN_TAG,
@@ -39,6 +49,7 @@ from e2i_pipelines.tiers import TIER_TAG, parse_bytes
 from tests.conftest import PG_PASSWORD, fresh_database
 from tests.launcher.harness import IN_PROCESS, LauncherHarness, probe_config
 from tests.ray.conftest import PG_PASSWORD_ENV, RAY_PROFILES, write_secret_file
+from tests.ray.ray_model_location import MODEL_JOB, SHAP_JOB
 from tests.support.dagster_processes import (
     REPO_ROOT,
     DagsterProcess,
@@ -49,6 +60,13 @@ from tests.support.dagster_processes import (
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 HEAVY_NODES = 2
+MODEL_LOCATION = "e2i_models"
+MODEL_CONFIG = {"ops": {"dataset": {"config": {"n_rows": 3000, "seed": 3}},
+                        "feature_store": {"config": {"materialize_online": False}},
+                        "outcome_model": {"config": {"n_estimators": 20, "train_rows": 3000}}},
+                **IN_PROCESS}
+SHAP_CONFIG = {"ops": {"shap_explanations": {"config": {
+    "method": "lightgbm", "chunk_rows": 1000, "sample_rows": 200}}}, **IN_PROCESS}
 
 
 class RayDeployment:
@@ -63,14 +81,27 @@ class RayDeployment:
     def wait_for(self, run_id: str, statuses: set[DagsterRunStatus], timeout: float = 180):
         return self.harness.wait_for(run_id, statuses, timeout)
 
+    def launch_in(self, location: str, job_name: str, run_config: dict) -> str:
+        """Create and submit a run of ``job_name`` of code location ``location`` (the harness
+        launches from location ``e2i`` only)."""
+        workspace = self.harness.context.create_request_context()
+        code_location = workspace.get_code_location(location)
+        repo = next(iter(code_location.get_repositories().values()))
+        run = _create_run(instance=self.harness.instance, code_location=code_location,
+                          remote_repo=repo, remote_job=repo.get_full_job(job_name),
+                          run_config=run_config, tags={}, op_selection=None, run_id=None)
+        self.harness.instance.submit_run(run.run_id, workspace)
+        return run.run_id
+
 
 @pytest.fixture(scope="module")
 def deployment(ray_cluster, tmp_path_factory) -> Iterator[RayDeployment]:
     tmp = tmp_path_factory.mktemp("ray_deployment")
     workspace = tmp / "workspace.yaml"
     workspace.write_text(json.dumps({"load_from": [{"python_module": {
-        "module_name": "tests.ray.ray_location", "location_name": "e2i",
-        "working_directory": str(REPO_ROOT)}}]}))
+        "module_name": module, "location_name": name, "working_directory": str(REPO_ROOT)}}
+        for module, name in (("tests.ray.ray_location", "e2i"),
+                             ("tests.ray.ray_model_location", MODEL_LOCATION))]}))
     scaler_yaml = tmp / "scaler.yaml"
     scaler_yaml.write_text("max_heavy_runs: 4\ninterval_seconds: 1\n")
     wrong_token = write_secret_file(tmp, "wrong_token", "0" * 64)
@@ -225,3 +256,57 @@ def test_ray_job_carries_no_password_and_its_worker_reads_it_on_the_node(deploym
     assert any(f"not forwarded to the Ray job (secrets; the node reads NAME_FILE): {PG_PASSWORD_ENV}"
                in m for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
     assert deployment.harness.instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS)
+
+
+def _paths_named(root: Path, name: str) -> list[Path]:
+    return [p for p in root.rglob("*") if name in p.relative_to(root).parts]
+
+
+def _io_value(s3, asset: str):
+    """The IO manager's pickle of ``asset`` in the bucket (written by our own runs)."""
+    return pickle.loads(storage.to_path(f"{s3.url}/io/{asset}").read_bytes())  # noqa: S301
+
+
+def test_heavy_run_reads_the_model_a_medium_run_wrote_through_s3(deployment, ray_cluster,
+                                                                  ray_storage):
+    """The model chain runs on the medium node, SHAP then on a heavy node: the heavy run loads
+    the medium run's ``outcome_model`` from the bucket (its own data dir never holds it), and its
+    attributions explain that very model (base + sum of SHAP values = its raw predictions)."""
+    model_run = deployment.launch_in(MODEL_LOCATION, MODEL_JOB, MODEL_CONFIG)
+    done = deployment.wait_for(model_run, FINISHED, timeout=300)
+    assert done.status == DagsterRunStatus.SUCCESS, deployment.harness.log_text(model_run)
+    assert done.tags[RAY_NODE_TAG] == "medium", done.tags
+    shap_run = deployment.launch_in(MODEL_LOCATION, SHAP_JOB, SHAP_CONFIG)
+    done = deployment.wait_for(shap_run, FINISHED, timeout=300)
+    assert done.status == DagsterRunStatus.SUCCESS, deployment.harness.log_text(shap_run)
+    heavy = done.tags[RAY_NODE_TAG]
+    assert heavy.startswith("heavy-"), done.tags
+
+    keys = set(ray_storage.keys("e2i/"))
+    model_folder = f"e2i/outcome_model/{model_run}/"
+    assert {model_folder + "model.txt", model_folder + storage.MANIFEST,
+            "e2i/io/outcome_model", "e2i/io/dataset"} <= keys, sorted(keys)
+    assert any(k.startswith(f"e2i/shap_explanations/{shap_run}/") for k in keys), sorted(keys)
+    medium_dir, heavy_dir = ray_cluster.data_dir("medium"), ray_cluster.data_dir(heavy)
+    # Each run worked in its own node's folder (Feast's local mirror, MLflow's SQLite store)...
+    assert (medium_dir / "mirror" / "feature_store" / model_run).is_dir()
+    assert (heavy_dir / "mlflow.db").is_file()
+    # ... which holds no asset output folder: those live in the bucket only. The heavy node
+    # never had the model file (MLflow keeps its own copy on the medium node only).
+    for node_dir in (medium_dir, heavy_dir):
+        assert _paths_named(node_dir, "outcome_model") == [], node_dir
+        assert _paths_named(node_dir, "dataset") == [], node_dir
+    assert list(heavy_dir.rglob("model.txt")) == []
+
+    model, dataset, shap = (_io_value(ray_storage, a)
+                            for a in ("outcome_model", "dataset", "shap_explanations"))
+    assert model.model_path == f"{ray_storage.url}/outcome_model/{model_run}/model.txt"
+    phi = storage.read_parquet(shap["attributions_path"])
+    frame = dataset.read()
+    assert len(phi) == len(frame) == 3000
+    np.testing.assert_array_equal(phi[dataset.id_column].to_numpy(),
+                                  frame[dataset.id_column].to_numpy())
+    booster = lgb.Booster(model_str=storage.read_text(model.model_path))
+    raw = booster.predict(model.model_frame(frame), raw_score=True)
+    total = shap["base_value"] + phi[model.feature_names].to_numpy().sum(axis=1)
+    np.testing.assert_allclose(total, raw, rtol=0, atol=1e-6)
