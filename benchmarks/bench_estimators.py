@@ -1,4 +1,4 @@
-"""Effect estimators: ours vs the stock library call, same data with a known effect, same run.
+"""Effect estimators: ours end to end from the dataset file vs each peer's library call.
 
 Data (seeded, regenerated identically in every child): n rows x 30 covariates (x00-x24
 Gaussian, the first ten sharing a common factor; x25-x29 binary), a binary treatment whose
@@ -6,47 +6,53 @@ logit is a bounded nonlinear function of x00-x04 and x25 (true propensity in [0.
 an outcome with nonlinear confounding through the same covariates plus prognostic-only ones,
 and a constant true effect of 2.0 (so ATE = 2.0). Difference in means, linear regression and
 the (linear-logit) weighting estimator are biased here by design; AIPW and DML with LightGBM
-nuisances should recover 2.0. The comparison is ours against stock, not against the truth.
+nuisances should recover 2.0. The comparison is ours against each peer, not the truth.
 
-Pairs (ours | stock):
-  * difference_in_means | statsmodels ``OLS(y, [1, T]).fit(cov_type="HC2")`` (identical
-    estimator: estimate and SE should match to ~1e-10).
-  * linear_regression (``estimate_effect(frame, "linear_regression")``: DoWhy's backdoor
-    linear regression) | statsmodels ``OLS(y, [1, T, X]).fit()`` (the same coefficient/SE).
-  * propensity_score_weighting (unpenalised logistic MLE by IRLS, stabilised Hajek weights,
-    no trimming, M-estimation SE) | DoWhy ``backdoor.propensity_score_weighting`` with
-    ``weighting_scheme="ips_stabilized_weight"`` and its default propensity model, sklearn
-    ``LogisticRegression()`` (L2-penalised, C=1, lbfgs, max_iter=100). DoWhy clips the
-    propensity to [0.05, 0.95] by default; we pass ``min_ps_score=0, max_ps_score=1`` so both
-    sides compute the same (unclipped) estimator. Identification uses DoWhy's
-    "maximal-adjustment" (as our linear regression does; its default enumerates adjustment
-    sets, ~50 s for 30 covariates). DoWhy's point estimate is timed alone; its
-    SE/CI come from ``--dowhy-bootstrap`` bootstrap refits (timed separately, not in the
-    ratio; 0 = no stock CI).
+Ours runs as the ``causal_estimate`` asset does, from the dataset's Parquet file (written
+once per size before any timing): ``read_dataset_frame`` (only the spec's columns) ->
+``prepare_frame`` -> ``estimate_effect(frame, method, settings=EstimatorSettings(n_jobs))``,
+all inside our seconds (read and prep also shown alone). The spec has the 30 covariates as
+common causes, except for difference_in_means, whose spec is the randomised design it is
+meant for (treatment and outcome only: what ``method: auto`` picks it for). A peer's seconds
+are its library call alone on the DataFrame already in memory, its inputs built from it.
+
+Peers (ours | peer call):
+  * difference_in_means | statsmodels ``OLS(y, [1, T]).fit(cov_type="HC2")``.
+  * linear_regression | statsmodels ``OLS(y, [1, T, X]).fit()``; DoWhy ``CausalModel`` +
+    ``identify_effect(method_name="maximal-adjustment")`` + ``backdoor.linear_regression``
+    (DoWhy's default identification enumerates adjustment sets, ~50 s for 30 covariates).
+  * propensity_score_weighting (unpenalised logistic MLE, stabilised Hajek weights, no
+    trimming) | DoWhy ``backdoor.propensity_score_weighting`` with
+    ``weighting_scheme="ips_stabilized_weight"``, ``min_ps_score=0, max_ps_score=1`` (no
+    clipping) and an unpenalised propensity model, sklearn ``LogisticRegression(penalty=None,
+    solver="newton-cholesky")`` (DoWhy's default model is L2-penalised: another estimator);
+    statsmodels ``GLM(T, [1, X], Binomial()).fit()`` then the stabilised weights and
+    ``GLM(y, [1, T], var_weights=w).fit()`` (its T coefficient is the Hajek contrast).
   * aipw (LightGBM nuisances, 5 stratified folds, 100 trees) | DoubleML ``DoubleMLIRM``
     (score "ATE", the same LightGBM learners/params, n_folds=5, its own random folds,
     ``trimming_threshold=0.01`` = our propensity clip).
-  * dml (our DoubleMLPLR wrapper) | EconML ``LinearDML`` (model_y LGBMRegressor, model_t
-    LGBMClassifier, discrete_treatment=True, cv=5, the same LightGBM params; W = covariates).
+  * dml | DoubleML ``DoubleMLPLR`` (partialling out, the same learners, 5 folds); EconML
+    ``LinearDML`` (model_y LGBMRegressor, model_t LGBMClassifier, discrete_treatment=True,
+    cv=5, the same LightGBM params; W = covariates).
 
-Our side is built as the asset builds it: ``prepare_frame(df, spec)`` (spec with the 30 common
-causes) then ``estimate_effect(frame, method, settings=EstimatorSettings(n_jobs=2))``; frame
-preparation is included in our seconds (and shown separately as "prep"). The stock side's
-seconds include building its inputs from the same DataFrame. LightGBM n_jobs=2 on both sides.
-Each side runs in a fresh spawned process that imports every library of both sides before
-its timer starts (peak RSS = its VmHWM, libraries and data generation included; "base" = RSS
-after generating the DataFrame). CPU s = user+sys of that process, all threads. Both sides
-run with OMP_WAIT_POLICY=PASSIVE by default: with spinning OpenMP threads, LightGBM with
-n_jobs=2 on a 2-core machine that also runs other work took 48 s instead of 3 s for one fit.
+Each side runs in a fresh spawned process that imports its own libraries before its timer
+starts (ours: e2i_pipelines, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
+statsmodels or scikit-learn for the closed-form methods, and the run says whether it did).
+Peak RSS = that process's VmHWM; CPU s = its user+sys, all threads. LightGBM n_jobs on both
+sides. Both sides run with OMP_WAIT_POLICY=PASSIVE by default: with spinning OpenMP threads,
+LightGBM with n_jobs=2 on a 2-core machine that also runs other work took 48 s instead of
+3 s for one fit.
 
-Agreement rule: agree = |ours - stock| < 2 x max(SE ours, SE stock) (SE stock where the
-library gives one, else ours alone).
+Agreement: closed-form estimators |ours - peer| <= 1e-8; cross-fitted ones |ours - peer| <
+2 x max(SE ours, SE peer). Each comparison prints one line
+
+    RATIO name=<method> rows=<n> ours_s=<x> peer=<library call> peer_s=<y> ratio=<y/x> agree=<yes|no>
 
     python benchmarks/bench_estimators.py                          # 100k and 1M, all pairs
-    python benchmarks/bench_estimators.py --rows 20000 --methods aipw dml
+    python benchmarks/bench_estimators.py --rows 100000 1000000 --methods difference_in_means linear_regression propensity_score_weighting
     python benchmarks/bench_estimators.py --rows 1000000 --stock-max-rows 200000
 
-With ``--stock-max-rows N`` a stock side runs on the first N rows only, its seconds are
+With ``--stock-max-rows N`` a peer runs on the first N rows only, its seconds are
 extrapolated linearly to the full size and marked with * (its estimate is then the N-row one).
 """
 
@@ -58,6 +64,7 @@ import multiprocessing as mp
 import os
 import resource
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -65,18 +72,16 @@ from pathlib import Path
 import numpy as np
 from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, in spawned sides too
+
 N_COV, TRUE_EFFECT, SEED = 30, 2.0, 7
 COLS = [f"x{i:02d}" for i in range(N_COV)]
 METHODS = ("difference_in_means", "linear_regression", "propensity_score_weighting", "aipw",
            "dml")
-STOCK = {
-    "difference_in_means": "statsmodels OLS y~1+T HC2",
-    "linear_regression": "statsmodels OLS y~1+T+X",
-    "propensity_score_weighting": "DoWhy PSW ips_stabilized",
-    "aipw": "DoubleML DoubleMLIRM ATE",
-    "dml": "EconML LinearDML",
-}
-AGREE_SE = 2.0
+CLOSED_FORM = {"difference_in_means", "linear_regression", "propensity_score_weighting"}
+AGREE_ABS, AGREE_SE = 1e-8, 2.0
+FOREIGN = ("dowhy", "statsmodels", "sklearn")
+"""Libraries our closed-form path must not import."""
 
 
 def make_frame(n: int, seed: int = SEED):
@@ -102,11 +107,6 @@ def make_frame(n: int, seed: int = SEED):
     return df
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
-
-
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -120,39 +120,44 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _warm_imports() -> None:
-    """Import every library either side uses before any timing (both sides alike)."""
-    import doubleml  # noqa: F401
-    import dowhy  # noqa: F401
-    import econml.dml  # noqa: F401
-    import lightgbm  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import statsmodels.api  # noqa: F401
-
-    import e2i_pipelines.analytics.causal.estimate  # noqa: F401
-
-
-def run_ours(method: str, n: int, n_jobs: int) -> dict:
-    """Child: prepare_frame + estimate_effect, as the asset does it."""
-    _quiet()
-    _warm_imports()
-    from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
+def _spec(method: str):
     from e2i_pipelines.core.spec import CausalSpec
 
-    df = make_frame(n)
-    base = _rss_mb()
-    spec = CausalSpec(treatment="treated", outcome="y", common_causes=list(COLS))
+    causes = [] if method == "difference_in_means" else list(COLS)
+    return CausalSpec(treatment="treated", outcome="y", common_causes=causes)
+
+
+def run_ours(method: str, n: int, path: str, n_jobs: int) -> dict:
+    """Child: the dataset file -> read_dataset_frame -> prepare_frame -> estimate_effect."""
+    _quiet()
+    from e2i_pipelines.analytics.causal.estimate import (
+        estimate_effect,
+        prepare_frame,
+        read_dataset_frame,
+    )
+    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
+    from e2i_pipelines.core.refs import DatasetRef
+
+    if method not in CLOSED_FORM:
+        import doubleml  # noqa: F401
+        import lightgbm  # noqa: F401
+    foreign_before = {m for m in sys.modules if m.split(".")[0] in FOREIGN}
+    spec = _spec(method)
+    ref = DatasetRef(path=path, spec=spec, n_rows=n, id_column="")
     settings = EstimatorSettings(n_jobs=n_jobs)
     started, cpu = time.perf_counter(), _cpu()
+    df = read_dataset_frame(ref, 0, 0)
+    read = time.perf_counter() - started
     frame = prepare_frame(df, spec)
-    prep = time.perf_counter() - started
+    del df
+    prep = time.perf_counter() - started - read
     result, _fit, _ = estimate_effect(frame, method, settings=settings)
     seconds, cpu = time.perf_counter() - started, _cpu() - cpu
-    return {"seconds": seconds, "prep_seconds": prep, "cpu": cpu, "rows_used": n,
-            "estimate": result.estimate, "se": result.std_error, "ci": [result.ci_low,
-                                                                         result.ci_high],
-            "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb(), "details": result.details}
+    foreign = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in FOREIGN}
+                     - {m.split(".")[0] for m in foreign_before})
+    return {"seconds": seconds, "read_seconds": read, "prep_seconds": prep, "cpu": cpu,
+            "rows_used": n, "estimate": result.estimate, "se": result.std_error,
+            "peak_rss_mb": _peak_rss_mb(), "imported": foreign}
 
 
 def _lgb(n_jobs: int):
@@ -165,17 +170,21 @@ def _lgb(n_jobs: int):
     return lgb.LGBMRegressor(**params), lgb.LGBMClassifier(**params), params
 
 
-def _stock_dim(df, n_jobs: int, bootstrap: int) -> dict:
+def _xty(df):
+    return (df[COLS].to_numpy(dtype=np.float64), df["treated"].to_numpy(dtype=np.float64),
+            df["y"].to_numpy(dtype=np.float64))
+
+
+def _stock_dim(df, n_jobs: int) -> dict:
     import statsmodels.api as sm
 
     t = df["treated"].to_numpy(dtype=np.float64)
     design = np.column_stack([np.ones_like(t), t])
     res = sm.OLS(df["y"].to_numpy(dtype=np.float64), design).fit(cov_type="HC2")
-    low, high = res.conf_int(0.05)[1]
-    return {"estimate": float(res.params[1]), "se": float(res.bse[1]), "ci": [low, high]}
+    return {"estimate": float(res.params[1]), "se": float(res.bse[1])}
 
 
-def _stock_linear(df, n_jobs: int, bootstrap: int) -> dict:
+def _stock_ols(df, n_jobs: int) -> dict:
     import statsmodels.api as sm
 
     design = np.empty((len(df), N_COV + 2))
@@ -183,35 +192,46 @@ def _stock_linear(df, n_jobs: int, bootstrap: int) -> dict:
     design[:, 1] = df["treated"].to_numpy(dtype=np.float64)
     design[:, 2:] = df[COLS].to_numpy(dtype=np.float64)
     res = sm.OLS(df["y"].to_numpy(dtype=np.float64), design).fit()
-    low, high = res.conf_int(0.05)[1]
-    return {"estimate": float(res.params[1]), "se": float(res.bse[1]), "ci": [low, high]}
+    return {"estimate": float(res.params[1]), "se": float(res.bse[1])}
 
 
-def _stock_psw(df, n_jobs: int, bootstrap: int) -> dict:
+def _dowhy(df, method_name: str, params: dict):
     from dowhy import CausalModel
 
     model = CausalModel(data=df, treatment="treated", outcome="y", common_causes=list(COLS))
     estimand = model.identify_effect(proceed_when_unidentifiable=True,
                                      method_name="maximal-adjustment")
-    estimate = model.estimate_effect(
-        estimand, method_name="backdoor.propensity_score_weighting",
-        method_params={"weighting_scheme": "ips_stabilized_weight", "min_ps_score": 0.0,
-                       "max_ps_score": 1.0},
-        confidence_intervals=False)
-    out = {"estimate": float(estimate.value), "se": None, "ci": None}
-    if bootstrap > 0:
-        np.random.seed(0)  # sklearn.utils.resample draws from the global RNG
-        started, cpu = time.perf_counter(), _cpu()
-        low, high = np.ravel(estimate.get_confidence_intervals(
-            method="bootstrap", num_simulations=bootstrap, sample_size_fraction=1))
-        sims = estimate.estimator._bootstrap_estimates.estimates
-        out.update(se=float(np.std(sims)), ci=[float(low), float(high)],
-                   bootstrap_seconds=time.perf_counter() - started,
-                   bootstrap_cpu=_cpu() - cpu, bootstrap=bootstrap)
-    return out
+    return model.estimate_effect(estimand, method_name=method_name, method_params=params,
+                                 confidence_intervals=False)
 
 
-def _stock_aipw(df, n_jobs: int, bootstrap: int) -> dict:
+def _stock_dowhy_linear(df, n_jobs: int) -> dict:
+    estimate = _dowhy(df, "backdoor.linear_regression", {"need_conditional_estimates": False})
+    return {"estimate": float(estimate.value), "se": None}
+
+
+def _stock_dowhy_psw(df, n_jobs: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(penalty=None, solver="newton-cholesky", tol=1e-10, max_iter=100)
+    estimate = _dowhy(df, "backdoor.propensity_score_weighting",
+                      {"weighting_scheme": "ips_stabilized_weight", "min_ps_score": 0.0,
+                       "max_ps_score": 1.0, "propensity_score_model": model})
+    return {"estimate": float(estimate.value), "se": None}
+
+
+def _stock_glm_psw(df, n_jobs: int) -> dict:
+    import statsmodels.api as sm
+
+    X, t, y = _xty(df)
+    e = sm.GLM(t, sm.add_constant(X), family=sm.families.Binomial()).fit().fittedvalues
+    p = t.mean()
+    w = np.where(t == 1, p / e, (1 - p) / (1 - e))
+    res = sm.GLM(y, sm.add_constant(t), family=sm.families.Gaussian(), var_weights=w).fit()
+    return {"estimate": float(res.params[1]), "se": None}
+
+
+def _stock_aipw(df, n_jobs: int) -> dict:
     import doubleml
 
     ml_g, ml_m, _ = _lgb(n_jobs)
@@ -226,7 +246,19 @@ def _stock_aipw(df, n_jobs: int, bootstrap: int) -> dict:
     return {"estimate": float(irm.coef[0]), "se": float(irm.se[0]), "ci": [low, high]}
 
 
-def _stock_dml(df, n_jobs: int, bootstrap: int) -> dict:
+def _stock_doubleml_plr(df, n_jobs: int) -> dict:
+    import doubleml
+
+    ml_l, ml_m, _ = _lgb(n_jobs)
+    X, t, y = _xty(df)
+    np.random.seed(0)  # DoubleML's default sample splitting draws from the global RNG
+    plr = doubleml.DoubleMLPLR(doubleml.DoubleMLData.from_arrays(x=X, y=y, d=t), ml_l=ml_l,
+                               ml_m=ml_m, n_folds=5, score="partialling out")
+    plr.fit()
+    return {"estimate": float(plr.coef[0]), "se": float(plr.se[0])}
+
+
+def _stock_dml(df, n_jobs: int) -> dict:
     from econml.dml import LinearDML
 
     model_y, model_t, _ = _lgb(n_jobs)
@@ -240,28 +272,37 @@ def _stock_dml(df, n_jobs: int, bootstrap: int) -> dict:
             "ci": [float(low), float(high)]}
 
 
-STOCK_RUN = {"difference_in_means": _stock_dim, "linear_regression": _stock_linear,
-             "propensity_score_weighting": _stock_psw, "aipw": _stock_aipw, "dml": _stock_dml}
+PEERS: dict[str, list[tuple[str, object]]] = {
+    "difference_in_means": [("statsmodels.OLS(cov_type=HC2)", _stock_dim)],
+    "linear_regression": [("statsmodels.OLS", _stock_ols),
+                          ("dowhy.backdoor.linear_regression", _stock_dowhy_linear)],
+    "propensity_score_weighting": [("dowhy.backdoor.propensity_score_weighting",
+                                    _stock_dowhy_psw),
+                                   ("statsmodels.GLM+var_weights", _stock_glm_psw)],
+    "aipw": [("doubleml.DoubleMLIRM", _stock_aipw)],
+    "dml": [("doubleml.DoubleMLPLR", _stock_doubleml_plr), ("econml.LinearDML", _stock_dml)],
+}
 
 
-def run_stock(method: str, n: int, n_jobs: int, max_rows: int, bootstrap: int) -> dict:
-    """Child: the stock library call on the same data (the first ``max_rows`` rows if set)."""
+def run_stock(method: str, peer: int, n: int, n_jobs: int, max_rows: int) -> dict:
+    """Child: one peer's library call on the same data (the first ``max_rows`` rows if set)."""
     _quiet()
-    _warm_imports()
+    import doubleml  # noqa: F401 - every peer library imported before the timer
+    import dowhy  # noqa: F401
+    import econml.dml  # noqa: F401
+    import lightgbm  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import statsmodels.api  # noqa: F401
+
     df = make_frame(n)
     used = n
     if 0 < max_rows < n:
         df = df.iloc[:max_rows].copy()
         used = max_rows
-    base = _rss_mb()
     started, cpu = time.perf_counter(), _cpu()
-    out = STOCK_RUN[method](df, n_jobs, bootstrap)
+    out = PEERS[method][peer][1](df, n_jobs)
     seconds, cpu = time.perf_counter() - started, _cpu() - cpu
-    out.update(seconds=seconds, cpu=cpu, rows_used=used, base_rss_mb=base,
-               peak_rss_mb=_peak_rss_mb())
-    if "bootstrap_seconds" in out:  # the point estimate is what is compared
-        out["seconds"] -= out["bootstrap_seconds"]
-        out["cpu"] -= out["bootstrap_cpu"]
+    out.update(seconds=seconds, cpu=cpu, rows_used=used, peak_rss_mb=_peak_rss_mb())
     return out
 
 
@@ -271,68 +312,59 @@ def in_child(fn, *args) -> dict:
         return pool.apply(fn, args)
 
 
-def compare(n: int, method: str, ours: dict, stock: dict) -> dict:
+def compare(n: int, method: str, peer_name: str, ours: dict, stock: dict) -> dict:
     extrap = stock["rows_used"] < n
-    scale = n / stock["rows_used"]
-    stock_s = stock["seconds"] * scale
+    stock_s = stock["seconds"] * n / stock["rows_used"]
     diff = abs(ours["estimate"] - stock["estimate"])
-    ses = [s for s in (ours["se"], stock["se"]) if s is not None]
-    agree = diff < AGREE_SE * max(ses)
-    row = {"rows": n, "method": method, "stock_name": STOCK[method], "ours": ours,
-           "stock": stock, "stock_seconds": stock_s, "extrapolated": extrap,
-           "ratio": stock_s / ours["seconds"], "abs_diff": diff, "agree": bool(agree)}
-    if stock["se"] is not None:
-        row["se_diff"] = abs(ours["se"] - stock["se"])
-    return row
+    if method in CLOSED_FORM and not extrap:
+        agree = diff <= AGREE_ABS
+    else:
+        ses = [s for s in (ours["se"], stock["se"]) if s is not None]
+        agree = diff < AGREE_SE * max(ses)
+    return {"rows": n, "method": method, "peer": peer_name, "ours": ours, "stock": stock,
+            "stock_seconds": stock_s, "stock_cpu": stock["cpu"] * n / stock["rows_used"],
+            "extrapolated": extrap, "ratio": stock_s / ours["seconds"], "abs_diff": diff,
+            "agree": bool(agree)}
 
 
-def _ci(side: dict) -> str:
-    est = f"{side['estimate']:.4f}"
-    if side.get("ci") is None:
-        return f"{est} (no CI)"
-    return f"{est} [{side['ci'][0]:.4f}, {side['ci'][1]:.4f}]"
+def ratio_line(r: dict) -> str:
+    star = "*" if r["extrapolated"] else ""
+    return (f"RATIO name={r['method']} rows={r['rows']} ours_s={r['ours']['seconds']:.3f} "
+            f"peer={r['peer']} peer_s={r['stock_seconds']:.3f}{star} ratio={r['ratio']:.2f}"
+            f"{star} agree={'yes' if r['agree'] else 'no'}")
 
 
 def print_row(r: dict) -> None:
     o, s = r["ours"], r["stock"]
     star = "*" if r["extrapolated"] else ""
-    print(f"  {r['method']}: ours {o['seconds']:.2f} s (prep {o['prep_seconds']:.2f} s, CPU "
-          f"{o['cpu']:.1f} s) vs {r['stock_name']} {r['stock_seconds']:.2f}{star} s (CPU "
-          f"{s['cpu']:.1f} s, on {s['rows_used']:,} rows) -> {r['ratio']:.2f}x; ours "
-          f"{_ci(o)} se {o['se']:.5f}, stock {_ci(s)}"
-          + (f" se {s['se']:.5f}" if s["se"] is not None else "")
-          + f"; |diff| {r['abs_diff']:.2e}"
-          + (f", |SE diff| {r['se_diff']:.2e}" if "se_diff" in r else "")
-          + f"; agree {'yes' if r['agree'] else 'NO'}; peak RSS {o['peak_rss_mb']:,.0f} / "
-          f"{s['peak_rss_mb']:,.0f} MB (base {o['base_rss_mb']:,.0f} / {s['base_rss_mb']:,.0f})",
+    print(f"  {r['method']} vs {r['peer']}: ours {o['seconds']:.3f} s (read {o['read_seconds']:.3f}"
+          f" s, prep {o['prep_seconds']:.3f} s; CPU {o['cpu']:.2f} s; peak RSS "
+          f"{o['peak_rss_mb']:,.0f} MB) vs {r['stock_seconds']:.3f}{star} s (CPU "
+          f"{r['stock_cpu']:.2f}{star} s; peak RSS {s['peak_rss_mb']:,.0f} MB; on "
+          f"{s['rows_used']:,} rows); estimates {o['estimate']:.10f} / {s['estimate']:.10f}, "
+          f"|diff| {r['abs_diff']:.1e}; ours imported {o['imported'] or 'no peer library'}",
           flush=True)
-    if "bootstrap" in s:
-        print(f"    DoWhy bootstrap SE/CI: {s['bootstrap']} simulations, "
-              f"{s['bootstrap_seconds'] * r['rows'] / s['rows_used']:.1f}{star} s (not in ratio)")
-    if r["method"] == "difference_in_means":
-        print(f"    max abs diff vs statsmodels HC2: estimate {r['abs_diff']:.1e}, "
-              f"SE {r['se_diff']:.1e}")
+    print(ratio_line(r), flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| rows | estimator | stock | ours s (prep) | stock s | ratio stock/ours "
-          "| ours CPU s | stock CPU s | ours estimate [95% CI] | stock estimate [95% CI] "
-          "| abs diff | agree | ours peak RSS MB | stock peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| rows | estimator | peer | ours s (read, prep) | peer s | ratio peer/ours "
+          "| ours CPU s | peer CPU s | abs diff | agree | ours peak RSS MB | peer peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, s = r["ours"], r["stock"]
         star = "*" if r["extrapolated"] else ""
-        print(f"| {r['rows']:,} | {r['method']} | {r['stock_name']} | {o['seconds']:.2f} "
-              f"({o['prep_seconds']:.2f}) | {r['stock_seconds']:.2f}{star} | "
-              f"{r['ratio']:.2f}{star} | {o['cpu']:.1f} | {s['cpu'] * r['rows'] / s['rows_used']:.1f}"
-              f"{star} | {_ci(o)} | {_ci(s)} | {r['abs_diff']:.1e} | "
+        print(f"| {r['rows']:,} | {r['method']} | `{r['peer']}` | {o['seconds']:.3f} "
+              f"({o['read_seconds']:.3f}, {o['prep_seconds']:.3f}) | "
+              f"{r['stock_seconds']:.3f}{star} | {r['ratio']:.2f}{star} | {o['cpu']:.2f} | "
+              f"{r['stock_cpu']:.2f}{star} | {r['abs_diff']:.1e} | "
               f"{'yes' if r['agree'] else 'NO'} | {o['peak_rss_mb']:,.0f} | "
               f"{s['peak_rss_mb']:,.0f} |")
     if any(r["extrapolated"] for r in rows):
-        print("* stock side timed on the first --stock-max-rows rows and extrapolated linearly "
+        print("* peer timed on the first --stock-max-rows rows and extrapolated linearly "
               "(its estimate is the subsample's)")
-    print(f"agree = |ours - stock| < {AGREE_SE:g} x max(SE ours, SE stock where given); "
-          f"true effect {TRUE_EFFECT}")
+    print(f"agree = |ours - peer| <= {AGREE_ABS:g} (closed form) or < {AGREE_SE:g} x "
+          f"max(SE) (cross-fitted); true effect {TRUE_EFFECT}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -342,10 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--n-jobs", type=int, default=2, help="LightGBM threads, both sides")
     parser.add_argument("--stock-max-rows", type=int, default=0,
-                        help="time stock sides on the first N rows and extrapolate (0 = all)")
-    parser.add_argument("--dowhy-bootstrap", type=int, default=10,
-                        help="bootstrap simulations for DoWhy's PSW SE/CI (0 = none); timed "
-                             "separately")
+                        help="time peers on the first N rows and extrapolate (0 = all)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE",
                         help="OMP_WAIT_POLICY of both sides ('default' = leave unset); "
                              "LightGBM's spinning threads collapse on a shared 2-core box")
@@ -354,23 +383,31 @@ def main(argv: list[str] | None = None) -> None:
     if args.omp_wait_policy != "default":
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # inherited by the spawned sides
 
-    print(f"load: {os.getloadavg()}  cpus: {os.cpu_count()}  python {sys.version.split()[0]}  "
-          f"LightGBM n_jobs {args.n_jobs}; OMP_WAIT_POLICY "
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}  cpus: {os.cpu_count()}  python "
+          f"{sys.version.split()[0]}  LightGBM n_jobs {args.n_jobs}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; true effect {TRUE_EFFECT}", flush=True)
-    wall = time.perf_counter()
+    wall, cpu0 = time.perf_counter(), _cpu()
     rows: list[dict] = []
-    for n in args.rows:
-        print(f"\n=== {n:,} rows x {N_COV} covariates (load {os.getloadavg()[0]:.2f}) ===",
-              flush=True)
-        for method in args.methods:
-            ours = in_child(run_ours, method, n, args.n_jobs)
-            stock = in_child(run_stock, method, n, args.n_jobs, args.stock_max_rows,
-                             args.dowhy_bootstrap)
-            rows.append(compare(n, method, ours, stock))
-            print_row(rows[-1])
+    with tempfile.TemporaryDirectory(prefix="bench-estimators-") as tmp:
+        for n in args.rows:
+            path = str(Path(tmp) / f"data-{n}.parquet")
+            make_frame(n).to_parquet(path, index=False)
+            print(f"\n=== {n:,} rows x {N_COV} covariates, dataset file "
+                  f"{os.path.getsize(path) / 1e6:,.0f} MB (load {os.getloadavg()[0]:.2f}) ===",
+                  flush=True)
+            for method in args.methods:
+                ours = in_child(run_ours, method, n, path, args.n_jobs)
+                for i, (name, _) in enumerate(PEERS[method]):
+                    stock = in_child(run_stock, method, i, n, args.n_jobs, args.stock_max_rows)
+                    rows.append(compare(n, method, name, ours, stock))
+                    print_row(rows[-1])
     print_table(rows)
+    print("\n" + "\n".join(ratio_line(r) for r in rows))
     total = time.perf_counter() - wall
-    print(f"\nwall time {total:.0f} s; load after: {os.getloadavg()}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"\nwall time {total:.0f} s; CPU {children.ru_utime + children.ru_stime:.0f} s "
+          f"(children) + {_cpu() - cpu0:.0f} s (this process); load average after: "
+          f"{os.getloadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "wall_seconds": total,
                                                "argv": sys.argv[1:]}, indent=2, default=str))

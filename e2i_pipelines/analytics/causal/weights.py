@@ -3,7 +3,9 @@
 The logistic fit is Newton's method on the design with an implicit intercept (``[1, X]`` is
 never built): each iteration is one pass over row blocks computing the gradient and the
 weighted Gram ``[1, X]' diag(e(1-e)) [1, X]``, so 1M x 30 costs a few passes of ~0.1 s. Large
-inputs start from the fit on every k-th row, which leaves two or three full passes. It is the
+inputs start from the fit on every k-th row, which leaves two or three full passes. BLAS runs
+on the calling thread (see :mod:`ols`: idle OpenBLAS threads spin between the block products).
+It is the
 unpenalised maximum-likelihood fit (statsmodels' ``Logit``), not scikit-learn's L2-penalised
 default.
 
@@ -28,6 +30,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
+
+from e2i_pipelines.core.budget import single_threaded_blas
 
 BLOCK_ROWS = 131_072
 
@@ -84,6 +88,7 @@ class LogisticFit:
 WARM_START_ROWS = 100_000
 
 
+@single_threaded_blas()
 def fit_logistic(X: np.ndarray, t: np.ndarray, *, max_iter: int = 50,
                  tol: float = 1e-10) -> LogisticFit:
     """Newton's method for ``t ~ logit(1 + X)``; raises PropensityFitError on separation.
@@ -98,7 +103,8 @@ def fit_logistic(X: np.ndarray, t: np.ndarray, *, max_iter: int = 50,
     stride = X.shape[0] // WARM_START_ROWS
     if stride >= 4:  # the fit on every stride-th row is within ~1/sqrt(rows) of the optimum
         with suppress(PropensityFitError):  # the full data may still fit
-            beta = _newton(X[::stride], tf[::stride], beta, max_iter, 1e-6)[0]
+            beta = _newton(np.ascontiguousarray(X[::stride]), tf[::stride], beta, max_iter,
+                           1e-6)[0]
     beta, H = _newton(X, tf, beta, max_iter, tol)
     if np.max(np.abs(beta)) > 30:
         raise PropensityFitError(
