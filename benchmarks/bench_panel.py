@@ -1,0 +1,207 @@
+"""Panel estimators against the peers on generated staggered panels (issue 28).
+
+Cases (one RATIO line per comparison, ratio = peer_s / ours_s):
+
+* ``callaway_santanna`` doubly robust with one covariate, ATT(g,t) + the simple aggregation,
+  on ``--cs-units`` units x 10 periods (default 100k = 1M rows): ours vs csdid
+  (``ATTgt.fit(est_method="dr", bstrap=False)`` + ``aggte("simple")``; agree = every ATT(g,t)
+  and the overall ATT within 1e-6), diff-diff ``CallawaySantAnna(estimation_method="dr")``
+  with and without the covariate (agree = overall ATT within 1e-6; its covariate DR variant
+  differs from R did's, so only the covariate-free run agrees) and DoubleML ``DoubleMLDIDMulti`` with linear/logistic
+  learners (timed on ``--dml-units`` units and extrapolated linearly; agree = overall within
+  1e-6, which a cross-fitted estimator is not expected to meet).
+* ``did`` (TWFE, unit + time effects absorbed, CR1 by unit) on ``--twfe-units`` x 20 periods:
+  ours vs pyfixest ``feols("y ~ d | unit + time", vcov={"CRV1": "unit"})``; agree = estimate
+  and SE within 1e-8.
+
+Each timed call runs in a forked child, so its peak RSS is its own (``peak_mb``). The 1-min
+load average is printed beside the numbers. Part B's synthetic-control cases live in
+``bench_panel_synth.py``; further cases are added to :data:`CASES`.
+
+Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from e2i_pipelines.analytics.panel.callaway_santanna import aggregate, att_gt  # noqa: E402
+from e2i_pipelines.analytics.panel.data import load_panel  # noqa: E402
+from e2i_pipelines.analytics.panel.settings import PanelSettings  # noqa: E402
+from e2i_pipelines.analytics.panel.twfe import did  # noqa: E402
+from e2i_pipelines.core.spec import spec_from_mapping  # noqa: E402
+from tests.panel.generated import staggered  # noqa: E402
+
+_JOB: dict[str, Any] = {}
+
+
+def _child(_: int) -> tuple[float, Any, float]:
+    warnings.simplefilter("ignore")
+    start = time.perf_counter()
+    out = _JOB["fn"]()
+    wall = time.perf_counter() - start
+    return wall, out, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any, float]:
+    """(seconds, result, peak RSS MiB) of ``fn()`` in a forked child."""
+    _JOB["fn"] = fn
+    with mp.get_context("fork").Pool(1) as pool:
+        return pool.map(_child, [0])[0]
+
+
+def ratio(name: str, rows: int, ours: float, peer: str, peer_s: float, agree: bool,
+          note: str = "") -> None:
+    print(f"RATIO name={name} rows={rows} ours_s={ours:.3f} peer={peer} peer_s={peer_s:.3f} "
+          f"ratio={peer_s / ours:.2f} agree={'yes' if agree else 'no'}{note}", flush=True)
+
+
+def _spec(**extra):
+    return spec_from_mapping({"treatment": "d", "outcome": "y", "design": "panel",
+                              "unit": "unit", "time": "time", **extra})
+
+
+def cs_case(args: argparse.Namespace) -> None:
+    """Callaway-Sant'Anna dr vs csdid, diff-diff and DoubleMLDIDMulti."""
+    df = staggered(n_units=args.cs_units, n_periods=10, cohorts=(4, 6, 8), seed=0).df
+    rows = len(df)
+    spec = _spec(covariates=["x"])
+
+    def ours():
+        cells = att_gt(load_panel(df, spec), "dr")
+        return cells.att, aggregate(cells, "simple")[0]
+
+    ours_s, (att, overall), ours_mb = timed(ours)
+    print(f"INFO callaway_santanna ours rows={rows} s={ours_s:.3f} peak_mb={ours_mb:.0f} "
+          f"cells={len(att)} overall={overall:.6f}", flush=True)
+
+    def csdid_fit():
+        from csdid.att_gt import ATTgt
+
+        fit = ATTgt(yname="y", tname="time", idname="unit", gname="g", data=df,
+                    control_group=["nevertreated"], xformla="y~x").fit(
+            est_method="dr", bstrap=False)
+        agg = fit.aggte(typec="simple", bstrap=False, cband=False).atte["overall_att"]
+        return np.asarray(fit.results["att"]), float(agg)
+
+    s, (ref_att, ref_overall), mb = timed(csdid_fit)
+    agree = len(ref_att) == len(att) and np.max(np.abs(ref_att - att)) < 1e-6 \
+        and abs(ref_overall - overall) < 1e-6
+    ratio("callaway_santanna", rows, ours_s, "csdid", s, agree, f" peer_mb={mb:.0f} "
+          f"ours_mb={ours_mb:.0f}")
+
+    for covs in (["x"], []):
+        diff_diff_ratio(df, covs, *((ours_s, overall) if covs else _ours_no_covariates(df)))
+    if args.dml_units:
+        dml_case(args, ours_s, rows)
+
+
+def _ours_no_covariates(df) -> tuple[float, float]:
+    s, overall, _ = timed(lambda: aggregate(att_gt(load_panel(df, _spec()), "dr"), "simple")[0])
+    return s, overall
+
+
+def diff_diff_ratio(df, covariates: list[str], ours_s: float, overall: float) -> None:
+    """diff-diff's CallawaySantAnna (dr) with and without the covariate: its covariate DR
+    variant differs from R did/csdid, so only the covariate-free run is expected to agree."""
+    def fit():
+        from diff_diff import CallawaySantAnna
+
+        return float(CallawaySantAnna(control_group="never_treated", estimation_method="dr")
+                     .fit(df, outcome="y", unit="unit", time="time", first_treat="g",
+                          covariates=covariates or None).overall_att)
+
+    s, ref_overall, mb = timed(fit)
+    ratio("callaway_santanna", len(df), ours_s, "diff-diff", s,
+          abs(ref_overall - overall) < 1e-6, f" covariates={covariates or 'none'} "
+          f"peer_mb={mb:.0f} diff={ref_overall - overall:.2e}")
+
+
+def dml_case(args: argparse.Namespace, ours_s: float, rows: int) -> None:
+    """DoubleMLDIDMulti on a subsample, extrapolated linearly to ``rows``; the estimates are
+    compared with ours on the same subsample."""
+    sub = staggered(n_units=args.dml_units, n_periods=10, cohorts=(4, 6, 8), seed=0).df
+    ours_group = aggregate(att_gt(load_panel(sub, _spec(covariates=["x"])), "dr"), "group")[0]
+    sub["g"] = sub["g"].astype(float).where(sub["g"] > 0, np.inf)
+
+    def fit():
+        import doubleml as dml
+        from doubleml.data import DoubleMLPanelData
+        from sklearn.linear_model import LinearRegression, LogisticRegression
+
+        data = DoubleMLPanelData(sub, y_col="y", d_cols="g", id_col="unit", t_col="time",
+                                 x_cols=["x"])
+        model = dml.did.DoubleMLDIDMulti(data, ml_g=LinearRegression(),
+                                         ml_m=LogisticRegression(), control_group="never_treated",
+                                         n_folds=5)
+        model.fit()
+        return float(model.aggregate("group").overall_aggregated_framework.thetas[0])
+
+    s, theta, mb = timed(fit)
+    scale = rows / len(sub)
+    ratio("callaway_santanna", rows, ours_s, "doubleml-DIDMulti", s * scale,
+          abs(theta - ours_group) < 1e-6,
+          f" extrapolated_from_rows={len(sub)} peer_mb={mb:.0f} "
+          f"group_overall_diff={theta - ours_group:.2e}")
+
+
+def twfe_case(args: argparse.Namespace) -> None:
+    """TWFE with absorbed effects and CR1 vs pyfixest feols."""
+    df = staggered(n_units=args.twfe_units, n_periods=20, cohorts=(6, 10, 14), covariate=False,
+                   seed=1).df[["unit", "time", "d", "y"]]
+    rows = len(df)
+    settings = PanelSettings(wild_cluster_threshold=0)
+
+    def ours():
+        res = did(load_panel(df, _spec()), settings)
+        return res.estimate, res.se
+
+    ours_s, (est, se), ours_mb = timed(ours)
+
+    def pyfixest_fit():
+        import pyfixest as pf
+
+        fit = pf.feols("y ~ d | unit + time", data=df, vcov={"CRV1": "unit"})
+        return float(fit.coef()["d"]), float(fit.se()["d"])
+
+    s, (ref_est, ref_se), mb = timed(pyfixest_fit)
+    ratio("did", rows, ours_s, "pyfixest", s,
+          abs(ref_est - est) < 1e-8 and abs(ref_se - se) < 1e-8,
+          f" peer_mb={mb:.0f} ours_mb={ours_mb:.0f}")
+
+
+CASES: list[Callable[[argparse.Namespace], None]] = [cs_case, twfe_case]
+"""Benchmark cases, run in order (append new panel estimators here)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cs-units", type=int, default=100_000)
+    parser.add_argument("--dml-units", type=int, default=10_000,
+                        help="DoubleMLDIDMulti subsample (0 skips it)")
+    parser.add_argument("--twfe-units", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="10k units everywhere")
+    args = parser.parse_args()
+    if args.quick:
+        args.cs_units, args.dml_units, args.twfe_units = 10_000, 2_000, 10_000
+    print(f"LOAD loadavg_1min={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}", flush=True)
+    for case in CASES:
+        case(args)
+    print(f"LOAD loadavg_1min={os.getloadavg()[0]:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
