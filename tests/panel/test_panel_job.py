@@ -99,3 +99,23 @@ def test_panel_method_needs_a_panel_design(tmp_path):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "method" in str(failure.event_specific_data.error)
+
+
+def test_readme_panel_spec_parses():
+    """The panel spec README "Your own data" shows is a valid spec."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from e2i_pipelines.core.spec import spec_from_mapping
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = re.findall(r"```yaml\n(# territories_spec\.yaml.*?)```", readme, re.S)
+    spec_doc, config_doc = list(yaml.safe_load_all(block))
+    spec = spec_from_mapping(spec_doc)
+    assert spec.panel and spec.unit == "territory" and spec.cluster == "region"
+    assert spec.common_causes == ["baseline_nrx", "n_hcps"]
+    from e2i_pipelines.defs.causal.config import CausalEstimateConfig
+
+    CausalEstimateConfig(**config_doc).check()
