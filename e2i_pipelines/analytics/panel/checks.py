@@ -5,6 +5,9 @@
 * ``placebo_in_time``: every cohort's treatment moved ``k`` periods earlier inside its
   pre-period (its real treated periods dropped); re-estimated by the same method, the effect
   must be ~0 (the CI covers 0).
+* ``placebo_in_space`` (synthetic control and synthetic DiD): every donor as a fake treated
+  unit (RMSPE-ratio rank p-value) and leave-one-out over the weighted donors
+  (:func:`~.synth.placebo_in_space_check`).
 
 A check that cannot run on a panel (too few pre-periods) is skipped with the reason.
 """
@@ -22,9 +25,12 @@ from e2i_pipelines.analytics.panel.data import NEVER, PanelData
 from e2i_pipelines.analytics.panel.result import event_study_figure
 from e2i_pipelines.analytics.panel.settings import PanelSettings
 
-PANEL_CHECKS = ("pre_trends", "placebo_in_time")
+PANEL_CHECKS = ("pre_trends", "placebo_in_time", "placebo_in_space")
 PLACEBO_METHODS = ("did", "callaway_santanna")
-"""Methods the placebo in time re-runs (others skip it with the reason)."""
+"""Methods the pre-trend test and the placebo in time apply to (others skip them with the
+reason)."""
+SYNTH_METHODS = ("synthetic_control", "synthetic_did")
+"""Methods the placebo in space applies to."""
 
 
 @dataclass
@@ -98,9 +104,6 @@ def placebo_panel(panel: PanelData, shift: int) -> PanelData | None:
 def placebo_in_time(panel: PanelData, method: str, settings: PanelSettings,
                     estimators: dict[str, Any]) -> PanelCheck:
     """Re-estimate with the treatment moved ``settings.placebo_shift`` periods earlier."""
-    if method not in PLACEBO_METHODS:
-        return PanelCheck("placebo_in_time", None, {},
-                          skipped=f"applies to {list(PLACEBO_METHODS)}, not {method}")
     shift = settings.placebo_shift
     fake = placebo_panel(panel, shift)
     if fake is None:
@@ -127,11 +130,29 @@ def run_checks(panel: PanelData, method: str, settings: PanelSettings,
     """The selected panel checks (binary treatments; a dose skips them with the reason)."""
     out = []
     for name in only:
+        applies = SYNTH_METHODS if name == "placebo_in_space" else PLACEBO_METHODS
         if panel.treatment_type == "continuous":
             out.append(PanelCheck(name, None, {}, skipped="applies to a binary treatment "
                                   "(treatment_type: continuous)"))
+        elif method not in applies:
+            out.append(PanelCheck(name, None, {}, skipped=f"applies to methods "
+                                  f"{list(applies)}, not {method}"))
         elif name == "pre_trends":
             out.append(pre_trends(panel, settings))
-        else:
+        elif name == "placebo_in_time":
             out.append(placebo_in_time(panel, method, settings, estimators))
+        else:
+            out.append(placebo_in_space(panel, settings))
     return out
+
+
+def placebo_in_space(panel: PanelData, settings: PanelSettings) -> PanelCheck:
+    """Part B's placebo in space / leave-one-out check (synthetic control)."""
+    from e2i_pipelines.analytics.panel.synth import placebo_in_space_check
+
+    try:
+        passed, meta, figure = placebo_in_space_check(panel, settings)
+    except ValueError as exc:
+        return PanelCheck("placebo_in_space", None, {},
+                          skipped=f"placebo panel cannot be estimated: {exc}")
+    return PanelCheck("placebo_in_space", passed, meta, figure=figure)

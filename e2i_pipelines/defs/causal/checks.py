@@ -101,6 +101,9 @@ _PANEL_DESCRIPTIONS = {
                   "0; warns when p < alpha.",
     "placebo_in_time": "Placebo in time (design: panel): treatment dates moved earlier inside "
                        "the pre-period; the placebo effect's CI must cover 0.",
+    "placebo_in_space": "Placebo in space (synthetic control/DiD): every donor as a fake "
+                        "treated unit (RMSPE-ratio rank p <= alpha) and leave-one-out donors "
+                        "keep the sign.",
 }
 
 
@@ -108,7 +111,7 @@ _PANEL_DESCRIPTIONS = {
     specs=[dg.AssetCheckSpec(name=n, asset=causal_estimate, description=_PANEL_DESCRIPTIONS[n])
            for n in PANEL_CHECKS],
     name="panel_checks",
-    description="Pre-trends and placebo in time of a panel estimate.",
+    description="Pre-trends, placebo in time and placebo in space of a panel estimate.",
     can_subset=True,
     ins={"causal_estimate": dg.AssetIn(key=causal_estimate.key)},
     **tier_kwargs(Tier.HEAVY),
