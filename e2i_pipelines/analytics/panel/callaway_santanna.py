@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from e2i_pipelines.analytics.panel.cs_cells import CELL_ESTIMATORS
+from e2i_pipelines.analytics.panel.cs_cells import CELL_ESTIMATORS, USES_PROPENSITY, propensity
 from e2i_pipelines.analytics.panel.data import NEVER, PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.settings import PanelSettings
@@ -91,6 +91,10 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     if panel.covariates is not None:
         X_wide = np.stack([panel.wide(panel.covariates[:, j])
                            for j in range(panel.covariates.shape[1])], axis=2)
+    # time-invariant covariates: one propensity fit per (cohort, sample), reused across t
+    invariant = X_wide is None or bool(np.all(np.nanmax(X_wide, axis=1)
+                                              == np.nanmin(X_wide, axis=1)))
+    fits: dict[tuple, tuple] = {}
     w_rows = panel.weights if panel.weights is not None else np.ones(len(panel.y))
     w_unit = panel.unit_values(w_rows)
     w_unit = w_unit / w_unit.mean()
@@ -121,7 +125,14 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
             X = np.ones((len(D), 1))
             if X_wide is not None:
                 X = np.column_stack([X, X_wide[sel, base, :]])
-            att, inf_cell = estimator(dy, D, X, w_unit[sel])
+            ps = None
+            if method in USES_PROPENSITY:
+                key = (g, None if invariant else base, np.packbits(sel).tobytes())
+                if key not in fits:
+                    w_sel = w_unit[sel]
+                    fits = {key: propensity(D, X, w_sel / w_sel.mean())}  # keep one fit
+                ps = fits[key]
+            att, inf_cell = estimator(dy, D, X, w_unit[sel], ps)
             inf = np.zeros(n)
             inf[sel] = int(both.sum()) / len(D) * inf_cell
             groups.append(g)

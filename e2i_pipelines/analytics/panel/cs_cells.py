@@ -4,7 +4,8 @@ Ports of DRDID's panel estimators (``reg_did_panel``, ``std_ipw_did_panel``, ``d
 as csdid and R ``did`` call them): ``dy`` is each unit's outcome change between the cell's
 period and its base period, ``D`` marks the cohort, ``X`` includes an intercept column and
 ``w`` are the unit weights (normalised to mean 1 here). Each returns (att, influence function
-per unit of the cell).
+per unit of the cell). ``ps``: a propensity fit (:func:`propensity`) of the same sample and
+weights to reuse (cells of one cohort share it when covariates do not change over time).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def logit(D: np.ndarray, X: np.ndarray, w: np.ndarray, max_iter: int = 100) -> n
     return 1.0 / (1.0 + np.exp(-(X @ beta)))
 
 
-def _propensity(D, X, w):
+def propensity(D: np.ndarray, X: np.ndarray, w: np.ndarray):
+    """(capped scores, trimming mask, linear representation) of the propensity logit;
+    ``w`` already normalised to mean 1."""
     ps = np.minimum(logit(D, X, w), PS_CAP)
     keep = np.where(D == 1, True, ps < TRIM_LEVEL).astype(np.float64)
     info = X.T @ ((w * ps * (1 - ps))[:, None] * X)
@@ -50,7 +53,7 @@ def _outcome_regression(dy, D, X, w):
     return fitted, lin_rep
 
 
-def reg_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
+def reg_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Outcome regression DiD (Heckman, Ichimura, Todd)."""
     w = w / w.mean()
     fitted, lin_rep = _outcome_regression(dy, D, X, w)
@@ -63,10 +66,10 @@ def reg_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
     return eta_t - eta_c, inf_t - inf_c
 
 
-def ipw_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
+def ipw_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Normalised (Hajek) inverse probability weighting DiD (Abadie)."""
     w = w / w.mean()
-    ps, keep, lin_ps = _propensity(D, X, w)
+    ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
     w_t = keep * w * D
     w_c = keep * w * ps * (1 - D) / (1 - ps)
     eta_t = np.mean(w_t * dy) / w_t.mean()
@@ -77,10 +80,10 @@ def ipw_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
     return eta_t - eta_c, inf_t - inf_c
 
 
-def dr_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
+def dr_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Doubly robust DiD (Sant'Anna and Zhao, locally efficient panel estimator)."""
     w = w / w.mean()
-    ps, keep, lin_ps = _propensity(D, X, w)
+    ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
     fitted, lin_ols = _outcome_regression(dy, D, X, w)
     resid = dy - fitted
     w_t = keep * w * D
@@ -96,3 +99,4 @@ def dr_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray):
 
 
 CELL_ESTIMATORS = {"dr": dr_cell, "ipw": ipw_cell, "reg": reg_cell}
+USES_PROPENSITY = ("dr", "ipw")
