@@ -71,7 +71,15 @@ def test_result_tables_and_uniform_bands(data):
     es = res.event_study
     assert list(es["rel_period"]) == list(range(-4, 5))
     assert (es["band_low"] <= es["ci_low"]).all() and (es["band_high"] >= es["ci_high"]).all()
-    assert list(res.cohorts["cohort"]) == [3, 4, 6] and res.cohorts["n_units"].sum() > 0
+    cohorts = res.cohorts
+    assert list(cohorts["cohort"]) == [3, 4, 6] and cohorts["n_units"].sum() > 0
+    assert abs(cohorts["weight_share"].sum() - 1) < 1e-12
+    shares = cohorts["n_units"] / cohorts["n_units"].sum()  # unweighted: shares of units
+    assert np.allclose(cohorts["weight_share"], shares)
+    x_first = data.groupby("unit").first()
+    for row in cohorts.itertuples():
+        assert abs(row.x_mean - x_first.loc[x_first["g"] == row.cohort, "x"].mean()) < 1e-12
+    assert abs(cohorts["x_never"].iloc[0] - x_first.loc[x_first["g"] == 0, "x"].mean()) < 1e-12
     assert {"att_gt", "calendar"} <= set(res.extra)
     out = res.outputs()
     assert {"panel_estimate.json", "event_study.png"} <= set(out.files)

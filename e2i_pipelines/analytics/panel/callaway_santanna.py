@@ -233,6 +233,22 @@ def _table(cells: ATTgt, table: pd.DataFrame, inf_k: np.ndarray, settings: Panel
                         band_low=est - crit * se, band_high=est + crit * se)
 
 
+def _cohort_balance(panel: PanelData, cells: ATTgt, cohorts: pd.DataFrame) -> pd.DataFrame:
+    """Each cohort's share of the overall ATT's weight and its covariate means (first row of
+    each unit), beside the never-treated units' means (``<covariate>_never``)."""
+    shares = np.array([np.mean(cells.unit_weight * (cells.unit_cohort == g))
+                       for g in cohorts["key"]])
+    out = cohorts.assign(weight_share=shares / shares.sum())
+    if panel.covariates is None:
+        return out
+    first = panel.unit_values(panel.covariates)
+    never = panel.cohort == NEVER
+    for j, name in enumerate(panel.covariate_names):
+        out[f"{name}_mean"] = [float(first[panel.cohort == g, j].mean()) for g in out["key"]]
+        out[f"{name}_never"] = float(first[never, j].mean()) if never.any() else np.nan
+    return out
+
+
 def callaway_santanna(panel: PanelData, settings: PanelSettings) -> PanelResult:
     """Overall ATT (simple aggregation) with the event study, cohort and calendar tables."""
     cells = att_gt(panel, settings.cs_method)
@@ -246,7 +262,7 @@ def callaway_santanna(panel: PanelData, settings: PanelSettings) -> PanelResult:
     sizes = {g: int(np.sum(panel.cohort == g)) for g in cohorts["key"]}
     cohorts.insert(0, "cohort", [panel.periods[g] for g in cohorts["key"]])
     cohorts.insert(1, "n_units", [sizes[g] for g in cohorts["key"]])
-    cohorts = cohorts.drop(columns="key")
+    cohorts = _cohort_balance(panel, cells, cohorts).drop(columns="key")
     _, _, cal, cal_inf = aggregate(cells, "calendar")
     calendar = _table(cells, cal, cal_inf, settings, z)
     calendar.insert(0, "period", [panel.periods[t] for t in calendar["key"]])
