@@ -160,8 +160,11 @@ def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
     """Columns of ``dataset`` (a DatasetRef) the spec needs; a seeded sample if ``max_rows``."""
     check_dataset_columns(dataset)
     spec: CausalSpec = dataset.spec
-    df = dataset.read(columns=list(dict.fromkeys(
-        [*spec.required_columns, *([spec.id_column] if spec.id_column else [])])))
+    columns = list(dict.fromkeys(
+        [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]))
+    # one pandas block per column on Arrow's buffers (no consolidating copy of every column)
+    df = parquet_file(dataset.path).read(columns=columns).to_pandas(
+        split_blocks=True, self_destruct=True)
     if 0 < max_rows < len(df):
         df = df.sample(n=max_rows, random_state=seed).reset_index(drop=True)
     return df
