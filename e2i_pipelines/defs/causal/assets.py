@@ -22,7 +22,9 @@ from e2i_pipelines.tiers import Tier, asset_tier_kwargs
     group_name="causal",
     description="Treatment effect on the spec's target (ATE/ATT/ATC) with its CI, by the "
                 "configured estimator; CATE per effect-modifier segment; balance, overlap and "
-                "sensitivity checks here, five refutation checks in their own step.",
+                "sensitivity checks here, five refutation checks in their own step. "
+                "design: panel: did or callaway_santanna (or part B's estimators) with the "
+                "event study and cohort table; panel_checks instead of the refuters.",
     **asset_tier_kwargs(Tier.HEAVY),
 )
 def causal_estimate(
