@@ -7,6 +7,16 @@ so peak RSS is per side. DoWhy refits per simulation; ``--dowhy-sims`` times it 
 simulations and extrapolates the per-simulation time to ``--sims`` (said in the output).
 
     python benchmarks/bench_refute.py --rows 100000 1000000 --sims 100 --dowhy-sims 10
+
+``--ml aipw dml``: the ML table instead -- aipw/dml (LightGBM nuisances, 5 folds, 100 trees)
+on the 30-covariate data of bench_estimators, end to end from a Parquet file: estimate, the
+five refuters and the three diagnostics, against DoWhy's refuters on EconML
+(LinearDRLearner for aipw, LinearDML for dml, the same LightGBM params). DoWhy refits per
+simulation, so the peer is timed on ``--peer-rows`` rows with ``--peer-sims`` simulations and
+extrapolated linearly in rows and simulations (said in the output); agree compares the
+estimates within 2 SE (ours, scaled to the peer's rows).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_refute.py --ml aipw dml --rows 200000 1000000
 """
 
 from __future__ import annotations
@@ -160,6 +170,133 @@ def report(res: dict, sims: int, dowhy_sims: int) -> None:
           f"simulation refuters {max_diff:.4f}")
 
 
+ML_PEERS = {"aipw": "econml.dr.LinearDRLearner", "dml": "econml.dml.LinearDML"}
+SCORE_SIMS = ("placebo_treatment", "data_subset", "bootstrap")
+
+
+def _ml_frame(path: str):
+    import pandas as pd
+    from bench_estimators import COLS
+
+    from e2i_pipelines.analytics.causal.estimate import prepare_frame
+    from e2i_pipelines.core.spec import CausalSpec
+
+    warnings.filterwarnings("ignore")
+    spec = CausalSpec(treatment="treated", outcome="y", common_causes=list(COLS))
+    return prepare_frame(pd.read_parquet(path), spec)
+
+
+def _cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_ml_ours(path: str, method: str, sims: int, n_jobs: int, queue: mp.Queue) -> None:
+    """aipw/dml end to end from the file: estimate, five refuters, three diagnostics."""
+    from e2i_pipelines.analytics.causal.diagnostics.run import run_diagnostics
+    from e2i_pipelines.analytics.causal.estimate import estimate_effect, fit_effect
+    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
+    from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
+
+    started, cpu = time.perf_counter(), _cpu()
+    frame = _ml_frame(path)
+    settings = EstimatorSettings(n_jobs=n_jobs)
+    result, fit, _ = estimate_effect(frame, method, settings=settings)
+    estimated = time.perf_counter() - started
+    refuters = RefuterSettings(num_simulations=sims, seed=1, bootstrap_noise=0, n_jobs=n_jobs)
+    results = run_refuters(frame, fit, None, refuters,
+                           refit=lambda f: float(fit_effect(f, method, settings)[0].estimate))
+    refuted = time.perf_counter()
+    diagnostics = run_diagnostics(frame, fit, 0.95)
+    done = time.perf_counter()
+    queue.put({"seconds": done - started, "cpu": _cpu() - cpu, "estimate_s": estimated,
+               "refute_s": refuted - started - estimated, "diagnose_s": done - refuted,
+               "estimate": result.estimate, "se": result.std_error,
+               "per_refuter": {r.name: (r.seconds, r.passed) for r in results},
+               "diagnostics": {d.name: d.passed for d in diagnostics},
+               "peak_rss_mb": _peak_rss_mb(), "refits": refuters.refit_simulations})
+
+
+def run_ml_peer(path: str, method: str, rows: int, sims: int, n_jobs: int,
+                queue: mp.Queue) -> None:
+    """DoWhy's refuters on EconML (same LightGBM params), timed per refit on ``rows`` rows."""
+    import lightgbm as lgb
+    from dowhy import CausalModel
+
+    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings, _lgb_params
+    from e2i_pipelines.analytics.causal.refute_dowhy import dowhy_refute, dowhy_unobserved_effect
+
+    frame = _ml_frame(path)
+    data = frame.data.iloc[:rows].copy()
+    data[frame.treatment] = data[frame.treatment].astype(int)
+    params = _lgb_params(EstimatorSettings(n_jobs=n_jobs))
+    init = ({"model_y": lgb.LGBMRegressor(**params), "model_t": lgb.LGBMClassifier(**params),
+             "discrete_treatment": True, "cv": 5} if method == "dml" else
+            {"model_regression": lgb.LGBMRegressor(**params),
+             "model_propensity": lgb.LGBMClassifier(**params), "cv": 5})
+    model = CausalModel(data=data, treatment=frame.treatment, outcome=frame.outcome,
+                        common_causes=frame.common_causes)
+    estimand = model.identify_effect(proceed_when_unidentifiable=True,
+                                     method_name="maximal-adjustment")
+    started = time.perf_counter()
+    estimate = model.estimate_effect(estimand, method_name=f"backdoor.{ML_PEERS[method]}",
+                                     method_params={"init_params": init, "fit_params": {}})
+    fit_s = time.perf_counter() - started
+    per_refit = {}
+    for i, name in enumerate((*SCORE_SIMS, "random_common_cause")):
+        t0 = time.perf_counter()
+        dowhy_refute(name, model, estimand, estimate, num_simulations=sims, noise=0.0,
+                     random_seed=i)
+        per_refit[name] = (time.perf_counter() - t0) / sims
+    t0 = time.perf_counter()
+    dowhy_unobserved_effect(model, estimand, estimate, 0.05, 0.5)
+    per_refit["unobserved_common_cause"] = time.perf_counter() - t0
+    queue.put({"estimate": float(estimate.value), "fit_s": fit_s, "per_refit": per_refit,
+               "rows": rows})
+
+
+def bench_ml(rows: int, methods: list[str], sims: int, peer_rows: int, peer_sims: int,
+             n_jobs: int, workdir: Path, skip_peer: bool) -> None:
+    """The ML table: ours end to end against DoWhy's refuters on EconML (extrapolated)."""
+    from bench_estimators import make_frame
+
+    path = workdir / f"ml_{rows}.parquet"
+    if not path.exists():
+        make_frame(rows).to_parquet(path)
+    for method in methods:
+        ours = _spawn(run_ml_ours, str(path), method, sims, n_jobs)
+        print(f"\n=== {method} at {rows:,} x 30: estimate + 5 refuters ({sims} simulations; "
+              f"{ours['refits']} random-common-cause refits, 3 unobserved refits) + 3 "
+              f"diagnostics ===")
+        print(f"ours: {ours['seconds']:.1f} s wall, {ours['cpu']:.1f} s CPU (estimate "
+              f"{ours['estimate_s']:.1f} s, refuters {ours['refute_s']:.1f} s, diagnostics "
+              f"{ours['diagnose_s']:.1f} s), peak RSS {ours['peak_rss_mb']:.0f} MB, estimate "
+              f"{ours['estimate']:.4f} (SE {ours['se']:.4f}); load {os.getloadavg()[0]:.1f}")
+        for name, (sec, passed) in ours["per_refuter"].items():
+            print(f"  {name:24s} {sec:7.1f} s  passed={passed}")
+        print(f"  diagnostics: {ours['diagnostics']}")
+        if skip_peer:
+            continue
+        used = min(peer_rows, rows)
+        peer = _spawn(run_ml_peer, str(path), method, used, peer_sims, n_jobs)
+        scale = rows / used  # LightGBM fits are ~linear in rows
+        counts = {**dict.fromkeys(SCORE_SIMS, sims),
+                  "random_common_cause": ours["refits"], "unobserved_common_cause": 3}
+        peer_s = scale * (peer["fit_s"] + sum(peer["per_refit"][k] * c
+                                              for k, c in counts.items()))
+        agree = abs(ours["estimate"] - peer["estimate"]) < 2 * ours["se"] * (rows / used) ** 0.5
+        print(f"peer: DoWhy refuters on {ML_PEERS[method]} timed on {used:,} rows with "
+              f"{peer_sims} simulations per refuter, extrapolated linearly to {rows:,} rows and "
+              f"{counts} refits: {peer_s:.0f} s (estimate fit {peer['fit_s']:.1f} s at "
+              f"{used:,} rows; estimate {peer['estimate']:.4f})")
+        print(f"RATIO name={method}+refuters+diagnostics rows={rows} ours_s={ours['seconds']:.1f}"
+              f" peer=dowhy+{ML_PEERS[method]} peer_s={peer_s:.0f} "
+              f"ratio={peer_s / ours['seconds']:.1f} agree={'yes' if agree else 'no'} "
+              f"load={os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -169,6 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-dowhy", action="store_true")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="OPENBLAS/OMP threads of both sides (default: library default)")
+    parser.add_argument("--ml", nargs="*", choices=sorted(ML_PEERS), default=None,
+                        help="the aipw/dml table instead of the linear one")
+    parser.add_argument("--peer-rows", type=int, default=20_000,
+                        help="rows the ML peer is timed on (extrapolated linearly)")
+    parser.add_argument("--peer-sims", type=int, default=2)
+    parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args(argv)
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -177,7 +320,10 @@ def main(argv: list[str] | None = None) -> None:
     dowhy_sims = args.dowhy_sims or args.sims
     print(f"load: {os.getloadavg()}  cpus: {os.cpu_count()}  python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="bench_refute_") as tmp:
-        for rows in args.rows:
+        for rows in args.rows if args.ml else ():
+            bench_ml(rows, args.ml, args.sims, args.peer_rows, args.peer_sims, args.n_jobs,
+                     Path(tmp), args.skip_dowhy)
+        for rows in () if args.ml else args.rows:
             report(bench(rows, args.sims, dowhy_sims, Path(tmp), args.skip_dowhy), args.sims,
                    dowhy_sims)
     print(f"\nload after: {os.getloadavg()}")

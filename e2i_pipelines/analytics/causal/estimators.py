@@ -258,10 +258,9 @@ def _nuisance_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
         mu0 = _ols_predict(data.X[tr0], y[tr0], data.X[test])
         return e_test, mu1, mu0
     trees = trees or _tree_nuisance(data, settings)
-    X_test = trees.rows(test)
-    e_test = trees.fit_predict(train, t[train], X_test, "binary")
-    mu1 = trees.fit_predict(tr1, y[tr1], X_test, "regression")
-    mu0 = trees.fit_predict(tr0, y[tr0], X_test, "regression")
+    e_test, mu1, mu0 = trees.fit_predict_many(
+        [(train, t[train], "binary"), (tr1, y[tr1], "regression"),
+         (tr0, y[tr0], "regression")], trees.rows(test))
     return e_test, mu1, mu0
 
 
@@ -275,9 +274,9 @@ def _plr_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
         m_test = 1 / (1 + np.exp(-(with_intercept(data.X[test]) @ beta)))
         return _ols_predict(data.X[train], y[train], data.X[test]), m_test
     trees = trees or _tree_nuisance(data, settings)
-    X_test = trees.rows(test)
-    return (trees.fit_predict(train, y[train], X_test, "regression"),
-            trees.fit_predict(train, t[train], X_test, "binary"))
+    l_test, m_test = trees.fit_predict_many(
+        [(train, y[train], "regression"), (train, t[train], "binary")], trees.rows(test))
+    return l_test, m_test
 
 
 def aipw_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, mu1: np.ndarray,
