@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 
 from e2i_pipelines.analytics.causal.estimate import EstimateResult
 from e2i_pipelines.analytics.causal.estimate_run import EstimateRunError
 from e2i_pipelines.analytics.panel.data import PanelData, load_panel
 from e2i_pipelines.analytics.panel.result import PanelResult
-from e2i_pipelines.analytics.panel.run import METHODS, resolve_panel_method
+from e2i_pipelines.analytics.panel.run import resolve_panel_method, run_panel
 from e2i_pipelines.analytics.panel.settings import PanelSettings
 from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.refs import DatasetRef
@@ -26,31 +27,35 @@ PANEL_SKIP = ("skipped: a cross-section check; design: panel is checked by pre_t
 
 def read_panel(dataset: DatasetRef) -> PanelData:
     """The dataset's panel (every row: a row sample would break the panel), validated."""
-    spec = dataset.spec
     try:
-        df: pd.DataFrame = dataset.read(columns=spec.required_columns)
-        return load_panel(df, spec, source="dataset")
+        return load_panel(_read(dataset), dataset.spec, source="dataset")
     except DataValidationError as exc:
         raise EstimateRunError("input invalid", str(exc)) from exc
 
 
+def _read(dataset: DatasetRef) -> pd.DataFrame:
+    return dataset.read(columns=dataset.spec.required_columns)
+
+
 def run_panel_estimate(dataset: DatasetRef, method: str, settings: PanelSettings,
                        log: Callable[[str], None]) -> tuple[PanelData, PanelResult]:
-    """Check the method against the spec, read + validate the panel, then estimate."""
+    """Check the method against the spec, read + validate the panel, then estimate
+    (EstimateRunError: "config invalid", "input invalid" or "failed")."""
     try:
         method = resolve_panel_method(method, dataset.spec.treatment_type)
     except DataValidationError as exc:
         raise EstimateRunError("config invalid", str(exc)) from exc
-    panel = read_panel(dataset)
-    log(f"panel: {panel.n_units:,} units x {panel.n_periods} periods, "
-        f"{len(panel.cohorts)} cohort(s), {panel.n_clusters:,} clusters; method {method}")
     try:
-        result = METHODS[method](panel, settings)
-    except (DataValidationError, ValueError) as exc:
+        panel, result = run_panel(_read(dataset), dataset.spec, method, settings,
+                                  source="dataset")
+    except DataValidationError as exc:
+        raise EstimateRunError("input invalid", str(exc)) from exc
+    except (ValueError, np.linalg.LinAlgError) as exc:
         raise EstimateRunError("failed", str(exc)) from exc
-    result.warnings = [*panel.warnings, *result.warnings]
     truth = (dataset.truth or {}).get("att")
     result.true_value = float(truth) if truth is not None else None
+    log(f"panel: {panel.n_units:,} units x {panel.n_periods} periods, "
+        f"{len(panel.cohorts)} cohort(s), {panel.n_clusters:,} clusters; method {method}")
     for warning in result.warnings:
         log(f"warning: {warning}")
     log(f"{method}: {result.estimate:.4f} [{result.ci[0]:.4f}, {result.ci[1]:.4f}]")

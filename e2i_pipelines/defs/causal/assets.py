@@ -60,6 +60,9 @@ def _panel_estimate(context: dg.AssetExecutionContext, config: CausalEstimateCon
                     dataset: DatasetRef, storage: E2IStorage, mlflow: MlflowTracker):
     """design: panel -> the panel estimator (analytics.panel), same outputs and ref."""
     panel_settings = config.panel_settings()
+    if config.max_rows:
+        context.log.warning("max_rows is ignored for design: panel (a row sample would break "
+                            "the panel); every row is used")
     try:
         panel, result = run_panel_estimate(dataset, config.method, panel_settings,
                                            log=context.log.info)
