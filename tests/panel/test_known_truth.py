@@ -38,6 +38,12 @@ def test_linear_pre_trend_fails_the_pre_trend_check():
     assert check.passed is False and check.metadata["p_value"] < 0.01
     assert check.metadata["df"] == len(check.metadata["leads"]) >= 3
     assert check.figure is not None
+    # relative magnitudes (M-bar = 1) covers the true average post-period effect, which the
+    # event study's own average misses (the linear trend biases every lag)
+    honest = check.metadata["honest_bound"]
+    true_avg = sum(biased.true_by_event.values()) / len(biased.true_by_event)
+    assert honest["ci_low"] <= true_avg <= honest["ci_high"], (honest, true_avg)
+    assert honest["estimate"] - true_avg > 0.15 * 3  # the bias grows with event time
 
 
 @pytest.mark.parametrize("method", ["callaway_santanna", "did"])

@@ -51,7 +51,7 @@ class PanelCheck:
 def pre_trends(panel: PanelData, settings: PanelSettings) -> PanelCheck:
     """Joint Wald test of the event-study leads (short differences, varying base)."""
     cells = att_gt(panel, "reg" if panel.covariates is None else settings.cs_method)
-    _, _, table, inf_k = aggregate(cells, "dynamic")
+    dyn_est, dyn_inf, table, inf_k = aggregate(cells, "dynamic")
     leads = table["key"].to_numpy() < 0
     if not leads.any():
         return PanelCheck("pre_trends", None, {}, skipped="no pre-treatment periods to test "
@@ -70,12 +70,30 @@ def pre_trends(panel: PanelData, settings: PanelSettings) -> PanelCheck:
         ci_high=lambda t: t["estimate"] + z * t["se"])
     leads_rows = [{"rel_period": int(r), "estimate": float(e), "se": float(s)}
                   for r, e, s in zip(table["key"][leads], b, se, strict=True)]
+    honest = relative_magnitudes_bound(table, leads, dyn_est, float(cells.se(dyn_inf)[0]), z)
     return PanelCheck(
         "pre_trends", p >= settings.alpha,
         {"wald_statistic": wald, "df": df, "p_value": p, "leads": leads_rows,
+         "honest_bound": honest,
          "rule": f"joint Wald test of {int(leads.sum())} leads = 0: passes when p >= "
                  f"{settings.alpha:g}"},
         figure=event_study_figure(es, "pre-trends"))
+
+
+def relative_magnitudes_bound(table, leads: np.ndarray, estimate: float, se: float, z: float,
+                              mbar: float = 1.0) -> dict[str, Any]:
+    """Rambachan-Roth relative magnitudes (M-bar) for the average post-period effect, as an
+    identified set: each post period's trend change is at most M-bar times the largest
+    pre-period one (the leads are one-period changes), so the bias of event time e is at most
+    (e + 1) M-bar m. The set is widened by z se for sampling error (conservative; not RR's
+    conditional CI)."""
+    m = float(np.max(np.abs(table["estimate"].to_numpy()[leads])))
+    lags = table["key"].to_numpy()[~leads]
+    half = mbar * m * float(np.mean(lags + 1))
+    return {"mbar": mbar, "max_pre_change": m, "estimate": estimate,
+            "set_low": estimate - half, "set_high": estimate + half,
+            "ci_low": estimate - half - z * se, "ci_high": estimate + half + z * se,
+            "of": "average of the post-period event-study effects"}
 
 
 def placebo_panel(panel: PanelData, shift: int) -> PanelData | None:
