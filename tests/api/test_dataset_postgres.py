@@ -261,3 +261,38 @@ def test_a_string_that_looks_like_an_injection_is_stored_as_text(env) -> None:
     with pg["admin"].cursor() as cur:
         cur.execute("SELECT count(*) FROM accounts")
         assert cur.fetchone()[0] == ROWS
+
+
+def test_memory_holds_one_chunk_not_the_result(env) -> None:
+    """Python's peak allocation while streaming 8x the rows stays that of streaming ~2 chunks."""
+    import tracemalloc
+
+    _, pg = env
+    with pg["admin"].cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS long_rows AS SELECT i AS id, random() AS x, 'row ' || i AS label "
+                    "FROM generate_series(1, %s) i", (CHUNK_ROWS * 16,))
+        cur.execute(sql.SQL("GRANT SELECT ON long_rows TO {}").format(sql.Identifier(pg["role"])))
+    peaks = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("E2I_PG_SOURCES_FILE", str(pg["sources"]))
+        source = get_source("warehouse")
+        for rows in (CHUNK_ROWS * 2, CHUNK_ROWS * 16):
+            statement = sql.SQL("SELECT * FROM long_rows WHERE id <= {}").format(sql.Literal(rows))
+            tracemalloc.start()
+            try:
+                assert stream_to_parquet(source, statement, _Discard()) == rows
+                peaks[rows] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    small, large = peaks.values()
+    assert large < 1.5 * small, peaks
+
+
+class _Discard(io.RawIOBase):
+    """A sink that keeps nothing (the Parquet bytes are not what is measured)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
