@@ -15,26 +15,29 @@ from tests.panel.conftest import panel_spec
 from tests.panel.generated import staggered
 
 
-def _feols(formula, df, cluster):
+def _feols(formula, df, cluster, weights=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = pf.feols(formula, data=df, vcov={"CRV1": cluster})
+        fit = pf.feols(formula, data=df, vcov={"CRV1": cluster}, weights=weights)
     return float(fit.coef()["d"]), float(fit.se()["d"]), fit.confint().loc["d"].to_numpy()
 
 
-@pytest.mark.parametrize(("covariates", "cluster", "unbalanced"), [
-    ([], None, False), (["x"], "cluster", False), ([], "cluster", True), (["x"], None, True),
+@pytest.mark.parametrize(("covariates", "cluster", "unbalanced", "weights"), [
+    ([], None, False, None), (["x"], "cluster", False, None), ([], "cluster", True, None),
+    (["x"], None, True, None), ([], None, False, "w"),
 ])
-def test_matches_pyfixest_crv1(covariates, cluster, unbalanced):
+def test_matches_pyfixest_crv1(covariates, cluster, unbalanced, weights):
     df = staggered(n_units=600, n_periods=6, cohorts=(3, 5), cluster_size=12,
                    cluster_sd=0.5, seed=4).df
     df["x"] = df["x"] * df["time"] + np.random.default_rng(1).normal(size=len(df))
+    df["w"] = 1 + np.random.default_rng(2).random(len(df))
     if unbalanced:  # drop some last periods (no unit loses its pre-period)
         df = df[~((df["time"] == 6) & (df["unit"] % 4 == 0))]
-    spec = panel_spec(covariates=covariates, **({"cluster": cluster} if cluster else {}))
+    spec = panel_spec(covariates=covariates, **({"cluster": cluster} if cluster else {}),
+                      **({"weights": weights} if weights else {}))
     res = did(load_panel(df, spec), PanelSettings(wild_cluster_threshold=0))
     formula = "y ~ d" + "".join(f" + {c}" for c in covariates) + " | unit + time"
-    est, se, ci = _feols(formula, df, cluster or "unit")
+    est, se, ci = _feols(formula, df, cluster or "unit", weights)
     assert abs(res.estimate - est) < 1e-8
     assert abs(res.se - se) < 1e-8
     assert np.allclose(res.ci, ci, atol=1e-8)

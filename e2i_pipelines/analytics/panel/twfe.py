@@ -41,7 +41,7 @@ def demean(x: np.ndarray, unit: np.ndarray, time: np.ndarray,
         out -= mu[unit]
         mt = _group_mean(out, time, w, wt)
         out -= mt[time]
-        if max(float(np.abs(mt).max()), 0.0) < DEMEAN_TOL * scale:
+        if float(np.abs(mt).max()) < DEMEAN_TOL * scale:  # unit means stay 0 after this
             break
     return out
 
