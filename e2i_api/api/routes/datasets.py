@@ -146,7 +146,8 @@ async def _import_postgres(request: Request, principal: Principal) -> tuple[dict
                      "or import one from a configured Postgres connection (JSON body)",
              responses={200: {"model": DatasetDetail, "description": "these bytes were uploaded before"},
                         413: {"model": ErrorResponse, "description": "larger than E2I_MAX_UPLOAD_BYTES"},
-                        503: {"model": ErrorResponse, "description": "dataset storage unreachable or not writable"},
+                        503: {"model": ErrorResponse, "description": "dataset storage unreachable or not writable, "
+                                                                  "or a Postgres connection unreachable or misconfigured"},
                         415: {"model": ErrorResponse, "description": "not CSV, Parquet or multipart"}})
 async def upload_dataset(
     request: Request, response: Response, principal: Annotated[Principal, Depends(write)],
