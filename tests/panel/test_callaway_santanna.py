@@ -84,3 +84,20 @@ def test_result_tables_and_uniform_bands(data):
     out = res.outputs()
     assert {"panel_estimate.json", "event_study.png"} <= set(out.files)
     assert out.metadata["design"] == "panel" and len(out.metadata["event_study"]) == len(es)
+
+
+def test_weighted_matches_csdid(data):
+    df = data.assign(w=(1 + np.random.default_rng(0).random(data["unit"].max() + 1))[
+        data["unit"]])
+    cells = att_gt(load_panel(df, panel_spec(covariates=["x"], weights="w")), "dr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ATTgt(yname="y", tname="time", idname="unit", gname="g", data=df,
+                    control_group=["nevertreated"], xformla="y~x", weights_name="w").fit(
+            est_method="dr", bstrap=False)
+        agg = ref.aggte(typec="simple", bstrap=False, cband=False).atte
+    assert np.max(np.abs(np.asarray(ref.results["att"]) - cells.att)) < TOL
+    assert np.max(np.abs(np.asarray(ref.results["se"]) - cells.se(cells.inf))) < TOL
+    est, inf, _, _ = aggregate(cells, "simple")
+    assert abs(est - agg["overall_att"]) < TOL
+    assert abs(float(cells.se(inf)[0]) - agg["overall_se"]) < TOL
