@@ -86,14 +86,17 @@ def test_result_tables_and_uniform_bands(data):
     assert out.metadata["design"] == "panel" and len(out.metadata["event_study"]) == len(es)
 
 
-def test_weighted_matches_csdid(data):
+@pytest.mark.parametrize("extra", [{"weights": "w"}, {"cluster": "county"}])
+def test_weighted_or_clustered_matches_csdid(data, extra):
+    """Unit weights (csdid weights_name) and clusters of units (csdid clustervar)."""
     df = data.assign(w=(1 + np.random.default_rng(0).random(data["unit"].max() + 1))[
-        data["unit"]])
-    cells = att_gt(load_panel(df, panel_spec(covariates=["x"], weights="w")), "dr")
+        data["unit"]], county=data["unit"] // 30)
+    cells = att_gt(load_panel(df, panel_spec(covariates=["x"], **extra)), "dr")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = ATTgt(yname="y", tname="time", idname="unit", gname="g", data=df,
-                    control_group=["nevertreated"], xformla="y~x", weights_name="w").fit(
+                    control_group=["nevertreated"], xformla="y~x",
+                    weights_name=extra.get("weights"), clustervar=extra.get("cluster")).fit(
             est_method="dr", bstrap=False)
         agg = ref.aggte(typec="simple", bstrap=False, cband=False).atte
     assert np.max(np.abs(np.asarray(ref.results["att"]) - cells.att)) < TOL
