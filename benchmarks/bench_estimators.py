@@ -36,7 +36,7 @@ Peers (ours | peer call):
     cv=5, the same LightGBM params; W = covariates).
 
 Each side runs in a fresh spawned process that imports its own libraries before its timer
-starts (ours: e2i_pipelines, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
+starts (a peer: its library) (ours: e2i_pipelines, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
 statsmodels or scikit-learn for the closed-form methods, and the run says whether it did).
 Peak RSS = that process's VmHWM; CPU s = its user+sys, all threads. LightGBM n_jobs on both
 sides. Both sides run with OMP_WAIT_POLICY=PASSIVE by default: with spinning OpenMP threads,
@@ -59,6 +59,7 @@ extrapolated linearly to the full size and marked with * (its estimate is then t
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -284,16 +285,17 @@ PEERS: dict[str, list[tuple[str, object]]] = {
 }
 
 
+PEER_IMPORTS = {"statsmodels": ("statsmodels.api",),
+                "dowhy": ("dowhy", "sklearn.linear_model"),
+                "doubleml": ("doubleml", "lightgbm"), "econml": ("econml.dml", "lightgbm")}
+
+
 def run_stock(method: str, peer: int, n: int, n_jobs: int, max_rows: int) -> dict:
     """Child: one peer's library call on the same data (the first ``max_rows`` rows if set)."""
     _quiet()
-    import doubleml  # noqa: F401 - every peer library imported before the timer
-    import dowhy  # noqa: F401
-    import econml.dml  # noqa: F401
-    import lightgbm  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import statsmodels.api  # noqa: F401
-
+    name = PEERS[method][peer][0]
+    for module in PEER_IMPORTS[name.split(".")[0]]:  # the peer's libraries, before the timer
+        importlib.import_module(module)
     df = make_frame(n)
     used = n
     if 0 < max_rows < n:
