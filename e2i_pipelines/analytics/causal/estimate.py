@@ -110,9 +110,10 @@ class CausalFrame:
         return self._arrays
 
 
-def column_matrix(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """``df[columns]`` as a column-major float64 matrix (one contiguous copy per column)."""
-    out = np.empty((len(df), len(columns)), order="F")
+def column_matrix(df: pd.DataFrame, columns: list[str], extra: int = 0) -> np.ndarray:
+    """``df[columns]`` as a column-major float64 matrix (one contiguous copy per column),
+    with ``extra`` columns left unset after them."""
+    out = np.empty((len(df), len(columns) + extra), order="F")
     for j, col in enumerate(columns):
         out[:, j] = df[col].to_numpy()
     return out
@@ -178,9 +179,7 @@ def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
     numeric = [c for c in covariates if c not in cats]
     dummies = numeric_design(df, cats, cats)  # one-hot columns after the numeric ones,
     design = [*numeric, *dummies.columns]  # as numeric_design(df, covariates) orders them
-    X = np.empty((len(df), len(design)), order="F")
-    for j, col in enumerate(numeric):
-        X[:, j] = df[col].to_numpy()
+    X = column_matrix(df, numeric, extra=dummies.shape[1])
     X[:, len(numeric):] = dummies.to_numpy(dtype=np.float64)
     constant = [design[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
     if constant:
