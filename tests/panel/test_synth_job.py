@@ -43,6 +43,11 @@ def test_synthetic_methods_through_causal_job(tmp_path, method: str) -> None:
     if method == "synthetic_control":
         assert extra["placebo_p_value"] == pytest.approx(1 / 21)
         assert len(extra["gaps"]) == 24
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    space = checks["placebo_in_space"]  # 20 donors: p = 1/21 <= 0.05, leave-one-out stable
+    meta = {k: v.value for k, v in space.metadata.items()}
+    assert space.passed and meta["placebo_p_value"] == pytest.approx(1 / 21), meta
+    assert meta["leave_one_out_sign_stable"] and "plot" in meta
 
 
 def test_dose_response_through_causal_job(tmp_path) -> None:
