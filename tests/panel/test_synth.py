@@ -111,6 +111,8 @@ def test_two_treated_units_average_effect() -> None:
     ({"treated": [0], "first_treated": 1}, "at least 2 pre-periods"),
     ({"treated": [0], "first_treated": T}, "at least 2 pre-periods"),
     ({"treated": [99], "first_treated": T0}, "out of range"),
+    ({"treated": list(range(N_DONORS - 1)), "first_treated": T0, "max_treated": 30},
+     "at least 3 donor"),
 ])
 def test_bad_input_fails_before_fitting(kwargs: dict, message: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:

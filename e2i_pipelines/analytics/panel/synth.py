@@ -154,8 +154,7 @@ def synthetic_control(Y: np.ndarray, treated: np.ndarray | list[int], first_trea
     gaps = np.vstack([f.gap for f in fits])
     estimate = float(gaps[:, first_treated:].mean())
     plc = placebo_in_space(Y, treated, first_treated, fits, Z, v) if placebo else None
-    se = float(np.std(plc.donor_effects, ddof=1)) if plc is not None and donors.size > 2 \
-        else float("nan")
+    se = float(np.std(plc.donor_effects, ddof=1)) if plc is not None else float("nan")
     # placebo SE of a mean over n_treated units: one placebo effect per unit, averaged
     se = se / np.sqrt(treated.size)
     q = st.norm.ppf(0.5 + confidence_level / 2)
@@ -183,8 +182,9 @@ def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int, max_treate
                          "units (use callaway_santanna or synthetic_did)")
     if treated.min() < 0 or treated.max() >= n:
         raise DataValidationError("synthetic_control: treated unit index out of range")
-    if n - treated.size < 2:
-        raise DataValidationError("synthetic_control: needs at least 2 donor (never-treated) units")
+    if n - treated.size < 3:
+        raise DataValidationError("synthetic_control: needs at least 3 donor (never-treated) "
+                                  "units for placebo inference")
     if not 2 <= first_treated < T:
         raise DataValidationError("synthetic_control: needs at least 2 pre-periods and 1 post-period "
                          f"(first treated period index {first_treated} of {T})")
