@@ -69,7 +69,7 @@ def _account(harness: LauncherHarness, run_id: str, result: Replay) -> object:
     launcher = harness.instance.run_launcher
     tier = Tier(run.tags[TIER_TAG])
     cost = run_cost(tier, launcher.tier_profiles[tier], launcher.prices, record.start_time, record.end_time)
-    result.cost += Decimal(cost.amount) / Decimal(10**6)
+    result.cost += cost.amount
     if MEMORY_UTILISATION_TAG in run.tags:
         result.utilisation.append(float(run.tags[MEMORY_UTILISATION_TAG]))
     return run

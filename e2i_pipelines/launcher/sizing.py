@@ -171,14 +171,15 @@ def choose(prediction: Prediction | None, size: float | None, factor: float, bou
     basis = (f"{prediction.basis}; {size_text}; predicted {prediction.peak / 2**20:.0f} MiB x "
              f"headroom {factor:g} = {need / 2**20:.0f} MiB")
     ceiling_bytes = parse_bytes(profiles[bounds.ceiling].memory)
-    if tier is None and prediction.peak > ceiling_bytes:
+    if tier is None and prediction.peak > ceiling_bytes and prediction.firm:
         raise TierCeilingError(
             f"tier auto: predicted peak {prediction.peak / 2**20:.0f} MiB is above the memory of "
             f"the ceiling tier {bounds.ceiling.value} ({profiles[bounds.ceiling].memory}); "
             f"basis: {prediction.basis}, {size_text}")
-    if tier is None:  # the prediction fits the ceiling, with less headroom than asked
+    if tier is None:  # fits the ceiling with less headroom than asked, or only a guess
         tier = bounds.ceiling
-        basis += f" (ceiling: headroom only {ceiling_bytes / prediction.peak:.2f})"
+        basis += (f" (ceiling: headroom only {ceiling_bytes / prediction.peak:.2f})" if prediction.firm
+                  else " (ceiling: a one-size guess is no reason to refuse)")
     tags[TIER_BASIS_TAG] = f"{basis} -> {tier.value} (memory {profiles[tier].memory})"
     return AutoChoice(tier, tags)
 

@@ -30,11 +30,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predicted peak bytes and how it was found (``n`` runs, ``fit``)."""
+    """Predicted peak bytes and how it was found (``n`` runs, ``fit``); ``firm`` is False for the
+    one-size ratio guess (it also scales the base, so it over-predicts: never a reason to refuse)."""
 
     peak: int
     n: int
     fit: str
+    firm: bool = True
 
     @property
     def basis(self) -> str:
@@ -50,18 +52,19 @@ def theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
     return intercept, slope
 
 
-def _fitted(done: list[Sample], size: float | None) -> tuple[float, str]:
+def _fitted(done: list[Sample], size: float | None) -> tuple[float, str, bool]:
     """The prediction from successful runs alone (their count is ``len(done)``)."""
     sized = [(s.size, float(s.peak)) for s in done if s.size is not None]
     largest = max(s.peak for s in done)
     if size is None or not sized:
-        return float(largest), "max observed peak (no input size)"
+        return float(largest), "max observed peak (no input size)", True
     if len({x for x, _ in sized}) >= 2:
         intercept, slope = theil_sen(sized)
-        return intercept + slope * size, f"theil-sen peak = {intercept / 2**20:.0f} MiB + {slope:.3g} B x size"
+        return (intercept + slope * size,
+                f"theil-sen peak = {intercept / 2**20:.0f} MiB + {slope:.3g} B x size", True)
     ref_size, ref_peak = max(sized, key=lambda p: p[1])
     ratio = max(1.0, size / ref_size) if ref_size > 0 else 1.0
-    return ref_peak * ratio, f"max observed x size ratio {ratio:.2f}"
+    return ref_peak * ratio, f"max observed x size ratio {ratio:.2f}", ratio == 1.0
 
 
 def predict_peak(samples: list[Sample], size: float | None) -> Prediction | None:
@@ -71,8 +74,8 @@ def predict_peak(samples: list[Sample], size: float | None) -> Prediction | None
               (size is None or s.size is None or s.size <= size)]
     if not done and not bounds:
         return None
-    peak, fit = _fitted(done, size) if done else (0.0, "no successful run")
+    peak, fit, firm = _fitted(done, size) if done else (0.0, "no successful run", True)
     floor = max((b.peak for b in bounds), default=0)
     if floor and floor >= peak:
-        peak, fit = floor * 1.01, f"{fit}; raised above an OOM-killed run's limit"
-    return Prediction(int(peak), len(samples), fit)
+        peak, fit, firm = floor * 1.01, f"{fit}; raised above an OOM-killed run's limit", True
+    return Prediction(int(peak), len(samples), fit, firm)

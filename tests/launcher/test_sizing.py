@@ -79,6 +79,10 @@ def test_one_size_scales_up_by_the_ratio_but_never_down():
     assert predict_peak(samples, 2e5).peak == 2 * 640 * MIB
     assert predict_peak(samples, 1e4).peak == 640 * MIB
     assert "size ratio" in predict_peak(samples, 2e5).fit
+    assert not predict_peak(samples, 2e5).firm and predict_peak(samples, 1e4).firm
+    # a guess above the ceiling runs at the ceiling instead of being refused
+    guess = choose(predict_peak(samples, 1e6), 1e6, 1.3, ALL, None, PROFILES)
+    assert guess.tier is Tier.HEAVY and "one-size guess" in guess.tags[TIER_BASIS_TAG]
 
 
 def test_unknown_size_uses_the_largest_peak_and_no_history_is_none():
