@@ -14,7 +14,7 @@ Cases (one RATIO line each, peer_s / ours_s):
   SyntheticDiD (Rust backend). agree = estimate and SE within 1e-6.
 
 Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel_synth.py [--quick]``
-(--quick skips the 500-donor cases).
+(--quick skips the 500-donor cases, --large-only runs only them).
 """
 
 from __future__ import annotations
@@ -105,12 +105,15 @@ def sdid_case(n: int, T: int, T0: int, reps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the 500-donor cases")
+    ap.add_argument("--large-only", action="store_true", help="only the 500-donor cases")
     args = ap.parse_args()
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}")
     synthetic_control(panel(5, 12, 8, 1.0), [0], 8)  # warm imports
     synthetic_did(panel(9, 12, 8, 1.0), [0], 8, replications=2)  # numba compile / cache
 
     T, T0 = 30, 20
+    if args.large_only:
+        return large(T, T0)
     Y = panel(49, T, T0, effect=3.0)
     ours, s_ours = timed(synthetic_control, Y, [0], T0)
     (w_peer, p_peer), s_peer = timed(pysyncon_qp_placebo, Y, T0)
@@ -126,8 +129,12 @@ def main() -> None:
 
     sdid_case(50, T, T0, reps=200)
 
-    if args.quick:
-        return
+    if not args.quick:
+        large(T, T0)
+
+
+def large(T: int, T0: int) -> None:
+    """One fit on 500 donors vs pysyncon; our placebo run on 500 donors alone."""
     Y = panel(500, T, T0, effect=3.0, seed=2)
     A, b = Y[1:, :T0].T, Y[0, :T0]
     w, s_ours = timed(simplex_least_squares, A, b)
