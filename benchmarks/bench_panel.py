@@ -194,12 +194,15 @@ def main() -> None:
                         help="DoubleMLDIDMulti subsample (0 skips it)")
     parser.add_argument("--twfe-units", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="10k units everywhere")
+    parser.add_argument("--cases", nargs="*", default=None,
+                        help=f"run only these of {[c.__name__ for c in CASES]}")
     args = parser.parse_args()
     if args.quick:
         args.cs_units, args.dml_units, args.twfe_units = 10_000, 2_000, 10_000
     print(f"LOAD loadavg_1min={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}", flush=True)
     for case in CASES:
-        case(args)
+        if args.cases is None or case.__name__ in args.cases:
+            case(args)
     print(f"LOAD loadavg_1min={os.getloadavg()[0]:.2f}", flush=True)
 
 
