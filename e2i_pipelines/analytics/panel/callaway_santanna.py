@@ -85,8 +85,8 @@ def _unit_cluster(panel: PanelData, warnings: list[str]) -> np.ndarray:
 def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     """Every identified ATT(g,t) cell of ``panel`` by ``method`` (dr, ipw, reg)."""
     estimator = CELL_ESTIMATORS[method]
-    Y = panel.wide("y")
-    present = ~np.isnan(Y)
+    Yt = np.ascontiguousarray(panel.wide("y").T)  # periods x units: one period is contiguous
+    present = None if panel.balanced else ~np.isnan(Yt)
     X_wide = None
     if panel.covariates is not None:
         X_wide = np.stack([panel.wide(panel.covariates[:, j])
@@ -100,7 +100,8 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     w_unit = w_unit / w_unit.mean()
     cohort, ant, n = panel.cohort, panel.anticipation, panel.n_units
     warnings: list[str] = []
-    groups, times, atts, infs = [], [], [], []
+    groups, times, atts = [], [], []
+    inf_all = np.zeros((n, len(panel.cohorts) * (panel.n_periods - 1)), order="F")
     for g in panel.cohorts:
         last_pre = g - ant - 1
         if last_pre < 0:
@@ -113,36 +114,38 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
             control = cohort == NEVER
             if panel.control_group == "not_yet_treated":
                 control = control | ((cohort > t + ant) & ~treated)
-            both = present[:, t] & present[:, base]
-            sel = (treated | control) & both
-            D = treated[sel].astype(np.float64)
+            sel = treated | control
+            if present is not None:
+                both = present[t] & present[base]
+                sel &= both
+            idx = np.flatnonzero(sel)
+            D = treated[idx].astype(np.float64)
             n_t, n_c = int(D.sum()), int(len(D) - D.sum())
             if n_t == 0 or n_c == 0:
                 warnings.append(f"ATT(g={panel.periods[g]}, t={panel.periods[t]}) has "
                                 f"{n_t} treated and {n_c} control units; not estimated")
                 continue
-            dy = Y[sel, t] - Y[sel, base]
+            dy = Yt[t, idx] - Yt[base, idx]
             X = np.ones((len(D), 1))
             if X_wide is not None:
-                X = np.column_stack([X, X_wide[sel, base, :]])
+                X = np.column_stack([X, X_wide[idx, base, :]])
             ps = None
             if method in USES_PROPENSITY:
                 key = (g, None if invariant else base, np.packbits(sel).tobytes())
                 if key not in fits:
-                    w_sel = w_unit[sel]
+                    w_sel = w_unit[idx]
                     fits = {key: propensity(D, X, w_sel / w_sel.mean())}  # keep one fit
                 ps = fits[key]
-            att, inf_cell = estimator(dy, D, X, w_unit[sel], ps)
-            inf = np.zeros(n)
-            inf[sel] = int(both.sum()) / len(D) * inf_cell
+            att, inf_cell = estimator(dy, D, X, w_unit[idx], ps)
+            n_cell = n if present is None else int(both.sum())  # units seen in both periods
+            inf_all[idx, len(atts)] = n_cell / len(D) * inf_cell
             groups.append(g)
             times.append(t)
             atts.append(att)
-            infs.append(inf)
     if not atts:
         raise ValueError("no ATT(g,t) cell could be estimated (no cohort with controls)")
     return ATTgt(group=np.array(groups), time=np.array(times), att=np.array(atts),
-                 inf=np.column_stack(infs), unit_weight=w_unit, unit_cohort=cohort,
+                 inf=inf_all[:, :len(atts)], unit_weight=w_unit, unit_cohort=cohort,
                  unit_cluster=_unit_cluster(panel, warnings), periods=panel.periods,
                  warnings=warnings)
 
