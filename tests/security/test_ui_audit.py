@@ -6,15 +6,18 @@ crash). The middleware on a real webserver through Caddy: tests/security/test_ui
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 import dagster as dg
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
 from e2i_api.auth.client_address import client_ip
+from e2i_api.dagster_client import API_ROLE, DagsterClient
 from e2i_api.ui_audit import (
     TERMINATED_BY_TAG,
     MutationCall,
@@ -108,12 +111,13 @@ def _stand_in(instance: dg.DagsterInstance):
     """Answers like Dagster's GraphQL endpoint for terminateRun: cancels the run if not yet started."""
     async def app(scope, receive, send) -> None:
         request = json.loads((await receive())["body"])
-        run = instance.get_run_by_id(request["variables"]["id"])
+        variables = request["variables"]
+        run = instance.get_run_by_id(variables.get("id") or variables["runId"])  # UI / e2i_api names
         kind = "TerminateRunFailure"
         if run.status == dg.DagsterRunStatus.NOT_STARTED:
             instance.report_run_canceled(run)
             kind = "TerminateRunSuccess"
-        body = json.dumps({"data": {"terminateRun": {"__typename": kind}}}).encode()
+        body = json.dumps({"data": {"terminateRun": {"__typename": kind, "run": {"runId": run.run_id}}}}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
@@ -141,6 +145,28 @@ def test_terminate_tags_the_user_and_audits(audit_records: list[logging.LogRecor
         ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunSuccess", [run_id]),
         ("ed@example.com", "192.0.2.4", "terminateRun", run_id, "TerminateRunFailure", []),
         (None, "testclient", "terminateRun", other, "TerminateRunSuccess", [other])]
+
+
+def test_api_cancel_sends_its_client_and_is_tagged(audit_records: list[logging.LogRecord]) -> None:
+    """The API's terminate (e2i_api.dagster_client) names the key's client to the audited
+    webserver: the run gets e2i/terminated_by=<client>, the audit line role ``api``. Through the
+    real API, webserver and Caddy: test_ui_login.py::test_api_cancel_is_attributed_..."""
+    with dg.instance_for_test() as instance:
+        run_id = _new_run(instance)
+        transport = httpx.ASGITransport(UiAuditMiddleware(_stand_in(instance), instance))
+        client = DagsterClient("http://webserver", "e2i", "__repository__", 10, transport=transport)
+
+        async def cancel() -> tuple:
+            try:
+                return await client.terminate_run(run_id, "ops")
+            finally:
+                await client.aclose()
+
+        accepted, message, _ = asyncio.run(cancel())
+        assert accepted and message is None
+        assert instance.get_run_by_id(run_id).tags[TERMINATED_BY_TAG] == "ops"
+    assert [(r.principal, r.role, r.action, r.run_id, r.terminated) for r in audit_records] == [
+        ("ops", API_ROLE, "terminateRun", run_id, [run_id])]
 
 
 def test_queries_pass_unaudited(audit_records: list[logging.LogRecord]) -> None:
