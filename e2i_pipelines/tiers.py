@@ -124,7 +124,7 @@ def tier_kwargs(tier: Tier | str, floor: Tier = Tier.LIGHT, ceiling: Tier = Tier
     """Keyword arguments for ``@asset``/``@multi_asset``/``@asset_check`` declaring ``tier``.
 
     ``floor`` and ``ceiling`` bound ``Tier.AUTO``; an auto step has no pool (its size is known
-    only at launch; the launcher then tags the run with its tier's pool).
+    only at launch), so the run queue and the heavy-run scaler do not count it as heavy.
     """
     if tier != Tier.AUTO:
         tier = parse_tier(tier)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import DagsterRunStatus, RunsFilter
-from dagster._core.storage.tags import POOL_TAG_PREFIX
 
 from e2i_pipelines.launcher.cgroup_usage import PEAK_MEMORY_TAG, tag_number
 from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, TIER_SOURCE_TAG
@@ -184,29 +183,13 @@ def choose(prediction: Prediction | None, size: float | None, factor: float, bou
     return AutoChoice(tier, tags)
 
 
-def pool_tags(run_tags: Mapping[str, str], tier: Tier) -> dict[str, str]:
-    """Dagster's hidden pool tags saying which tier pool the auto run launched in (the scaler
-    counts heavy runs by them); pools of other tiers set at creation are turned to false."""
-    tags = {}
-    for sized in SIZED_ORDER:
-        if sized.pool is None:
-            continue
-        key = f"{POOL_TAG_PREFIX}{sized.pool}"
-        if sized is tier:
-            tags[key] = "true"
-        elif key in run_tags:
-            tags[key] = "false"
-    return tags
-
-
 def decide_auto(instance: Any, run_tags: Mapping[str, str], key: str, bounds: AutoBounds,
                 declared: Tier | None, profiles: Mapping[Tier, TierProfile]) -> AutoChoice:
     """Choose the tier of an auto run from its history; tag-format errors raise SizingInputError."""
     size = parse_input_size(run_tags[INPUT_SIZE_TAG]) if INPUT_SIZE_TAG in run_tags else None
     factor = headroom(run_tags)
     prediction = predict_peak(history(instance, key, profiles), size)
-    choice = choose(prediction, size, factor, bounds, declared, profiles)
-    return AutoChoice(choice.tier, {**choice.tags, **pool_tags(run_tags, choice.tier)})
+    return choose(prediction, size, factor, bounds, declared, profiles)
 
 
 def ceiling_failure_tags(reason: str, bounds: AutoBounds) -> dict[str, str]:

@@ -22,7 +22,6 @@ from e2i_pipelines.launcher.sizing import (
     choose,
     headroom,
     parse_input_size,
-    pool_tags,
     sample_of,
 )
 from e2i_pipelines.launcher.sizing_fit import Prediction, Sample, predict_peak, theil_sen
@@ -162,12 +161,6 @@ def test_auto_request_from_run_tag_and_from_auto_steps():
     assert auto_request({}, [auto_step, heavy]) == (AutoBounds(Tier.HEAVY, Tier.HEAVY), None)
     assert tier_of_tags(auto_step) is Tier.MEDIUM  # everything else sees the ceiling
     assert list(Tier) == [Tier.LIGHT, Tier.MEDIUM, Tier.HEAVY]  # auto is no size
-
-
-def test_pool_tags_follow_the_chosen_tier():
-    created = {"dagster/x": "1", ".dagster/pool/e2i-heavy": "true"}
-    assert pool_tags(created, Tier.LIGHT) == {".dagster/pool/e2i-heavy": "false"}
-    assert pool_tags({}, Tier.MEDIUM) == {".dagster/pool/e2i-medium": "true"}
 
 
 def _probe_run(instance, storage, tags: dict[str, str]) -> dg.DagsterRun:
