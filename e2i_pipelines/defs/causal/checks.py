@@ -11,6 +11,7 @@ which a cross-section skips with the reason.
 """
 
 import json
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -67,9 +68,7 @@ def causal_refutations(
     storage: E2IStorage,
     mlflow: MlflowTracker,
 ):
-    selected = tuple(name for name in REFUTERS
-                     if dg.AssetCheckKey(causal_estimate_key(), name)
-                     in context.selected_asset_check_keys)
+    selected = _selected(context, REFUTERS)
     if causal_estimate.result.design == PANEL_DESIGN:
         for name in selected:
             context.log.warning(f"check {name} {PANEL_SKIP}")
@@ -94,6 +93,12 @@ def causal_refutations(
 
 def causal_estimate_key() -> dg.AssetKey:
     return causal_estimate.key
+
+
+def _selected(context: dg.AssetCheckExecutionContext, names: Sequence[str]) -> tuple[str, ...]:
+    """The checks among ``names`` that this execution was asked for."""
+    return tuple(n for n in names
+                 if dg.AssetCheckKey(causal_estimate_key(), n) in context.selected_asset_check_keys)
 
 
 _PANEL_DESCRIPTIONS = {
@@ -122,9 +127,7 @@ def panel_checks(
     storage: E2IStorage,
     mlflow: MlflowTracker,
 ):
-    selected = tuple(n for n in PANEL_CHECKS
-                     if dg.AssetCheckKey(causal_estimate_key(), n)
-                     in context.selected_asset_check_keys)
+    selected = _selected(context, PANEL_CHECKS)
     if causal_estimate.result.design != PANEL_DESIGN:
         for name in selected:
             context.log.warning(f"check {name} {CROSS_SECTION_SKIP}")
