@@ -21,6 +21,7 @@ from dagster import DagsterInstance, RunsFilter
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from e2i_api.core.rate_limit import RateLimits
 from e2i_api.idempotency import IDEMPOTENCY_TAG, advisory_key
 from e2i_api.main import create_app
 from tests.api.api_processes import ApiProcess, api_env
@@ -145,10 +146,17 @@ def test_a_held_key_waits_then_launches_or_answers_409(two_apis: tuple[ApiProces
 
 
 def test_unreachable_lock_database_is_503() -> None:
-    """A keyed POST whose lock database is down answers 503 naming it (not 500)."""
+    """A keyed POST whose database is down answers 503 naming what needs it (not 500): first
+    the rate limiter, which counts in the same database; with in-memory counters, the
+    Idempotency-Key lock."""
     dead = f"postgresql://e2i:e2i@127.0.0.1:{free_port()}/dagster"
     settings = api_settings(free_port(), database_url=dead, dagster_timeout_seconds=2)
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        response = client.post("/v1/runs", json=BODY, headers={**WRITE, "Idempotency-Key": "k-503"})
+        assert response.status_code == 503, response.text
+        assert "rate limiter unavailable" in response.json()["detail"]
+        app.state.rate_limits = RateLimits(settings.rate_limit_read, settings.rate_limit_write)
         response = client.post("/v1/runs", json=BODY, headers={**WRITE, "Idempotency-Key": "k-503"})
     assert response.status_code == 503, response.text
     assert "idempotency database" in response.json()["detail"] and response.headers["Retry-After"] == "5"
