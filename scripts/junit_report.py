@@ -45,4 +45,5 @@ def failed(paths: list[Path]) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] != "failed":
         sys.exit("usage: junit_report.py failed REPORT.xml ...")
-    print("\n".join(failed([Path(p) for p in sys.argv[2:]])))
+    for test in failed([Path(p) for p in sys.argv[2:]]):
+        print(test)

@@ -43,6 +43,7 @@ if [ "$status" -ne 0 ]; then
   mapfile -t failed_ray < <(python3 scripts/junit_report.py failed reports/junit-ray.xml)
   echo "Re-running serially what failed in the parallel runs: ${failed[*]} ${failed_ray[*]}"
   status=0
+  # (an empty list must not reach pytest: no path means the whole tree)
   if [ "${#failed[@]}" -gt 0 ]; then
     "${pytest[@]}" "${failed[@]}" --junitxml=reports/junit-rerun.xml || status=$?
   fi
