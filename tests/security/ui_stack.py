@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
+import dagster as dg
 import httpx
 import yaml
 
@@ -105,6 +106,11 @@ class UiStack:
         try:
             self._start_idp()
             workspace = self._workspace()
+            # Create the SQLite stores once, here: processes that stamp a fresh store at the
+            # same time can leave two alembic heads, and the next webserver refuses to start.
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                instance.get_runs(limit=1)
+                instance.all_instigator_state()
             writable = DagsterProcess(
                 [sys.executable, "-m", "e2i_api.ui_webserver", "-h", "127.0.0.1",
                  "-p", str(self.ports["webserver"]), "-w", str(workspace)],
