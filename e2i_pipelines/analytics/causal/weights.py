@@ -48,15 +48,6 @@ def with_intercept(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def weighted_gram(X: np.ndarray, w: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
-    """``X' diag(w) X`` over row blocks (no n x p temporary beyond one block)."""
-    G = np.zeros((X.shape[1], X.shape[1]))
-    for start in range(0, X.shape[0], block_rows):
-        xb = X[start:start + block_rows]
-        G += xb.T @ (xb * w[start:start + block_rows, None])
-    return G
-
-
 def intercept_dot(X: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """``[1, X] @ beta`` without building ``[1, X]``."""
     return X @ beta[1:] + beta[0]

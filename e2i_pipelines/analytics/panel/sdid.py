@@ -27,7 +27,7 @@ from numba import njit
 from e2i_pipelines.analytics.panel.data import PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.settings import PanelSettings
-from e2i_pipelines.analytics.panel.synth import _labels, block_design
+from e2i_pipelines.analytics.panel.synth import _labels, block_design, check_periods_and_balance
 from e2i_pipelines.core.errors import DataValidationError
 
 
@@ -207,18 +207,13 @@ def _placebo(pre_co: np.ndarray, post_co: np.ndarray, n1: int, zeta_omega: float
 
 
 def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int) -> None:
-    n, T = Y.shape
+    n = Y.shape[0]
     if treated.size == 0 or treated.min() < 0 or treated.max() >= n:
         raise DataValidationError("synthetic_did: treated unit indices missing or out of range")
     if n - treated.size <= treated.size:
         raise DataValidationError("synthetic_did: the placebo variance needs more control units "
                          f"({n - treated.size}) than treated units ({treated.size})")
-    if not 2 <= first_treated < T:
-        raise DataValidationError("synthetic_did: needs at least 2 pre-periods and 1 post-period "
-                         f"(first treated period index {first_treated} of {T})")
-    if not np.isfinite(Y).all():
-        raise DataValidationError("synthetic_did: the outcome has missing values; synthetic DiD needs "
-                         "a balanced panel")
+    check_periods_and_balance("synthetic_did", "synthetic DiD", Y, first_treated)
 
 
 PLACEBO_REPLICATIONS = 200

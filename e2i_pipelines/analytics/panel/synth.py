@@ -170,10 +170,21 @@ def synthetic_control(Y: np.ndarray, treated: np.ndarray | list[int], first_trea
                  "se_type": "placebo in space (SD of donors' mean post gap)"})
 
 
+def check_periods_and_balance(method: str, label: str, Y: np.ndarray, first_treated: int) -> None:
+    """2+ pre-periods, 1+ post-period and no missing outcome (units x periods ``Y``)."""
+    T = Y.shape[1]
+    if not 2 <= first_treated < T:
+        raise DataValidationError(f"{method}: needs at least 2 pre-periods and 1 post-period "
+                                  f"(first treated period index {first_treated} of {T})")
+    if not np.isfinite(Y).all():
+        raise DataValidationError(f"{method}: the outcome has missing values; {label} needs "
+                                  "a balanced panel")
+
+
 def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int, max_treated: int,
               Z: np.ndarray | None, v: np.ndarray | None) -> None:
     """Clear errors before any fitting."""
-    n, T = Y.shape
+    n = Y.shape[0]
     if treated.size == 0:
         raise DataValidationError("synthetic_control: no treated unit")
     if treated.size > max_treated:
@@ -185,12 +196,7 @@ def _validate(Y: np.ndarray, treated: np.ndarray, first_treated: int, max_treate
     if n - treated.size < 3:
         raise DataValidationError("synthetic_control: needs at least 3 donor (never-treated) "
                                   "units for placebo inference")
-    if not 2 <= first_treated < T:
-        raise DataValidationError("synthetic_control: needs at least 2 pre-periods and 1 post-period "
-                         f"(first treated period index {first_treated} of {T})")
-    if not np.isfinite(Y).all():
-        raise DataValidationError("synthetic_control: the outcome has missing values; synthetic "
-                         "control needs a balanced panel")
+    check_periods_and_balance("synthetic_control", "synthetic control", Y, first_treated)
     if Z is not None:
         if Z.shape[0] != n or not np.isfinite(Z).all():
             raise DataValidationError("synthetic_control: covariates must be finite, one row per unit")
