@@ -4,12 +4,19 @@ A run becomes a Ray job whose entrypoint asks for the tier's CPUs and memory plu
 custom resource naming the tier (``{"e2i-heavy": 1}``), so it can only land on a node that offers
 that tier. Ray's ``memory`` only admits work; the hard cap is the node itself (one node per VM
 in production, a memory cgroup or container of the tier's size in tests), so a run that exceeds
-its tier is really killed. The entrypoint is the run-worker wrapper
+its tier is really killed. The entrypoint is the Ray wrapper
+(:mod:`e2i_pipelines.launcher.ray_worker`: the run in a cgroup of its own below the node's, capped
+at the tier's memory, so what it used is measured as on Docker) around the run-worker wrapper
 (:mod:`e2i_pipelines.launcher.run_worker`), which
-runs ``dagster api execute_run``, records an OOM kill on the run and logs how it ended (exit code, OOM kills in the node's
+runs ``dagster api execute_run``, records an OOM kill on the run and logs how it ended (exit code, OOM kills in the run's
 memory cgroup); ``diagnose`` turns that record and the job status into the same
 :class:`~e2i_pipelines.launcher.oom.ContainerDiagnosis` the Docker launcher gives, so run
 monitoring fails a dead job with the reason and the OOM sensor promotes it.
+
+``tier: auto`` works as on Docker: :meth:`run_tier` sizes the run from history
+(:func:`~e2i_pipelines.launcher.run_tier.tier_for_run`) once, ``launch_run`` tags the choice
+(``e2i/tier``, ``e2i/tier_source=auto``, predicted peak, basis) and the job asks for the chosen
+tier's resource, so it lands on a node of that tier.
 
 Security: every request to the cluster carries its token (``auth_token_path``, a file, or
 ``RAY_AUTH_TOKEN_PATH`` / ``RAY_AUTH_TOKEN_FILE``: :mod:`e2i_pipelines.launcher.ray_auth`). A job's
@@ -65,8 +72,9 @@ from e2i_pipelines.launcher.oom import (
     unfinished_steps,
 )
 from e2i_pipelines.launcher.promotion import RAY_JOB_TAG, RAY_NODE_TAG
+from e2i_pipelines.launcher.ray_worker import ray_worker_argv
 from e2i_pipelines.launcher.tiered import TIER_CONFIG_FIELDS, TIER_ENV, TieredLauncherMixin
-from e2i_pipelines.launcher.worker_exit import EXIT_MARKER, parse_exit_record, worker_argv
+from e2i_pipelines.launcher.worker_exit import EXIT_MARKER, parse_exit_record
 from e2i_pipelines.tiers import TierProfile, parse_bytes, ray_resource
 
 _ALIVE = {"PENDING", "RUNNING"}
@@ -127,9 +135,15 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
             "entrypoint_resources": {ray_resource(resolved.tier): 1},
         }
 
-    def entrypoint(self, args: list[str]) -> str:
-        """Shell command of the Ray job: the e2i worker wrapper around the Dagster run worker."""
-        return shlex.join(worker_argv(self.worker_python, args))
+    def entrypoint(self, args: list[str], memory_bytes: int | None = None) -> str:
+        """Shell command of the Ray job: the Ray wrapper (the run's own cgroup capped at
+        ``memory_bytes``, :mod:`~e2i_pipelines.launcher.ray_worker`) around the e2i run worker."""
+        return shlex.join(ray_worker_argv(self.worker_python, args, memory_bytes))
+
+    def run_entrypoint(self, run: DagsterRun, args: list[str]) -> str:
+        """The entrypoint of ``run``'s job, its cgroup capped at its tier's memory."""
+        _resolved, profile = self.run_tier(run)
+        return self.entrypoint(args, parse_bytes(profile.memory))
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -141,7 +155,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
             job_origin=run.job_code_origin, run_id=run.run_id,
             instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True,
         ).get_command_args()
-        self._launch_ray_job(submission_id, self.entrypoint(list(args)), run)
+        self._launch_ray_job(submission_id, self.run_entrypoint(run, list(args)), run)
 
     def resume_run(self, context: ResumeRunContext) -> None:
         run = context.dagster_run
@@ -152,7 +166,7 @@ class TieredRayRunLauncher(TieredLauncherMixin, RayRunLauncher):
             job_origin=run.job_code_origin, run_id=run.run_id,
             instance_ref=self._instance.get_ref(), set_exit_code_on_failure=True,
         ).get_command_args()
-        self._launch_ray_job(submission_id, self.entrypoint(list(args)), run)
+        self._launch_ray_job(submission_id, self.run_entrypoint(run, list(args)), run)
 
     def job_runtime_env(self, run: DagsterRun) -> tuple[dict[str, Any], list[str]]:
         """The job's runtime_env (the operator's, its env vars without secrets, plus the tier's

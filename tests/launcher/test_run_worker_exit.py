@@ -153,8 +153,9 @@ def test_job_request_sizes_the_run_by_its_tier(ray_launcher):
     assert launcher.job_request(run) == {"entrypoint_num_cpus": 4.0,
                                          "entrypoint_memory": 768 * 1024**2,
                                          "entrypoint_resources": {"e2i-medium": 1}}
-    entry = launcher.entrypoint(["dagster", "api", "execute_run", '{"x": "it\'s"}'])
-    assert entry.startswith("python -m e2i_pipelines.launcher.run_worker dagster api execute_run ")
+    entry = launcher.run_entrypoint(run, ["dagster", "api", "execute_run", '{"x": "it\'s"}'])
+    assert entry.startswith(  # the run's own cgroup on the node, capped at its tier's memory
+        f"python -m e2i_pipelines.launcher.ray_worker --memory {768 * 1024**2} dagster api execute_run ")
     assert shlex.split(entry)[-1] == '{"x": "it\'s"}'  # the JSON survives the job's shell
 
 

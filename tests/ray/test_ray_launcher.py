@@ -168,7 +168,8 @@ def assert_placed_on_its_tier(deployment: RayDeployment, run_id: str, tier: str)
     }
     info = launcher.client.get_job_info(run.tags[RAY_JOB_TAG])
     assert info.metadata["e2i/tier"] == tier
-    assert info.entrypoint.startswith("python -m e2i_pipelines.launcher.run_worker ")
+    memory = parse_bytes(profile["memory"])
+    assert info.entrypoint.startswith(f"python -m e2i_pipelines.launcher.ray_worker --memory {memory} ")
     assert_no_password(info)
     assert any(f"placed on Ray node {run.tags[RAY_NODE_TAG]}" in m
                for m in deployment.harness.messages(run_id, DagsterEventType.ENGINE_EVENT))
