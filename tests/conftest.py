@@ -108,10 +108,16 @@ def compose_stack(docker_client):
     yield from shared_stack(docker_client)
 
 
-SERVICE_GROUP = ("docker", "postgres", "webserver")
-"""Tests using these share one pytest-xdist worker (``--dist loadgroup``): they wait on containers
-and servers more than on the CPU, and the engine-measuring tests must not see each other's
-containers. Every other test is grouped by its file (module fixtures start once)."""
+ENGINE_GROUP = ("docker",)
+"""Tests using these share one pytest-xdist worker (``--dist loadgroup``): the engine-measuring
+tests must not see each other's containers. Every other test is grouped by its file, so a
+module's fixtures (webservers, databases) start once, on one worker."""
+
+
+def _distributing_by_group(config: pytest.Config) -> bool:
+    """True under ``--dist loadgroup``, on the controller and on the workers (pytest-xdist sets
+    the workers' ``dist`` to ``no`` and tells them by ``option.loadgroup``)."""
+    return config.getoption("dist", None) == "loadgroup" or bool(getattr(config.option, "loadgroup", False))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
@@ -126,10 +132,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if info is not None:
             for name in sorted(fixture_markers(d for defs in info.name2fixturedefs.values() for d in defs)):
                 item.add_marker(name)
-    if config.getoption("dist", None) == "loadgroup":
+    if _distributing_by_group(config):
         for item in items:
-            services = any(item.get_closest_marker(name) for name in SERVICE_GROUP)
-            item.add_marker(pytest.mark.xdist_group("services" if services else item.nodeid.split("::")[0]))
+            engine = any(item.get_closest_marker(name) for name in ENGINE_GROUP)
+            item.add_marker(pytest.mark.xdist_group("engine" if engine else item.nodeid.split("::")[0]))
     ranked = {id(item): stack_rank(item.nodeid) for item in items}
     items.sort(key=lambda item: -1 if ranked[id(item)] is None else ranked[id(item)])
 
