@@ -10,7 +10,7 @@ allowed and reported in ``warnings``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -214,3 +214,46 @@ def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
         raise DataValidationError(
             "spec key 'control_group': no never-treated and no not-yet-treated units (all "
             "treated units start together)")
+
+
+@dataclass(frozen=True)
+class CrossSection:
+    """One row per unit at the last period before the first launch (``period``); the
+    treatment column is each unit's roll-out status (1 = treated later)."""
+
+    frame: pd.DataFrame
+    spec: Any  # the cross-section CausalSpec (same columns, no panel keys)
+    period: str
+    dropped_units: int  # units with no row in that period (unbalanced panels)
+
+    def describe(self) -> str:
+        return (f"design: panel -> the last pre-period cross-section (period {self.period}, "
+                f"{len(self.frame):,} units, {self.dropped_units:,} without a row there "
+                f"dropped); treatment {self.spec.treatment!r} = treated later, outcome and "
+                "covariates as of that period")
+
+
+def last_pre_period(df: pd.DataFrame, spec: Any, *, source: str = "data") -> CrossSection:
+    """The panel's last pre-period cross-section (for cross-section jobs such as the twins):
+    validated as a panel first, binary treatment only."""
+    if spec.treatment_type != "binary":
+        raise DataValidationError("spec key 'treatment_type': a continuous (dose) panel has no "
+                                  "pre-period cross-section; use treatment_type: binary")
+    panel = load_panel(df, spec, source=source)
+    last = int(panel.cohorts.min()) - panel.anticipation - 1
+    if last < 0:
+        raise DataValidationError(
+            "spec key 'anticipation': no period lies before the first launch less "
+            f"{panel.anticipation} anticipation period(s)")
+    _, time = _time_codes(df[spec.time], spec.time)
+    unit = pd.factorize(df[spec.unit], sort=True)[0]
+    rows = time == last
+    frame = df.loc[rows].reset_index(drop=True)
+    frame[spec.treatment] = (panel.cohort[unit[rows]] != NEVER).astype(np.int64)
+    cross = replace(spec, design="cross_section", unit=None, time=None, weights=None,
+                    cluster=None, treatment_off="error", control_group="never_treated",
+                    anticipation=0, treatment_type="binary")
+    period = pd.Index(panel.periods)[last]
+    shown = str(period.date()) if isinstance(period, pd.Timestamp) else str(period)
+    return CrossSection(frame=frame, spec=cross, period=shown,
+                        dropped_units=panel.n_units - int(rows.sum()))

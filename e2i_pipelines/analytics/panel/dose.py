@@ -27,10 +27,10 @@ from e2i_pipelines.analytics.causal.estimators import (
 )
 from e2i_pipelines.analytics.panel.data import PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
-from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.analytics.panel.settings import DOSE_BASES, PanelSettings
 from e2i_pipelines.core.errors import DataValidationError
 
-BASES = ("spline", "bins", "linear")
+BASES = DOSE_BASES
 
 
 @dataclass
@@ -181,18 +181,30 @@ def _validate(y: np.ndarray, d: np.ndarray, X: np.ndarray, basis: str, knots: in
                          f"{2 * folds} distinct clusters for {folds}-fold cross-fitting")
 
 
-def dose_response_panel(panel: PanelData, settings: PanelSettings) -> PanelResult:
-    """``method: dose_response`` on a validated panel (``treatment_type: continuous``):
-    every unit x period row is an observation; the nuisances see the covariates and the
-    period; folds and SEs are by the spec's ``cluster`` (default: unit)."""
+def dose_design(panel: PanelData, settings: PanelSettings) -> np.ndarray:
+    """The nuisances' inputs (covariates and the period) of a continuous panel, after the
+    dose checks (options, distinct doses, rows and clusters per fold), before any fit."""
     if panel.treatment_type != "continuous":
         raise DataValidationError("config key 'method': dose_response needs "
                                   "treatment_type continuous")
     cols = [panel.time.astype(np.float64)[:, None]]
     if panel.covariates is not None:
         cols.insert(0, panel.covariates)
-    est = EstimatorSettings(confidence_level=settings.confidence_level, seed=settings.seed)
-    r = dose_response(panel.y, panel.d, np.hstack(cols), settings=est,
+    X = np.hstack(cols)
+    _validate(panel.y, panel.d, X, settings.dose_basis, settings.dose_knots, settings.folds,
+              panel.cluster)
+    return X
+
+
+def dose_response_panel(panel: PanelData, settings: PanelSettings) -> PanelResult:
+    """``method: dose_response`` on a validated panel (``treatment_type: continuous``):
+    every unit x period row is an observation; the nuisances see the covariates and the
+    period; folds and SEs are by the spec's ``cluster`` (default: unit)."""
+    X = dose_design(panel, settings)
+    est = EstimatorSettings(confidence_level=settings.confidence_level, seed=settings.seed,
+                            folds=settings.folds)
+    r = dose_response(panel.y, panel.d, X, settings=est,
+                      basis=settings.dose_basis, knots=settings.dose_knots,
                       clusters=panel.cluster, confidence_level=settings.confidence_level)
     curve = [{"dose": float(g), "estimate": float(c), "ci_low": float(lo),
               "ci_high": float(hi)}

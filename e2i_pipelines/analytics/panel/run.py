@@ -12,11 +12,11 @@ import pandas as pd
 
 from e2i_pipelines.analytics.panel.callaway_santanna import callaway_santanna
 from e2i_pipelines.analytics.panel.data import PanelData, load_panel
-from e2i_pipelines.analytics.panel.dose import dose_response_panel
+from e2i_pipelines.analytics.panel.dose import dose_design, dose_response_panel
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.sdid import synthetic_did_panel
 from e2i_pipelines.analytics.panel.settings import PanelSettings
-from e2i_pipelines.analytics.panel.synth import synthetic_control_panel
+from e2i_pipelines.analytics.panel.synth import block_design, synth_design, synthetic_control_panel
 from e2i_pipelines.analytics.panel.twfe import did
 from e2i_pipelines.core.errors import DataValidationError
 
@@ -48,12 +48,36 @@ def resolve_panel_method(method: str, treatment_type: str) -> str:
     return method
 
 
+def _sdid_design(panel: PanelData, _settings: PanelSettings) -> object:
+    return block_design(panel, "synthetic_did")
+
+
+PRECHECKS: dict[str, Callable[[PanelData, PanelSettings], object]] = {
+    "synthetic_control": synth_design,
+    "synthetic_did": _sdid_design,
+    "dose_response": dose_design,
+}
+"""Cheap structural checks of a method on a validated panel (no fitting)."""
+
+
+def check_panel_input(df: pd.DataFrame, spec, method: str | None, settings: PanelSettings, *,
+                      source: str = "data") -> tuple[str | None, PanelData]:
+    """Everything checked before any estimation: ``method`` fits the spec, ``df`` is a valid
+    panel (``load_panel``) and fits the method (e.g. synthetic control's max_treated_units).
+    ``method`` None checks the panel only. Raises DataValidationError naming the key."""
+    if method is not None:
+        method = resolve_panel_method(method, spec.treatment_type)
+    panel = load_panel(df, spec, source=source)
+    if method in PRECHECKS:
+        PRECHECKS[method](panel, settings)
+    return method, panel
+
+
 def run_panel(df: pd.DataFrame, spec, method: str, settings: PanelSettings, *,
               source: str = "data") -> tuple[PanelData, PanelResult]:
     """Validate ``df`` against ``spec`` (before any estimation), then estimate by ``method``.
     Raises DataValidationError naming the key on bad input or config."""
-    method = resolve_panel_method(method, spec.treatment_type)
-    panel = load_panel(df, spec, source=source)
+    method, panel = check_panel_input(df, spec, method, settings, source=source)
     result = METHODS[method](panel, settings)
     result.warnings = [*panel.warnings, *result.warnings]
     return panel, result

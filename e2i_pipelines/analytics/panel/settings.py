@@ -7,6 +7,8 @@ from dataclasses import dataclass
 CS_METHODS = ("dr", "ipw", "reg")
 """Callaway-Sant'Anna ATT(g,t) estimators: doubly robust, inverse probability, regression."""
 WILD_WEIGHTS = ("rademacher", "webb")
+DOSE_BASES = ("spline", "bins", "linear")
+"""dose_response curve bases: cubic B-spline, quantile bins, or linear only."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class PanelSettings:
     seed: int = 0
     max_treated_units: int = 10  # synthetic control (part B)
     placebo_shift: int = 1  # placebo in time: periods the treatment moves earlier
+    dose_basis: str = "spline"  # dose_response curve: spline | bins | linear
+    dose_knots: int = 4  # dose_response: inner spline knots / bin edges (dose quantiles)
+    folds: int = 5  # dose_response cross-fitting folds (whole clusters per fold)
 
     @property
     def alpha(self) -> float:

@@ -223,6 +223,19 @@ def block_design(panel: PanelData, method: str) -> tuple[np.ndarray, np.ndarray,
     return Y, np.flatnonzero(panel.cohort != NEVER), int(cohorts[0]) - panel.anticipation
 
 
+def synth_design(panel: PanelData, settings: PanelSettings
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`block_design` of synthetic control, refusing more treated units than
+    ``max_treated_units`` (before any per-unit work)."""
+    Y, treated, first = block_design(panel, "synthetic_control")
+    if treated.size > settings.max_treated_units:
+        raise DataValidationError(
+            f"config key 'method': synthetic_control takes at most "
+            f"{settings.max_treated_units} treated units (max_treated_units); the panel has "
+            f"{treated.size} (use callaway_santanna or synthetic_did)")
+    return Y, treated, first
+
+
 def _labels(values: np.ndarray) -> list[str]:
     return [str(v.date()) if isinstance(v, pd.Timestamp) else str(v)
             for v in pd.Index(values)]
@@ -231,12 +244,7 @@ def _labels(values: np.ndarray) -> list[str]:
 def synthetic_control_panel(panel: PanelData, settings: PanelSettings) -> PanelResult:
     """``method: synthetic_control`` on a validated panel: donors are the never-treated
     units; time-invariant covariates (first row per unit) are matched beside the outcome."""
-    Y, treated, first = block_design(panel, "synthetic_control")
-    if treated.size > settings.max_treated_units:  # before any per-unit work
-        raise DataValidationError(
-            f"config key 'method': synthetic_control takes at most "
-            f"{settings.max_treated_units} treated units (max_treated_units); the panel has "
-            f"{treated.size} (use callaway_santanna or synthetic_did)")
+    Y, treated, first = synth_design(panel, settings)
     Z = panel.unit_values(panel.covariates) if panel.covariates is not None else None
     r = synthetic_control(Y, treated, first, max_treated=settings.max_treated_units, Z=Z,
                           confidence_level=settings.confidence_level)

@@ -1,5 +1,8 @@
 """Run config of the causal estimate and its refuters, checked before any heavy work."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 from pydantic import Field
 
@@ -7,7 +10,12 @@ from e2i_pipelines.analytics.causal.estimate import METHODS
 from e2i_pipelines.analytics.causal.estimators import NUISANCES, EstimatorSettings
 from e2i_pipelines.analytics.causal.refuters import RefuterSettings
 from e2i_pipelines.analytics.panel.run import METHODS as PANEL_METHODS
-from e2i_pipelines.analytics.panel.settings import CS_METHODS, WILD_WEIGHTS, PanelSettings
+from e2i_pipelines.analytics.panel.settings import (
+    CS_METHODS,
+    DOSE_BASES,
+    WILD_WEIGHTS,
+    PanelSettings,
+)
 
 DIAGNOSTIC_CHECKS = ("covariate_balance", "overlap", "sensitivity")
 """Names of the diagnostic checks on causal_estimate (the API tells them from refutations)."""
@@ -41,7 +49,8 @@ class CausalEstimateConfig(dg.Config):
     stabilized: bool = Field(default=True, description="Stabilised weights (weighting).")
     propensity_clip: float = Field(
         default=0.01, description="aipw/dml: propensities are clipped to [clip, 1 - clip].")
-    folds: int = Field(default=5, description="Cross-fitting folds (aipw, dml).")
+    folds: int = Field(default=5, description="Cross-fitting folds (aipw, dml; panel "
+                       "dose_response).")
     nuisance: str = Field(default="lightgbm",
                           description=f"Nuisance models of aipw/dml: {list(NUISANCES)}.")
     nuisance_trees: int = Field(default=100, description="Trees per LightGBM nuisance model.")
@@ -60,6 +69,11 @@ class CausalEstimateConfig(dg.Config):
                                "treatment dates move earlier.")
     max_treated_units: int = Field(default=10, description="Panel synthetic control: most "
                                    "treated units accepted.")
+    dose_basis: str = Field(default="spline", description="Panel dose_response curve: "
+                            f"{list(DOSE_BASES)} (cubic spline, quantile bins, linear only); "
+                            "cross-fitting folds: 'folds'.")
+    dose_knots: int = Field(default=4, description="Panel dose_response: inner spline knots "
+                            "or bin edges at dose quantiles (1..20).")
 
     def check(self) -> None:
         """Raise dg.Failure naming every invalid field."""
@@ -85,6 +99,8 @@ class CausalEstimateConfig(dg.Config):
             "wild_weights": self.wild_weights not in WILD_WEIGHTS,
             "placebo_shift": not 1 <= self.placebo_shift <= 100,
             "max_treated_units": self.max_treated_units < 1,
+            "dose_basis": self.dose_basis not in DOSE_BASES,
+            "dose_knots": not 1 <= self.dose_knots <= 20,
             "bootstrap_noise needs method linear_regression":
                 self.bootstrap_noise > 0 and self.method not in ("linear_regression", "auto"),
         }
@@ -100,7 +116,8 @@ class CausalEstimateConfig(dg.Config):
                 f"propensity_clip in (0, 0.5), folds 2..20, nuisance in {list(NUISANCES)}, "
                 "refit_simulations >= 2, cate_bins 2..20; panel: cs_method in "
                 f"{list(CS_METHODS)}, n_bootstrap 99..100000, wild_weights in "
-                f"{list(WILD_WEIGHTS)}, placebo_shift 1..100, max_treated_units >= 1")
+                f"{list(WILD_WEIGHTS)}, placebo_shift 1..100, max_treated_units >= 1, "
+                f"dose_basis in {list(DOSE_BASES)}, dose_knots 1..20")
 
     def refuter_settings(self, n_jobs: int) -> RefuterSettings:
         return RefuterSettings(
@@ -113,10 +130,24 @@ class CausalEstimateConfig(dg.Config):
         return PanelSettings(
             confidence_level=self.confidence_level, cs_method=self.cs_method,
             n_bootstrap=self.n_bootstrap, wild_weights=self.wild_weights, seed=self.seed,
-            max_treated_units=self.max_treated_units, placebo_shift=self.placebo_shift)
+            max_treated_units=self.max_treated_units, placebo_shift=self.placebo_shift,
+            dose_basis=self.dose_basis, dose_knots=self.dose_knots, folds=self.folds)
 
     def estimator_settings(self, n_jobs: int) -> EstimatorSettings:
         return EstimatorSettings(
             confidence_level=self.confidence_level, trim=self.trim, stabilized=self.stabilized,
             propensity_clip=self.propensity_clip, folds=self.folds, nuisance=self.nuisance,
             nuisance_trees=self.nuisance_trees, seed=self.seed, n_jobs=n_jobs)
+
+
+CAUSAL_OP = "causal_estimate"
+
+
+def planned_estimate(job_def: dg.JobDefinition,
+                     run_config: Mapping[str, Any]) -> CausalEstimateConfig | None:
+    """The run's causal_estimate config (defaults when not given), None when the run has no
+    causal_estimate step; the dataset step checks a panel against it before writing."""
+    if not job_def.graph.has_node_named(CAUSAL_OP):
+        return None
+    raw = ((run_config.get("ops") or {}).get(CAUSAL_OP) or {}).get("config") or {}
+    return CausalEstimateConfig(**raw)

@@ -14,6 +14,7 @@ from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.data.synthetic import generate_e2i
 from e2i_pipelines.data.user_files import load_user_frame
 from e2i_pipelines.defs.data.config import DatasetConfig
+from e2i_pipelines.defs.data.panel_input import prepare_panel
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
 
 SYNTHETIC_ID = "e2i_id"
@@ -46,6 +47,9 @@ def dataset(
             context.log.warning(
                 f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "
                 f"rows; NaN rows per column: {dropped.nan_rows_per_column}")
+        panel_metadata = {}
+        if spec.panel:  # checked (and cut for cross-section jobs) before anything is written
+            frame, spec, panel_metadata = prepare_panel(context, frame, spec)
     except DataValidationError as exc:
         raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
 
@@ -79,6 +83,7 @@ def dataset(
         "treated_share": treated,
         "preview": dg.MetadataValue.md(frame.head(5).to_markdown(index=False)),
     }
+    metadata.update(panel_metadata)
     if manifest is not None:
         metadata["dataset_id"] = manifest["id"]
         metadata["dataset_version"] = manifest["version"]

@@ -56,10 +56,30 @@ class DatasetConfig(dg.Config):
     graph: str = Field(
         default="", description="Causal DAG, DOT or GML text or a file path (inline spec); the "
         "adjustment set is then identified from it.")
+    design: str = Field(default="cross_section", description="Inline spec: 'cross_section' or "
+                        "'panel' (long data, one row per unit x period; the keys below).")
+    unit: str = Field(default="", description="Panel: unit column (inline spec).")
+    time: str = Field(default="", description="Panel: period column, numbers or dates.")
+    treatment_off: str = Field(default="error", description="Panel: a treatment switching off "
+                               "is an 'error' or 'allowed'.")
+    weights: str = Field(default="", description="Panel: weights column (optional).")
+    cluster: str = Field(default="", description="Panel: cluster column; empty: the unit.")
+    control_group: str = Field(default="never_treated", description="Panel: 'never_treated' "
+                               "or 'not_yet_treated'.")
+    anticipation: int = Field(default=0, description="Panel: periods of effect before launch.")
+    treatment_type: str = Field(default="binary", description="Panel: 'binary' or "
+                                "'continuous' (a dose).")
+    covariates: list[str] = Field(default=[], description="Panel: covariates (same as "
+                                  "common_causes; give one of the two).")
 
     data_folder: str = Field(
         default="", description="Client folder under the data root that paths must lie in; "
         "set by the API from the key's client (refused in API requests). Empty: the whole root.")
+
+    PANEL_KEYS: ClassVar[tuple[str, ...]] = (
+        "design", "unit", "time", "treatment_off", "weights", "cluster", "control_group",
+        "anticipation", "treatment_type", "covariates")
+    """Inline spec keys of ``design: panel`` (checked by ``core.spec``, as in a spec file)."""
 
     SERVER_SET: ClassVar[frozenset[str]] = frozenset({"data_folder"})
     """Fields the API sets from the caller; a request naming them is refused."""
@@ -128,8 +148,9 @@ class DatasetConfig(dg.Config):
             return synthetic.SPEC
         if self.kind == "file" and not self.path:
             raise DataValidationError("source 'file' needs 'path' (a CSV or Parquet file)")
+        panel = self.panel_keys()
         inline = bool(self.treatment or self.outcome or self.common_causes or self.graph
-                      or self.categorical or self.effect_modifiers)
+                      or self.categorical or self.effect_modifiers or panel)
         if self.spec_path and inline:
             raise DataValidationError("give the spec either as 'spec_path' or inline, not both")
         if self.spec_path:
@@ -139,10 +160,17 @@ class DatasetConfig(dg.Config):
                 f"source '{self.kind}' needs a spec: 'spec_path' or inline 'treatment', 'outcome' "
                 "(and 'common_causes', 'graph', ...)"
             )
+        causes = ({"common_causes": list(self.common_causes)}
+                  if self.common_causes or "covariates" not in panel else {})
         return spec_from_mapping({
-            "treatment": self.treatment, "outcome": self.outcome,
-            "common_causes": list(self.common_causes),
+            "treatment": self.treatment, "outcome": self.outcome, **causes, **panel,
             "effect_modifiers": list(self.effect_modifiers), "id_column": self.id_column or None,
             "categorical": list(self.categorical), "missing": self.missing,
             "target": self.target, "graph": self.graph or None,
         }, source="inline spec", folder=self.data_folder, graph_key="dataset.graph")
+
+    def panel_keys(self) -> dict[str, Any]:
+        """The inline panel spec keys set to something other than their default."""
+        fields = type(self).model_fields
+        return {k: getattr(self, k) for k in self.PANEL_KEYS
+                if getattr(self, k) != fields[k].default}
