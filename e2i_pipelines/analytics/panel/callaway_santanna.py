@@ -24,8 +24,10 @@ from e2i_pipelines.analytics.panel.cs_cells import CELL_ESTIMATORS, USES_PROPENS
 from e2i_pipelines.analytics.panel.data import NEVER, PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.core.budget import single_threaded_blas
 
-BOOT_CHUNK = 64
+BOOT_BLOCK_VALUES = 1 << 23
+"""Bootstrap signs drawn at once (64 MiB of float64): the block of draws per matmul."""
 
 
 @dataclass
@@ -82,26 +84,26 @@ def _unit_cluster(panel: PanelData, warnings: list[str]) -> np.ndarray:
     return np.arange(panel.n_units)
 
 
-def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
-    """Every identified ATT(g,t) cell of ``panel`` by ``method`` (dr, ipw, reg)."""
-    estimator = CELL_ESTIMATORS[method]
-    Yt = np.ascontiguousarray(panel.wide("y").T)  # periods x units: one period is contiguous
-    present = None if panel.balanced else ~np.isnan(Yt)
-    X_wide = None
-    if panel.covariates is not None:
-        X_wide = np.stack([panel.wide(panel.covariates[:, j])
-                           for j in range(panel.covariates.shape[1])], axis=2)
-    # time-invariant covariates: one propensity fit per (cohort, sample), reused across t
-    invariant = X_wide is None or bool(np.all(np.nanmax(X_wide, axis=1)
-                                              == np.nanmin(X_wide, axis=1)))
-    fits: dict[tuple, tuple] = {}
-    w_rows = panel.weights if panel.weights is not None else np.ones(len(panel.y))
-    w_unit = panel.unit_values(w_rows)
-    w_unit = w_unit / w_unit.mean()
+@dataclass
+class _Batch:
+    """Cells (column indices, periods, base periods, influence scales) sharing one sample."""
+
+    idx: np.ndarray  # unit codes in the sample
+    D: np.ndarray
+    base0: int  # a base period of the batch (covariates are taken there)
+    cols: list[int]
+    ts: list[int]
+    bases: list[int]
+    scales: list[float]
+
+
+def _batches(panel: PanelData, invariant: bool, warnings: list[str]) -> tuple[list, list]:
+    """The identified cells in csdid's order as (cohort, period) and their batches: cells of one
+    cohort with the same sample (and base period, unless covariates are time-invariant)."""
     cohort, ant, n = panel.cohort, panel.anticipation, panel.n_units
-    warnings: list[str] = []
-    groups, times, atts = [], [], []
-    inf_all = np.zeros((n, len(panel.cohorts) * (panel.n_periods - 1)), order="F")
+    present = None if panel.balanced else ~np.isnan(_wide(panel, panel.y).T)
+    cells: list[tuple[int, int]] = []
+    batches: dict[tuple, _Batch] = {}
     for g in panel.cohorts:
         last_pre = g - ant - 1
         if last_pre < 0:
@@ -115,39 +117,83 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
             if panel.control_group == "not_yet_treated":
                 control = control | ((cohort > t + ant) & ~treated)
             sel = treated | control
+            n_cell = n
             if present is not None:
                 both = present[t] & present[base]
                 sel &= both
-            idx = np.flatnonzero(sel)
-            D = treated[idx].astype(np.float64)
-            n_t, n_c = int(D.sum()), int(len(D) - D.sum())
-            if n_t == 0 or n_c == 0:
+                n_cell = int(both.sum())  # units seen in both periods
+            n_t, n_sel = int(np.sum(sel & treated)), int(sel.sum())
+            if n_t == 0 or n_t == n_sel:
                 warnings.append(f"ATT(g={panel.periods[g]}, t={panel.periods[t]}) has "
-                                f"{n_t} treated and {n_c} control units; not estimated")
+                                f"{n_t} treated and {n_sel - n_t} control units; not estimated")
                 continue
-            dy = Yt[t, idx] - Yt[base, idx]
-            X = np.ones((len(D), 1))
-            if X_wide is not None:
-                X = np.column_stack([X, X_wide[idx, base, :]])
-            ps = None
-            if method in USES_PROPENSITY:
-                key = (g, None if invariant else base, np.packbits(sel).tobytes())
-                if key not in fits:
-                    w_sel = w_unit[idx]
-                    fits = {key: propensity(D, X, w_sel / w_sel.mean())}  # keep one fit
-                ps = fits[key]
-            att, inf_cell = estimator(dy, D, X, w_unit[idx], ps)
-            n_cell = n if present is None else int(both.sum())  # units seen in both periods
-            inf_all[idx, len(atts)] = n_cell / len(D) * inf_cell
-            groups.append(g)
-            times.append(t)
-            atts.append(att)
-    if not atts:
+            key = (g, None if invariant else base, np.packbits(sel).tobytes())
+            if key not in batches:
+                idx = np.flatnonzero(sel)
+                batches[key] = _Batch(idx, treated[idx].astype(np.float64), base, [], [], [], [])
+            batch = batches[key]
+            batch.cols.append(len(cells))
+            batch.ts.append(t)
+            batch.bases.append(base)
+            batch.scales.append(n_cell / n_sel)
+            cells.append((g, t))
+    return cells, list(batches.values())
+
+
+def _wide(panel: PanelData, values: np.ndarray) -> np.ndarray:
+    """Per-row ``values`` (rows[, k]) as units x periods[ x k], NaN where a row is missing; a
+    reshaped view for a balanced panel (rows sorted by unit, then time)."""
+    shape = (panel.n_units, panel.n_periods, *values.shape[1:])
+    if panel.balanced:
+        return values.reshape(shape)
+    out = np.full(shape, np.nan)
+    out[panel.unit, panel.time] = values
+    return out
+
+
+def _estimate_batches(batches: list[_Batch], estimator, method: str, Yt: np.ndarray,
+                      X_wide: np.ndarray | None, w_unit: np.ndarray, att: np.ndarray,
+                      inf_all: np.ndarray) -> None:
+    """Fill ``att`` and the columns of ``inf_all`` batch by batch."""
+    for b in batches:
+        DY = (Yt[np.ix_(b.ts, b.idx)] - Yt[np.ix_(b.bases, b.idx)]).T
+        X = np.ones((len(b.idx), 1))
+        if X_wide is not None:
+            X = np.column_stack([X, X_wide[b.idx, b.base0, :]])
+        w = w_unit[b.idx]
+        ps = propensity(b.D, X, w / w.mean()) if method in USES_PROPENSITY else None
+        att_b, inf_b = estimator(DY, b.D, X, w, ps)
+        att[b.cols] = att_b
+        inf_all[np.ix_(b.idx, b.cols)] = inf_b * np.asarray(b.scales)
+
+
+def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
+    """Every identified ATT(g,t) cell of ``panel`` by ``method`` (dr, ipw, reg), the cells
+    that share a sample estimated together (one design matrix, propensity fit and OLS)."""
+    estimator = CELL_ESTIMATORS[method]
+    Yt = np.ascontiguousarray(_wide(panel, panel.y).T)  # periods x units: a period contiguous
+    X_wide = None
+    if panel.covariates is not None:
+        X_wide = _wide(panel, panel.covariates)
+    # time-invariant covariates: one fit per (cohort, sample), shared by pre and post cells
+    invariant = X_wide is None or (bool(np.all(X_wide == X_wide[:, :1])) if panel.balanced
+                                   else bool(np.all(np.nanmax(X_wide, axis=1)
+                                                    == np.nanmin(X_wide, axis=1))))
+    w_rows = panel.weights if panel.weights is not None else np.ones(len(panel.y))
+    w_unit = panel.unit_values(w_rows)
+    w_unit = w_unit / w_unit.mean()
+    warnings: list[str] = []
+    cells, batches = _batches(panel, invariant, warnings)
+    if not cells:
         raise ValueError("no ATT(g,t) cell could be estimated (no cohort with controls)")
-    return ATTgt(group=np.array(groups), time=np.array(times), att=np.array(atts),
-                 inf=inf_all[:, :len(atts)], unit_weight=w_unit, unit_cohort=cohort,
-                 unit_cluster=_unit_cluster(panel, warnings), periods=panel.periods,
-                 warnings=warnings)
+    att = np.zeros(len(cells))
+    inf_all = np.zeros((panel.n_units, len(cells)))
+    with single_threaded_blas():  # tall, thin products: BLAS threads only spin
+        _estimate_batches(batches, estimator, method, Yt, X_wide, w_unit, att, inf_all)
+    group, time = (np.array(c) for c in zip(*cells, strict=True))
+    return ATTgt(group=group, time=time, att=att, inf=inf_all, unit_weight=w_unit,
+                 unit_cohort=panel.cohort, unit_cluster=_unit_cluster(panel, warnings),
+                 periods=panel.periods, warnings=warnings)
 
 
 def _weighted(cells: ATTgt, keep: np.ndarray, pg: np.ndarray) -> tuple[float, np.ndarray]:
@@ -211,26 +257,43 @@ def aggregate(cells: ATTgt, kind: str) -> tuple[float, np.ndarray, pd.DataFrame 
     return est, inf, table, inf_k
 
 
-def uniform_critical_value(cells: ATTgt, inf: np.ndarray, se: np.ndarray,
-                           settings: PanelSettings) -> float:
-    """Multiplier-bootstrap (Rademacher, over clusters) critical value of max_k |t_k|."""
-    sums = _cluster_sums(inf, cells.unit_cluster)
-    rng = np.random.default_rng(settings.seed)
+_SIGNS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) * 2.0 - 1.0
+"""Byte value -> its 8 bits as Rademacher signs (256 x 8)."""
+
+
+def _rademacher(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """(b x n) Rademacher signs from random bits (8 draws per random byte, one table look-up)."""
+    raw = rng.integers(0, 256, size=(b, (n + 7) // 8), dtype=np.uint8)
+    return _SIGNS[raw].reshape(b, -1)[:, :n]
+
+
+def uniform_critical_values(cells: ATTgt, infs: list[np.ndarray], ses: list[np.ndarray],
+                            settings: PanelSettings) -> list[float]:
+    """Multiplier-bootstrap (Rademacher, over clusters) critical value of max_k |t_k| for each
+    table (influence functions ``infs[j]``, SEs ``ses[j]``): one set of draws for all tables,
+    in blocks of at most :data:`BOOT_BLOCK_VALUES` signs, seeded by ``settings.seed``."""
+    sums = _cluster_sums(np.column_stack(infs), cells.unit_cluster)
+    se = np.concatenate(ses)
+    bounds = np.cumsum([0] + [s.shape[0] for s in ses])
     ok = se > 0
-    maxes = []
-    for start in range(0, settings.n_bootstrap, BOOT_CHUNK):
-        b = min(BOOT_CHUNK, settings.n_bootstrap - start)
-        v = rng.choice(np.array([-1.0, 1.0]), size=(b, sums.shape[0]))
-        draws = (v @ sums[:, ok]) / cells.n
-        maxes.append(np.max(np.abs(draws) / se[ok], axis=1))
-    crit = float(np.quantile(np.concatenate(maxes), settings.confidence_level))
-    return max(crit, float(stats.norm.ppf(0.5 + settings.confidence_level / 2)))
+    rng = np.random.default_rng(settings.seed)
+    block = int(np.clip(BOOT_BLOCK_VALUES // sums.shape[0], 1, settings.n_bootstrap))
+    maxes = np.zeros((settings.n_bootstrap, len(ses)))
+    for start in range(0, settings.n_bootstrap, block):
+        b = min(block, settings.n_bootstrap - start)
+        t = np.abs(_rademacher(rng, b, sums.shape[0]) @ sums) / cells.n
+        t[:, ok] /= se[ok]
+        t[:, ~ok] = 0.0
+        for j in range(len(ses)):
+            if bounds[j + 1] > bounds[j]:
+                maxes[start:start + b, j] = t[:, bounds[j]:bounds[j + 1]].max(axis=1)
+    z = float(stats.norm.ppf(0.5 + settings.confidence_level / 2))
+    crits = np.quantile(maxes, settings.confidence_level, axis=0)
+    return [max(float(c), z) for c in crits]
 
 
-def _table(cells: ATTgt, table: pd.DataFrame, inf_k: np.ndarray, settings: PanelSettings,
-           z: float) -> pd.DataFrame:
-    se = cells.se(inf_k)
-    crit = uniform_critical_value(cells, inf_k, se, settings)
+def _table(table: pd.DataFrame, se: np.ndarray, crit: float, z: float) -> pd.DataFrame:
+    """``table`` with SEs, pointwise CIs and the uniform band of critical value ``crit``."""
     est = table["estimate"].to_numpy()
     return table.assign(se=se, ci_low=est - z * se, ci_high=est + z * se,
                         band_low=est - crit * se, band_high=est + crit * se)
@@ -259,15 +322,18 @@ def callaway_santanna(panel: PanelData, settings: PanelSettings) -> PanelResult:
     est, inf, _, _ = aggregate(cells, "simple")
     se = float(cells.se(inf)[0])
     _, _, dyn, dyn_inf = aggregate(cells, "dynamic")
-    event = _table(cells, dyn, dyn_inf, settings, z).rename(columns={"key": "rel_period"})
     _, _, grp, grp_inf = aggregate(cells, "group")
-    cohorts = _table(cells, grp, grp_inf, settings, z)
+    _, _, cal, cal_inf = aggregate(cells, "calendar")
+    infs = [dyn_inf, grp_inf, cal_inf]
+    ses = [cells.se(i) for i in infs]
+    crits = uniform_critical_values(cells, infs, ses, settings)
+    event, cohorts, calendar = (_table(tab, s, c, z) for tab, s, c in
+                                zip((dyn, grp, cal), ses, crits, strict=True))
+    event = event.rename(columns={"key": "rel_period"})
     sizes = {g: int(np.sum(panel.cohort == g)) for g in cohorts["key"]}
     cohorts.insert(0, "cohort", [panel.periods[g] for g in cohorts["key"]])
     cohorts.insert(1, "n_units", [sizes[g] for g in cohorts["key"]])
     cohorts = _cohort_balance(panel, cells, cohorts).drop(columns="key")
-    _, _, cal, cal_inf = aggregate(cells, "calendar")
-    calendar = _table(cells, cal, cal_inf, settings, z)
     calendar.insert(0, "period", [panel.periods[t] for t in calendar["key"]])
     cell_se = cells.se(cells.inf)
     gt = pd.DataFrame({"cohort": panel.periods[cells.group], "period": panel.periods[cells.time],

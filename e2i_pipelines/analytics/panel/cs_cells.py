@@ -1,11 +1,12 @@
-"""The 2x2 DiD estimators of one Callaway-Sant'Anna cell with their influence functions.
+"""The 2x2 DiD estimators of Callaway-Sant'Anna cells with their influence functions.
 
 Ports of DRDID's panel estimators (``reg_did_panel``, ``std_ipw_did_panel``, ``drdid_panel``
-as csdid and R ``did`` call them): ``dy`` is each unit's outcome change between the cell's
-period and its base period, ``D`` marks the cohort, ``X`` includes an intercept column and
-``w`` are the unit weights (normalised to mean 1 here). Each returns (att, influence function
-per unit of the cell). ``ps``: a propensity fit (:func:`propensity`) of the same sample and
-weights to reuse (cells of one cohort share it when covariates do not change over time).
+as csdid and R ``did`` call them), batched over the cells that share one sample: column j of
+``DY`` (units x cells) is each unit's outcome change between cell j's period and its base
+period, ``D`` marks the cohort, ``X`` includes an intercept column and ``w`` are the unit
+weights (normalised to mean 1 here). Each returns (att per cell, influence functions units x
+cells): one design matrix, one propensity fit and one OLS solve serve every column. ``ps``: a
+propensity fit (:func:`propensity`) of the same sample and weights to reuse.
 """
 
 from __future__ import annotations
@@ -43,59 +44,63 @@ def propensity(D: np.ndarray, X: np.ndarray, w: np.ndarray):
     return ps, keep, lin_rep
 
 
-def _outcome_regression(dy, D, X, w):
-    control = D == 0
-    wc = w * control
+def _outcome_regression(DY, D, X, w):
+    """OLS of each column of ``DY`` on ``X`` among controls: (fitted n x m, X (X'WcX/n)^-1
+    (n x k), control weights). Column j's linear representation is
+    ``(wc * (DY[:, j] - fitted[:, j]))[:, None] * xinv``."""
+    wc = w * (D == 0)
     xtx = X.T @ (wc[:, None] * X)
-    coef = np.linalg.solve(xtx, X.T @ (wc * dy))
-    fitted = X @ coef
-    lin_rep = (wc * (dy - fitted))[:, None] * X @ np.linalg.inv(xtx / len(D))
-    return fitted, lin_rep
+    coef = np.linalg.solve(xtx, X.T @ (wc[:, None] * DY))
+    return X @ coef, X @ np.linalg.inv(xtx / len(D)), wc
 
 
-def reg_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def reg_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Outcome regression DiD (Heckman, Ichimura, Todd)."""
     w = w / w.mean()
-    fitted, lin_rep = _outcome_regression(dy, D, X, w)
+    n = len(D)
+    fitted, xinv, wc = _outcome_regression(DY, D, X, w)
     w_t = w * D
     m_t = w_t.mean()
-    eta_t = np.mean(w_t * dy) / m_t
-    eta_c = np.mean(w_t * fitted) / m_t
-    inf_t = (w_t * dy - w_t * eta_t) / m_t
-    inf_c = (w_t * fitted - w_t * eta_c + lin_rep @ np.mean(w_t[:, None] * X, axis=0)) / m_t
-    return eta_t - eta_c, inf_t - inf_c
+    eta_t = (w_t @ DY) / n / m_t
+    eta_c = (w_t @ fitted) / n / m_t
+    lin = (wc[:, None] * (DY - fitted)) * (xinv @ (X.T @ w_t / n))[:, None]
+    inf = (w_t[:, None] * (DY - eta_t - fitted + eta_c) - lin) / m_t
+    return eta_t - eta_c, inf
 
 
-def ipw_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Normalised (Hajek) inverse probability weighting DiD (Abadie)."""
     w = w / w.mean()
+    n = len(D)
     ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
     w_t = keep * w * D
     w_c = keep * w * ps * (1 - D) / (1 - ps)
-    eta_t = np.mean(w_t * dy) / w_t.mean()
-    eta_c = np.mean(w_c * dy) / w_c.mean()
-    inf_t = (w_t * dy - w_t * eta_t) / w_t.mean()
-    m2 = np.mean((w_c * (dy - eta_c))[:, None] * X, axis=0)
-    inf_c = (w_c * dy - w_c * eta_c + lin_ps @ m2) / w_c.mean()
-    return eta_t - eta_c, inf_t - inf_c
+    m_t, m_c = w_t.mean(), w_c.mean()
+    eta_t = (w_t @ DY) / n / m_t
+    eta_c = (w_c @ DY) / n / m_c
+    dev_c = w_c[:, None] * (DY - eta_c)
+    inf_c = (dev_c + lin_ps @ (X.T @ dev_c / n)) / m_c
+    return eta_t - eta_c, w_t[:, None] * (DY - eta_t) / m_t - inf_c
 
 
-def dr_cell(dy: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def dr_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Doubly robust DiD (Sant'Anna and Zhao, locally efficient panel estimator)."""
     w = w / w.mean()
+    n = len(D)
     ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
-    fitted, lin_ols = _outcome_regression(dy, D, X, w)
-    resid = dy - fitted
+    fitted, xinv, wc = _outcome_regression(DY, D, X, w)
+    resid = DY - fitted
     w_t = keep * w * D
     w_c = keep * w * ps * (1 - D) / (1 - ps)
-    eta_t = np.mean(w_t * resid) / w_t.mean()
-    eta_c = np.mean(w_c * resid) / w_c.mean()
-    inf_t = (w_t * resid - w_t * eta_t - lin_ols @ np.mean(w_t[:, None] * X, axis=0)) \
-        / w_t.mean()
-    m2 = np.mean((w_c * (resid - eta_c))[:, None] * X, axis=0)
-    m3 = np.mean(w_c[:, None] * X, axis=0)
-    inf_c = (w_c * resid - w_c * eta_c + lin_ps @ m2 - lin_ols @ m3) / w_c.mean()
-    return eta_t - eta_c, inf_t - inf_c
+    m_t, m_c = w_t.mean(), w_c.mean()
+    eta_t = (w_t @ resid) / n / m_t
+    eta_c = (w_c @ resid) / n / m_c
+    dev_c = w_c[:, None] * (resid - eta_c)
+    # the OLS linear representation enters through X'w_t/n (treated) and X'w_c/n (controls)
+    ols_dir = xinv @ (X.T @ w_t / n / m_t - X.T @ w_c / n / m_c)
+    inf = (w_t[:, None] * (resid - eta_t) / m_t - dev_c / m_c
+           - lin_ps @ (X.T @ dev_c / n) / m_c - (wc[:, None] * resid) * ols_dir[:, None])
+    return eta_t - eta_c, inf
 
 
 CELL_ESTIMATORS = {"dr": dr_cell, "ipw": ipw_cell, "reg": reg_cell}
