@@ -7,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from e2i_pipelines.launcher.sizing import SizingInputError, parse_input_size
 from e2i_pipelines.tiers import Tier
 
 RUN_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -98,6 +99,37 @@ class RunCreate(BaseModel):
                 raise ValueError(f"tag {key!r}: value longer than 1000 characters or contains NUL")
         return tags
 
+    tier: Literal["auto"] | None = Field(
+        default=None, description="`auto`: the launcher picks the smallest tier that holds the peak "
+        "memory predicted from past runs of the job (between `tier_floor` and `tier_ceiling`) and "
+        "records why on the run (GET /v1/runs/{id}); omitted: the job's declared tier")
+    tier_floor: Tier | None = Field(default=None, description="with `tier: auto`: smallest tier (default light)")
+    tier_ceiling: Tier | None = Field(
+        default=None, description="with `tier: auto`: largest tier (default: the API key's max tier; "
+        "above it is 403)")
+    input_size: str | None = Field(
+        default=None, max_length=31, examples=["100000x20"],
+        description="with `tier: auto`: the input's `rows` or `rowsxcolumns`, which the prediction scales with")
+
+    @field_validator("input_size")
+    @classmethod
+    def _check_input_size(cls, raw: str | None) -> str | None:
+        if raw is not None:
+            try:
+                parse_input_size(raw, "input_size")
+            except SizingInputError as exc:
+                raise ValueError(str(exc).removeprefix("tag ")) from None
+        return raw
+
+    @model_validator(mode="after")
+    def _check_auto(self) -> RunCreate:
+        given = [name for name in ("tier_floor", "tier_ceiling", "input_size") if getattr(self, name) is not None]
+        if self.tier is None and given:
+            raise ValueError(f"{', '.join(given)} only apply with tier: auto")
+        if self.tier_floor and self.tier_ceiling and self.tier_floor.rank > self.tier_ceiling.rank:
+            raise ValueError(f"tier_floor {self.tier_floor.value} is above tier_ceiling {self.tier_ceiling.value}")
+        return self
+
 
 class RunAccepted(BaseModel):
     """A run was created (or, for a repeated Idempotency-Key, found)."""
@@ -110,7 +142,9 @@ class RunAccepted(BaseModel):
     run_id: str
     job: str
     status: RunStatus
-    tier: Tier
+    tier: Tier = Field(description="the job's tier; with `tier: auto` the ceiling (the launcher picks "
+                                   "the run's tier at launch: GET /v1/runs/{id})")
+    tier_mode: Literal["declared", "auto"] = "declared"
     location: str
     replayed: bool = Field(description="true when an earlier request with the same Idempotency-Key made this run")
 
@@ -150,6 +184,13 @@ class RunDetail(BaseModel):
     cpu_seconds: float | None = Field(default=None, description="measured CPU time, once the run ended")
     memory_utilisation: float | None = Field(default=None, description="peak memory / the tier's memory")
     cpu_utilisation: float | None = Field(default=None, description="CPU time / (the tier's CPUs x wall time)")
+    tier_source: str | None = Field(
+        default=None, description="why the run has its tier: `auto` (sized from history), `promotion` "
+        "(one tier above its OOM-killed parent), `run tag`, `execution plan`; null before launch")
+    predicted_peak: int | None = Field(default=None, description="tier auto: the predicted peak memory in bytes")
+    tier_basis: str | None = Field(default=None, description="tier auto: history, fit and headroom behind the tier")
+    parent_predicted_peak: int | None = Field(
+        default=None, description="promoted run: the predicted peak of the OOM-killed run it re-launches")
 
 
 class RunPage(BaseModel):

@@ -18,7 +18,15 @@ from e2i_pipelines.launcher.cgroup_usage import (
     PEAK_MEMORY_TAG,
     tag_number,
 )
-from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, PARENT_RUN_TAG
+from e2i_pipelines.launcher.promotion import (
+    FAILURE_REASON_TAG,
+    FAILURE_TAG,
+    PARENT_PREDICTED_PEAK_TAG,
+    PARENT_RUN_TAG,
+    PREDICTED_PEAK_TAG,
+    TIER_BASIS_TAG,
+    TIER_SOURCE_TAG,
+)
 from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
 
 _FINISHED = {RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED}
@@ -89,6 +97,14 @@ def measured_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]
             "cpu_utilisation": tag_number(tags, CPU_UTILISATION_TAG)}
 
 
+def tier_choice(tags: Mapping[str, str]) -> dict[str, Any]:
+    """Why the run has its tier: the launcher's source, and tier auto's prediction and basis."""
+    tags = dict(tags)
+    return {"tier_source": tags.get(TIER_SOURCE_TAG), "tier_basis": tags.get(TIER_BASIS_TAG),
+            "predicted_peak": tag_number(tags, PREDICTED_PEAK_TAG, int),
+            "parent_predicted_peak": tag_number(tags, PARENT_PREDICTED_PEAK_TAG, int)}
+
+
 def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | None = None,
                promoted_to: str | None = None) -> RunDetail:
     tags = tags_of(run)
@@ -99,5 +115,5 @@ def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | N
         created_at=_time(run.get("creationTime")), started_at=_time(run.get("startTime")),
         ended_at=_time(run.get("endTime")), tags=tags, can_cancel=bool(run.get("canTerminate")),
         failure=failure, promoted_from=tags.get(PARENT_RUN_TAG), promoted_to=promoted_to,
-        **measured_usage(tags, status),
+        **measured_usage(tags, status), **tier_choice(tags),
     )

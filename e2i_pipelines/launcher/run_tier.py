@@ -15,7 +15,7 @@ from typing import Any
 
 from dagster import AssetCheckKey, AssetKey, DagsterEventType
 
-from e2i_pipelines.launcher.promotion import TIER_SOURCE_TAG
+from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG, SOURCE_PROMOTION, TIER_SOURCE_TAG
 from e2i_pipelines.launcher.sizing import (
     SIZING_KEY_TAG,
     TierCeilingError,
@@ -51,9 +51,11 @@ class RunTier:
 
 
 def resolve_run_tier(run_tags: Mapping[str, str], step_tags: Iterable[Mapping[str, Any] | None]) -> RunTier:
-    """Tier from the run tag when present, else the max over the steps' ``e2i/tier`` op tags."""
+    """Tier from the run tag when present (source ``promotion`` on a promoted run), else the max
+    over the steps' ``e2i/tier`` op tags."""
     if TIER_TAG in run_tags:
-        return RunTier(parse_tier(run_tags[TIER_TAG]), SOURCE_RUN_TAG)
+        source = SOURCE_PROMOTION if PARENT_RUN_TAG in run_tags else SOURCE_RUN_TAG
+        return RunTier(parse_tier(run_tags[TIER_TAG]), source)
     tiers = [tags[TIER_TAG] for tags in step_tags if tags and TIER_TAG in tags]
     if not tiers:
         return RunTier(Tier.LIGHT, SOURCE_DEFAULT)

@@ -30,7 +30,13 @@ from typing import Any
 from dagster import DagsterRunStatus, RunsFilter
 
 from e2i_pipelines.launcher.cgroup_usage import PEAK_MEMORY_TAG, tag_number
-from e2i_pipelines.launcher.promotion import FAILURE_REASON_TAG, FAILURE_TAG, TIER_SOURCE_TAG
+from e2i_pipelines.launcher.promotion import (
+    FAILURE_REASON_TAG,
+    FAILURE_TAG,
+    PREDICTED_PEAK_TAG,
+    TIER_BASIS_TAG,
+    TIER_SOURCE_TAG,
+)
 from e2i_pipelines.launcher.sizing_fit import Prediction, Sample, predict_peak
 from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG
 from e2i_pipelines.tiers import TIER_TAG, AutoBounds, Tier, TierProfile, parse_bytes, parse_tier
@@ -38,8 +44,6 @@ from e2i_pipelines.tiers import TIER_TAG, AutoBounds, Tier, TierProfile, parse_b
 SIZING_KEY_TAG = "e2i/sizing_key"
 INPUT_SIZE_TAG = "e2i/input_size"
 HEADROOM_TAG = "e2i/tier_headroom"
-PREDICTED_PEAK_TAG = "e2i/predicted_peak"
-TIER_BASIS_TAG = "e2i/tier_basis"
 HEADROOM_ENV = "E2I_AUTO_TIER_HEADROOM"
 SOURCE_AUTO = "auto"
 DEFAULT_HEADROOM = 1.3

@@ -2,15 +2,22 @@
 
 import pytest
 
+from e2i_pipelines.launcher.cgroup_usage import MEMORY_UTILISATION_TAG, PEAK_MEMORY_TAG
 from e2i_pipelines.launcher.promotion import (
     FAILURE_TAG,
+    PARENT_PREDICTED_PEAK_TAG,
     PARENT_RUN_TAG,
+    PREDICTED_PEAK_TAG,
     PROMOTE_TAG,
     PROMOTED_FROM_TAG,
+    TIER_BASIS_TAG,
+    TIER_SOURCE_TAG,
     decide_promotion,
     promoted_run_tags,
 )
-from e2i_pipelines.tiers import TIER_TAG, Tier
+from e2i_pipelines.launcher.run_tier import resolve_run_tier
+from e2i_pipelines.launcher.sizing import INPUT_SIZE_TAG, SIZING_KEY_TAG
+from e2i_pipelines.tiers import TIER_CEILING_TAG, TIER_TAG, Tier
 
 OOM_LIGHT = {FAILURE_TAG: "oom", TIER_TAG: "light"}
 
@@ -29,6 +36,7 @@ def test_oom_light_goes_to_medium_and_medium_to_heavy():
         ({**OOM_LIGHT, PROMOTE_TAG: "false"}, True, "disabled by tag"),
         ({**OOM_LIGHT, TIER_TAG: "heavy"}, True, "already at the top tier"),
         ({**OOM_LIGHT, PARENT_RUN_TAG: "abc"}, True, "already a promoted run"),
+        ({**OOM_LIGHT, TIER_CEILING_TAG: "light"}, True, "already at the run's tier ceiling (light"),
     ],
 )
 def test_no_promotion(tags, enabled, reason):
@@ -47,6 +55,26 @@ def test_promoted_tags_keep_user_tags_and_drop_launcher_tags():
         "dagster/run_key": "k", "team": "causal", PROMOTE_TAG: "true",
     }
     assert promoted_run_tags("run-1", parent, Tier.MEDIUM) == {
-        "team": "causal", PROMOTE_TAG: "true", TIER_TAG: "medium",
+        "team": "causal", PROMOTE_TAG: "true", TIER_TAG: "medium", TIER_SOURCE_TAG: "promotion",
         PARENT_RUN_TAG: "run-1", PROMOTED_FROM_TAG: "light",
     }
+
+
+def test_a_promoted_auto_run_keeps_the_parents_prediction_as_the_parents():
+    """The child shares the sizing key and input size (it feeds the same history), but the
+    parent's prediction, basis and measured use are not presented as the child's own."""
+    parent = {**OOM_LIGHT, TIER_SOURCE_TAG: "auto", PREDICTED_PEAK_TAG: "524288000",
+              TIER_BASIS_TAG: "3 past run(s), theil-sen ...", SIZING_KEY_TAG: "0123abcd",
+              INPUT_SIZE_TAG: "400000", PEAK_MEMORY_TAG: "805306368", MEMORY_UTILISATION_TAG: "1.0",
+              "e2i/tier_floor": "light", TIER_CEILING_TAG: "heavy"}
+    child = promoted_run_tags("run-1", parent, Tier.MEDIUM)
+    assert child == {
+        TIER_TAG: "medium", TIER_SOURCE_TAG: "promotion", PARENT_RUN_TAG: "run-1",
+        PROMOTED_FROM_TAG: "light", PARENT_PREDICTED_PEAK_TAG: "524288000",
+        SIZING_KEY_TAG: "0123abcd", INPUT_SIZE_TAG: "400000",
+        "e2i/tier_floor": "light", TIER_CEILING_TAG: "heavy",
+    }
+    # what the launcher then records as the child's tier and its source
+    resolved = resolve_run_tier(child, [{TIER_TAG: "light"}])
+    assert (resolved.tier, resolved.source) == (Tier.MEDIUM, "promotion")
+    assert decide_promotion({**OOM_LIGHT, TIER_TAG: "medium", TIER_CEILING_TAG: "heavy"}, True).tier is Tier.HEAVY

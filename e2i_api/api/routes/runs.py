@@ -38,6 +38,7 @@ from e2i_api.models import (
 )
 from e2i_api.results import build_results, embedded_image, find_markdown
 from e2i_api.run_store import RunReader
+from e2i_api.run_tier import launch_tier
 from e2i_api.run_views import failure_of, run_detail, tags_of, visible_run
 from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.launcher.promotion import PARENT_RUN_TAG
@@ -94,12 +95,12 @@ async def create_run(
                     "the same key with a different body is 422")] = None,
 ) -> RunAccepted:
     entry = catalog.get(body.job)
-    principal.check_launch(entry.name, entry.tier)
+    tier, tier_tags = launch_tier(body, entry, principal)
     # Reads spec/graph files (confined to the key's data folder): off the event loop.
     validated = await asyncio.to_thread(
         entry.validate_params, body.params, DataScope(principal.name, principal.is_admin))
     run_config = entry.run_config(validated)
-    tags = {**body.tags, **entry.run_tags(validated), CLIENT_TAG: principal.name}
+    tags = {**body.tags, **entry.run_tags(validated), **tier_tags, CLIENT_TAG: principal.name}
 
     async def launch(extra_tags: dict[str, str]) -> dict:
         await check_queue_cap(reader, principal.name, settings.max_queued_runs_per_client)
@@ -110,11 +111,11 @@ async def create_run(
     else:
         run, replayed = await launch_once(
             reader, locks, client_name=principal.name, key=idempotency_key,
-            request_hash=fingerprint(entry.name, validated, body.tags), launch=launch)
+            request_hash=fingerprint(entry.name, validated, {**body.tags, **tier_tags}), launch=launch)
     location = f"/v1/runs/{run['runId']}"
     response.headers["Location"] = location
-    return RunAccepted(run_id=run["runId"], job=entry.name, status=RunStatus(run["status"]), tier=entry.tier,
-                       location=location, replayed=replayed)
+    return RunAccepted(run_id=run["runId"], job=entry.name, status=RunStatus(run["status"]), tier=tier,
+                       tier_mode="auto" if tier_tags else "declared", location=location, replayed=replayed)
 
 
 @router.get("", response_model=RunPage, summary="List runs, newest first (the key's client's only, "
