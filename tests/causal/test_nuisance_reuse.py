@@ -163,3 +163,86 @@ def test_dml_lightgbm_within_two_se_of_doubleml_plr():
     plr.fit()
     assert abs(ours.estimate - float(plr.coef[0])) < 2 * float(plr.se[0])
     assert ours.se == pytest.approx(float(plr.se[0]), rel=0.2)
+
+
+def test_batched_aipw_equals_per_fold_reference_models():
+    """Every fold's models trained as one pooled batch (2 at a time) give bit-identically the
+    estimate of models trained fold by fold on Datasets of the fold's raw rows."""
+    from e2i_pipelines.analytics.causal.estimators import aipw, aipw_scores
+
+    df = gen.nonlinear_confounding(5000, seed=12)
+    frame = prepare_frame(df, CausalSpec("t", "y", ["x0", "x1", "x2", "x3"]))
+    data = frame.effect_data()
+    settings = EstimatorSettings(folds=3, nuisance_trees=30, seed=4, n_jobs=2)
+    ours = aipw(data, settings)
+    params = nuisance.lgb_params(30, 1, 4)
+    X = nuisance.tree_matrix(data.tree_frame)
+    full = nuisance.bin_frame(data.tree_frame, params)
+    fold = crossfit_folds(data.t, 3, 4)
+    preds = [np.empty(len(data.y)) for _ in range(3)]
+    for k in range(3):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        tr1, tr0 = train[data.t[train]], train[~data.t[train]]
+        for out, rows, label, objective in ((preds[0], train, data.t, "binary"),
+                                            (preds[1], tr1, data.y, "regression"),
+                                            (preds[2], tr0, data.y, "regression")):
+            ds = lgb.Dataset(X[rows], label=label[rows].astype(float), reference=full,
+                             params=nuisance._dataset_params(params))
+            out[test] = _booster(params, ds, objective).predict(X[test])
+    e = np.clip(preds[0], settings.propensity_clip, 1 - settings.propensity_clip)
+    ref = aipw_scores(data.t, data.y, e, preds[1], preds[2], "ate").effect_and_se()
+    assert (ours.estimate, ours.se) == ref
+    assert np.array_equal(ours.propensity, preds[0])
+
+
+def _count_trains(monkeypatch) -> list[int]:
+    calls = [0]
+    train = lgb.train
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(lgb, "train", counting)
+    return calls
+
+
+@pytest.mark.parametrize("method, per_fold, reusable", [("aipw", 3, 1), ("dml", 2, 1)])
+def test_unobserved_refits_reuse_the_unchanged_propensity(monkeypatch, method, per_fold,
+                                                          reusable):
+    """The simulated confounder's refits share one flipped treatment across outcome
+    strengths: its propensity model is reused, and the refitted effects equal full refits."""
+    from e2i_pipelines.analytics.causal.estimate import fit_effect
+    from e2i_pipelines.analytics.causal.refute_scores import unobserved_effects
+
+    df = gen.nonlinear_confounding(4000, seed=13)
+    spec = CausalSpec("t", "y", ["x0", "x1", "x2", "x3"])
+    settings = EstimatorSettings(folds=3, nuisance_trees=30, seed=5, n_jobs=2)
+
+    def grid(budget: int) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(nuisance, "MEMO_VALUES", budget)
+        frame = prepare_frame(df, spec)  # a fresh frame: fresh bins, empty memo
+        calls = _count_trains(monkeypatch)
+        out = unobserved_effects(
+            frame, lambda f: fit_effect(f, method, settings)[0].estimate,
+            np.array([0.2]), np.array([0.0, 1.0, 3.0]), np.random.default_rng(3),
+            lambda _: None)
+        return out, calls[0]
+
+    reused, trained = grid(3)
+    refitted, trained_all = grid(0)
+    assert np.array_equal(reused, refitted)
+    assert np.unique(reused).size == 3  # the outcome strengths did change the refits
+    assert trained_all == 3 * 3 * per_fold
+    assert trained == trained_all - 2 * 3 * reusable
+
+
+def test_memo_keeps_the_most_recently_used_within_its_budget():
+    frame, _, _ = _covariates(100, seed=14)
+    bins = nuisance.Binned(nuisance.bin_frame(frame, PARAMS), list(frame.columns), PARAMS)
+    for key in (b"a", b"b", b"c"):
+        bins.remember(key, np.zeros(100))  # budget: 3 x 100 values
+    assert bins.recall(b"a") is not None  # now the most recently used
+    bins.remember(b"d", np.zeros(100))
+    assert list(bins.memo) == [b"c", b"a", b"d"]
+    assert bins.recall(b"b") is None

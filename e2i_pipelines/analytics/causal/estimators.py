@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats as st
 
-from e2i_pipelines.analytics.causal.nuisance import TreeNuisance, lgb_params
+from e2i_pipelines.analytics.causal.nuisance import Task, TreeNuisance, lgb_params
 from e2i_pipelines.analytics.causal.weights import (
     LogisticFit,
     effective_sample_size,
@@ -245,38 +245,74 @@ def _tree_nuisance(data: EffectData, settings: EstimatorSettings) -> TreeNuisanc
                                                     settings.seed))
 
 
-def _nuisance_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
-                   settings: EstimatorSettings, trees: TreeNuisance | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(e, mu1, mu0) on ``test`` from models fitted on ``train``."""
+def _crossfit_linear(data: EffectData, fold: np.ndarray, folds: int, fit_fold: Callable,
+                     outputs: int, say: Log, what: str) -> list[np.ndarray]:
+    """Per-fold linear nuisances: ``fit_fold(train, test)`` returns ``outputs`` arrays."""
+    out = [np.empty(len(data.y)) for _ in range(outputs)]
+    for k in range(folds):
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        say(f"{what}: fold {k + 1}/{folds} (linear) on {train.size:,} rows")
+        for arr, part in zip(out, fit_fold(train, test), strict=True):
+            arr[test] = part
+    return out
+
+
+def _crossfit_trees(data: EffectData, fold: np.ndarray, settings: EstimatorSettings,
+                    models: Callable[[np.ndarray], list[tuple[np.ndarray, np.ndarray, str]]],
+                    say: Log, what: str) -> list[np.ndarray]:
+    """Cross-fitted LightGBM nuisances: ``models(train)`` gives each nuisance's (rows, label,
+    objective) on a fold's training rows; every fold's models go to the pool as one batch."""
+    trees = _tree_nuisance(data, settings)
+    tasks, tests = [], []
+    for k in range(settings.folds):
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        tests.append(test)
+        tasks += [Task(rows, label, objective, test) for rows, label, objective in models(train)]
+    per_fold = len(tasks) // settings.folds
+    say(f"{what}: {settings.folds} folds x {per_fold} LightGBM models ({settings.n_jobs} at a "
+        f"time) on {len(data.y):,} rows")
+    fitted = trees.run(tasks)
+    out = [np.empty(len(data.y)) for _ in range(per_fold)]
+    for k, test in enumerate(tests):
+        for j in range(per_fold):
+            out[j][test] = fitted[k * per_fold + j]
+    return out
+
+
+def _aipw_nuisances(data: EffectData, fold: np.ndarray, settings: EstimatorSettings,
+                    say: Log) -> list[np.ndarray]:
+    """Cross-fitted (e, mu1, mu0): the propensity and an outcome model per arm."""
     t, y = data.t, data.y
-    tr1, tr0 = train[t[train]], train[~t[train]]
-    if settings.nuisance == "linear":
-        e, beta = logistic_propensity(data.X[train], t[train])
+    if settings.nuisance == "lightgbm":
+        def models(train: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, str]]:
+            tr1, tr0 = train[t[train]], train[~t[train]]
+            return [(train, t[train], "binary"), (tr1, y[tr1], "regression"),
+                    (tr0, y[tr0], "regression")]
+        return _crossfit_trees(data, fold, settings, models, say, "aipw")
+
+    def linear(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
+        tr1, tr0 = train[t[train]], train[~t[train]]
+        _, beta = logistic_propensity(data.X[train], t[train])
         e_test = 1 / (1 + np.exp(-(with_intercept(data.X[test]) @ beta)))
-        mu1 = _ols_predict(data.X[tr1], y[tr1], data.X[test])
-        mu0 = _ols_predict(data.X[tr0], y[tr0], data.X[test])
-        return e_test, mu1, mu0
-    trees = trees or _tree_nuisance(data, settings)
-    e_test, mu1, mu0 = trees.fit_predict_many(
-        [(train, t[train], "binary"), (tr1, y[tr1], "regression"),
-         (tr0, y[tr0], "regression")], trees.rows(test))
-    return e_test, mu1, mu0
+        return (e_test, _ols_predict(data.X[tr1], y[tr1], data.X[test]),
+                _ols_predict(data.X[tr0], y[tr0], data.X[test]))
+    return _crossfit_linear(data, fold, settings.folds, linear, 3, say, "aipw")
 
 
-def _plr_fold(data: EffectData, train: np.ndarray, test: np.ndarray,
-              settings: EstimatorSettings, trees: TreeNuisance | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(l, m) on ``test``: E[y | x] and E[T | x] from models fitted on ``train``."""
+def _plr_nuisances(data: EffectData, fold: np.ndarray, settings: EstimatorSettings,
+                   say: Log) -> list[np.ndarray]:
+    """Cross-fitted (l, m): E[y | x] and E[T | x]."""
     t, y = data.t, data.y
-    if settings.nuisance == "linear":
+    if settings.nuisance == "lightgbm":
+        def models(train: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, str]]:
+            return [(train, y[train], "regression"), (train, t[train], "binary")]
+        return _crossfit_trees(data, fold, settings, models, say, "dml")
+
+    def linear(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, ...]:
         _, beta = logistic_propensity(data.X[train], t[train])
         m_test = 1 / (1 + np.exp(-(with_intercept(data.X[test]) @ beta)))
         return _ols_predict(data.X[train], y[train], data.X[test]), m_test
-    trees = trees or _tree_nuisance(data, settings)
-    l_test, m_test = trees.fit_predict_many(
-        [(train, y[train], "regression"), (train, t[train], "binary")], trees.rows(test))
-    return l_test, m_test
+    return _crossfit_linear(data, fold, settings.folds, linear, 2, say, "dml")
 
 
 def aipw_scores(t: np.ndarray, y: np.ndarray, e: np.ndarray, mu1: np.ndarray,
@@ -300,13 +336,7 @@ def aipw(data: EffectData, settings: EstimatorSettings, log: Log | None = None) 
     say = log or (lambda _m: None)
     n = len(data.y)
     fold = crossfit_folds(data.t, settings.folds, settings.seed)
-    trees = _tree_nuisance(data, settings) if settings.nuisance == "lightgbm" else None
-    e, mu1, mu0 = np.empty(n), np.empty(n), np.empty(n)
-    for k in range(settings.folds):
-        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        say(f"aipw: fold {k + 1}/{settings.folds}: propensity + outcome model per arm "
-            f"({settings.nuisance}) on {train.size:,} rows")
-        e[test], mu1[test], mu0[test] = _nuisance_fold(data, train, test, settings, trees)
+    e, mu1, mu0 = _aipw_nuisances(data, fold, settings, say)
     clip = settings.propensity_clip
     n_clipped = int(((e < clip) | (e > 1 - clip)).sum())
     e_used = np.clip(e, clip, 1 - clip)
@@ -350,15 +380,8 @@ def dml(data: EffectData, settings: EstimatorSettings, log: Log | None = None) -
         raise ValueError("dml estimates the constant effect of the partially linear model; "
                          "use aipw for target att/atc")
     t, y = data.t, data.y
-    n = len(y)
     fold = crossfit_folds(t, settings.folds, settings.seed)
-    trees = _tree_nuisance(data, settings) if settings.nuisance == "lightgbm" else None
-    l_hat, m_hat = np.empty(n), np.empty(n)
-    for k in range(settings.folds):
-        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        say(f"dml: fold {k + 1}/{settings.folds}: outcome + treatment model "
-            f"({settings.nuisance}) on {train.size:,} rows")
-        l_hat[test], m_hat[test] = _plr_fold(data, train, test, settings, trees)
+    l_hat, m_hat = _plr_nuisances(data, fold, settings, say)
     estimate, se, scores = plr_fit(t, y, l_hat, m_hat)
     e = np.clip(m_hat, settings.propensity_clip, 1 - settings.propensity_clip)
     w = target_weights(e, t, "ate", settings.stabilized)

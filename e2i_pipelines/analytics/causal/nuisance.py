@@ -15,9 +15,10 @@ the values the bins were built from.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ import pandas as pd
 
 DATASET_KEYS = ("min_data_in_leaf", "num_threads", "seed", "verbose", "max_bin")
 """Training parameters that also shape the binned Dataset (kept equal on both)."""
+MEMO_VALUES = 3
+"""Fitted predictions kept per binned frame, in multiples of its rows (0 disables reuse)."""
 
 
 def lgb_params(trees: int, n_jobs: int, seed: int) -> dict[str, Any]:
@@ -67,6 +70,23 @@ class Binned:
     dataset: Any  # lightgbm.Dataset, constructed, label zeros
     columns: list[str]
     params: dict[str, Any]
+    memo: dict[bytes, np.ndarray] = field(default_factory=dict)  # fitted predictions
+
+    def recall(self, key: bytes) -> np.ndarray | None:
+        """The predictions kept under ``key`` (marked as the most recently used), or None."""
+        hit = self.memo.pop(key, None)
+        if hit is not None:
+            self.memo[key] = hit
+        return hit
+
+    def remember(self, key: bytes, predictions: np.ndarray) -> None:
+        """Keep ``predictions`` under ``key``; the least recently used go beyond the budget."""
+        budget = MEMO_VALUES * self.n_rows
+        if predictions.size > budget:
+            return
+        self.memo[key] = predictions
+        while sum(p.size for p in self.memo.values()) > budget:
+            del self.memo[next(iter(self.memo))]
 
     @property
     def n_rows(self) -> int:
@@ -144,13 +164,36 @@ def _extended(base: Binned, added: pd.DataFrame, params: dict[str, Any]) -> Any:
     return copy
 
 
+@dataclass(frozen=True)
+class Task:
+    """One nuisance model: train on ``rows`` with ``label`` (``objective``), predict ``test``."""
+
+    rows: np.ndarray  # sorted training row indices
+    label: np.ndarray  # one value per training row
+    objective: str  # "binary" or "regression"
+    test: np.ndarray  # row indices to predict
+
+
+def _digest(*arrays: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.digest()
+
+
 class TreeNuisance:
     """Fit-and-predict of LightGBM nuisances on the binned covariates of one frame.
 
-    With ``num_threads`` n > 1 the models of a batch train concurrently, n at a time, each
-    on one thread (LightGBM releases the GIL): on 2 cores that beats one model on two
-    OpenMP threads, whose per-split barriers stall when the machine is shared. Each model
-    is single-threaded either way, so the predictions do not depend on n.
+    With ``num_threads`` n > 1 the models of a batch (every fold's models at once, largest
+    training set first) train concurrently, n at a time, each on one thread (LightGBM
+    releases the GIL): on 2 cores that beats one model on two OpenMP threads, whose per-split
+    barriers stall when the machine is shared. Each model is single-threaded and seeded, so
+    its predictions depend only on its inputs: a model already fitted on the same bins, rows,
+    label and objective (the propensity of the unobserved-confounder refits, whose treatment
+    is the same for every outcome strength) is reused from a per-frame memo instead of being
+    trained again.
     """
 
     def __init__(self, frame: pd.DataFrame, params: dict[str, Any]):
@@ -158,28 +201,34 @@ class TreeNuisance:
         self.params = params
         self.bins = binned(frame, params)
 
-    def rows(self, rows: np.ndarray) -> np.ndarray:
-        """Raw covariates of ``rows`` for prediction."""
-        return tree_matrix(self.frame, rows)
+    def _key(self, task: Task) -> bytes:
+        label = np.asarray(task.label, dtype=np.float64)
+        return _digest(task.rows, label, task.test) + \
+            repr((task.objective, sorted(self.params.items()))).encode()
 
-    def fit_predict(self, rows: np.ndarray, label: np.ndarray, X_new: np.ndarray,
-                    objective: str) -> np.ndarray:
-        """Fit on ``rows`` with ``label`` (``binary`` or ``regression``), predict ``X_new``."""
+    def fit_predict(self, task: Task) -> np.ndarray:
+        """Train ``task``'s model and predict its test rows (from the raw covariates)."""
         import lightgbm as lgb
 
-        params = {**self.params, "objective": objective, "num_threads": 1}
-        booster = lgb.train(params, self.bins.labelled(rows, label))
-        return booster.predict(X_new, num_threads=1)
+        params = {**self.params, "objective": task.objective, "num_threads": 1}
+        booster = lgb.train(params, self.bins.labelled(task.rows, task.label))
+        return booster.predict(tree_matrix(self.frame, task.test), num_threads=1)
 
-    def fit_predict_many(self, tasks: list[tuple[np.ndarray, np.ndarray, str]],
-                         X_new: np.ndarray) -> list[np.ndarray]:
-        """:meth:`fit_predict` of each (rows, label, objective), all predicting ``X_new``."""
-        workers = min(int(self.params["num_threads"]), len(tasks))
+    def run(self, tasks: list[Task]) -> list[np.ndarray]:
+        """:meth:`fit_predict` of every task (memoised), in task order."""
+        keys = [self._key(task) for task in tasks]
+        out: list[np.ndarray | None] = [self.bins.recall(k) for k in keys]
+        todo = sorted((i for i, hit in enumerate(out) if hit is None),
+                      key=lambda i: -tasks[i].rows.size)
+        workers = min(int(self.params["num_threads"]), len(todo))
         if workers <= 1:
-            return [self.fit_predict(r, lab, X_new, obj) for r, lab, obj in tasks]
-        from concurrent.futures import ThreadPoolExecutor
+            fitted = [self.fit_predict(tasks[i]) for i in todo]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(self.fit_predict, r, lab, X_new, obj)
-                       for r, lab, obj in tasks]
-            return [f.result() for f in futures]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                fitted = list(pool.map(lambda i: self.fit_predict(tasks[i]), todo))
+        for i, pred in zip(todo, fitted, strict=True):
+            out[i] = pred
+            self.bins.remember(keys[i], pred)
+        return out  # type: ignore[return-value]
