@@ -1,7 +1,8 @@
 """``did``: 2x2 or two-way fixed effects DiD, y_it = a_i + l_t + b d_it (+ X g) + e.
 
 Unit and time effects are absorbed by alternating (weighted) demeaning, never expanded into
-dummies, so memory is a few arrays of the row count. Inference is CR1 cluster-robust (the
+dummies, so memory is a few arrays of the row count; a balanced panel is demeaned on its
+(units x periods) reshape (exact in one pass without weights). Inference is CR1 cluster-robust (the
 small-sample factor G/(G-1) (N-1)/(N-K), K counting fixed effects not nested in the clusters,
 and t(G-1) critical values, as pyfixest's and fixest's CRV1); with fewer clusters than ``wild_cluster_threshold`` the CI is a wild cluster bootstrap-t
 (Rademacher or Webb weights). Staggered adoption is warned about with the share of negative
@@ -28,9 +29,13 @@ def _group_mean(x: np.ndarray, codes: np.ndarray, w: np.ndarray, wsum: np.ndarra
 
 
 def demean(x: np.ndarray, unit: np.ndarray, time: np.ndarray,
-           w: np.ndarray | None = None) -> np.ndarray:
+           w: np.ndarray | None = None, balanced: bool = False) -> np.ndarray:
     """``x`` (rows or rows x k) with unit and time means removed (alternating projections
-    until the largest change is below :data:`DEMEAN_TOL`; one pass for a balanced panel)."""
+    until the largest change is below :data:`DEMEAN_TOL`). ``balanced``: every unit has every
+    period and rows are sorted by (unit, time); the projections then run on a (units x periods)
+    reshape, exact in one pass without weights."""
+    if balanced and len(unit):
+        return _demean_balanced(np.asarray(x, dtype=np.float64), int(unit[-1]) + 1, w)
     w = np.ones(len(unit)) if w is None else w
     wu = np.bincount(unit, weights=w)
     wt = np.bincount(time, weights=w)
@@ -44,6 +49,30 @@ def demean(x: np.ndarray, unit: np.ndarray, time: np.ndarray,
         if float(np.abs(mt).max()) < DEMEAN_TOL * scale:  # unit means stay 0 after this
             break
     return out
+
+
+def _demean_balanced(x: np.ndarray, n_units: int, w: np.ndarray | None) -> np.ndarray:
+    """Two-way within transform of a balanced panel sorted by (unit, time), column by column
+    on contiguous (units x periods) arrays."""
+    if x.ndim == 2:
+        return np.column_stack([_demean_balanced(np.ascontiguousarray(x[:, j]), n_units, w)
+                                for j in range(x.shape[1])]).reshape(x.shape)
+    cube = x.reshape(n_units, -1)
+    if w is None:  # x - unit mean - time mean + grand mean
+        out = cube - cube.mean(axis=1, keepdims=True)
+        out -= out.mean(axis=0)
+        return out.ravel()
+    wc = w.reshape(cube.shape)
+    wu, wt = wc.sum(axis=1, keepdims=True), wc.sum(axis=0)
+    out = cube.copy()
+    scale = max(float(np.abs(out).max()), 1.0) if out.size else 1.0
+    for _ in range(DEMEAN_MAX_ITER):
+        out -= (wc * out).sum(axis=1, keepdims=True) / wu
+        mt = (wc * out).sum(axis=0) / wt
+        out -= mt
+        if float(np.abs(mt).max()) < DEMEAN_TOL * scale:
+            break
+    return out.ravel()
 
 
 def _residualize(v: np.ndarray, X: np.ndarray | None, w: np.ndarray) -> np.ndarray:
@@ -86,7 +115,8 @@ def did(panel: PanelData, settings: PanelSettings) -> PanelResult:
     cols = [panel.y, panel.d]
     if panel.covariates is not None:
         cols += list(panel.covariates.T)
-    demeaned = demean(np.column_stack(cols), panel.unit, panel.time, w)
+    demeaned = demean(np.column_stack(cols), panel.unit, panel.time, panel.weights,
+                      balanced=panel.balanced)
     y_t, d_t = demeaned[:, 0], demeaned[:, 1]
     X_t = demeaned[:, 2:] if demeaned.shape[1] > 2 else None
     d_r = _residualize(d_t, X_t, w)
