@@ -29,4 +29,6 @@ put ui_session_secret "$(random)$(random)"
 # Ray trial (docker-compose.ray.yml): the cluster's auth token, for every node and Ray client.
 put ray_auth_token "$(random)$(random)"
 [ -e "$dir/oidc_client_secret" ] || put oidc_client_secret ""
+# Object storage (E2I_STORAGE_URL=s3://...): the secret access key (empty until written here).
+[ -e "$dir/s3_secret_access_key" ] || put s3_secret_access_key ""
 echo "secrets in $dir: $(ls "$dir" | tr '\n' ' ')"

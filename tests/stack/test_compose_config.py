@@ -37,6 +37,8 @@ RAY_SERVICES = {"ray-head", *(f"ray-{tier}" for tier in TIER_NAMES)}
 RAY_CLIENTS = {"daemon", "webserver", "code-server"}
 """Services that talk to the Ray head (launcher, terminate, scaler sensor)."""
 RAY_TOKEN = "/run/secrets/ray_auth_token"
+S3_KEY = "s3_secret_access_key"
+"""The object store's secret key (empty file without one): every service that reads or writes storage."""
 
 
 @pytest.fixture(scope="module")
@@ -183,10 +185,10 @@ def test_passwords_are_docker_secrets_one_role_each(compose_env: ComposeStack, c
         assert compose_env.secret(name) not in rendered, name  # only file paths in the config
     wanted = {"postgres": {"postgres_password", "dagster_pg_password", "api_pg_password", "mlflow_pg_password",
                            "exporter_pg_password"},
-              "daemon": {"dagster_pg_password"}, "webserver": {"dagster_pg_password"},
-              "code-server": {"dagster_pg_password"}, "webserver-viewer": {"dagster_pg_password"},
-              "api": {"api_database_url", "oidc_client_secret", "ui_session_secret"}, "caddy": set(),
-              "mlflow": {"mlflow_database_url"}, "engine-proxy": set(), "s3": set()}
+              "daemon": {"dagster_pg_password", S3_KEY}, "webserver": {"dagster_pg_password", S3_KEY},
+              "code-server": {"dagster_pg_password", S3_KEY}, "webserver-viewer": {"dagster_pg_password", S3_KEY},
+              "api": {"api_database_url", "oidc_client_secret", "ui_session_secret", S3_KEY}, "caddy": set(),
+              "mlflow": {"mlflow_database_url", S3_KEY}, "engine-proxy": set(), "s3": set()}
     for name, service in services.items():
         held = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
         assert held == wanted[name], name
