@@ -36,7 +36,8 @@ Peers (ours | peer call):
     cv=5, the same LightGBM params; W = covariates).
 
 Each side runs in a fresh spawned process that imports its own libraries before its timer
-starts (a peer: its library) (ours: e2i_pipelines, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
+starts (a peer: its library) (ours: e2i_pipelines and pyarrow.parquet, which the reader imports
+lazily, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
 statsmodels or scikit-learn for the closed-form methods, and the run says whether it did).
 Peak RSS = that process's VmHWM; CPU s = its user+sys, all threads. LightGBM n_jobs on both
 sides. Both sides run with OMP_WAIT_POLICY=PASSIVE by default: with spinning OpenMP threads,
@@ -131,6 +132,8 @@ def _spec(method: str):
 def run_ours(method: str, n: int, path: str, n_jobs: int) -> dict:
     """Child: the dataset file -> read_dataset_frame -> prepare_frame -> estimate_effect."""
     _quiet()
+    import pyarrow.parquet  # noqa: F401 - our reader's library, imported lazily by the asset
+
     from e2i_pipelines.analytics.causal.estimate import (
         estimate_effect,
         prepare_frame,
@@ -138,7 +141,6 @@ def run_ours(method: str, n: int, path: str, n_jobs: int) -> dict:
     )
     from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
     from e2i_pipelines.core.refs import DatasetRef
-
     if method not in CLOSED_FORM:
         import doubleml  # noqa: F401
         import lightgbm  # noqa: F401
