@@ -7,7 +7,9 @@ The binned frame is cached per covariate frame (by identity, dropped with the fr
 refit that changes only the treatment or the outcome (the simulated unobserved confounder)
 bins nothing, and a frame registered with :func:`extend` (the random common cause: the
 covariates plus new columns) bins only the new columns and adds them to a copy of the
-cached bins (``Dataset.add_features_from``).
+cached bins (``Dataset.add_features_from``). A model fitted again on the same bins, rows,
+label and objective is not trained again: its predictions are kept in a small per-frame memo
+(:data:`MEMO_VALUES`), which the unobserved-confounder refits hit for their propensity.
 
 Predictions use the raw covariates (categoricals as their category codes, missing as NaN),
 the values the bins were built from.

@@ -16,7 +16,8 @@ would keep its nuisance models:
   cause, and the strongest inferred confounder on the treatment x 3 strengths on the outcome
   for the unobserved one. The refits reuse the LightGBM bins of the covariates
   (:mod:`nuisance`): the unobserved confounder changes no covariate, and the random common
-  cause bins only its new column.
+  cause bins only its new column. The three outcome strengths share one flipped treatment,
+  so their propensity models (and folds) are the same: fitted once, reused from the memo.
 """
 
 from __future__ import annotations
