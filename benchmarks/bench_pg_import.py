@@ -17,20 +17,16 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_upload import peak_rss  # noqa: E402
-from tests.api.api_processes import ApiProcess, api_env  # noqa: E402
+from benchmarks.bench_upload import sampled_api  # noqa: E402
 from tests.api.test_dataset_postgres import pg_source  # noqa: E402
-from tests.support.dagster_processes import free_port  # noqa: E402
 
 KEY = "bench_pg_import_" + "k" * 40
 KEYS = [{"name": "bench", "key": KEY, "scopes": ["runs:read", "runs:write"]}]
@@ -57,26 +53,17 @@ def main() -> None:
             make_table(pg, args.rows)
             env = {"E2I_DATA_DIR": str(base / "scratch"), "E2I_STORAGE_URL": f"file://{base / 'store'}",
                    "E2I_MAX_UPLOAD_BYTES": str(8 << 30), "E2I_PG_SOURCES_FILE": str(pg["sources"])}
-            server = ApiProcess(free_port(), {**api_env(free_port(), KEYS), **env}, base / "api.log").start()
-            try:
-                start_rss = psutil.Process(server.proc.pid).memory_info().rss
-                result, stop = [start_rss], threading.Event()
-                sampler = threading.Thread(target=peak_rss, args=(server.proc.pid, stop, result))
-                sampler.start()
+            with sampled_api(env, KEYS, base / "api.log") as (server, rss):
                 began = time.perf_counter()
                 response = httpx.post(f"{server.url}/v1/datasets", timeout=3600, headers={"X-API-Key": KEY},
                                       json={"source": "postgres", "connection": "warehouse", "name": "big",
                                             "table": "big"})
                 seconds = time.perf_counter() - began
-                stop.set()
-                sampler.join()
-            finally:
-                server.stop()
             parquet = sum(p.stat().st_size for p in (base / "store").rglob("*.parquet"))
     body = response.json()
     assert response.status_code == 201 and body["rows"] == args.rows, response.text[:500]
     print(f"PG_IMPORT rows={args.rows} seconds={seconds:.1f} rows_s={args.rows / seconds:,.0f} "
-          f"rss_start_mb={start_rss / 2**20:.0f} rss_peak_mb={result[0] / 2**20:.0f} "
+          f"rss_start_mb={rss.start / 2**20:.0f} rss_peak_mb={rss.peak / 2**20:.0f} "
           f"parquet_mb={parquet / 2**20:.0f} status={response.status_code} load1={os.getloadavg()[0]:.1f}")
 
 

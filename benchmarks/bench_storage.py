@@ -105,7 +105,6 @@ def run_side(env: dict[str, str], job: str, data: str, model: str, rows: int) ->
     """Materialize ``job`` on the side's store (in a fresh process); wall s, peak RSS, digest."""
     os.environ.update(env)
     import dagster as dg
-    import pandas as pd
 
     from e2i_pipelines.core.refs import DatasetRef, ModelRef
     from e2i_pipelines.core.storage import E2IStorage, StorageIOManager, read_parquet
@@ -136,11 +135,27 @@ def run_side(env: dict[str, str], job: str, data: str, model: str, rows: int) ->
                             run_config={"ops": {job: {"config": config}}},
                             instance=dg.DagsterInstance.ephemeral())
     wall = time.perf_counter() - start
+    peak = peak_rss_mb()  # before the read-back below
     out = result.output_for_node(job)
     path = out["attributions_path"] if job == "shap_explanations" else out.path
-    frame = read_parquet(path)
-    digest = int(pd.util.hash_pandas_object(frame, index=False).sum())
-    return {"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "digest": digest, "rows": len(frame)}
+    digest, rows = parquet_digest(path)
+    return {"wall_s": wall, "peak_rss_mb": peak, "digest": digest, "rows": rows}
+
+
+def parquet_digest(path: str) -> tuple[int, int]:
+    """Order-sensitive digest of a Parquet output and its row count, one row group at a time."""
+    import hashlib
+
+    import pandas as pd
+
+    from e2i_pipelines.core.storage import parquet_file
+
+    digest, rows, source = hashlib.sha256(), 0, parquet_file(path)
+    for group in range(source.num_row_groups):
+        frame = source.read_row_group(group).to_pandas()
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        rows += len(frame)
+    return int.from_bytes(digest.digest()[:8], "big"), rows
 
 
 def in_child(fn, *args) -> dict:
@@ -176,6 +191,8 @@ def main() -> None:
             print(f"RATIO name={job} rows={rows} ours_s={s3['wall_s']:.2f} peer=local "
                   f"peer_s={local['wall_s']:.2f} ratio={local['wall_s'] / s3['wall_s']:.3f} "
                   f"agree={agree}", flush=True)
+            print(f"{job}: peak RSS s3/local {s3['peak_rss_mb'] / local['peak_rss_mb']:.3f}, "
+                  f"load1={os.getloadavg()[0]:.1f}", flush=True)
     finally:
         moto.kill()
         moto.wait()

@@ -7,18 +7,20 @@ process's peak RSS while it streams, validates and stores it.
 Starts ``python -m e2i_api`` (no Dagster needed), generates the CSV on disk (12 columns: ints,
 floats, a category, some missing values), sends it as a chunked body and samples the API's RSS
 every 20 ms. Prints ``UPLOAD mb=<size> seconds=<s> mb_s=<throughput> rss_start_mb=<m>
-rss_peak_mb=<m> rows=<n> status=<http>``.
+rss_peak_mb=<m> rows=<n> status=<http> storage=<side> load1=<1-min load average>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -58,12 +60,38 @@ def chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
-def peak_rss(pid: int, stop: threading.Event, result: list[int]) -> None:
-    proc = psutil.Process(pid)
-    while not stop.is_set():
-        with contextlib.suppress(psutil.Error):
-            result[0] = max(result[0], proc.memory_info().rss)
-        time.sleep(0.02)
+@dataclass
+class Rss:
+    """RSS of the API process in bytes: at start (before any request) and the peak so far."""
+
+    start: int
+    peak: int
+
+
+@contextlib.contextmanager
+def sampled_api(env: dict[str, str], keys: list[dict], log: Path) -> Iterator[tuple[ApiProcess, Rss]]:
+    """``python -m e2i_api`` with ``env`` and ``keys``, its RSS sampled every 20 ms until exit."""
+    server = ApiProcess(free_port(), {**api_env(free_port(), keys), **env}, log).start()
+    try:
+        proc = psutil.Process(server.proc.pid)
+        rss = Rss(proc.memory_info().rss, proc.memory_info().rss)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    rss.peak = max(rss.peak, proc.memory_info().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield server, rss
+        finally:
+            stop.set()
+            sampler.join()
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -89,27 +117,18 @@ def main() -> None:
         csv = base / "upload.csv"
         rows = write_csv(csv, args.mb)
         size = csv.stat().st_size
-        with storage(base, args.s3) as env:
-            server = ApiProcess(free_port(), {**api_env(free_port(), KEYS), **env}, base / "api.log").start()
-            try:
-                start_rss = psutil.Process(server.proc.pid).memory_info().rss
-                result, stop = [start_rss], threading.Event()
-                sampler = threading.Thread(target=peak_rss, args=(server.proc.pid, stop, result))
-                sampler.start()
-                began = time.perf_counter()
-                response = httpx.post(f"{server.url}/v1/datasets", params={"name": "bench"},
-                                      content=chunks(csv), timeout=3600,
-                                      headers={"X-API-Key": KEY, "Content-Type": "text/csv"})
-                seconds = time.perf_counter() - began
-                stop.set()
-                sampler.join()
-            finally:
-                server.stop()
+        with storage(base, args.s3) as env, sampled_api(env, KEYS, base / "api.log") as (server, rss):
+            began = time.perf_counter()
+            response = httpx.post(f"{server.url}/v1/datasets", params={"name": "bench"},
+                                  content=chunks(csv), timeout=3600,
+                                  headers={"X-API-Key": KEY, "Content-Type": "text/csv"})
+            seconds = time.perf_counter() - began
     body = response.json()
     assert response.status_code == 201 and body["rows"] == rows, response.text[:500]
     print(f"UPLOAD mb={size / 2**20:.0f} seconds={seconds:.1f} mb_s={size / 2**20 / seconds:.1f} "
-          f"rss_start_mb={start_rss / 2**20:.0f} rss_peak_mb={result[0] / 2**20:.0f} rows={rows} "
-          f"status={response.status_code} storage={'s3' if args.s3 else 'local'}")
+          f"rss_start_mb={rss.start / 2**20:.0f} rss_peak_mb={rss.peak / 2**20:.0f} rows={rows} "
+          f"status={response.status_code} storage={'s3' if args.s3 else 'local'} "
+          f"load1={os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import uvicorn
 
+from e2i_api.catalog_snapshot import write_snapshot
 from e2i_api.core.config import get_settings
 from e2i_api.core.metrics import MULTIPROC_FLAG
 
@@ -17,6 +19,8 @@ def main() -> None:
         # Each worker writes its metrics to files here; /metrics sums them over all workers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="e2i-api-metrics-")
         os.environ[MULTIPROC_FLAG] = "1"
+    # The catalog, resolved once for every worker (in a child process: the definitions stay out).
+    write_snapshot(Path(tempfile.mkdtemp(prefix="e2i-api-catalog-")))
     uvicorn.run("e2i_api.main:create_app", factory=True, host=settings.bind_host, port=settings.bind_port,
                 workers=settings.workers, access_log=False, log_level=settings.log_level.lower(),
                 timeout_keep_alive=30)  # longer than clients keep idle connections (httpx: 5 s)

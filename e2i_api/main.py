@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from e2i_api.api.main import api_router
+from e2i_api.catalog_snapshot import api_catalog
 from e2i_api.core.audit import AuditMiddleware
 from e2i_api.core.body_limit import BodyLimitMiddleware
 from e2i_api.core.config import Settings, get_settings
@@ -23,7 +24,7 @@ from e2i_api.dagster_client import DagsterClient
 from e2i_api.idempotency import IDEMPOTENCY_HEADER, make_key_locks
 from e2i_api.openapi import install_openapi
 from e2i_api.run_store import FinishedResults, StorageRuns
-from e2i_pipelines.catalog import Catalog, load_catalog
+from e2i_pipelines.catalog import Catalog
 
 DESCRIPTION = """Start and follow e2i analytics runs (SHAP, causal refutations, digital twins).
 
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, catalog: Catalog | None = None)
     app = FastAPI(title="e2i API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.keyring = KeyRing(settings.api_keys)
-    app.state.catalog = catalog if catalog is not None else load_catalog()
+    app.state.catalog = catalog if catalog is not None else api_catalog()
     database_url = settings.database_url.get_secret_value() if settings.database_url else None
     app.state.key_locks = make_key_locks(database_url, settings.idempotency_wait_seconds)
     app.state.run_reader = StorageRuns(database_url) if database_url else None  # else GraphQL

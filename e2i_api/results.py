@@ -27,8 +27,6 @@ from e2i_api.models import (
     ShapSummary,
     TwinsSummary,
 )
-from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS as TWIN_FIDELITY_CHECKS
-from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS
 
 _DATA_IMAGE = re.compile(r"data:(image/(?:png|jpeg|svg\+xml));base64,([A-Za-z0-9+/=\s]+)")
 TWIN_KEYS = ("ate", "uplift")
@@ -97,6 +95,9 @@ def _plain(value: MetadataValue) -> Any:
 
 def twin_fidelity(asset: str, checks: list[CheckResult]) -> dict[str, Any]:
     """Pass/fail and the scalar numbers of the twin fidelity checks on ``asset``."""
+    # imported here: the module pulls SciPy and matplotlib (~80 MiB) into the API process
+    from e2i_pipelines.analytics.twins.fidelity_checks import CHECKS as TWIN_FIDELITY_CHECKS
+
     own = {c.name: c for c in checks if c.asset == asset and c.name in TWIN_FIDELITY_CHECKS}
     if not own:
         return {}
@@ -119,6 +120,9 @@ def highlights(assets: list[AssetResult], checks: list[CheckResult], mlflow_uri:
                 background_rows=_plain(meta["background_rows"]) if "background_rows" in meta else None,
                 base_value=_plain(meta["base_value"]) if "base_value" in meta else None))
         if "estimate" in meta:
+            # imported here: the causal config pulls the analytics (SciPy, numba) into the API
+            from e2i_pipelines.defs.causal.config import DIAGNOSTIC_CHECKS
+
             own = [c for c in checks if c.asset == result.asset]
             refutations = [c for c in own if c.name not in DIAGNOSTIC_CHECKS]
             diagnostics = [c for c in own if c.name in DIAGNOSTIC_CHECKS]

@@ -1,7 +1,9 @@
 """The launchable-job catalog: which jobs the API may start and which parameters they accept.
 
 An entry names a job of ``e2i_pipelines.definitions`` and the Dagster config class of each of
-its assets that takes config. Adding a job is one line in ``LAUNCHABLE``. The rest (the assets a
+its assets that takes config, by ``"module:Class"`` (imported on first use, so a process that
+only lists jobs or takes uploads never imports the analytics). Adding a job is one line in
+``LAUNCHABLE``. The rest (the assets a
 job runs, their op names, the job's tier) is read from the definitions, tiers via
 ``e2i_pipelines.tiers``: a job's tier is the largest tier over all its steps (assets and checks).
 """
@@ -9,6 +11,7 @@ job runs, their op names, the job's tier) is read from the definitions, tiers vi
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,14 +21,23 @@ import pydantic
 
 from e2i_pipelines.core.data_root import DataScope
 from e2i_pipelines.core.datasets import DATASET_TAG
-from e2i_pipelines.defs.causal.config import CausalEstimateConfig
-from e2i_pipelines.defs.data.config import DatasetConfig
-from e2i_pipelines.defs.diagnostics.config import ProbeConfig
-from e2i_pipelines.defs.explain.config import ShapConfig, ShapSummaryConfig
-from e2i_pipelines.defs.features.config import FeatureStoreConfig
-from e2i_pipelines.defs.models.config import OutcomeModelConfig
-from e2i_pipelines.defs.twins.config import DigitalTwinsConfig, TwinInterventionsConfig
 from e2i_pipelines.tiers import Tier, max_tier, tier_of_tags
+
+ConfigRef = type[dg.Config] | str
+"""A config class, or its ``"module:Class"`` name (imported when first used)."""
+
+
+def config_class_of(ref: ConfigRef) -> type[dg.Config]:
+    """The config class ``ref`` names (itself when already a class)."""
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_ref_of(ref: ConfigRef) -> str:
+    """``"module:Class"`` of a config class or reference."""
+    return ref if isinstance(ref, str) else f"{ref.__module__}:{ref.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -34,23 +46,25 @@ class LaunchableJob:
 
     name: str
     description: str
-    configs: Mapping[str, type[dg.Config]] = field(default_factory=dict)
+    configs: Mapping[str, ConfigRef] = field(default_factory=dict)
 
 
-ASSET_CONFIGS: dict[str, type[dg.Config]] = {
-    "dataset": DatasetConfig,
-    "feature_store": FeatureStoreConfig,
-    "outcome_model": OutcomeModelConfig,
-    "shap_explanations": ShapConfig,
-    "shap_summary": ShapSummaryConfig,
-    "causal_estimate": CausalEstimateConfig,
-    "digital_twins": DigitalTwinsConfig,
-    "twin_interventions": TwinInterventionsConfig,
+_DEFS = "e2i_pipelines.defs"
+ASSET_CONFIGS: dict[str, ConfigRef] = {
+    "dataset": f"{_DEFS}.data.config:DatasetConfig",
+    "feature_store": f"{_DEFS}.features.config:FeatureStoreConfig",
+    "outcome_model": f"{_DEFS}.models.config:OutcomeModelConfig",
+    "shap_explanations": f"{_DEFS}.explain.config:ShapConfig",
+    "shap_summary": f"{_DEFS}.explain.config:ShapSummaryConfig",
+    "causal_estimate": f"{_DEFS}.causal.config:CausalEstimateConfig",
+    "digital_twins": f"{_DEFS}.twins.config:DigitalTwinsConfig",
+    "twin_interventions": f"{_DEFS}.twins.config:TwinInterventionsConfig",
 }
 """Config class of every analytics asset that takes config."""
+_PROBE_CONFIG = f"{_DEFS}.diagnostics.config:ProbeConfig"
 
 
-def _configs(*assets: str) -> dict[str, type[dg.Config]]:
+def _configs(*assets: str) -> dict[str, ConfigRef]:
     return {name: ASSET_CONFIGS[name] for name in assets}
 
 
@@ -68,9 +82,9 @@ LAUNCHABLE: tuple[LaunchableJob, ...] = (
                   _configs(*_MODEL_CHAIN)),
     LaunchableJob("e2i_main_job", "Everything: features, model, SHAP, causal, twins.",
                   dict(ASSET_CONFIGS)),
-    LaunchableJob("probe_light_job", "Allocate and hold memory at the light tier (diagnostics).", {"probe_light": ProbeConfig}),
-    LaunchableJob("probe_medium_job", "Allocate and hold memory at the medium tier (diagnostics).", {"probe_medium": ProbeConfig}),
-    LaunchableJob("probe_heavy_job", "Allocate and hold memory at the heavy tier (diagnostics).", {"probe_heavy": ProbeConfig}),
+    LaunchableJob("probe_light_job", "Allocate and hold memory at the light tier (diagnostics).", {"probe_light": _PROBE_CONFIG}),
+    LaunchableJob("probe_medium_job", "Allocate and hold memory at the medium tier (diagnostics).", {"probe_medium": _PROBE_CONFIG}),
+    LaunchableJob("probe_heavy_job", "Allocate and hold memory at the heavy tier (diagnostics).", {"probe_heavy": _PROBE_CONFIG}),
 )
 """Jobs the API may launch. Add analytics jobs here, one line each."""
 
@@ -124,7 +138,11 @@ class CatalogAsset:
     name: str
     op_name: str
     tier: Tier
-    config_class: type[dg.Config] | None
+    config_ref: ConfigRef | None
+
+    @property
+    def config_class(self) -> type[dg.Config] | None:
+        return None if self.config_ref is None else config_class_of(self.config_ref)
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,7 @@ class CatalogEntry:
 
     @property
     def configurable(self) -> dict[str, CatalogAsset]:
-        return {a.name: a for a in self.assets if a.config_class is not None}
+        return {a.name: a for a in self.assets if a.config_ref is not None}
 
     def params_schema(self) -> dict[str, Any]:
         """JSON schema of ``params``: one object per configurable asset, keyed by asset name."""

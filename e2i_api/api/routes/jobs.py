@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(requi
 def job_summary(entry: CatalogEntry) -> JobSummary:
     return JobSummary(
         name=entry.name, description=entry.description, tier=entry.tier, checks=list(entry.checks),
-        assets=[AssetInfo(name=a.name, tier=a.tier, configurable=a.config_class is not None) for a in entry.assets],
+        assets=[AssetInfo(name=a.name, tier=a.tier, configurable=a.config_ref is not None) for a in entry.assets],
         params_schema=entry.params_schema(),
     )
 
