@@ -34,7 +34,13 @@ from e2i_pipelines.core.spec import (
     check_columns,
     validate_frame,
 )
-from e2i_pipelines.core.storage import default_data_dir, is_local, parquet_file, storage_root
+from e2i_pipelines.core.storage import (
+    default_data_dir,
+    is_local,
+    parquet_file,
+    put_file,
+    storage_root,
+)
 
 MAX_UPLOAD_ENV = "E2I_MAX_UPLOAD_BYTES"
 DEFAULT_MAX_UPLOAD = 2 << 30
@@ -42,8 +48,6 @@ MANIFEST = "manifest.json"
 ID_PATTERN = r"^ds_[0-9a-f]{24}$"
 VERSION_PATTERN = r"^[0-9a-f]{64}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-PART_BYTES = 8 << 20
-"""Part size of an object-store upload (S3's minimum is 5 MiB): the API holds about one part."""
 DATASET_TAG = "e2i/dataset"
 """Tag of a run launched on a dataset (its id): DELETE refuses while such a run is active."""
 
@@ -170,7 +174,7 @@ def _write_parquet(staged: Path, data: UPath) -> IngestResult:
     try:
         with local.open("wb") as handle:
             result = ingest(staged, handle)
-        data.fs.put_file(str(local), data.path, chunksize=PART_BYTES, max_concurrency=1)
+        put_file(local, data.fs, data.path, parts_in_flight=1)  # the API holds about one part
         return result
     finally:
         local.unlink(missing_ok=True)

@@ -36,6 +36,10 @@ STORAGE_URL_ENV = "E2I_STORAGE_URL"
 ENDPOINT_ENVS = ("E2I_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 MANIFEST = "_E2I_COMPLETE"
 LOCAL_PROTOCOLS = ("", "file", "local")
+PART_BYTES = 8 << 20
+"""Multipart part size of uploads to an object store (s3fs's default, 50 MiB x 10 parts in
+flight, held up to 500 MiB of a run's memory while its output uploaded)."""
+PARTS_IN_FLIGHT = 2
 
 
 class StorageError(RuntimeError):
@@ -235,9 +239,9 @@ def parquet_file(path: str | os.PathLike[str]):
     source = to_path(path)
     if is_local(source):
         return pq.ParquetFile(os.fspath(source))
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return pq.ParquetFile(source.path, filesystem=PyFileSystem(FSSpecHandler(source.fs)))
+    # Uncached ranged reads: Parquet asks for whole column chunks, and s3fs's default read-ahead
+    # cache (50 MiB blocks) kept ~100 MiB more than local disk while a 1M-row file was streamed.
+    return pq.ParquetFile(source.fs.open(source.path, "rb", cache_type="none"))
 
 
 def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None):
@@ -258,9 +262,18 @@ def _upload(staged: Path, final: UPath) -> None:
     files = {f.relative_to(staged).as_posix(): f.stat().st_size
              for f in sorted(staged.rglob("*")) if f.is_file()}
     for rel in files:
-        fs.put_file(str(staged / rel), f"{base}/{rel}")
+        put_file(staged / rel, fs, f"{base}/{rel}")
     with fs.open(f"{base}/{MANIFEST}", "wb") as handle:
         handle.write(json.dumps({"files": files}, sort_keys=True).encode())
+
+
+def put_file(local: Path, fs: Any, path: str, parts_in_flight: int = PARTS_IN_FLIGHT) -> None:
+    """Upload ``local`` to ``path`` on ``fs`` in :data:`PART_BYTES` parts (S3's minimum is
+    5 MiB), at most ``parts_in_flight`` in memory at once (s3; other stores: their defaults)."""
+    if "s3" in getattr(fs, "protocol", ()):
+        fs.put_file(str(local), path, chunksize=PART_BYTES, max_concurrency=parts_in_flight)
+    else:
+        fs.put_file(str(local), path)
 
 
 def _remove(final: UPath) -> None:
