@@ -19,6 +19,7 @@ from e2i_pipelines.analytics.panel.data import last_pre_period
 from e2i_pipelines.analytics.panel.run import run_panel
 from e2i_pipelines.analytics.panel.settings import PanelSettings
 from e2i_pipelines.core.errors import DataValidationError
+from e2i_pipelines.core.spec import spec_from_mapping
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.core.tracking import MlflowTracker
 from e2i_pipelines.defs.causal.assets import causal_estimate
@@ -240,3 +241,13 @@ def test_readme_territories_example_runs_as_written(tmp_path):
     assert json.loads(saved.read_text())["event_study"]
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
     assert checks == {"pre_trends", "placebo_in_time"}
+
+
+def test_readme_inline_example_is_the_spec_file_example():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (file_block,) = re.findall(r"```yaml\n(# territories_spec\.yaml.*?)```", readme, re.S)
+    (inline_block,) = re.findall(r"```yaml\n(# inline: ops\.dataset\.config.*?)```", readme,
+                                 re.S)
+    from_file = spec_from_mapping(yaml.safe_load(file_block.split("\n---\n")[0]))
+    inline = DatasetConfig(**yaml.safe_load(inline_block)).resolve_spec()
+    assert inline == from_file
