@@ -251,3 +251,15 @@ def test_readme_inline_example_is_the_spec_file_example():
     from_file = spec_from_mapping(yaml.safe_load(file_block.split("\n---\n")[0]))
     inline = DatasetConfig(**yaml.safe_load(inline_block)).resolve_spec()
     assert inline == from_file
+
+
+def test_which_jobs_keep_the_panel():
+    """causal_job (and e2i_main_job) estimate on the panel; twins_job takes the cross-section."""
+    from e2i_pipelines.definitions import defs
+    from e2i_pipelines.defs.causal.config import planned_estimate
+
+    assert planned_estimate(defs.resolve_job_def("twins_job"), {}) is None
+    planned = planned_estimate(defs.resolve_job_def("causal_job"),
+                               {"ops": {"causal_estimate": {"config": {"method": "did"}}}})
+    assert planned.method == "did"
+    assert planned_estimate(defs.resolve_job_def("causal_job"), {}).method == "auto"
