@@ -151,27 +151,42 @@ def _wide(panel: PanelData, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _estimate_batches(batches: list[_Batch], estimator, method: str, Yt: np.ndarray,
+def _scatter(inf_all: np.ndarray, b: _Batch):
+    """``emit`` of a batch: row block ``rows`` of its influence functions, scaled to the
+    cells' sample sizes, into the batch's units and cell columns of ``inf_all``."""
+    cols, scales = np.asarray(b.cols), np.asarray(b.scales)
+    if np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+        cols = slice(int(cols[0]), int(cols[0]) + len(cols))  # rows x a slice: no index grid
+
+    def emit(rows: slice, values: np.ndarray) -> None:
+        if isinstance(cols, slice):
+            inf_all[b.idx[rows], cols] = values * scales
+        else:
+            inf_all[np.ix_(b.idx[rows], cols)] = values * scales
+
+    return emit
+
+
+def _estimate_batches(batches: list[_Batch], estimator, method: str, Y: np.ndarray,
                       X_wide: np.ndarray | None, w_unit: np.ndarray, att: np.ndarray,
                       inf_all: np.ndarray) -> None:
     """Fill ``att`` and the columns of ``inf_all`` batch by batch."""
     for b in batches:
-        DY = (Yt[np.ix_(b.ts, b.idx)] - Yt[np.ix_(b.bases, b.idx)]).T
+        Y_b = Y[b.idx]  # the batch's units, all periods (one row gather)
+        DY = Y_b[:, b.ts] - Y_b[:, b.bases]
         X = np.ones((len(b.idx), 1))
         if X_wide is not None:
             X = np.column_stack([X, X_wide[b.idx, b.base0, :]])
         w = w_unit[b.idx]
         ps = propensity(b.D, X, w / w.mean()) if method in USES_PROPENSITY else None
-        att_b, inf_b = estimator(DY, b.D, X, w, ps)
-        att[b.cols] = att_b
-        inf_all[np.ix_(b.idx, b.cols)] = inf_b * np.asarray(b.scales)
+        att[b.cols], _ = estimator(DY, b.D, X, w, ps, _scatter(inf_all, b))
 
 
 def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     """Every identified ATT(g,t) cell of ``panel`` by ``method`` (dr, ipw, reg), the cells
     that share a sample estimated together (one design matrix, propensity fit and OLS)."""
     estimator = CELL_ESTIMATORS[method]
-    Yt = np.ascontiguousarray(_wide(panel, panel.y).T)  # periods x units: a period contiguous
+    Y = _wide(panel, panel.y)  # units x periods: a unit's periods are contiguous
     X_wide = None
     if panel.covariates is not None:
         X_wide = _wide(panel, panel.covariates)
@@ -189,7 +204,7 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     att = np.zeros(len(cells))
     inf_all = np.zeros((panel.n_units, len(cells)))
     with single_threaded_blas():  # tall, thin products: BLAS threads only spin
-        _estimate_batches(batches, estimator, method, Yt, X_wide, w_unit, att, inf_all)
+        _estimate_batches(batches, estimator, method, Y, X_wide, w_unit, att, inf_all)
     group, time = (np.array(c) for c in zip(*cells, strict=True))
     return ATTgt(group=group, time=time, att=att, inf=inf_all, unit_weight=w_unit,
                  unit_cohort=panel.cohort, unit_cluster=_unit_cluster(panel, warnings),
