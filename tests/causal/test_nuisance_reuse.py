@@ -246,3 +246,18 @@ def test_memo_keeps_the_most_recently_used_within_its_budget():
     bins.remember(b"d", np.zeros(100))
     assert list(bins.memo) == [b"c", b"a", b"d"]
     assert bins.recall(b"b") is None
+
+
+def test_row_wise_histograms_grow_the_column_wise_trees():
+    """Our row-wise layout trains the same models as LightGBM's column-wise one."""
+    frame, t, y = _covariates(6000, seed=15)
+    col = {k: v for k, v in PARAMS.items() if k != "force_row_wise"} | {"force_col_wise": True}
+    assert PARAMS["force_row_wise"]
+    bins = nuisance.Binned(nuisance.bin_frame(frame, PARAMS), list(frame.columns), PARAMS)
+    X = nuisance.tree_matrix(frame)
+    rows = np.arange(5000)
+    for label, objective in ((t, "binary"), (y, "regression")):
+        row_model = _booster(PARAMS, bins.labelled(rows, label[rows]), objective)
+        col_model = _booster(col, bins.labelled(rows, label[rows]), objective)
+        assert np.array_equal(row_model.predict(X[5000:]), col_model.predict(X[5000:]))
+        assert row_model.predict(X[5000:]).std() > 0

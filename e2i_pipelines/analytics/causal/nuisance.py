@@ -33,11 +33,14 @@ MEMO_VALUES = 3
 
 
 def lgb_params(trees: int, n_jobs: int, seed: int) -> dict[str, Any]:
-    """LightGBM's native parameters of our nuisances (the sklearn wrappers' equivalents;
-    ``force_col_wise`` skips LightGBM's per-model timing test of both histogram layouts)."""
+    """LightGBM's native parameters of our nuisances (the sklearn wrappers' equivalents).
+
+    ``force_row_wise`` skips LightGBM's per-model timing test of both histogram layouts and
+    takes the one that is faster single-threaded on 30 dense columns (4-12 % less CPU than
+    column-wise at 320k rows; the same trees, bit for bit)."""
     return {"num_iterations": trees, "learning_rate": 0.1, "num_leaves": 31,
             "min_data_in_leaf": 50, "num_threads": n_jobs, "seed": seed, "verbose": -1,
-            "max_bin": 255, "force_col_wise": True}
+            "max_bin": 255, "force_row_wise": True}
 
 
 def _dataset_params(params: dict[str, Any]) -> dict[str, Any]:
