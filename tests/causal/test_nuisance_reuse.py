@@ -261,3 +261,18 @@ def test_row_wise_histograms_grow_the_column_wise_trees():
         col_model = _booster(col, bins.labelled(rows, label[rows]), objective)
         assert np.array_equal(row_model.predict(X[5000:]), col_model.predict(X[5000:]))
         assert row_model.predict(X[5000:]).std() > 0
+
+
+@pytest.mark.parametrize("objective", ["binary", "regression"])
+def test_scorer_predictions_equal_lightgbm_predict(objective):
+    """The bitvector scorer gives LightGBM's predictions bit for bit (categorical with
+    missing codes, NaN covariates, the sigmoid of the binary objective)."""
+    frame, t, y = _covariates(6000, seed=16)
+    frame.loc[frame.index[::17], "x1"] = np.nan
+    bins = nuisance.Binned(nuisance.bin_frame(frame, PARAMS), list(frame.columns), PARAMS)
+    X = nuisance.tree_matrix(frame)
+    label = t if objective == "binary" else y
+    booster = _booster(PARAMS, bins.labelled(np.arange(5000), label[:5000]), objective)
+    ours = nuisance.predict(booster, X[5000:], objective)
+    assert np.array_equal(ours, booster.predict(X[5000:]))
+    assert ours.std() > 0
