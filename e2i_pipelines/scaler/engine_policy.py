@@ -7,10 +7,15 @@ hardened (CapDrop ALL, no-new-privileges, read-only root, non-root user) and ask
 reaches the host (privileged, added capabilities, host namespaces, host-path binds, devices,
 sysctls, weakened seccomp/AppArmor, published ports, another network). HostConfig is checked
 against an allowlist: an unknown key with a non-empty value is refused too.
+
+Binds: the data volume at the data directory and, when configured, exactly one more: the
+secrets source (a named volume, or an absolute host path the operator names) at the secrets
+directory, read-only (``SOURCE:TARGET:ro``, no other option). Anything else is refused.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +55,18 @@ class RunPolicy:
     data_volume: str = ""
     data_dir: str = "/var/lib/e2i/data"
     tmpfs: frozenset[str] = frozenset({"/tmp"})
+    secrets_source: str = ""
+    """Named volume or absolute host path run containers may bind read-only at ``secrets_dir``."""
+    secrets_dir: str = "/run/secrets"
+
+    def __post_init__(self) -> None:
+        source = self.secrets_source
+        if source and (":" in source or (source.startswith("/") and os.path.normpath(source) != source)
+                       or (not source.startswith("/") and "/" in source)):
+            raise ValueError(f"secrets source must be a volume name or a normalised absolute path, got {source!r}")
+        if self.secrets_dir in ("", "/") or not os.path.isabs(self.secrets_dir) or self.secrets_dir == self.data_dir:
+            raise ValueError(f"secrets directory must be an absolute path other than the data directory, "
+                             f"got {self.secrets_dir!r}")
 
     # -- containers that exist -----------------------------------------------------------------
     def owns(self, labels: Mapping[str, str] | None) -> bool:
@@ -77,8 +94,9 @@ class RunPolicy:
             raise Refused("HostConfig must be a JSON object")
         self.check_host_config(host)
         volumes = body.get("Volumes") or {}
-        if not isinstance(volumes, dict) or set(volumes) - {self.data_dir}:
-            raise Refused(f"Volumes may only name {self.data_dir}")
+        targets = {self.data_dir, self.secrets_dir} if self.secrets_source else {self.data_dir}
+        if not isinstance(volumes, dict) or set(volumes) - targets:
+            raise Refused(f"Volumes may only name {' and '.join(sorted(targets))}")
         self._check_networking(body.get("NetworkingConfig"))
 
     def _check_networking(self, networking: Any) -> None:
@@ -118,7 +136,12 @@ class RunPolicy:
             raise Refused("HostConfig.Binds must be a list")
         for bind in binds:
             source, _, rest = str(bind).partition(":")
-            target = rest.partition(":")[0]
+            target, _, mode = rest.partition(":")
+            if self.secrets_source and source == self.secrets_source:
+                if target != self.secrets_dir or mode != "ro":
+                    raise Refused(f"HostConfig.Binds may mount the secrets source only read-only at "
+                                  f"{self.secrets_dir} (SOURCE:{self.secrets_dir}:ro)")
+                continue
             if source.startswith("/") or "/" in source:
                 raise Refused("HostConfig.Binds may not mount a host path")
             if not self.data_volume or source != self.data_volume or target != self.data_dir:

@@ -2,7 +2,7 @@
 
 Two views, each on its own listener. The read-only view (``--listen``) is for the code server.
 The launch view (``--launch-listen``, with ``--run-image``/``--run-network``/``--run-label``/
-``--data-volume``) is for the daemon and webserver: the reads below, plus container create (the
+``--data-volume``, optionally ``--secrets-source``/``--secrets-dir``) is for the daemon and webserver: the reads below, plus container create (the
 body checked by :class:`~e2i_pipelines.scaler.engine_policy.RunPolicy`) and inspect, logs, stats,
 start, stop, kill, wait and remove of run containers of this stack (by label); anything else is a
 403 with a short reason.
@@ -315,8 +315,12 @@ def launch_policy(args: argparse.Namespace) -> RunPolicy:
         labels = dict(parse_label(label) for label in args.run_label)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-    return RunPolicy(image=args.run_image, network=args.run_network, labels=labels,
-                     data_volume=args.data_volume, data_dir=args.data_dir)
+    try:
+        return RunPolicy(image=args.run_image, network=args.run_network, labels=labels,
+                         data_volume=args.data_volume, data_dir=args.data_dir,
+                         secrets_source=args.secrets_source, secrets_dir=args.secrets_dir)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def serve(servers: list[EngineProxy]) -> None:
@@ -344,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_argument("--run-label", action="append", default=[], help="KEY=VALUE every run container carries")
     launch.add_argument("--data-volume", default="", help="the only volume run containers may mount")
     launch.add_argument("--data-dir", default="/var/lib/e2i/data", help="where the data volume is mounted")
+    launch.add_argument("--secrets-source", default="",
+                        help="the volume (or absolute host path) run containers may also mount, read-only only")
+    launch.add_argument("--secrets-dir", default="/run/secrets", help="where the secrets source is mounted")
     args = parser.parse_args(argv)
     if not os.path.exists(args.socket):
         parser.error(f"no Docker socket at {args.socket}")

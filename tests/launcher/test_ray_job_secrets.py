@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dagster import DagsterEventType, instance_for_test
@@ -61,8 +62,11 @@ def _secret_file(tmp_path, value: str = PASSWORD):
 
 def test_worker_env_reads_the_password_file_on_the_node(tmp_path, monkeypatch):
     monkeypatch.delenv("DAGSTER_PG_PASSWORD", raising=False)
+    monkeypatch.delenv("PGPASSFILE", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setenv("DAGSTER_PG_PASSWORD_FILE", str(_secret_file(tmp_path)))
-    assert worker_env()["DAGSTER_PG_PASSWORD"] == PASSWORD
+    env = worker_env()  # the instance password goes to a libpq password file, never the environment
+    assert env["DAGSTER_PG_PASSWORD"] == "" and Path(env["PGPASSFILE"]).read_text().endswith(f":{PASSWORD}\n")
 
 
 def test_unreadable_secret_file_names_the_variable_not_the_content(tmp_path, monkeypatch):
@@ -73,14 +77,16 @@ def test_unreadable_secret_file_names_the_variable_not_the_content(tmp_path, mon
 
 
 def _wrapper(env_extra: dict[str, str], code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PG_PASSWORD")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_PG_PASSWORD", "PGPASSFILE"))}
     return subprocess.run([sys.executable, "-m", WORKER_MODULE, sys.executable, "-c", code],
                           env={**env, **env_extra}, capture_output=True, text=True, timeout=60)
 
 
 def test_run_worker_child_gets_the_secret_from_its_file(tmp_path):
-    done = _wrapper({"DAGSTER_PG_PASSWORD_FILE": str(_secret_file(tmp_path))},
-                    f"import os; assert os.environ['DAGSTER_PG_PASSWORD'] == {PASSWORD!r}")
+    done = _wrapper({"DAGSTER_PG_PASSWORD_FILE": str(_secret_file(tmp_path)), "TMPDIR": str(tmp_path)},
+                    f"import os; assert os.environ['DAGSTER_PG_PASSWORD'] == ''; "
+                    f"assert {PASSWORD!r}.encode() not in open('/proc/self/environ', 'rb').read(); "
+                    f"assert open(os.environ['PGPASSFILE']).read().endswith(':{PASSWORD}\\n')")
     assert done.returncode == 0, done.stderr
 
 

@@ -1,4 +1,4 @@
-"""Attack: read the instance role's Postgres password from a run container's metadata.
+"""Attack: read the instance role's Postgres password from a run container's metadata or environment.
 
 Anyone who may inspect containers (``docker inspect``, the engine proxy's read views, the
 monitoring) sees ``Config.Env`` and ``Config.Cmd``. A real run through TieredDockerRunLauncher on
@@ -6,14 +6,24 @@ the real engine and a real Postgres role with a strong password (scram on 127.0.
 only works with the right one), configured as the repository's ``dagster.yaml`` is: storage
 settings are ``env:`` references, the launcher forwards ``DAGSTER_PG_PASSWORD_FILE`` and binds
 the secret file read-only at /run/secrets; the image's entrypoint
-(``python -m e2i_pipelines.core.secrets``) reads it into the run's own process environment. The
-run succeeds, and the password appears nowhere in the container's inspect document.
+(``python -m e2i_pipelines.core.secrets``) turns it into a 0600 libpq password file on the
+container's /tmp (PGPASSFILE; DAGSTER_PG_PASSWORD set empty, so Dagster's URL has no password).
+The run succeeds, the password appears nowhere in the container's inspect document, and no
+process of the running container has it in its environment (/proc/<pid>/environ, read with
+``docker exec`` while the run holds its step). The units: the pgpass lines (escaped, bound to the
+instance's host, port and user), a real Postgres login through them with an empty password, the
+daemon's copy for run containers (E2I_RUN_SECRETS_DIR), errors that name the variable only.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import secrets
+import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +32,7 @@ import pytest
 import yaml
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from e2i_pipelines.core.secrets import export_file_secrets, pgpass_lines, publish_run_secrets
 from tests.conftest import PG_HOST, PG_PORT, _pg_connect, require
 from tests.launcher.conftest import e2i_image  # noqa: F401 - fixture
 from tests.launcher.harness import IN_PROCESS, LauncherHarness, instance_sections, probe_config
@@ -29,6 +40,8 @@ from tests.support.dagster_processes import REPO_ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 SECRET_PATH = "/run/secrets/dagster_pg_password"
+RUN_UID = 10001
+"""The image's non-root user: run containers and their processes."""
 PG_VARS = ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST", "DAGSTER_PG_DB", "DAGSTER_PG_PORT")
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
@@ -75,7 +88,8 @@ def test_run_container_reads_the_password_from_a_file_never_from_its_env(
     secret_dir.mkdir(mode=0o755)
     secret = secret_dir / "dagster_pg_password"
     secret.write_text(run_role["password"] + "\n")
-    secret.chmod(0o644)  # the image's non-root user reads it through the read-only bind
+    secret.chmod(0o600)  # as scripts/start_services.sh makes it: the run user's only
+    os.chown(secret, RUN_UID, RUN_UID)
     values = dict(zip(PG_VARS, (run_role["username"], run_role["password"], run_role["hostname"],
                                 run_role["db_name"], str(run_role["port"])), strict=True))
     for name, value in values.items():  # this process is the daemon: it holds the password
@@ -92,7 +106,9 @@ def test_run_container_reads_the_password_from_a_file_never_from_its_env(
     harness = LauncherHarness(tmp_path / "dagster_home", run_role,
                               sections={"storage": storage, "run_launcher": launcher})
     try:
-        run_id = harness.launch("probe_light_job", {**probe_config("light"), **IN_PROCESS})
+        run_id = harness.launch("probe_light_job", {**probe_config("light", hold_seconds=20), **IN_PROCESS})
+        harness.wait_for_step_start(run_id)
+        environs = process_environments(docker_client.containers.get(harness.container_id(run_id)))
         run = harness.wait_for(run_id, FINISHED)
         assert run.status == DagsterRunStatus.SUCCESS, harness.log_text(run_id)
         attrs = docker_client.containers.get(harness.container_id(run_id)).attrs
@@ -104,3 +120,112 @@ def test_run_container_reads_the_password_from_a_file_never_from_its_env(
     assert run_role["password"] not in json.dumps(attrs), "the password is in the container's inspect document"
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     assert mounts[SECRET_PATH]["RW"] is False
+    # Every process of the running run (the entrypoint's exec'd wrapper, the run worker, its step
+    # process): no password in its environment; the run worker's has the empty variable and the
+    # libpq password file instead.
+    assert len(environs) >= 2, environs.keys()
+    for command, environ in environs.items():
+        assert run_role["password"].encode() not in environ, f"the password is in the environment of {command}"
+    workers = [e for c, e in environs.items() if b"execute_run" in c]
+    assert workers and all(b"\0DAGSTER_PG_PASSWORD=\0" in b"\0" + e and b"\0PGPASSFILE=/tmp/" in b"\0" + e
+                           for e in workers)
+
+
+def process_environments(container) -> dict[bytes, bytes]:
+    """cmdline -> environ of every process in ``container`` (read as the run user, who owns them)."""
+    script = ('for p in /proc/[0-9]*; do [ "$p" = /proc/$$ ] && continue; '
+              'c=$(tr "\\0" " " < $p/cmdline 2>/dev/null) || continue; [ -n "$c" ] || continue; '
+              'printf "%s\\n" "$c" | base64 -w0; printf " "; base64 -w0 < $p/environ; echo; done')
+    result = container.exec_run(["sh", "-c", script], user=f"{RUN_UID}")
+    assert result.exit_code == 0, result.output[-2000:]
+    found = {}
+    for line in result.output.decode().splitlines():
+        command, _, environ = line.partition(" ")
+        found[base64.b64decode(command)] = base64.b64decode(environ)
+    return {c: e for c, e in found.items() if not c.startswith((b"sh -c", b"tr ", b"base64", b"cat "))}
+
+
+# -- the libpq password file ----------------------------------------------------------------------
+def test_pgpass_lines_escape_and_bind_to_the_instance_server_and_user() -> None:
+    env = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "e2i:dag"}
+    assert pgpass_lines("p:w\\x", env, "DAGSTER_PG") == "db.internal:5432:*:e2i\\:dag:p\\:w\\\\x\n"
+    sock = pgpass_lines("pw", {"DAGSTER_PG_HOST": "/var/run/postgresql"}, "DAGSTER_PG")
+    assert sock == "/var/run/postgresql:*:*:*:pw\nlocalhost:*:*:*:pw\n"
+    with pytest.raises(RuntimeError, match="line break") as refused:
+        pgpass_lines("a\nb", env, "DAGSTER_PG")
+    assert "a\nb" not in str(refused.value)
+
+
+def test_export_writes_a_private_pgpass_and_leaves_the_variable_empty(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2-secret\n")
+    env = {"DAGSTER_PG_PASSWORD_FILE": str(secret), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432",
+           "DAGSTER_PG_USERNAME": "u", "OTHER_TOKEN_FILE": str(secret), "TMPDIR": str(tmp_path)}
+    assert export_file_secrets(env, secrets_dir=None) == ["DAGSTER_PG_PASSWORD", "OTHER_TOKEN"]
+    assert env["DAGSTER_PG_PASSWORD"] == "" and env["OTHER_TOKEN"] == "hunter2-secret"
+    passfile = Path(env["PGPASSFILE"])
+    assert passfile.parent == tmp_path and passfile.read_text() == "127.0.0.1:5432:*:u:hunter2-secret\n"
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+    # Again (the run worker after the entrypoint): the same file, nothing new, still empty.
+    before = sorted(tmp_path.iterdir())
+    assert export_file_secrets(env, secrets_dir=None) == ["DAGSTER_PG_PASSWORD"]
+    assert env["PGPASSFILE"] == str(passfile) and sorted(tmp_path.iterdir()) == before
+
+
+def test_an_unwritable_temp_dir_names_the_variable_not_the_password(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2-secret")
+    with pytest.raises(RuntimeError, match="DAGSTER_PG_PASSWORD_FILE: cannot write the libpq password file") as err:
+        export_file_secrets({"DAGSTER_PG_PASSWORD_FILE": str(secret), "TMPDIR": str(tmp_path / "absent")},
+                            secrets_dir=None)
+    assert "hunter2" not in str(err.value)
+
+
+def test_publish_copies_the_instance_password_for_runs(tmp_path: Path) -> None:
+    secret = tmp_path / "dagster_pg_password"
+    secret.write_text("hunter2-secret")
+    out = tmp_path / "run-secrets"
+    out.mkdir()
+    assert publish_run_secrets(str(out), {"DAGSTER_PG_PASSWORD_FILE": str(secret)}) == ["DAGSTER_PG_PASSWORD"]
+    copied = out / "dagster_pg_password"
+    assert copied.read_text() == "hunter2-secret\n" and stat.S_IMODE(copied.stat().st_mode) == 0o400
+    assert publish_run_secrets(str(out), {"DAGSTER_PG_PASSWORD_FILE": str(secret)})  # a restart replaces it
+    assert sorted(p.name for p in out.iterdir()) == ["dagster_pg_password"]
+    with pytest.raises(RuntimeError, match="E2I_RUN_SECRETS_DIR: cannot publish DAGSTER_PG_PASSWORD_FILE"):
+        publish_run_secrets(str(tmp_path / "absent"), {"DAGSTER_PG_PASSWORD_FILE": str(secret)})
+
+
+@pytest.mark.postgres
+def test_the_entrypoint_logs_in_through_the_pgpass_with_no_password_in_its_environment(
+        run_role: dict, tmp_path: Path) -> None:
+    """The container command form on this host: the exec'd program has an empty
+    DAGSTER_PG_PASSWORD, its /proc/self/environ holds no password, and Dagster's own URL (no
+    password) logs in as the role through libpq's password file."""
+    secret = tmp_path / "pw"
+    secret.write_text(run_role["password"] + "\n")
+    probe = (
+        "import os, sqlalchemy\n"
+        "from dagster_postgres.utils import get_conn_string\n"
+        "env = open('/proc/self/environ', 'rb').read()\n"
+        f"assert {run_role['password']!r}.encode() not in env, 'password in environ'\n"
+        "assert os.environ['DAGSTER_PG_PASSWORD'] == ''\n"
+        "url = get_conn_string(os.environ['DAGSTER_PG_USERNAME'], os.environ['DAGSTER_PG_PASSWORD'],\n"
+        "    os.environ['DAGSTER_PG_HOST'], os.environ['DAGSTER_PG_DB'], os.environ['DAGSTER_PG_PORT'],\n"
+        "    scheme='postgresql+psycopg2')\n"
+        "assert ':@' not in url, 'a password in the URL'\n"
+        "with sqlalchemy.create_engine(url).connect() as c:\n"
+        "    print('AS', c.exec_driver_sql('select current_user').scalar())\n")
+    base = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), "DAGSTER_PG_USERNAME": run_role["username"],
+            "DAGSTER_PG_HOST": str(run_role["hostname"]), "DAGSTER_PG_PORT": str(run_role["port"]),
+            "DAGSTER_PG_DB": run_role["db_name"]}
+    # The command form trusts /run/secrets only, so this host's file reaches it through the
+    # function the command runs; a wrong password (no pgpass) must fail to log in.
+    wrapper = ("import os, sys; from e2i_pipelines.core.secrets import export_file_secrets; "
+               "export_file_secrets(secrets_dir=None); os.execvp(sys.executable, [sys.executable, '-c', sys.argv[1]])")
+    done = subprocess.run([sys.executable, "-c", wrapper, probe], capture_output=True, text=True, timeout=120,
+                          env={**base, "DAGSTER_PG_PASSWORD_FILE": str(secret)}, cwd=REPO_ROOT)
+    assert done.returncode == 0 and f"AS {run_role['username']}" in done.stdout, done.stderr[-2000:]
+    assert run_role["password"] not in done.stdout + done.stderr
+    empty = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                           env={**base, "DAGSTER_PG_PASSWORD": ""}, cwd=REPO_ROOT)
+    assert empty.returncode != 0 and "password" in empty.stderr.lower()
