@@ -59,7 +59,7 @@ def render_instance_config(project: str, tiers: dict[str, dict[str, Any]],
     run-monitoring poll of ``monitoring_seconds``."""
     config = yaml.safe_load(INSTANCE_TEMPLATE.read_text())
     launcher = config["run_launcher"]["config"]
-    launcher["container_kwargs"]["volumes"] = [f"{project}_data:{DATA_DIR}"]
+    launcher["container_kwargs"]["volumes"] = [f"{project}_data:{DATA_DIR}", f"{project}_run_secrets:/run/secrets:ro"]
     launcher["container_kwargs"]["labels"] = {STACK_LABEL: project}
     launcher["tiers"] = tiers
     config["run_monitoring"]["poll_interval_seconds"] = monitoring_seconds

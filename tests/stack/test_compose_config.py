@@ -149,6 +149,10 @@ def test_daemon_and_webserver_launch_through_the_proxys_launch_view(compose_env:
     assert args["--run-network"] == f"{project}_runs" == services["daemon"]["environment"]["E2I_RUN_NETWORK"]
     assert args["--run-label"] == f"e2i.stack={project}"
     assert args["--data-volume"] == f"{project}_data" and args["--data-dir"] == DATA_DIR
+    assert args["--secrets-source"] == f"{project}_run_secrets" and args["--secrets-dir"] == "/run/secrets"
+    assert [v for v in map(str, services["daemon"]["volumes"]) if "/run/e2i/run-secrets" in v]
+    assert services["daemon"]["environment"]["E2I_RUN_SECRETS_DIR"] == "/run/e2i/run-secrets"
+    assert config["volumes"]["run-secrets"]["driver_opts"]["type"] == "tmpfs"
 
 
 def test_run_containers_are_hardened_as_the_proxy_requires(compose_env: ComposeStack) -> None:
@@ -163,7 +167,10 @@ def test_run_containers_are_hardened_as_the_proxy_requires(compose_env: ComposeS
     assert kwargs["user"] == "10001:10001"
     project = compose_env.project
     policy = RunPolicy(image="e2i:local", network=f"{project}_runs", labels={"e2i.stack": project},
-                       data_volume=f"{project}_data")
+                       data_volume=f"{project}_data", secrets_source=f"{project}_run_secrets")
+    assert f"{project}_run_secrets:/run/secrets:ro" in kwargs["volumes"]
+    assert "DAGSTER_PG_PASSWORD_FILE=/run/secrets/dagster_pg_password" in launcher["env_vars"]
+    assert "DAGSTER_PG_PASSWORD" not in launcher["env_vars"]
     body = run_body(Binds=kwargs["volumes"], NetworkMode=f"{project}_runs", Tmpfs=kwargs["tmpfs"],
                     Labels={"dagster/run_id": "r", **kwargs["labels"]}, Image="e2i:local",
                     NetworkingConfig={f"{project}_runs": None})
@@ -339,7 +346,8 @@ def test_ray_workers_run_dagster_runs_like_run_containers(ray_config: dict) -> N
     daemon_env = services["daemon"]["environment"]
     instance = yaml.safe_load(RAY_INSTANCE.read_text())
     forwarded = instance["run_launcher"]["config"]["ray"]["env_vars"]
-    daemon_env = {k: v for k, v in daemon_env.items() if k != "DOCKER_HOST"}  # no engine access
+    # No engine access; no run-secrets volume to fill (a node reads its own secret file).
+    daemon_env = {k: v for k, v in daemon_env.items() if k not in ("DOCKER_HOST", "E2I_RUN_SECRETS_DIR")}
     for tier in TIER_NAMES:
         service = services[f"ray-{tier}"]
         assert daemon_env.items() <= service["environment"].items(), tier
