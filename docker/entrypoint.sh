@@ -3,7 +3,10 @@
 # - Read-only root filesystem: numba wants a writable cache directory, so the kernels compiled into
 #   the image (/opt/e2i/.numba_cache) are copied once to /tmp (a tmpfs) and loaded from there.
 # - Docker secrets: NAME_FILE=/run/secrets/... becomes NAME for programs that read only the
-#   environment (Dagster's dagster.yaml `env:`), via python -m e2i_pipelines.core.secrets.
+#   environment (Dagster's dagster.yaml `env:`), via python -m e2i_pipelines.core.secrets; the
+#   instance password (DAGSTER_PG_PASSWORD) becomes a 0600 libpq password file on /tmp instead
+#   (PGPASSFILE; the variable is set empty), so no process environment holds it. With
+#   E2I_RUN_SECRETS_DIR (the compose daemon) it is also copied there for run containers.
 set -eu
 warm=/opt/e2i/.numba_cache
 if [ "${NUMBA_CACHE_DIR:-$warm}" = "$warm" ] && [ -d "$warm" ] && ! [ -w "$warm" ]; then
