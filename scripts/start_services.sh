@@ -39,6 +39,18 @@ if ! grep -q "^local *all *$PG_USER " "$hba"; then
   su postgres -c "psql -qc 'SELECT pg_reload_conf()'" >/dev/null
 fi
 
+# The instance password for run containers of the repository's dagster.yaml (bound read-only at
+# /run/secrets/dagster_pg_password): the role's password, 0600, owned by the image's run user
+# (uid 10001), in a 0700 root directory. Kept when present (delete it after changing the password).
+secret=/etc/e2i/secrets/dagster_pg_password
+if [ ! -s "$secret" ]; then
+  install -d -m 0700 /etc/e2i/secrets
+  [ -d "$secret" ] && rmdir "$secret"  # an empty directory Docker made for a bind of a missing file
+  (umask 077; printf '%s' "$PG_PASSWORD" >"$secret.tmp")
+  chown 10001:10001 "$secret.tmp"
+  mv "$secret.tmp" "$secret"
+fi
+
 # Docker engine: no bridge/iptables here; containers use host networking or project networks.
 # Without the engine's iptables rules, Docker networks are isolated from each other only if the
 # host does not route between their bridges: IP forwarding stays off (a run container on the
