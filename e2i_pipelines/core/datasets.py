@@ -19,9 +19,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from upath import UPath
 
 from e2i_pipelines.core.data_root import check_folder_name
@@ -41,6 +40,9 @@ from e2i_pipelines.core.storage import (
     put_file,
     storage_root,
 )
+
+if TYPE_CHECKING:  # frames only in the run-side loader: the API's upload path imports no pandas
+    import pandas as pd
 
 MAX_UPLOAD_ENV = "E2I_MAX_UPLOAD_BYTES"
 DEFAULT_MAX_UPLOAD = 2 << 30

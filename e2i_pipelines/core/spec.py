@@ -27,13 +27,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from e2i_pipelines.core.data_root import MAX_SPEC_BYTES, is_regular_file, resolve_user_path
 from e2i_pipelines.core.errors import DataValidationError
+
+if TYPE_CHECKING:  # pandas is imported where frames are checked: the API's upload path needs none
+    import pandas as pd
 
 TARGETS = ("ate", "att", "atc")
 MISSING_POLICIES = ("error", "drop")
@@ -303,6 +305,8 @@ def apply_missing_policy(df: pd.DataFrame, spec: CausalSpec, *,
                          source: str = "data") -> tuple[pd.DataFrame, MissingReport]:
     """Drop rows with NaN in the spec's columns (``missing: drop``); ``error`` keeps all rows
     for :func:`validate_frame` to reject. Too few rows left is an error naming the counts."""
+    import pandas as pd
+
     cols = [c for c in spec.required_columns if c in df.columns]
     nan = df[cols].isna()
     per_column = {c: int(n) for c, n in nan.sum().items() if n}
@@ -337,6 +341,8 @@ def check_columns(spec: CausalSpec, columns: list[str], source: str = "data") ->
 
 def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") -> None:
     """Check ``df`` against ``spec`` before any heavy work; raise naming column and problem."""
+    import pandas as pd
+
     spec.check_roles()
     if df.empty:
         raise DataValidationError(f"{source} is empty (no rows)")

@@ -11,7 +11,7 @@ import dagster as dg
 from e2i_api.catalog_snapshot import from_json, to_json
 from e2i_pipelines.catalog import ASSET_CONFIGS, config_class_of, load_catalog
 
-HEAVY = ("e2i_pipelines.definitions", "scipy", "numba", "matplotlib", "lightgbm", "sklearn")
+HEAVY = ("e2i_pipelines.definitions", "scipy", "numba", "matplotlib", "lightgbm", "sklearn", "pandas")
 
 
 def test_every_config_reference_names_a_dagster_config_class() -> None:
@@ -34,8 +34,8 @@ def test_the_snapshot_rebuilds_the_same_catalog() -> None:
 
 
 def test_the_api_process_does_not_import_the_analytics() -> None:
-    """create_app() with the default catalog: the definitions, SciPy, numba, matplotlib and
-    LightGBM stay out of the process until a request needs a config class."""
+    """create_app() with the default catalog: the definitions, SciPy, numba, matplotlib,
+    LightGBM and pandas stay out of the process until a request needs a config class."""
     probe = ("import json, sys\n"
              "from e2i_api.main import create_app\n"
              "app = create_app()\n"
