@@ -7,6 +7,7 @@ profile and the chaos override) in the order given there; the backup test wipes 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -81,6 +82,10 @@ def assert_sized(stack: ComposeStack, container, tier: str) -> None:
     assert attrs["Config"]["User"] == "10001:10001"
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     assert mounts[DATA_DIR]["Name"] == f"{stack.project}_data"
+    # The instance password only as the read-only run-secrets volume, never in the container's metadata.
+    assert mounts["/run/secrets"]["Name"] == f"{stack.project}_run_secrets" and mounts["/run/secrets"]["RW"] is False
+    assert env["DAGSTER_PG_PASSWORD_FILE"] == "/run/secrets/dagster_pg_password" and "DAGSTER_PG_PASSWORD" not in env
+    assert stack.secret("dagster_pg_password").strip() not in json.dumps(attrs)
 
 
 def test_stack_comes_up_healthy(stack: ComposeStack) -> None:
