@@ -83,6 +83,7 @@ def test_inline_panel_keys_run_callaway_santanna(tmp_path):
     assert md["ci_low"] <= truth.true_att <= md["ci_high"]
     data = _meta(result, "dataset")
     assert data["panel_units"] == 500 and data["panel_periods"] == 7
+    assert data["design"] == "panel" and data["panel_warnings"] == []
 
 
 def test_inline_keys_and_spec_file_give_the_same_spec(tmp_path):

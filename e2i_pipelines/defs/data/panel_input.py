@@ -30,5 +30,6 @@ def prepare_panel(context: dg.AssetExecutionContext, frame: pd.DataFrame, spec: 
                                       source="dataset")
     context.log.info(f"panel checked for {method}: {panel.n_units:,} units x "
                      f"{panel.n_periods} periods, {len(panel.cohorts)} cohort(s)")
-    return frame, spec, {"panel_units": panel.n_units, "panel_periods": panel.n_periods,
+    return frame, spec, {"design": "panel", "panel_units": panel.n_units,
+                         "panel_periods": panel.n_periods,
                          "panel_warnings": dg.MetadataValue.json(panel.warnings)}
