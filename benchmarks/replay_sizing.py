@@ -5,13 +5,16 @@ machine): a probe allocates a known number of MiB, and its run declares ``e2i/in
 MiB x 1000 rows, so peak memory grows with the input the way a real job's does. Two jobs:
 ``probe_heavy`` (declared heavy: over-sized for most inputs) and ``probe_light`` (declared light:
 OOM-killed on large inputs). Tier profiles are the small test ones (tests/launcher/harness.py:
-light 1 CPU/768m, medium 1 CPU/1280m, heavy 2 CPU/1536m), prices the reference VM's.
+light 1 CPU/768m, medium 1 CPU/1280m, heavy 2 CPU/1536m), prices the reference VM's. The RATIO
+line prices each run at its test tier's budget; a second line prices the same runs (same tiers,
+same wall times) at the production budget each test tier stands for (tiers.DEFAULT_PROFILES:
+light 2 CPU/2g, medium 4/8g, heavy 16/32g), where a heavy run costs 9x a light one, not 2x.
 
 Each mode starts from an empty Postgres database (empty history) and launches the same runs one
 after another; an OOM-killed run is re-launched one tier up with the promotion sensor's own
 decision (decide_promotion / promoted_run_tags) at once, instead of waiting for the daemon tick.
 
-    flock /tmp/e2i-heavy.lock python -m benchmarks.replay_sizing [--runs 16] [--seed 29]
+    flock /tmp/e2i-heavy.lock python -m benchmarks.replay_sizing [--runs 30] [--seed 29]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from e2i_pipelines.launcher.cgroup_usage import MEMORY_UTILISATION_TAG
 from e2i_pipelines.launcher.promotion import FAILURE_TAG, decide_promotion, promoted_run_tags
 from e2i_pipelines.monitoring.cost import run_cost
-from e2i_pipelines.tiers import TIER_TAG, Tier
+from e2i_pipelines.tiers import DEFAULT_PROFILES, TIER_TAG, Tier
 from tests.conftest import fresh_database
 from tests.launcher.harness import IN_PROCESS, LauncherHarness, probe_config
 from tests.launcher.test_auto_tier_docker import finished, size_tag
@@ -46,6 +49,7 @@ class Replay:
     """What one mode cost and how often memory ran out."""
 
     cost: Decimal = Decimal(0)
+    production_cost: Decimal = Decimal(0)
     oom_kills: int = 0
     oom_after_warm_up: int = 0
     promotions: int = 0
@@ -70,6 +74,8 @@ def _account(harness: LauncherHarness, run_id: str, result: Replay) -> object:
     tier = Tier(run.tags[TIER_TAG])
     cost = run_cost(tier, launcher.tier_profiles[tier], launcher.prices, record.start_time, record.end_time)
     result.cost += cost.amount
+    result.production_cost += run_cost(tier, DEFAULT_PROFILES[tier], launcher.prices,
+                                       record.start_time, record.end_time).amount
     if MEMORY_UTILISATION_TAG in run.tags:
         result.utilisation.append(float(run.tags[MEMORY_UTILISATION_TAG]))
     return run
@@ -113,7 +119,7 @@ def replay(mode: str, runs: list[tuple[str, int]], home: Path) -> Replay:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=29)
     args = parser.parse_args()
     runs = workload(args.runs, args.seed)
@@ -133,6 +139,9 @@ def main() -> None:
     print(f"load average (1 min) {os.getloadavg()[0]:.2f}")
     print(f"RATIO name=replay_cost runs={len(runs)} ours_s={auto.cost:.6f} peer=static "
           f"peer_s={static.cost:.6f} ratio={ratio:.2f} agree={agree}")
+    production = static.production_cost / auto.production_cost if auto.production_cost else Decimal(0)
+    print(f"at production tier budgets: static {static.production_cost:.6f} USD, auto "
+          f"{auto.production_cost:.6f} USD, ratio {production:.2f}")
 
 
 if __name__ == "__main__":

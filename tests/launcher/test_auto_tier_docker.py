@@ -12,9 +12,12 @@ import time
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
+from e2i_api.run_views import run_detail
+from e2i_pipelines.catalog import Catalog
 from e2i_pipelines.launcher.cgroup_usage import PEAK_MEMORY_TAG
 from e2i_pipelines.launcher.promotion import (
     FAILURE_TAG,
+    PARENT_PREDICTED_PEAK_TAG,
     PARENT_RUN_TAG,
     PROMOTED_FROM_TAG,
     TIER_SOURCE_TAG,
@@ -61,6 +64,12 @@ def finished(harness: LauncherHarness, run_id: str):
         run = harness.run(run_id)
     assert WORKER_EXIT_TAG in run.tags, harness.log_text(run_id)
     return run
+
+
+def api_shape(run) -> dict:
+    """A stored run as the API reads it from Dagster's GraphQL (what ``run_detail`` takes)."""
+    return {"runId": run.run_id, "jobName": run.job_name, "status": run.status.value,
+            "tags": [{"key": k, "value": v} for k, v in run.tags.items()]}
 
 
 def predicted(instance, key: str, mib: int) -> int:
@@ -128,6 +137,17 @@ def test_under_predicted_run_is_oom_killed_promoted_and_raises_the_next_predicti
     assert child.status == DagsterRunStatus.SUCCESS, harness.log_text(child.run_id)
     assert child.tags[PROMOTED_FROM_TAG] == "light" and child.tags[TIER_TAG] == "medium"
     assert child.tags[PARENT_RUN_TAG] == parent.run_id and child.tags[SIZING_KEY_TAG] == key
+    # the child's tier comes from the promotion; the parent's prediction is named as the parent's
+    assert child.tags[TIER_SOURCE_TAG] == "promotion"
+    assert child.tags[PARENT_PREDICTED_PEAK_TAG] == parent.tags[PREDICTED_PEAK_TAG]
+    assert PREDICTED_PEAK_TAG not in child.tags and TIER_BASIS_TAG not in child.tags
+    # GET /v1/runs/{id}'s view of both real runs: the chosen tier, why, and the measured use
+    views = {run.run_id: run_detail(api_shape(run), Catalog([])) for run in (parent, child)}
+    assert views[parent.run_id].tier_source == "auto" and views[parent.run_id].tier.value == "light"
+    assert views[parent.run_id].predicted_peak == int(parent.tags[PREDICTED_PEAK_TAG])
+    assert views[child.run_id].tier_source == "promotion" and views[child.run_id].tier.value == "medium"
+    assert views[child.run_id].parent_predicted_peak == views[parent.run_id].predicted_peak
+    assert views[child.run_id].peak_memory == int(child.tags[PEAK_MEMORY_TAG]) > 700 * MIB
     after = predicted(harness.instance, key, 40)
     assert after > max(before, int(parent.tags.get(PEAK_MEMORY_TAG, 0)))
     # the next auto run of that size is no longer sized light
