@@ -276,3 +276,16 @@ def test_scorer_predictions_equal_lightgbm_predict(objective):
     ours = nuisance.predict(booster, X[5000:], objective)
     assert np.array_equal(ours, booster.predict(X[5000:]))
     assert ours.std() > 0
+
+
+def test_fold_subsets_are_built_on_one_thread():
+    """Subsets built inside the model pool must not reset LightGBM's process-wide thread
+    count to the parent's (num_threads 2 here) while another model trains on one thread."""
+    frame, t, _ = _covariates(2000, seed=17)
+    params = nuisance.lgb_params(trees=5, n_jobs=2, seed=1)
+    bins = nuisance.Binned(nuisance.bin_frame(frame, params), list(frame.columns), params)
+    rows = np.arange(0, 2000, 3)
+    part = bins.labelled(rows, t[rows])
+    assert bins.dataset.params["num_threads"] == 2
+    assert part.params["num_threads"] == 1
+    assert part.num_data() == rows.size

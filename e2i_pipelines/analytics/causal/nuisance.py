@@ -98,8 +98,14 @@ class Binned:
         return self.dataset.num_data()
 
     def labelled(self, rows: np.ndarray, label: np.ndarray) -> Any:
-        """The binned ``rows`` (sorted indices) with ``label`` (one value per row)."""
-        part = self.dataset.subset(rows).construct()
+        """The binned ``rows`` (sorted indices) with ``label`` (one value per row).
+
+        Built with ``num_threads`` 1: LightGBM's C API sets a process-wide thread count from
+        each call's params, so a subset built with the parent's n threads while another
+        model trains on one thread (the pool of :class:`TreeNuisance`) changes that model's
+        thread count mid-training (a segfault in a 1M-row dml run)."""
+        part = self.dataset.subset(rows, params={**self.dataset.params, "num_threads": 1})
+        part = part.construct()
         part.set_label(np.asarray(label, dtype=np.float64))
         return part
 
