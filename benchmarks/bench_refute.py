@@ -29,6 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from queue import Empty
 
 from memory import peak_rss_mb as _peak_rss_mb  # noqa: E402 - benchmarks/ is on sys.path
 
@@ -113,7 +114,14 @@ def _spawn(target, *args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    out = queue.get()
+    while True:  # a child that dies (a segfault) never reports: say so instead of hanging
+        try:
+            out = queue.get(timeout=5)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with code {proc.exitcode} "
+                                   "before reporting") from None
     proc.join()
     return out
 
