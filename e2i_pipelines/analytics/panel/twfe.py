@@ -22,33 +22,48 @@ DEMEAN_TOL = 1e-12
 DEMEAN_MAX_ITER = 10_000
 
 
-def _group_mean(x: np.ndarray, codes: np.ndarray, w: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    if x.ndim == 1:
-        return np.bincount(codes, weights=x * w, minlength=len(wsum)) / wsum
-    return np.column_stack([_group_mean(x[:, j], codes, w, wsum) for j in range(x.shape[1])])
-
-
 def demean(x: np.ndarray, unit: np.ndarray, time: np.ndarray,
            w: np.ndarray | None = None, balanced: bool = False) -> np.ndarray:
-    """``x`` (rows or rows x k) with unit and time means removed (alternating projections
-    until the largest change is below :data:`DEMEAN_TOL`). ``balanced``: every unit has every
-    period and rows are sorted by (unit, time); the projections then run on a (units x periods)
-    reshape, exact in one pass without weights."""
+    """``x`` (rows or rows x k) with unit and time means removed (alternating projections,
+    column by column, until the largest change of a column is below :data:`DEMEAN_TOL` times
+    its scale). ``balanced``: every unit has every period and rows are sorted by (unit, time);
+    the projections then run on a (units x periods) reshape, exact in one pass without
+    weights."""
+    x = np.asarray(x, dtype=np.float64)
     if balanced and len(unit):
-        return _demean_balanced(np.asarray(x, dtype=np.float64), int(unit[-1]) + 1, w)
-    w = np.ones(len(unit)) if w is None else w
-    wu = np.bincount(unit, weights=w)
-    wt = np.bincount(time, weights=w)
-    out = np.array(x, dtype=np.float64, copy=True)
-    scale = max(float(np.abs(out).max()), 1.0) if out.size else 1.0
+        return _demean_balanced(x, int(unit[-1]) + 1, w)
+    order = None
+    if np.any(unit[1:] < unit[:-1]):  # unit means below need each unit's rows together
+        order = np.argsort(unit, kind="stable")
+        x, unit, time = x[order], unit[order], time[order]
+        w = None if w is None else w[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(unit)) + 1] if len(unit) else np.zeros(0, int)
+    counts = np.diff(np.r_[starts, len(unit)])
+    cols = [_alternate(np.array(c), starts, counts, time, w)
+            for c in (x.T if x.ndim == 2 else [x])]
+    out = np.column_stack(cols) if x.ndim == 2 else cols[0]
+    if order is not None:
+        out[order] = out.copy()
+    return out
+
+
+def _alternate(v: np.ndarray, starts: np.ndarray, counts: np.ndarray, time: np.ndarray,
+               w: np.ndarray | None) -> np.ndarray:
+    """Alternating projections of one column (rows grouped by unit: ``starts``, ``counts``)
+    in place: segment sums for units, ``bincount`` for periods."""
+    if not len(v):
+        return v
+    ww = np.ones(len(v)) if w is None else w
+    wu = np.add.reduceat(ww, starts)
+    wt = np.bincount(time, weights=ww)
+    scale = max(float(np.abs(v).max()), 1.0)
     for _ in range(DEMEAN_MAX_ITER):
-        mu = _group_mean(out, unit, w, wu)
-        out -= mu[unit]
-        mt = _group_mean(out, time, w, wt)
-        out -= mt[time]
+        v -= np.repeat(np.add.reduceat(v if w is None else w * v, starts) / wu, counts)
+        mt = np.bincount(time, weights=v if w is None else w * v, minlength=len(wt)) / wt
+        v -= mt[time]
         if float(np.abs(mt).max()) < DEMEAN_TOL * scale:  # unit means stay 0 after this
             break
-    return out
+    return v
 
 
 def _demean_balanced(x: np.ndarray, n_units: int, w: np.ndarray | None) -> np.ndarray:
