@@ -15,7 +15,9 @@ Cases (one RATIO line per comparison, ratio = peer_s / ours_s):
   and SE within 1e-8.
 
 Each timed call runs in a forked child, so its peak RSS is its own (``peak_mb``). The 1-min
-load average is printed beside the numbers. Part B's synthetic-control cases live in
+load average is printed beside the numbers. ``INFO`` lines split our time into ``load_panel``
+(validation and codes from the frame) and estimation, and time the full CS result (all
+aggregations and the bootstrap bands), which no peer is timed on. Part B's synthetic-control cases live in
 ``bench_panel_synth.py``; further cases are added to :data:`CASES`.
 
 Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel.py [--quick]``
