@@ -100,6 +100,21 @@ def _time_codes(values: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(periods), codes.astype(np.int64)
 
 
+def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray:
+    """Rows sorted by (unit, time) from their combined ``key``; error on a duplicate pair (the
+    first reported is the earliest row repeating an earlier one, as ``DataFrame.duplicated``)."""
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):  # already in order: no duplicates
+        return np.arange(len(key))
+    order = np.argsort(key, kind="stable")
+    repeat = key[order][1:] == key[order][:-1]
+    if repeat.any():
+        rows = order[1:][repeat]
+        raise DataValidationError(
+            f"spec keys 'unit'/'time': {len(rows)} duplicate ({unit_col}, {time_col}) "
+            f"rows, the first at row {int(rows.min()) + 1}")
+    return order
+
+
 def _first_treated(d_wide: np.ndarray) -> np.ndarray:
     """Per unit: the code of the first period with d > 0, else NEVER (missing periods = 0)."""
     on = np.nan_to_num(d_wide, nan=0.0) > 0
@@ -124,25 +139,18 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
             raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
     periods, time = _time_codes(df[time_col], time_col)
     unit, units = pd.factorize(df[unit_col], sort=True)
-    key = unit.astype(np.int64) * len(periods) + time
-    dup = pd.Series(key).duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise DataValidationError(
-            f"spec keys 'unit'/'time': {int(dup.sum())} duplicate ({unit_col}, {time_col}) "
-            f"rows, the first at row {i + 1}")
+    order = _row_order(unit.astype(np.int64) * len(periods) + time, unit_col, time_col)
     if not pd.api.types.is_numeric_dtype(df[outcome]) or pd.api.types.is_bool_dtype(df[outcome]):
         raise DataValidationError(f"spec key 'outcome': column {outcome!r} must be numeric")
     if not pd.api.types.is_numeric_dtype(df[treat]):
         raise DataValidationError(f"spec key 'treatment': column {treat!r} must be numeric")
     d = df[treat].to_numpy(dtype=np.float64)
     continuous = spec.treatment_type == "continuous"
-    if not continuous and not set(np.unique(d)) <= {0.0, 1.0}:
+    if not continuous and not ((d == 0.0) | (d == 1.0)).all():
         shown = sorted(map(str, np.unique(d)))[:5]
         raise DataValidationError(
             f"spec key 'treatment': column {treat!r} must be 0/1 for treatment_type binary; "
             f"found values {shown}")
-    order = np.lexsort((time, unit))
     unit, time = unit[order].astype(np.int64), time[order]
     d = d[order]
     n_units, n_periods = len(units), len(periods)
@@ -170,7 +178,8 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
                 f"spec key 'weights': column {spec.weights!r} must be finite and >= 0")
         weights = w
     cluster_col = spec.cluster or unit_col
-    cluster = pd.factorize(df[cluster_col].to_numpy()[order])[0].astype(np.int64)
+    cluster = (unit if cluster_col == unit_col  # codes in order of appearance = the sorted unit codes
+               else pd.factorize(df[cluster_col].to_numpy()[order])[0].astype(np.int64))
     return PanelData(
         units=np.asarray(units), periods=periods, unit=unit, time=time,
         y=df[outcome].to_numpy(dtype=np.float64)[order], d=d, covariates=covs,
