@@ -98,6 +98,19 @@ def _no_leaked_defs_state_storage():
     _current_storage.set(None)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_tracking_uri() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` (the MLflow resource) writes ``MLFLOW_TRACKING_URI`` into
+    ``os.environ``; left there, a test's temporary store would reach every process a later test
+    on the same worker starts (an API's readiness check then reports MLflow down). Restore it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 @needs("stack", "docker")
 def compose_stack(docker_client):
