@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from junit_report import cases, outcome
+from junit_report import cases, outcome, test_name
 
 ATTACK_MODULES = ("tests.security.", "tests.ray.test_ray_token_auth")
 
@@ -22,7 +22,7 @@ def attack_rows(paths: list[Path]) -> list[tuple[str, str, str]]:
     for case in cases(paths):
         module = case.get("classname", "")
         if module.startswith(ATTACK_MODULES):
-            rows[(module.rsplit(".", 1)[-1], case.get("name", ""))] = outcome(case)
+            rows[(module.rsplit(".", 1)[-1], test_name(case))] = outcome(case)
     return [(module, name, result) for (module, name), result in rows.items()]
 
 

@@ -6,6 +6,7 @@ of the tests that failed or errored, one per line (scripts/test.sh re-runs them 
 
 from __future__ import annotations
 
+import re
 import sys
 import xml.etree.ElementTree as ET  # nosec B405: parses our own pytest reports, not user input
 from pathlib import Path
@@ -21,14 +22,24 @@ def outcome(case: ET.Element) -> str:
     return "passed"
 
 
+XDIST_GROUP = re.compile(r"@(engine|tests/[^@]*\.py)$")
+"""The ``@<group>`` pytest-xdist appends to a test's name under ``--dist loadgroup``
+(tests/conftest.py: ``engine`` or the test's file)."""
+
+
+def test_name(case: ET.Element) -> str:
+    """The test's name as pytest selects it (without the xdist group suffix)."""
+    return XDIST_GROUP.sub("", case.get("name", ""))
+
+
 def node_id(case: ET.Element) -> str:
     """``tests/x/test_y.py::[Class::]test_z[param]`` from JUnit's dotted classname and name."""
     parts = case.get("classname", "").split(".")
     for split in range(len(parts), 0, -1):
         path = "/".join(parts[:split]) + ".py"
         if (ROOT / path).is_file():
-            return "::".join([path, *parts[split:], case.get("name", "")])
-    return "::".join([*parts, case.get("name", "")])
+            return "::".join([path, *parts[split:], test_name(case)])
+    return "::".join([*parts, test_name(case)])
 
 
 def cases(paths: list[Path]) -> list[ET.Element]:
