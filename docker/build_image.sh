@@ -4,11 +4,14 @@
 # (docker/build_base_image.sh, skipped when present), then the project with BuildKit through
 # Debian's docker client (/usr/bin/docker; the other client on PATH has no buildx), trusting the
 # host CA bundle as a build secret and reaching PyPI over host networking.
-# Usage: docker/build_image.sh [TAG]   env: E2I_BASE_IMAGE (default e2i-base:bookworm)
+# Usage: docker/build_image.sh [TAG]   env: E2I_BASE_IMAGE (default e2i-base:bookworm);
+# E2I_BUILD_CONTEXT and E2I_DOCKERFILE build another image the same way (docker/build_s3_image.sh)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 TAG=${1:-${E2I_IMAGE:-e2i:local}}
+CONTEXT=${E2I_BUILD_CONTEXT:-$repo}
+DOCKERFILE=${E2I_DOCKERFILE:-$here/Dockerfile}
 BASE=${E2I_BASE_IMAGE:-e2i-base:bookworm}
 CA=${E2I_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 DOCKER=/usr/bin/docker
@@ -24,6 +27,6 @@ secret=()
 [ -s "$CA" ] && secret=(--secret "id=ca,src=$CA")
 start=$(date +%s)
 DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --network host \
-  -f "$here/Dockerfile" --build-arg "BASE_IMAGE=$BASE" "${secret[@]}" -t "$TAG" "$repo"
+  -f "$DOCKERFILE" --build-arg "BASE_IMAGE=$BASE" "${secret[@]}" -t "$TAG" "$CONTEXT"
 size=$("$DOCKER" image inspect -f '{{.Size}}' "$TAG")
 echo "built $TAG in $(( $(date +%s) - start ))s, size $(awk -v s="$size" 'BEGIN{printf "%.0f MB", s/1e6}')"
