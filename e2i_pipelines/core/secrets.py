@@ -96,15 +96,21 @@ def pgpass_lines(password: str, env: Mapping[str, str], prefix: str) -> str:
     return "".join(f"{h}:{port}:*:{user}:{_pgpass_field(password)}\n" for h in hosts)
 
 
+def _staged_file(content: str, prefix: str, directory: str | None) -> str:
+    """A new 0600 file in ``directory`` holding ``content`` (to be renamed into place); its path."""
+    fd, staged = tempfile.mkstemp(prefix=prefix, dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return staged
+
+
 def write_pgpass(name: str, content: str, directory: str | None = None) -> str:
     """Write ``content`` to a 0600 file in ``directory`` (default: the temporary directory; one
     file per user and content, so repeated starts reuse it); its path. RuntimeError naming
     ``name`` when it cannot be written."""
     digest = hashlib.sha256(content.encode()).hexdigest()[:16]
     try:
-        fd, staged = tempfile.mkstemp(prefix=".e2i-pgpass-", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
+        staged = _staged_file(content, ".e2i-pgpass-", directory)
         final = os.path.join(os.path.dirname(staged), f"e2i-pgpass-{os.getuid()}-{digest}")
         try:
             os.replace(staged, final)
@@ -126,9 +132,7 @@ def publish_run_secrets(directory: str, environ: Mapping[str, str] | None = None
             continue
         value = read_secret_file(name, path)
         try:
-            fd, staged = tempfile.mkstemp(prefix=".staged-", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(value + "\n")
+            staged = _staged_file(value + "\n", ".staged-", directory)
             os.chmod(staged, 0o400)
             os.replace(staged, os.path.join(directory, os.path.basename(path)))
         except OSError as exc:
