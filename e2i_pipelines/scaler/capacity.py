@@ -18,11 +18,10 @@ from typing import Any
 import psutil
 
 from e2i_pipelines.scaler.config import ResourceOverride
+from e2i_pipelines.scaler.engine_policy import RUN_ID_LABEL
 from e2i_pipelines.scaler.profile import HeavyProfile
 from e2i_pipelines.scaler.ray_capacity import ray_capacity
 
-RUN_ID_LABEL = "dagster/run_id"
-"""Label DockerRunLauncher puts on each run container."""
 SERVICE_LABEL = "com.docker.compose.service"
 """Label docker-compose puts on each service container (the key of ``capacity.reserve``)."""
 

@@ -228,6 +228,15 @@ def output_entries(stack: ComposeStack, docker_client: Any, tier: str) -> list[s
     return text.split()
 
 
+def wait_earlier_runs_exited(stack: ComposeStack, docker_client: Any, timeout: float = 90) -> None:
+    """Wait until no run container of the stack is running: a run worker outlives its run's
+    SUCCESS by the seconds it takes to record usage, and the scaler rightly counts its limits."""
+    deadline = time.monotonic() + timeout
+    while (running := [c.name for c in stack.run_containers(docker_client) if c.status == "running"]):
+        assert time.monotonic() < deadline, f"run containers still running after {timeout:.0f} s: {running}"
+        time.sleep(1)
+
+
 def run_container(stack: ComposeStack, docker_client: Any, run_id: str) -> Any:
     found = [c for c in stack.run_containers(docker_client) if c.labels.get("dagster/run_id") == run_id]
     assert len(found) == 1, f"run {run_id}: expected one run container, found {len(found)}"

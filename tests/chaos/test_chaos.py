@@ -29,6 +29,7 @@ from tests.chaos.chaos_lib import (
     run_container,
     started_runs,
     submit,
+    wait_earlier_runs_exited,
     wait_run,
 )
 from tests.stack.compose_stack import DATA_DIR, ComposeStack
@@ -130,6 +131,7 @@ def test_one_heavy_run_sized_to_the_host_is_admitted_on_the_real_engine(
     32g: capped at the host) also gets one slot on that measurement."""
     engine = docker_client.info()
     heavy = chaos_stack.tiers["heavy"]
+    wait_earlier_runs_exited(chaos_stack, docker_client)  # their limits would rightly take the slot
     submitted_at = time.time()  # the session's stack has ticks of earlier tests' heavy runs
     run_id = submit(chaos_stack, "heavy", allocate_mb=64, hold_seconds=40)
     wait_run(chaos_stack, run_id, {"STARTED"}, timeout=180)  # admitted: the pool limit is >= 1
