@@ -158,6 +158,15 @@ class RunFailure(BaseModel):
     step_failures: list[str] = Field(default_factory=list)
 
 
+class StepUsage(BaseModel):
+    """What one step used, as its own process measured it (once the run ended)."""
+
+    step: str
+    peak_memory: int | None = Field(default=None, description="peak resident memory in bytes")
+    cpu_seconds: float | None = Field(default=None, description="CPU time of the step's process")
+    wall_seconds: float | None = Field(default=None, description="step start to end")
+
+
 class RunDetail(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "run_id": EXAMPLE_RUN_ID, "job": "probe_light_job", "status": "FAILURE", "tier": "light",
@@ -191,6 +200,9 @@ class RunDetail(BaseModel):
     tier_basis: str | None = Field(default=None, description="tier auto: history, fit and headroom behind the tier")
     parent_predicted_peak: int | None = Field(
         default=None, description="promoted run: the predicted peak of the OOM-killed run it re-launches")
+    steps: list[StepUsage] = Field(
+        default_factory=list, description="per step: measured peak memory, CPU and wall time, once the run ended")
+    peak_step: str | None = Field(default=None, description="the step with the largest measured peak memory")
 
 
 class RunPage(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from typing import Any
 
 from e2i_api.core.security import Principal
 from e2i_api.dagster_client import RunNotFound
-from e2i_api.models import RunDetail, RunFailure, RunStatus
+from e2i_api.models import RunDetail, RunFailure, RunStatus, StepUsage
 from e2i_pipelines.catalog import Catalog
 from e2i_pipelines.launcher.cgroup_usage import (
     CPU_SECONDS_TAG,
@@ -27,6 +28,8 @@ from e2i_pipelines.launcher.promotion import (
     TIER_BASIS_TAG,
     TIER_SOURCE_TAG,
 )
+from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG
+from e2i_pipelines.launcher.step_usage import PEAK_STEP_TAG
 from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
 
 _FINISHED = {RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED}
@@ -97,6 +100,29 @@ def measured_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]
             "cpu_utilisation": tag_number(tags, CPU_UTILISATION_TAG)}
 
 
+def _step_number(found: Mapping[str, Any], key: str, kind: type) -> float | int | None:
+    value = found.get(key)
+    return tag_number({key: value}, key, kind) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def step_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]:
+    """Each step's measured peak, CPU and wall time from ``e2i/step_inputs``, and the step with
+    the largest peak, once the run ended (an unreadable tag or entry is left out)."""
+    if status not in _FINISHED:
+        return {}
+    try:
+        recorded = json.loads(tags.get(STEP_INPUTS_TAG) or "{}")
+    except ValueError:
+        recorded = {}
+    steps = [StepUsage(step=step, peak_memory=_step_number(found, "peak_memory_bytes", int),
+                       cpu_seconds=_step_number(found, "cpu_seconds", float),
+                       wall_seconds=_step_number(found, "wall_seconds", float))
+             for step, found in (recorded.items() if isinstance(recorded, dict) else ())
+             if isinstance(found, dict)]
+    peak_step = tags.get(PEAK_STEP_TAG)
+    return {"steps": steps, "peak_step": peak_step if peak_step in {s.step for s in steps} else None}
+
+
 def tier_choice(tags: Mapping[str, str]) -> dict[str, Any]:
     """Why the run has its tier: the launcher's source, and tier auto's prediction and basis."""
     tags = dict(tags)
@@ -115,5 +141,5 @@ def run_detail(run: Mapping[str, Any], catalog: Catalog, failure: RunFailure | N
         created_at=_time(run.get("creationTime")), started_at=_time(run.get("startTime")),
         ended_at=_time(run.get("endTime")), tags=tags, can_cancel=bool(run.get("canTerminate")),
         failure=failure, promoted_from=tags.get(PARENT_RUN_TAG), promoted_to=promoted_to,
-        **measured_usage(tags, status), **tier_choice(tags),
+        **measured_usage(tags, status), **step_usage(tags, status), **tier_choice(tags),
     )

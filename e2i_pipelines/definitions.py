@@ -12,6 +12,7 @@ from e2i_pipelines.defs.diagnostics.assets import probe_assets, probe_jobs
 from e2i_pipelines.defs.explain import assets as explain_assets
 from e2i_pipelines.defs.features import assets as feature_assets
 from e2i_pipelines.defs.launcher.sensors import launch_sensors
+from e2i_pipelines.defs.launcher.step_usage import with_step_usage
 from e2i_pipelines.defs.models import assets as model_assets
 from e2i_pipelines.defs.monitoring.assets import cost_assets, cost_jobs, cost_schedules
 from e2i_pipelines.defs.monitoring.sensors import cost_sensors
@@ -28,7 +29,7 @@ resources = {
 }
 
 defs = dg.Definitions(
-    assets=[
+    assets=with_step_usage([  # every step records its peak memory and CPU time
         *data_assets.assets,
         *feature_assets.assets,
         *model_assets.assets,
@@ -37,9 +38,9 @@ defs = dg.Definitions(
         *twin_assets.assets,
         *probe_assets,
         *cost_assets,
-    ],
-    asset_checks=[*causal_checks.asset_checks, *causal_diagnostics.asset_checks,
-                  *twin_checks.asset_checks],
+    ]),
+    asset_checks=with_step_usage([*causal_checks.asset_checks, *causal_diagnostics.asset_checks,
+                                  *twin_checks.asset_checks]),
     jobs=[*analysis_jobs, *probe_jobs, *cost_jobs],
     schedules=[*schedules, *cost_schedules],
     sensors=[heavy_scaler_sensor, *launch_sensors, *cost_sensors],

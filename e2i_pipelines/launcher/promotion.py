@@ -16,6 +16,7 @@ from e2i_pipelines.launcher.cgroup_usage import (
     USAGE_SOURCE_TAG,
 )
 from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG
+from e2i_pipelines.launcher.step_usage import PEAK_STEP_MEMORY_TAG, PEAK_STEP_TAG
 from e2i_pipelines.tiers import TIER_CEILING_TAG, TIER_TAG, Tier, parse_tier
 
 FAILURE_TAG = "e2i/failure"
@@ -51,7 +52,7 @@ LAUNCHER_TAGS = (TIER_SOURCE_TAG, LIMITS_TAG, FAILURE_TAG, FAILURE_REASON_TAG, T
 
 RUN_OWN_TAGS = (*LAUNCHER_TAGS, PREDICTED_PEAK_TAG, TIER_BASIS_TAG, PARENT_PREDICTED_PEAK_TAG,
                 PEAK_MEMORY_TAG, CPU_SECONDS_TAG, MEMORY_UTILISATION_TAG, CPU_UTILISATION_TAG,
-                USAGE_SOURCE_TAG, STEP_INPUTS_TAG)
+                USAGE_SOURCE_TAG, STEP_INPUTS_TAG, PEAK_STEP_TAG, PEAK_STEP_MEMORY_TAG)
 """Tags that describe one run (its worker, its sizing, its measured use): a promoted run gets its
 own, never its parent's (the parent's prediction is kept as ``e2i/parent_predicted_peak``)."""
 

@@ -14,7 +14,9 @@ kills the run (or its step process), not this wrapper. When the child exits:
 3. before that, what the run used goes on the run (:mod:`~e2i_pipelines.launcher.cgroup_usage`):
    ``e2i/peak_memory`` (bytes), ``e2i/cpu_seconds`` and their utilisation of the tier's budget
    (memory; CPUs x wall time), at the end of every run: success, failure or OOM kill; and each
-   step's input size and wall time (:mod:`~e2i_pipelines.launcher.step_inputs`).
+   step's input size and wall time (:mod:`~e2i_pipelines.launcher.step_inputs`), its peak
+   memory and CPU time as its hook measured them (:mod:`~e2i_pipelines.launcher.step_usage`),
+   and ``e2i/peak_step``, the step with the largest peak.
 
 Secrets are read on the node, never sent with the job: for every secret variable the node gives
 only as a file (``DAGSTER_PG_PASSWORD_FILE=/run/secrets/...``, any name
@@ -39,6 +41,7 @@ from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
 from e2i_pipelines.launcher.cgroup_usage import Usage, UsageMeter, own_cpu_cgroup, usage_tags
 from e2i_pipelines.launcher.job_env import is_secret_name
 from e2i_pipelines.launcher.step_inputs import step_inputs, step_inputs_tag
+from e2i_pipelines.launcher.step_usage import peak_step_tags
 from e2i_pipelines.launcher.worker_exit import (
     OOM_EXIT_CODE,
     WORKER_MODULE,
@@ -147,7 +150,8 @@ def record_on_run(argv: list[str], record: dict[str, Any], usage: Usage | None =
                 return
             if usage is not None:  # before the exit record: once that is there, usage is too
                 tags = usage_tags(usage, *run_budget(run, launcher, record))
-                instance.add_run_tags(run.run_id, {**tags, **step_inputs_tag(step_inputs(instance, run.run_id))})
+                steps = step_inputs(instance, run.run_id)
+                instance.add_run_tags(run.run_id, {**tags, **step_inputs_tag(steps), **peak_step_tags(steps)})
             if not isinstance(launcher, TieredLauncherMixin):
                 return
             diagnosis = launcher.record_worker_exit(run, record)

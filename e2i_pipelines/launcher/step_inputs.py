@@ -4,12 +4,16 @@ Read by the run worker when its run ends and recorded as one run tag, ``e2i/step
 ``{step_key: {"rows": n, "columns": m, "twins": k, "wall_seconds": s}}``. Sizes come from the
 metadata the assets already write: ``rows`` (rows read or explained), ``columns``/``n_columns``
 or a table ``schema`` (columns), ``n_twins`` (twins); a key an asset does not write is left out.
+Each step's ``peak_memory_bytes`` and ``cpu_seconds`` come from its step-usage event
+(:mod:`~e2i_pipelines.launcher.step_usage`), when the step's hook recorded one.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from e2i_pipelines.launcher.step_usage import usage_of
 
 STEP_INPUTS_TAG = "e2i/step_inputs"
 SIZE_KEYS = {"rows": "rows", "columns": "columns", "n_columns": "columns", "n_twins": "twins"}
@@ -42,11 +46,13 @@ def sizes_of(metadata: dict[str, Any]) -> dict[str, int]:
 
 
 def step_inputs(instance: Any, run_id: str) -> dict[str, dict[str, float]]:
-    """Per step: input sizes from its materializations and its wall time (start to end)."""
+    """Per step: input sizes from its materializations, its wall time (start to end) and its
+    measured peak memory and CPU time."""
     from dagster._core.events import DagsterEventType
 
     kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS,
-             DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_MATERIALIZATION}
+             DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_MATERIALIZATION,
+             DagsterEventType.ENGINE_EVENT}
     steps: dict[str, dict[str, float]] = {}
     starts: dict[str, float] = {}
     for entry in instance.all_logs(run_id, of_type=kinds):
@@ -61,6 +67,8 @@ def step_inputs(instance: Any, run_id: str) -> dict[str, dict[str, float]]:
             metadata = event.event_specific_data.materialization.metadata
             for kind, count in sizes_of(dict(metadata)).items():
                 found[kind] = max(int(found.get(kind, 0)), count)
+        elif event.event_type == DagsterEventType.ENGINE_EVENT:
+            found.update(usage_of(event))
         elif step in starts:
             found["wall_seconds"] = round(entry.timestamp - starts[step], 3)
     return steps

@@ -15,6 +15,7 @@ import numpy as np
 
 from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.diagnostics.config import ProbeConfig
+from e2i_pipelines.defs.launcher.step_usage import with_step_usage
 from e2i_pipelines.tiers import TIER_NAMES, Tier, asset_tier_kwargs
 
 
@@ -79,5 +80,5 @@ probe_jobs = [
 def probe_definitions(*sensors: dg.SensorDefinition) -> dg.Definitions:
     """Only the probes (and ``sensors``): a small code location whose runs start in ~2 s of CPU,
     for the scaler and Ray launcher tests."""
-    return dg.Definitions(assets=probe_assets, jobs=probe_jobs, sensors=list(sensors),
+    return dg.Definitions(assets=with_step_usage(probe_assets), jobs=probe_jobs, sensors=list(sensors),
                           resources={"storage": E2IStorage()})
