@@ -64,12 +64,13 @@ def test_batched_cells_equal_cells_one_at_a_time(method):
     w = rng.uniform(0.5, 2.0, n)
     DY = np.column_stack([0.5 * x + D * k + rng.normal(size=n) for k in range(4)])
     ps = propensity(D, X, w / w.mean())
-    att, inf = CELL_ESTIMATORS[method](DY, D, X, w, ps)
+    att, influence = CELL_ESTIMATORS[method](DY, D, X, w, ps)
+    inf = influence.matrix(DY)
     assert att.shape == (4,) and inf.shape == (n, 4)
     for j in range(4):
         att_j, inf_j = CELL_ESTIMATORS[method](DY[:, [j]], D, X, w, ps)
         assert abs(att_j[0] - att[j]) < 1e-12
-        assert np.max(np.abs(inf_j[:, 0] - inf[:, j])) < 1e-12
+        assert np.max(np.abs(inf_j.matrix(DY[:, [j]])[:, 0] - inf[:, j])) < 1e-12
     assert abs(att[3] - att[0] - 3.0) < 0.3  # the effect step built into the columns
 
 

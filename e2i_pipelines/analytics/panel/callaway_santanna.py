@@ -76,6 +76,8 @@ def _cluster_sums(inf: np.ndarray, cluster: np.ndarray) -> np.ndarray:
 
 
 def _unit_cluster(panel: PanelData, warnings: list[str]) -> np.ndarray:
+    if panel.names.get("cluster") == panel.names.get("unit"):
+        return np.arange(panel.n_units)
     per_unit = panel.unit_values(panel.cluster)
     if np.array_equal(per_unit[panel.unit], panel.cluster):
         return pd.factorize(per_unit)[0]
@@ -151,22 +153,6 @@ def _wide(panel: PanelData, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _scatter(inf_all: np.ndarray, b: _Batch):
-    """``emit`` of a batch: row block ``rows`` of its influence functions, scaled to the
-    cells' sample sizes, into the batch's units and cell columns of ``inf_all``."""
-    cols, scales = np.asarray(b.cols), np.asarray(b.scales)
-    if np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
-        cols = slice(int(cols[0]), int(cols[0]) + len(cols))  # rows x a slice: no index grid
-
-    def emit(rows: slice, values: np.ndarray) -> None:
-        if isinstance(cols, slice):
-            inf_all[b.idx[rows], cols] = values * scales
-        else:
-            inf_all[np.ix_(b.idx[rows], cols)] = values * scales
-
-    return emit
-
-
 def _estimate_batches(batches: list[_Batch], estimator, method: str, Y: np.ndarray,
                       X_wide: np.ndarray | None, w_unit: np.ndarray, att: np.ndarray,
                       inf_all: np.ndarray) -> None:
@@ -179,7 +165,8 @@ def _estimate_batches(batches: list[_Batch], estimator, method: str, Y: np.ndarr
             X = np.column_stack([X, X_wide[b.idx, b.base0, :]])
         w = w_unit[b.idx]
         ps = propensity(b.D, X, w / w.mean()) if method in USES_PROPENSITY else None
-        att[b.cols], _ = estimator(DY, b.D, X, w, ps, _scatter(inf_all, b))
+        att[b.cols], influence = estimator(DY, b.D, X, w, ps)
+        influence.write(DY, inf_all, b.idx, np.asarray(b.cols), np.asarray(b.scales))
 
 
 def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
@@ -194,9 +181,10 @@ def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:
     invariant = X_wide is None or (bool(np.all(X_wide == X_wide[:, :1])) if panel.balanced
                                    else bool(np.all(np.nanmax(X_wide, axis=1)
                                                     == np.nanmin(X_wide, axis=1))))
-    w_rows = panel.weights if panel.weights is not None else np.ones(len(panel.y))
-    w_unit = panel.unit_values(w_rows)
-    w_unit = w_unit / w_unit.mean()
+    w_unit = np.ones(panel.n_units)
+    if panel.weights is not None:
+        w_unit = panel.unit_values(panel.weights)
+        w_unit = w_unit / w_unit.mean()
     warnings: list[str] = []
     cells, batches = _batches(panel, invariant, warnings)
     if not cells:
@@ -217,7 +205,9 @@ def _weighted(cells: ATTgt, keep: np.ndarray, pg: np.ndarray) -> tuple[float, np
     pk, ak = pg[keep], cells.att[keep]
     total = pk.sum()
     est = float(np.sum(pk * ak) / total)
-    inf = cells.inf[:, keep] @ (pk / total)
+    weight = np.zeros(len(cells.att))
+    weight[keep] = pk / total
+    inf = cells.inf @ weight  # no copy of the kept columns
     # wif @ att without the units x cells matrix: numerator_ik = w_i 1{G_i = g_k} - pg_k
     size = len(cells.periods) + 1  # cohort codes < n_periods; NEVER (-1) hits the last slot
     a_by_g, c_by_g = np.zeros(size), np.zeros(size)

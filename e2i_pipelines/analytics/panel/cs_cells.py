@@ -4,16 +4,19 @@ Ports of DRDID's panel estimators (``reg_did_panel``, ``std_ipw_did_panel``, ``d
 as csdid and R ``did`` call them), batched over the cells that share one sample: column j of
 ``DY`` (units x cells) is each unit's outcome change between cell j's period and its base
 period, ``D`` marks the cohort, ``X`` includes an intercept column and ``w`` are the unit
-weights (normalised to mean 1 here). Each returns (att per cell, influence functions units x
-cells): one design matrix, one propensity fit and one OLS solve serve every column; the
-estimates come from full-sample sums (one pass over ``DY``), the influence functions are
-written in row blocks (``emit(rows, values)`` when given, else returned). ``ps``: a
-propensity fit (:func:`propensity`) of the same sample and weights to reuse.
+weights (normalised to mean 1 here). Each returns (att per cell, :class:`Influence`): one
+design matrix, one propensity fit and one OLS solve serve every column; the estimates come
+from full-sample sums (one matrix product with ``DY``), and the influence functions are
+factors that one compiled pass writes straight into the caller's units x cells matrix.
+``ps``: a propensity fit (:func:`propensity`) of the same sample and weights to reuse.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numba import njit
 
 PS_CAP = 1 - 1e-6
 TRIM_LEVEL = 0.995
@@ -46,24 +49,61 @@ def propensity(D: np.ndarray, X: np.ndarray, w: np.ndarray):
     return ps, keep, lin_rep
 
 
-ROW_CHUNK = 1 << 16
-"""Rows per block of the influence functions (a block of units x cells stays in cache)."""
+@dataclass
+class Influence:
+    """A batch's influence functions as factors: for unit i and cell j, with the outcome
+    change's residual r_ij = DY_ij - X_i coef_j,
+    a_t_i (r_ij - e_t_j) - a_c_i (r_ij - e_c_j) - lin_i m2_j - wc_i r_ij (X_i o_j).
+    :meth:`write` evaluates it in one pass over ``DY`` (no units x cells temporaries)."""
+
+    X: np.ndarray
+    coef: np.ndarray  # k x m
+    a_t: np.ndarray
+    e_t: np.ndarray  # m
+    a_c: np.ndarray
+    e_c: np.ndarray  # m
+    lin: np.ndarray  # n x k
+    m2: np.ndarray  # k x m
+    wc: np.ndarray
+    o: np.ndarray  # k x m
+
+    def write(self, DY: np.ndarray, out: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+              scales: np.ndarray) -> None:
+        """``out[rows[i], cols[j]] = scales[j] * influence_ij``."""
+        f = np.ascontiguousarray
+        _influence_kernel(f(DY), f(self.X), f(self.coef), f(self.a_t), f(self.e_t),
+                          f(self.a_c), f(self.e_c), f(self.lin), f(self.m2), f(self.wc),
+                          f(self.o), rows.astype(np.int64), cols.astype(np.int64),
+                          f(scales, dtype=np.float64), out)
+
+    def matrix(self, DY: np.ndarray) -> np.ndarray:
+        """The (units x cells) influence functions."""
+        n, m = DY.shape
+        out = np.empty((n, m))
+        self.write(DY, out, np.arange(n), np.arange(m), np.ones(m))
+        return out
 
 
-def _write_rows(n: int, block, emit) -> np.ndarray | None:
-    """Call ``block(rows)`` for consecutive row slices and hand each result to
-    ``emit(rows, values)``; without ``emit``, the (n x m) matrix of all rows."""
-    out = None
-    for start in range(0, n, ROW_CHUNK):
-        rows = slice(start, min(start + ROW_CHUNK, n))
-        values = block(rows)
-        if emit is not None:
-            emit(rows, values)
-            continue
-        if out is None:
-            out = np.empty((n, values.shape[1]))
-        out[rows] = values
-    return out
+@njit(cache=True)
+def _influence_kernel(DY, X, coef, a_t, e_t, a_c, e_c, lin, m2, wc, o, rows, cols, scales,
+                      out):  # pragma: no cover - compiled
+    n, m = DY.shape
+    fit, xo, lm = np.empty(m), np.empty(m), np.empty(m)
+    for i in range(n):
+        fit[:] = 0.0
+        xo[:] = 0.0
+        lm[:] = 0.0
+        for q in range(X.shape[1]):
+            x, li = X[i, q], lin[i, q]
+            for j in range(m):
+                fit[j] += x * coef[q, j]
+                xo[j] += x * o[q, j]
+                lm[j] += li * m2[q, j]
+        at, ac, wci, r_out = a_t[i], a_c[i], wc[i], rows[i]
+        for j in range(m):
+            r = DY[i, j] - fit[j]
+            out[r_out, cols[j]] = (at * (r - e_t[j]) - ac * (r - e_c[j]) - lm[j]
+                                   - wci * r * xo[j]) * scales[j]
 
 
 class _Stats:
@@ -87,29 +127,27 @@ class _Stats:
         return self.xdy[name] - self.gram[name] @ self.coef
 
 
-def reg_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None, emit=None):
+def reg_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Outcome regression DiD (Heckman, Ichimura, Todd)."""
     w = w / w.mean()
-    n = len(D)
+    n, k = X.shape
     wc, w_t = w * (D == 0), w * D
     st = _Stats(DY, X, wc, {"t": w_t})
     m_t = w_t.mean()
     eta_t = st.xdy["t"][0] / n / m_t  # X[:, 0] is the intercept
     eta_c = st.xw["t"] @ st.coef / n / m_t
     ols_dir = st.inv @ st.xw["t"] / n
-
-    def block(r):
-        fitted = X[r] @ st.coef
-        return (w_t[r, None] * (DY[r] - eta_t - fitted + eta_c)
-                - (wc[r, None] * (DY[r] - fitted)) * (X[r] @ ols_dir)[:, None]) / m_t
-
-    return eta_t - eta_c, _write_rows(n, block, emit)
+    zero_m, zero_km = np.zeros(DY.shape[1]), np.zeros((k, DY.shape[1]))
+    return eta_t - eta_c, Influence(
+        X=X, coef=st.coef, a_t=w_t / m_t, e_t=eta_t - eta_c, a_c=np.zeros(n), e_c=zero_m,
+        lin=np.zeros((n, k)), m2=zero_km, wc=wc, o=np.repeat(ols_dir[:, None] / m_t,
+                                                              DY.shape[1], axis=1))
 
 
-def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None, emit=None):
+def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Normalised (Hajek) inverse probability weighting DiD (Abadie)."""
     w = w / w.mean()
-    n = len(D)
+    n, k = X.shape
     ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
     w_t = keep * w * D
     w_c = keep * w * ps * (1 - D) / (1 - ps)
@@ -118,15 +156,13 @@ def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=Non
     eta_t = st.xdy["t"][0] / n / m_t
     eta_c = st.xdy["c"][0] / n / m_c
     m2 = (st.xdy["c"] - st.xw["c"][:, None] * eta_c) / n / m_c  # X' w_c (DY - eta_c) / n
-
-    def block(r):
-        return (w_t[r, None] * (DY[r] - eta_t) / m_t
-                - w_c[r, None] * (DY[r] - eta_c) / m_c - lin_ps[r] @ m2)
-
-    return eta_t - eta_c, _write_rows(n, block, emit)
+    zero_km = np.zeros((k, DY.shape[1]))
+    return eta_t - eta_c, Influence(
+        X=X, coef=zero_km, a_t=w_t / m_t, e_t=eta_t, a_c=w_c / m_c, e_c=eta_c, lin=lin_ps,
+        m2=m2, wc=np.zeros(n), o=zero_km)
 
 
-def dr_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None, emit=None):
+def dr_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Doubly robust DiD (Sant'Anna and Zhao, locally efficient panel estimator)."""
     w = w / w.mean()
     n = len(D)
@@ -141,13 +177,9 @@ def dr_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None
     m2 = (st.wresid("c") - st.xw["c"][:, None] * eta_c) / n / m_c  # X' dev_c / n / m_c
     # the OLS linear representation enters through X'w_t/n (treated) and X'w_c/n (controls)
     ols_dir = st.inv @ (st.xw["t"] / n / m_t - st.xw["c"] / n / m_c)
-
-    def block(r):
-        resid = DY[r] - X[r] @ st.coef
-        return (w_t[r, None] * (resid - eta_t) / m_t - w_c[r, None] * (resid - eta_c) / m_c
-                - lin_ps[r] @ m2 - (wc[r, None] * resid) * (X[r] @ ols_dir)[:, None])
-
-    return eta_t - eta_c, _write_rows(n, block, emit)
+    return eta_t - eta_c, Influence(
+        X=X, coef=st.coef, a_t=w_t / m_t, e_t=eta_t, a_c=w_c / m_c, e_c=eta_c, lin=lin_ps,
+        m2=m2, wc=wc, o=np.repeat(ols_dir[:, None], DY.shape[1], axis=1))
 
 
 CELL_ESTIMATORS = {"dr": dr_cell, "ipw": ipw_cell, "reg": reg_cell}

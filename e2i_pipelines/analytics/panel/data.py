@@ -96,15 +96,31 @@ def _time_codes(values: pd.Series, key: str) -> tuple[np.ndarray, np.ndarray]:
             raise DataValidationError(
                 f"spec key 'time': column {key!r} is not orderable (numbers or dates needed, "
                 "e.g. 2024-01 or 3)") from None
-    codes, periods = pd.factorize(values, sort=True)
-    return np.asarray(periods), codes.astype(np.int64)
+    return sorted_codes(values)
 
 
-def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray:
-    """Rows sorted by (unit, time) from their combined ``key``; error on a duplicate pair (the
-    first reported is the earliest row repeating an earlier one, as ``DataFrame.duplicated``)."""
+def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique labels and each row's int64 code, as ``pd.factorize(sort=True)``; integer
+    labels of a dense range are coded by a presence table instead of a hash and a sort."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iu" and len(values):
+        raw = values.to_numpy()
+        lo, hi = int(raw.min()), int(raw.max())
+        if hi - lo < 4 * len(raw) + 1024:
+            shifted = (raw - lo).astype(np.int64)
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[shifted] = True
+            code_of = np.cumsum(present, dtype=np.int64) - 1
+            return (np.flatnonzero(present) + lo).astype(raw.dtype), code_of[shifted]
+    codes, labels = pd.factorize(values, sort=True)
+    return np.asarray(labels), codes.astype(np.int64)
+
+
+def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray | None:
+    """Rows sorted by (unit, time) from their combined ``key`` (None: already in that order);
+    error on a duplicate pair (the first reported is the earliest row repeating an earlier
+    one, as ``DataFrame.duplicated``)."""
     if len(key) < 2 or bool((key[1:] > key[:-1]).all()):  # already in order: no duplicates
-        return np.arange(len(key))
+        return None
     order = np.argsort(key, kind="stable")
     repeat = key[order][1:] == key[order][:-1]
     if repeat.any():
@@ -115,10 +131,10 @@ def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray:
     return order
 
 
-def _first_treated(d_wide: np.ndarray) -> np.ndarray:
-    """Per unit: the code of the first period with d > 0, else NEVER (missing periods = 0)."""
-    on = np.nan_to_num(d_wide, nan=0.0) > 0
-    return np.where(on.any(axis=1), on.argmax(axis=1), NEVER)
+def _first_treated(on: np.ndarray) -> np.ndarray:
+    """Per unit: the code of the first period with d > 0 (``on``), else NEVER."""
+    first = on.argmax(axis=1)
+    return np.where(on[np.arange(len(on)), first], first, NEVER)
 
 
 def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelData:
@@ -138,8 +154,12 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
         if n_null:
             raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
     periods, time = _time_codes(df[time_col], time_col)
-    unit, units = pd.factorize(df[unit_col], sort=True)
-    order = _row_order(unit.astype(np.int64) * len(periods) + time, unit_col, time_col)
+    units, unit = sorted_codes(df[unit_col])
+    order = _row_order(unit * len(periods) + time, unit_col, time_col)
+
+    def take(values: np.ndarray) -> np.ndarray:  # rows in (unit, time) order
+        return values if order is None else values[order]
+
     if not pd.api.types.is_numeric_dtype(df[outcome]) or pd.api.types.is_bool_dtype(df[outcome]):
         raise DataValidationError(f"spec key 'outcome': column {outcome!r} must be numeric")
     if not pd.api.types.is_numeric_dtype(df[treat]):
@@ -151,14 +171,16 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
         raise DataValidationError(
             f"spec key 'treatment': column {treat!r} must be 0/1 for treatment_type binary; "
             f"found values {shown}")
-    unit, time = unit[order].astype(np.int64), time[order]
-    d = d[order]
+    unit, time, d = take(unit), take(time), take(d)
     n_units, n_periods = len(units), len(periods)
-    d_wide = np.full((n_units, n_periods), np.nan)
-    d_wide[unit, time] = d
-    cohort = _first_treated(d_wide)
-    warnings: list[str] = []
     balanced = len(df) == n_units * n_periods
+    if balanced:  # sorted, no duplicates: the rows are the full grid
+        d_wide = d.reshape(n_units, n_periods)
+    else:
+        d_wide = np.full((n_units, n_periods), np.nan)
+        d_wide[unit, time] = d
+    cohort = _first_treated(d_wide > 0)  # NaN (a missing period) compares False
+    warnings: list[str] = []
     if not balanced:
         warnings.append(f"unbalanced panel: {len(df):,} rows for {n_units:,} units x "
                         f"{n_periods} periods ({n_units * n_periods - len(df):,} missing)")
@@ -169,20 +191,20 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
         bad = [c for c in covariates if not pd.api.types.is_numeric_dtype(df[c])]
         if bad:
             raise DataValidationError(f"spec key 'common_causes': columns {bad} must be numeric")
-        covs = df[covariates].to_numpy(dtype=np.float64)[order]
+        covs = take(df[covariates].to_numpy(dtype=np.float64))
     weights = None
     if spec.weights:
-        w = pd.to_numeric(df[spec.weights], errors="coerce").to_numpy(dtype=np.float64)[order]
+        w = take(pd.to_numeric(df[spec.weights], errors="coerce").to_numpy(dtype=np.float64))
         if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise DataValidationError(
                 f"spec key 'weights': column {spec.weights!r} must be finite and >= 0")
         weights = w
     cluster_col = spec.cluster or unit_col
     cluster = (unit if cluster_col == unit_col  # codes in order of appearance = the sorted unit codes
-               else pd.factorize(df[cluster_col].to_numpy()[order])[0].astype(np.int64))
+               else pd.factorize(take(df[cluster_col].to_numpy()))[0].astype(np.int64))
     return PanelData(
         units=np.asarray(units), periods=periods, unit=unit, time=time,
-        y=df[outcome].to_numpy(dtype=np.float64)[order], d=d, covariates=covs,
+        y=take(df[outcome].to_numpy(dtype=np.float64)), d=d, covariates=covs,
         covariate_names=covariates, weights=weights, cluster=cluster, cohort=cohort,
         balanced=balanced, control_group=spec.control_group, anticipation=spec.anticipation,
         treatment_type=spec.treatment_type,
@@ -192,10 +214,11 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
 
 def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
                     warnings: list[str]) -> None:
-    """Switching off, always-treated units and the existence of controls (binary designs)."""
-    filled = np.nan_to_num(d_wide, nan=0.0)
-    filled_ffill = pd.DataFrame(d_wide).ffill(axis=1).fillna(0.0).to_numpy()
-    off = (np.diff(filled_ffill, axis=1) < 0).any(axis=1)
+    """Switching off (an observed 0 after the first 1), always-treated units and the
+    existence of controls (binary designs)."""
+    n_periods = d_wide.shape[1]
+    start = np.where(cohort == NEVER, n_periods, cohort)[:, None]
+    off = ((d_wide == 0) & (np.arange(n_periods) > start)).any(axis=1)
     if off.any():
         msg = (f"spec key 'treatment_off': {int(off.sum())} unit(s) switch treatment off "
                "(1 then 0)")
@@ -203,8 +226,7 @@ def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
             raise DataValidationError(f"{msg}; set treatment_off: allowed to keep them (the "
                                       "first treated period is then the cohort)")
         warnings.append(msg)
-    present = ~np.isnan(d_wide)
-    first_present = present.argmax(axis=1)
+    first_present = (~np.isnan(d_wide)).argmax(axis=1) if np.isnan(d_wide).any() else 0
     always = (cohort != NEVER) & (cohort == first_present)
     if always.any():
         raise DataValidationError(
@@ -213,7 +235,7 @@ def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
     treated = cohort != NEVER
     if not treated.any():
         raise DataValidationError(f"spec key 'treatment': no unit is ever treated "
-                                  f"({filled.size:,} unit-periods are all 0)")
+                                  f"({d_wide.size:,} unit-periods are all 0)")
     never = int((~treated).sum())
     if spec.control_group == "never_treated" and never == 0:
         raise DataValidationError(
