@@ -20,7 +20,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from e2i_pipelines.analytics.panel.cs_cells import CELL_ESTIMATORS, USES_PROPENSITY, propensity
+from e2i_pipelines.analytics.panel.cs_cells import (
+    CELL_ESTIMATORS,
+    USES_PROPENSITY,
+    Changes,
+    propensity,
+)
 from e2i_pipelines.analytics.panel.data import NEVER, PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.settings import PanelSettings
@@ -158,15 +163,15 @@ def _estimate_batches(batches: list[_Batch], estimator, method: str, Y: np.ndarr
                       inf_all: np.ndarray) -> None:
     """Fill ``att`` and the columns of ``inf_all`` batch by batch."""
     for b in batches:
-        Y_b = Y[b.idx]  # the batch's units, all periods (one row gather)
-        DY = Y_b[:, b.ts] - Y_b[:, b.bases]
+        DY = Changes(Y, b.idx, np.asarray(b.ts, dtype=np.int64),
+                     np.asarray(b.bases, dtype=np.int64))
         X = np.ones((len(b.idx), 1))
         if X_wide is not None:
             X = np.column_stack([X, X_wide[b.idx, b.base0, :]])
         w = w_unit[b.idx]
         ps = propensity(b.D, X, w / w.mean()) if method in USES_PROPENSITY else None
         att[b.cols], influence = estimator(DY, b.D, X, w, ps)
-        influence.write(DY, inf_all, b.idx, np.asarray(b.cols), np.asarray(b.scales))
+        influence.write(DY, inf_all, np.asarray(b.cols), np.asarray(b.scales))
 
 
 def att_gt(panel: PanelData, method: str = "dr") -> ATTgt:

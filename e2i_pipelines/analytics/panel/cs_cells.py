@@ -50,11 +50,58 @@ def propensity(D: np.ndarray, X: np.ndarray, w: np.ndarray):
 
 
 @dataclass
+class Changes:
+    """A batch's outcome changes DY[i, j] = Y[rows[i], ts[j]] - Y[rows[i], bases[j]]
+    (``Y``: units x periods), read from ``Y`` where needed and never stored."""
+
+    Y: np.ndarray
+    rows: np.ndarray
+    ts: np.ndarray
+    bases: np.ndarray
+
+    @classmethod
+    def of(cls, DY: np.ndarray | Changes) -> Changes:
+        """``DY`` itself, or a plain (units x cells) matrix of changes."""
+        if isinstance(DY, Changes):
+            return DY
+        n, m = DY.shape
+        return cls(np.column_stack([DY, np.zeros(n)]), np.arange(n), np.arange(m),
+                   np.full(m, m))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.ts)
+
+    def weighted_sums(self, V: np.ndarray) -> np.ndarray:
+        """V' DY (q x cells) for per-row weights ``V`` (rows x q): one pass over the rows."""
+        return _weighted_sums_kernel(self.Y, self.rows, self.ts, self.bases,
+                                     np.ascontiguousarray(V, dtype=np.float64))
+
+
+@njit(cache=True)
+def _weighted_sums_kernel(Y, rows, ts, bases, V):  # pragma: no cover - compiled
+    n, q = V.shape
+    m = len(ts)
+    out = np.zeros((q, m))
+    dy = np.empty(m)
+    for i in range(n):
+        u = rows[i]
+        for j in range(m):
+            dy[j] = Y[u, ts[j]] - Y[u, bases[j]]
+        for a in range(q):
+            v = V[i, a]
+            if v != 0.0:
+                for j in range(m):
+                    out[a, j] += v * dy[j]
+    return out
+
+
+@dataclass
 class Influence:
     """A batch's influence functions as factors: for unit i and cell j, with the outcome
     change's residual r_ij = DY_ij - X_i coef_j,
     a_t_i (r_ij - e_t_j) - a_c_i (r_ij - e_c_j) - lin_i m2_j - wc_i r_ij (X_i o_j).
-    :meth:`write` evaluates it in one pass over ``DY`` (no units x cells temporaries)."""
+    :meth:`write` evaluates it in one pass (no units x cells temporaries)."""
 
     X: np.ndarray
     coef: np.ndarray  # k x m
@@ -67,27 +114,26 @@ class Influence:
     wc: np.ndarray
     o: np.ndarray  # k x m
 
-    def write(self, DY: np.ndarray, out: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-              scales: np.ndarray) -> None:
-        """``out[rows[i], cols[j]] = scales[j] * influence_ij``."""
+    def write(self, DY: Changes, out: np.ndarray, cols: np.ndarray, scales: np.ndarray) -> None:
+        """``out[DY.rows[i], cols[j]] = scales[j] * influence_ij``."""
         f = np.ascontiguousarray
-        _influence_kernel(f(DY), f(self.X), f(self.coef), f(self.a_t), f(self.e_t),
-                          f(self.a_c), f(self.e_c), f(self.lin), f(self.m2), f(self.wc),
-                          f(self.o), rows.astype(np.int64), cols.astype(np.int64),
+        _influence_kernel(DY.Y, DY.rows, DY.ts, DY.bases, f(self.X), f(self.coef),
+                          f(self.a_t), f(self.e_t), f(self.a_c), f(self.e_c), f(self.lin),
+                          f(self.m2), f(self.wc), f(self.o), cols.astype(np.int64),
                           f(scales, dtype=np.float64), out)
 
     def matrix(self, DY: np.ndarray) -> np.ndarray:
-        """The (units x cells) influence functions."""
+        """The (units x cells) influence functions of a plain matrix of changes."""
         n, m = DY.shape
         out = np.empty((n, m))
-        self.write(DY, out, np.arange(n), np.arange(m), np.ones(m))
+        self.write(Changes.of(DY), out, np.arange(m), np.ones(m))
         return out
 
 
 @njit(cache=True)
-def _influence_kernel(DY, X, coef, a_t, e_t, a_c, e_c, lin, m2, wc, o, rows, cols, scales,
-                      out):  # pragma: no cover - compiled
-    n, m = DY.shape
+def _influence_kernel(Y, rows, ts, bases, X, coef, a_t, e_t, a_c, e_c, lin, m2, wc, o, cols,
+                      scales, out):  # pragma: no cover - compiled
+    n, m = len(rows), len(ts)
     fit, xo, lm = np.empty(m), np.empty(m), np.empty(m)
     for i in range(n):
         fit[:] = 0.0
@@ -99,11 +145,11 @@ def _influence_kernel(DY, X, coef, a_t, e_t, a_c, e_c, lin, m2, wc, o, rows, col
                 fit[j] += x * coef[q, j]
                 xo[j] += x * o[q, j]
                 lm[j] += li * m2[q, j]
-        at, ac, wci, r_out = a_t[i], a_c[i], wc[i], rows[i]
+        at, ac, wci, u = a_t[i], a_c[i], wc[i], rows[i]
         for j in range(m):
-            r = DY[i, j] - fit[j]
-            out[r_out, cols[j]] = (at * (r - e_t[j]) - ac * (r - e_c[j]) - lm[j]
-                                   - wci * r * xo[j]) * scales[j]
+            r = Y[u, ts[j]] - Y[u, bases[j]] - fit[j]
+            out[u, cols[j]] = (at * (r - e_t[j]) - ac * (r - e_c[j]) - lm[j]
+                               - wci * r * xo[j]) * scales[j]
 
 
 class _Stats:
@@ -111,10 +157,10 @@ class _Stats:
     ``coef``, ``X (X'WcX/n)^-1`` as ``xinv_rows``), and X' diag(v) DY for the weights
     ``v`` in ``weights`` (keyed by name)."""
 
-    def __init__(self, DY, X, wc, weights: dict[str, np.ndarray]):
+    def __init__(self, DY: Changes, X, wc, weights: dict[str, np.ndarray]):
         n, k = X.shape
         blocks = [wc[:, None] * X] + [v[:, None] * X for v in weights.values()]
-        sums = np.column_stack(blocks).T @ DY  # one pass: (k (1 + len(weights))) x m
+        sums = DY.weighted_sums(np.column_stack(blocks))  # (k (1 + len(weights))) x m
         gram = X.T @ (wc[:, None] * X)
         self.coef = np.linalg.solve(gram, sums[:k])
         self.inv = np.linalg.inv(gram / n)
@@ -127,8 +173,9 @@ class _Stats:
         return self.xdy[name] - self.gram[name] @ self.coef
 
 
-def reg_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def reg_cell(DY: np.ndarray | Changes, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Outcome regression DiD (Heckman, Ichimura, Todd)."""
+    DY = Changes.of(DY)
     w = w / w.mean()
     n, k = X.shape
     wc, w_t = w * (D == 0), w * D
@@ -144,8 +191,9 @@ def reg_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=Non
                                                               DY.shape[1], axis=1))
 
 
-def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def ipw_cell(DY: np.ndarray | Changes, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Normalised (Hajek) inverse probability weighting DiD (Abadie)."""
+    DY = Changes.of(DY)
     w = w / w.mean()
     n, k = X.shape
     ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)
@@ -162,8 +210,9 @@ def ipw_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=Non
         m2=m2, wc=np.zeros(n), o=zero_km)
 
 
-def dr_cell(DY: np.ndarray, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
+def dr_cell(DY: np.ndarray | Changes, D: np.ndarray, X: np.ndarray, w: np.ndarray, ps=None):
     """Doubly robust DiD (Sant'Anna and Zhao, locally efficient panel estimator)."""
+    DY = Changes.of(DY)
     w = w / w.mean()
     n = len(D)
     ps, keep, lin_ps = ps if ps is not None else propensity(D, X, w)

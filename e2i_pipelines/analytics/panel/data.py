@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from e2i_pipelines.core.errors import DataValidationError
 
@@ -131,10 +132,39 @@ def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray | No
     return order
 
 
-def _first_treated(on: np.ndarray) -> np.ndarray:
-    """Per unit: the code of the first period with d > 0 (``on``), else NEVER."""
-    first = on.argmax(axis=1)
-    return np.where(on[np.arange(len(on)), first], first, NEVER)
+@dataclass(frozen=True)
+class _Adoption:
+    cohort: np.ndarray  # per unit: first period with d > 0, else NEVER
+    first_seen: np.ndarray  # per unit: first observed period
+    off: np.ndarray  # per unit: an observed d == 0 after the first d > 0
+
+
+def _adoption(d_wide: np.ndarray) -> _Adoption:
+    """Each unit's adoption (units x periods ``d_wide``, NaN = no row), one pass."""
+    return _Adoption(*_adoption_kernel(np.ascontiguousarray(d_wide, dtype=np.float64)))
+
+
+@njit(cache=True)
+def _adoption_kernel(d_wide):  # pragma: no cover - compiled
+    n, p = d_wide.shape
+    cohort = np.full(n, NEVER, dtype=np.int64)
+    first_seen = np.zeros(n, dtype=np.int64)
+    off = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        seen = -1
+        for t in range(p):
+            v = d_wide[i, t]
+            if np.isnan(v):
+                continue
+            if seen < 0:
+                seen = t
+            if cohort[i] == NEVER:
+                if v > 0:
+                    cohort[i] = t
+            elif v == 0:
+                off[i] = True
+        first_seen[i] = max(seen, 0)
+    return cohort, first_seen, off
 
 
 def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelData:
@@ -179,13 +209,14 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
     else:
         d_wide = np.full((n_units, n_periods), np.nan)
         d_wide[unit, time] = d
-    cohort = _first_treated(d_wide > 0)  # NaN (a missing period) compares False
+    adoption = _adoption(d_wide)
+    cohort = adoption.cohort
     warnings: list[str] = []
     if not balanced:
         warnings.append(f"unbalanced panel: {len(df):,} rows for {n_units:,} units x "
                         f"{n_periods} periods ({n_units * n_periods - len(df):,} missing)")
     if not continuous:
-        _check_adoption(d_wide, cohort, spec, warnings)
+        _check_adoption(adoption, spec, warnings)
     covs = None
     if covariates:
         bad = [c for c in covariates if not pd.api.types.is_numeric_dtype(df[c])]
@@ -212,13 +243,10 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data") -> PanelDat
                "cluster": cluster_col}, warnings=warnings)
 
 
-def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
-                    warnings: list[str]) -> None:
+def _check_adoption(adoption: _Adoption, spec: Any, warnings: list[str]) -> None:
     """Switching off (an observed 0 after the first 1), always-treated units and the
     existence of controls (binary designs)."""
-    n_periods = d_wide.shape[1]
-    start = np.where(cohort == NEVER, n_periods, cohort)[:, None]
-    off = ((d_wide == 0) & (np.arange(n_periods) > start)).any(axis=1)
+    cohort, off = adoption.cohort, adoption.off
     if off.any():
         msg = (f"spec key 'treatment_off': {int(off.sum())} unit(s) switch treatment off "
                "(1 then 0)")
@@ -226,16 +254,15 @@ def _check_adoption(d_wide: np.ndarray, cohort: np.ndarray, spec: Any,
             raise DataValidationError(f"{msg}; set treatment_off: allowed to keep them (the "
                                       "first treated period is then the cohort)")
         warnings.append(msg)
-    first_present = (~np.isnan(d_wide)).argmax(axis=1) if np.isnan(d_wide).any() else 0
-    always = (cohort != NEVER) & (cohort == first_present)
+    always = (cohort != NEVER) & (cohort == adoption.first_seen)
     if always.any():
         raise DataValidationError(
             f"spec key 'treatment': {int(always.sum())} unit(s) are treated in every observed "
             "period (no pre-treatment period); drop them or extend the panel back in time")
     treated = cohort != NEVER
     if not treated.any():
-        raise DataValidationError(f"spec key 'treatment': no unit is ever treated "
-                                  f"({d_wide.size:,} unit-periods are all 0)")
+        raise DataValidationError("spec key 'treatment': no unit is ever treated "
+                                  "(every observed d is 0)")
     never = int((~treated).sum())
     if spec.control_group == "never_treated" and never == 0:
         raise DataValidationError(
