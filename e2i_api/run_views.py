@@ -29,7 +29,7 @@ from e2i_pipelines.launcher.promotion import (
     TIER_SOURCE_TAG,
 )
 from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG
-from e2i_pipelines.launcher.step_usage import PEAK_STEP_TAG
+from e2i_pipelines.launcher.step_usage import PEAK_STEP_TAG, as_number
 from e2i_pipelines.tiers import Tier, UnknownTierError, tier_of_tags
 
 _FINISHED = {RunStatus.SUCCESS, RunStatus.FAILURE, RunStatus.CANCELED}
@@ -100,11 +100,6 @@ def measured_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]
             "cpu_utilisation": tag_number(tags, CPU_UTILISATION_TAG)}
 
 
-def _step_number(found: Mapping[str, Any], key: str, kind: type) -> float | int | None:
-    value = found.get(key)
-    return tag_number({key: value}, key, kind) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def step_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]:
     """Each step's measured peak, CPU and wall time from ``e2i/step_inputs``, and the step with
     the largest peak, once the run ended (an unreadable tag or entry is left out)."""
@@ -114,9 +109,9 @@ def step_usage(tags: Mapping[str, str], status: RunStatus) -> dict[str, Any]:
         recorded = json.loads(tags.get(STEP_INPUTS_TAG) or "{}")
     except ValueError:
         recorded = {}
-    steps = [StepUsage(step=step, peak_memory=_step_number(found, "peak_memory_bytes", int),
-                       cpu_seconds=_step_number(found, "cpu_seconds", float),
-                       wall_seconds=_step_number(found, "wall_seconds", float))
+    steps = [StepUsage(step=step, peak_memory=as_number(found.get("peak_memory_bytes"), int),
+                       cpu_seconds=as_number(found.get("cpu_seconds")),
+                       wall_seconds=as_number(found.get("wall_seconds")))
              for step, found in (recorded.items() if isinstance(recorded, dict) else ())
              if isinstance(found, dict)]
     peak_step = tags.get(PEAK_STEP_TAG)

@@ -23,7 +23,6 @@ the instance, shown in the UI and read back by :func:`usage_of`. The run worker 
 
 from __future__ import annotations
 
-import math
 import re
 import resource
 from pathlib import Path
@@ -37,6 +36,7 @@ PEAK_STEP_MEMORY_TAG = "e2i/peak_step_memory"
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _HWM = re.compile(r"^VmHWM:\s+(\d+)\s+kB", re.MULTILINE)
+_LARGEST = 2**63  # bytes or seconds beyond this are not a measurement
 _state = {"steps": 0, "cpu": 0.0, "children_peak": 0}
 
 
@@ -90,10 +90,11 @@ def record_step_usage(context: Any) -> None:
     )
 
 
-def _number(value: Any, kind: type) -> float | int | None:
+def as_number(value: Any, kind: type = float) -> float | int | None:
+    """``value`` (or a metadata value's ``.value``) as a finite non-negative ``kind``, else None."""
     raw = getattr(value, "value", value)
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw < 0:
-        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw < _LARGEST:
+        return None  # also NaN and infinities
     return kind(raw)
 
 
@@ -102,8 +103,8 @@ def usage_of(event: Any) -> dict[str, float]:
     metadata = getattr(getattr(event, "event_specific_data", None), "metadata", None) or {}
     if PEAK_KEY not in metadata:
         return {}
-    found = {"peak_memory_bytes": _number(metadata[PEAK_KEY], int),
-             "cpu_seconds": _number(metadata.get(CPU_KEY), float)}
+    found = {"peak_memory_bytes": as_number(metadata[PEAK_KEY], int),
+             "cpu_seconds": as_number(metadata.get(CPU_KEY))}
     return {key: value for key, value in found.items() if value is not None}
 
 

@@ -3,16 +3,22 @@ records each step's peak memory and CPU time in the step's own process, the run 
 folds them into ``e2i/step_inputs`` with the wall time, ``e2i/peak_step`` names the largest, and
 the API's run view lists them."""
 
+import json
+
 import dagster as dg
 import numpy as np
 import pytest
 from dagster._core.events import DagsterEvent, EngineEventData
+from dagster._grpc.types import ExecuteRunArgs
+from dagster._serdes import serialize_value
 
 from e2i_api.models import RunStatus
 from e2i_api.run_views import run_detail
 from e2i_pipelines.catalog import Catalog
 from e2i_pipelines.defs.launcher.step_usage import with_step_usage
-from e2i_pipelines.launcher.step_inputs import step_inputs, step_inputs_tag
+from e2i_pipelines.launcher.cgroup_usage import Usage
+from e2i_pipelines.launcher.run_worker import record_on_run
+from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG, step_inputs, step_inputs_tag
 from e2i_pipelines.launcher.step_usage import (
     PEAK_KEY,
     PEAK_STEP_MEMORY_TAG,
@@ -68,6 +74,14 @@ def test_multiprocess_steps_record_their_own_peak_and_wall_time():
         assert result.success
         steps = step_inputs(instance, result.run_id)
         events = _usage_events(instance, result.run_id)
+        # the run worker's own end-of-run path (Docker, Ray and Kubernetes workers share it)
+        run = instance.get_run_by_id(result.run_id)
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=instance.get_ref())
+        record_on_run(["dagster", "api", "execute_run", serialize_value(args)], {},
+                      Usage(peak_bytes=None, cpu_seconds=None, wall_seconds=1.0, source="test"))
+        tags = instance.get_run_by_id(result.run_id).tags
+    assert json.loads(tags[STEP_INPUTS_TAG]) == steps
+    assert tags[PEAK_STEP_TAG] == "allocates"
     assert set(events) == {"allocates", "idle"}
     assert all(found[STEPS_IN_PROCESS_KEY].value == 1 for found in events.values())  # own process
     big, small = steps["allocates"], steps["idle"]
