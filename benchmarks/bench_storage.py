@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--shap-rows", type=int, default=200_000)
     parser.add_argument("--twins-rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", default="shap_explanations,digital_twins",
+                        help="comma-separated subset of the two jobs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="e2i-bench-storage-"))
     moto, endpoint = start_moto()
@@ -179,8 +181,11 @@ def main() -> None:
         data, model = prepare(work, args.shap_rows, args.seed)
         inputs = {side: in_child(upload_inputs, data, model, _env(side, work, endpoint))
                   for side in ("local", "s3")}
+        jobs = args.jobs.split(",")
         for job, rows in (("shap_explanations", args.shap_rows),
                           ("digital_twins", args.twins_rows)):
+            if job not in jobs:
+                continue
             res = {side: in_child(run_side, _env(side, work, endpoint), job, *inputs[side], rows)
                    for side in ("local", "s3")}
             for side, r in res.items():

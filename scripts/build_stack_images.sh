@@ -4,6 +4,8 @@
 # needed) or a public image such as python:3.11-slim-bookworm (production).
 #   project image  E2I_IMAGE           docker/build_image.sh (BuildKit)
 #   postgres       E2I_POSTGRES_IMAGE  docker-compose build postgres
+#   trial S3 store E2I_S3_IMAGE        docker/build_s3_image.sh, when COMPOSE_PROFILES (the
+#                                      environment's, else the env file's) includes s3
 # Usage: scripts/build_stack_images.sh   env: E2I_ENV_FILE, COMPOSE_PROJECT_NAME (see stack_lib.sh)
 set -euo pipefail
 source "$(dirname "$0")/stack_lib.sh"
@@ -18,3 +20,7 @@ else
 fi
 bash "$repo/docker/build_image.sh" "$E2I_IMAGE"
 compose build postgres
+profiles=${COMPOSE_PROFILES-$(env_value COMPOSE_PROFILES "")}
+if [[ ",${profiles// /}," == *,s3,* ]]; then
+  bash "$repo/docker/build_s3_image.sh" "${E2I_S3_IMAGE:-$(env_value E2I_S3_IMAGE e2i-s3:local)}"
+fi

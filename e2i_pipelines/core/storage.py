@@ -8,7 +8,9 @@ their ``*_FILE`` secrets.
 
 Atomicity: on local disk an output is written into a hidden temporary folder and renamed into
 place when complete. On an object store it is staged in a local folder, uploaded under its final
-key, and committed by a manifest object (``_E2I_COMPLETE``) written last; readers
+key (large files as S3 multipart uploads while they are written, completed only at commit; see
+:mod:`e2i_pipelines.core.upload_stream`), and committed by a manifest object (``_E2I_COMPLETE``)
+written last; readers
 (:func:`exists`, :func:`is_committed`) treat an output without its manifest as absent, and a
 failed upload removes what it wrote. So a failed or OOM-killed run never leaves a readable
 half-written result behind.
@@ -22,7 +24,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,15 +33,17 @@ import dagster as dg
 from upath import UPath
 
 from e2i_pipelines.core.secrets import read_secret
+from e2i_pipelines.core.upload_stream import (
+    PART_BYTES,
+    PARTS_IN_FLIGHT,
+    StagingStreamer,
+    streams_to,
+)
 
 STORAGE_URL_ENV = "E2I_STORAGE_URL"
 ENDPOINT_ENVS = ("E2I_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 MANIFEST = "_E2I_COMPLETE"
 LOCAL_PROTOCOLS = ("", "file", "local")
-PART_BYTES = 8 << 20
-"""Multipart part size of uploads to an object store (s3fs's default, 50 MiB x 10 parts in
-flight, held up to 500 MiB of a run's memory while its output uploaded)."""
-PARTS_IN_FLIGHT = 2
 
 
 class StorageError(RuntimeError):
@@ -255,21 +259,24 @@ def _staging_dir() -> Path:
     return folder
 
 
-def _upload(staged: Path, final: UPath) -> None:
-    """Upload every file of ``staged`` under ``final``, then the manifest last."""
+def _upload(staged: Path, final: UPath, streamed: set[str] | None = None) -> None:
+    """Upload every file of ``staged`` under ``final`` (but the ``streamed`` ones, already
+    there), then the manifest last."""
     fs = final.fs
     base = final.path.rstrip("/")
     files = {f.relative_to(staged).as_posix(): f.stat().st_size
              for f in sorted(staged.rglob("*")) if f.is_file()}
     for rel in files:
-        put_file(staged / rel, fs, f"{base}/{rel}")
+        if rel not in (streamed or ()):
+            put_file(staged / rel, fs, f"{base}/{rel}")
     with fs.open(f"{base}/{MANIFEST}", "wb") as handle:
         handle.write(json.dumps({"files": files}, sort_keys=True).encode())
 
 
 def put_file(local: Path, fs: Any, path: str, parts_in_flight: int = PARTS_IN_FLIGHT) -> None:
-    """Upload ``local`` to ``path`` on ``fs`` in :data:`PART_BYTES` parts (S3's minimum is
-    5 MiB), at most ``parts_in_flight`` in memory at once (s3; other stores: their defaults)."""
+    """Upload ``local`` to ``path`` on ``fs`` in :data:`PART_BYTES` parts (s3fs's default of
+    50 MiB x 10 in flight held up to 500 MiB of a run's memory), at most ``parts_in_flight`` in
+    memory at once (s3; other stores: their defaults)."""
     if "s3" in getattr(fs, "protocol", ()):
         fs.put_file(str(local), path, chunksize=PART_BYTES, max_concurrency=parts_in_flight)
     else:
@@ -344,15 +351,20 @@ class E2IStorage(dg.ConfigurableResource):
                 yield tmp
             return
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=_staging_dir()))
+        # Large files (Parquet row groups) go up while they are written; completed at commit.
+        streamer = StagingStreamer(tmp, target.fs, target.path) if streams_to(target.fs) else None
         try:
-            yield tmp
+            with streamer or nullcontext():
+                yield tmp
             _remove(target)
             try:
-                _upload(tmp, target)
+                _upload(tmp, target, streamer.finish() if streamer else None)
             except BaseException:
                 _remove(target)
                 raise
         finally:
+            if streamer is not None:
+                streamer.abort()  # after a failure: no multipart upload is completed
             shutil.rmtree(tmp, ignore_errors=True)
 
     def local_mirror(self, final: str | os.PathLike[str]) -> Path:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,54 @@ def test_killed_writer_leaves_no_committed_output(s3, tmp_path, mode, prefix, co
         assert storage.to_path(f"{final}/part-00.bin").exists()  # the object is there ...
         assert not storage.exists(f"{final}/part-00.bin")  # ... but reads as absent
     assert not storage.is_committed(final)
+
+
+STREAMER = textwrap.dedent('''
+    import sys, time
+    from types import SimpleNamespace
+    import dagster as dg
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from e2i_pipelines.core.storage import E2IStorage
+
+    store = E2IStorage()
+    ctx = SimpleNamespace(asset_key=dg.AssetKey("digital_twins"),
+                          run=SimpleNamespace(run_id=sys.argv[1]))
+    schema = pa.schema([("x", pa.float64())])
+    with store.atomic_output(store.output_dir(ctx)) as tmp, \\
+            pq.ParquetWriter(str(tmp / "twins.parquet"), schema, compression="none") as writer:
+        for i in range(200):  # 8 MB row groups, streamed to S3 while written
+            writer.write_table(pa.table({"x": np.random.default_rng(i).normal(size=1_000_000)}))
+            print("group", i, flush=True)
+            time.sleep(0.2)
+    print("done", flush=True)
+''')
+
+
+def test_killed_while_streaming_leaves_no_object(s3):
+    """SIGKILL while a Parquet file's parts are being uploaded: the parts never become an
+    object (the multipart upload is left incomplete, for the bucket's lifecycle rule)."""
+    run_id = "killed-stream"
+    final = storage.storage_root() / "digital_twins" / run_id
+    key = final.path.split("/", 1)[1]
+    client = s3.client()
+    proc = subprocess.Popen([sys.executable, "-c", STREAMER, run_id], stdout=subprocess.DEVNULL,
+                            cwd=Path(__file__).parents[2], env=dict(os.environ))
+    parts = 0
+    try:
+        deadline = time.monotonic() + 120
+        while parts < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            for upload in client.list_multipart_uploads(Bucket=s3.bucket,
+                                                        Prefix=key).get("Uploads", []):
+                parts = len(client.list_parts(Bucket=s3.bucket, Key=upload["Key"],
+                                              UploadId=upload["UploadId"]).get("Parts", []))
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert parts >= 2  # parts were up before the kill
+    assert s3.keys(key) == []  # ... yet no object, and no manifest
+    assert not storage.is_committed(final)
+    assert not storage.exists(f"{final}/twins.parquet")
