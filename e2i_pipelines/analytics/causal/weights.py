@@ -1,13 +1,13 @@
 """Propensity scores (logistic regression by IRLS) and the balancing weights of each target.
 
 The logistic fit is Newton's method on the design with an implicit intercept (``[1, X]`` is
-never built): each iteration is one pass over row blocks computing the gradient and the
-weighted Gram ``[1, X]' diag(e(1-e)) [1, X]``, so 1M x 30 costs a few passes of ~0.1 s. Large
-inputs start from the fit on every k-th row, which leaves two or three full passes. BLAS runs
-on the calling thread (see :mod:`ols`: idle OpenBLAS threads spin between the block products).
-It is the
-unpenalised maximum-likelihood fit (statsmodels' ``Logit``), not scikit-learn's L2-penalised
-default.
+never built). A Newton step needs the weighted Gram ``[1, X]' diag(e(1-e)) [1, X]`` (row blocks
+into one reused buffer); once the steps are small the Hessian is kept and each further step is
+a chord step, one gradient pass. Inputs of 100k rows and more start from the fit on every k-th
+row (25k rows), whose Hessian, scaled to the rows, serves the full data's chord steps; the
+Hessian is computed once more at the optimum. BLAS runs on the calling thread (see :mod:`ols`:
+idle OpenBLAS threads spin between the block products). It is the unpenalised
+maximum-likelihood fit (statsmodels' ``Logit``), not scikit-learn's L2-penalised default.
 
 Weights by target (e the propensity, p = P(T = 1)):
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from e2i_pipelines.core.budget import single_threaded_blas
 
-BLOCK_ROWS = 131_072
+BLOCK_ROWS = 32_768
 
 
 class PropensityFitError(ValueError):
@@ -58,14 +58,6 @@ def intercept_tdot(X: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.concatenate([[u.sum()], X.T @ u])
 
 
-def _scaled_block(xb: np.ndarray, sw: np.ndarray) -> np.ndarray:
-    """``[sw, xb * sw]' [sw, xb * sw]`` (one block of ``[1, X]' diag(sw^2) [1, X]``)."""
-    zb = np.empty((xb.shape[0], xb.shape[1] + 1))
-    zb[:, 0] = sw
-    np.multiply(xb, sw[:, None], out=zb[:, 1:])
-    return zb.T @ zb  # A'A: NumPy calls BLAS syrk
-
-
 @dataclass(frozen=True)
 class LogisticFit:
     """The maximum-likelihood logistic fit: propensities, coefficients, and the Hessian
@@ -76,50 +68,75 @@ class LogisticFit:
     hessian: np.ndarray
 
 
-WARM_START_ROWS = 100_000
+WARM_START_ROWS = 25_000
+"""Inputs of at least 4x this many rows start from the fit on every k-th row (this many)."""
+CHORD_STEP = 1e-3
+"""Below this relative step Newton keeps its Hessian (chord steps: one gradient pass each)."""
 
 
-@single_threaded_blas()
+@single_threaded_blas(numpy_only=True)
 def fit_logistic(X: np.ndarray, t: np.ndarray, *, max_iter: int = 50,
                  tol: float = 1e-10) -> LogisticFit:
     """Newton's method for ``t ~ logit(1 + X)``; raises PropensityFitError on separation.
 
-    Converged when the largest Newton step is below ``tol * (1 + max|beta|)``; the returned
-    Hessian is the one of that last step (at most ``tol`` away from the optimum).
+    Converged when the largest step is below ``tol * (1 + max|beta|)``. Once the steps are
+    small the Hessian is kept (chord steps: the gradient alone costs a fraction of the
+    weighted Gram) and computed once more at the optimum, which is the one returned.
     """
     tf = t.astype(np.float64)
     p = tf.mean()
     beta = np.zeros(X.shape[1] + 1)
     beta[0] = np.log(p / (1 - p))
+    H = None
     stride = X.shape[0] // WARM_START_ROWS
-    if stride >= 4:  # the fit on every stride-th row is within ~1/sqrt(rows) of the optimum
+    if stride >= 4:  # the fit on every stride-th row is within ~1/sqrt(rows) of the optimum,
+        # and its Hessian, scaled to the rows, within about as much of the full one
         with suppress(PropensityFitError):  # the full data may still fit
-            beta = _newton(np.ascontiguousarray(X[::stride]), tf[::stride], beta, max_iter,
-                           1e-6)[0]
-    beta, H = _newton(X, tf, beta, max_iter, tol)
+            sub = tf[::stride]
+            beta, _, H = _newton(np.ascontiguousarray(X[::stride]), sub, beta, max_iter, 1e-6)
+            H = H * (X.shape[0] / sub.size)
+    beta, e, _ = _newton(X, tf, beta, max_iter, tol, H)
     if np.max(np.abs(beta)) > 30:
         raise PropensityFitError(
             "logistic propensity model diverges (coefficients > 30): covariates separate "
             "treated from control rows; there is no overlap to weight on")
-    return LogisticFit(e=_expit(intercept_dot(X, beta)), beta=beta, hessian=H)
+    return LogisticFit(e=e, beta=beta, hessian=_hessian(X, e))
 
 
-def _newton(X: np.ndarray, tf: np.ndarray, beta: np.ndarray, max_iter: int, tol: float
-            ) -> tuple[np.ndarray, np.ndarray]:
-    k = len(beta)
+def _hessian(X: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``[1, X]' diag(e(1-e)) [1, X]``, over row blocks into one reused buffer."""
+    k = X.shape[1] + 1
+    H = np.zeros((k, k))
+    buf = np.empty((min(BLOCK_ROWS, X.shape[0]), k), order="F")
+    for start in range(0, X.shape[0], BLOCK_ROWS):
+        eb = e[start:start + BLOCK_ROWS]
+        zb = buf[:eb.size]
+        np.sqrt(eb * (1 - eb), out=zb[:, 0])
+        np.multiply(X[start:start + BLOCK_ROWS], zb[:, :1], out=zb[:, 1:])
+        H += zb.T @ zb  # A'A: NumPy calls BLAS syrk
+    return H
+
+
+def _newton(X: np.ndarray, tf: np.ndarray, beta: np.ndarray, max_iter: int, tol: float,
+            H: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coefficients, propensities at them, the last Hessian used); a given ``H`` starts
+    with chord steps."""
+    k, chord, last = len(beta), H is not None, np.inf
     for _ in range(max_iter):
-        grad, H = np.zeros(k), np.zeros((k, k))
-        for start in range(0, X.shape[0], BLOCK_ROWS):
-            xb, tb = X[start:start + BLOCK_ROWS], tf[start:start + BLOCK_ROWS]
-            e = _expit(intercept_dot(xb, beta))
-            grad += intercept_tdot(xb, tb - e)
-            H += _scaled_block(xb, np.sqrt(e * (1 - e)))
-        step = np.linalg.solve(H + 1e-12 * np.eye(k), grad)
+        e = _expit(intercept_dot(X, beta))
+        grad = intercept_tdot(X, tf - e)
+        if H is None or not chord:
+            H = _hessian(X, e) + 1e-12 * np.eye(k)
+        step = np.linalg.solve(H, grad)
         beta = beta + step
         if not np.all(np.isfinite(beta)):
             break
-        if np.max(np.abs(step)) < tol * (1 + np.max(np.abs(beta))):
-            return beta, H
+        size = np.max(np.abs(step)) / (1 + np.max(np.abs(beta)))
+        if size < tol:
+            return beta, _expit(intercept_dot(X, beta)), H
+        # keep the Hessian while the steps are small after a Newton step, or shrink >= 10x
+        chord = size < 0.1 * last if chord else size < CHORD_STEP
+        last = size
     raise PropensityFitError(
         f"logistic propensity model did not converge in {max_iter} iterations "
         "(complete or quasi-complete separation: some covariate values predict the "
