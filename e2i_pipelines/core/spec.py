@@ -339,6 +339,32 @@ def check_columns(spec: CausalSpec, columns: list[str], source: str = "data") ->
         raise DataValidationError(f"{source} has no column(s) {missing}; available: {columns}")
 
 
+def _missing_count(series: pd.Series) -> int:
+    """NaN/None values of ``series``. NumPy integer and bool columns hold none; a float column
+    is summed first (NaN propagates; one pass, no mask) and counted only if the sum is not
+    finite."""
+    import numpy as np
+
+    if isinstance(series.dtype, np.dtype):
+        if series.dtype.kind in "biu":
+            return 0
+        if series.dtype.kind == "f" and np.isfinite(series.to_numpy().sum()):
+            return 0
+    return int(series.isna().sum())
+
+
+def _binary_range(series: pd.Series) -> set:
+    """The treatment's distinct values, or for a NumPy integer/bool column its {min, max}
+    (every value lies between them, so the 0/1 checks read the same)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind in "biu":
+        values = series.to_numpy()
+        return {int(values.min()), int(values.max())}
+    return set(pd.unique(series))
+
+
 def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") -> None:
     """Check ``df`` against ``spec`` before any heavy work; raise naming column and problem."""
     import pandas as pd
@@ -348,7 +374,7 @@ def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") 
         raise DataValidationError(f"{source} is empty (no rows)")
     check_columns(spec, list(df.columns), source)
     for col in spec.required_columns:
-        n_null = int(df[col].isna().sum())
+        n_null = _missing_count(df[col])
         if n_null:
             raise DataValidationError(
                 f"column {col!r} has {n_null} missing (NaN) values (spec key 'missing: drop' "
@@ -359,9 +385,9 @@ def validate_frame(df: pd.DataFrame, spec: CausalSpec, *, source: str = "data") 
                 f"treatment column {spec.treatment!r} must be a numeric dose")
         values = {0, 1}
     else:
-        values = set(pd.unique(df[spec.treatment]))
+        values = _binary_range(df[spec.treatment])
     if not values <= {0, 1}:  # bools and 0.0/1.0 compare equal
-        shown = sorted(map(str, values))[:5]
+        shown = sorted(map(str, set(pd.unique(df[spec.treatment]))))[:5]
         raise DataValidationError(
             f"treatment column {spec.treatment!r} must be binary 0/1; found values {shown}"
         )

@@ -174,15 +174,16 @@ def _ipw_sandwich_se(X: np.ndarray, t: np.ndarray, y: np.ndarray, fit: LogisticF
     # d w1 / d beta = g1 x, d w0 / d beta = g0 x  (see weights' table)
     g1 = -(1 - e) / e * (w1 > 0) if target != "att" else np.zeros(n)
     g0 = e / (1 - e) * (w0 > 0) if target != "atc" else np.zeros(n)
-    A_bb = fit.hessian / n
     A11, A00 = w1.mean(), w0.mean()
-    A1b = -intercept_tdot(X, tf * (y - mu1) * g1) / n
-    A0b = -intercept_tdot(X, (1 - tf) * (y - mu0) * g0) / n
-    v1 = np.linalg.solve(A_bb, A1b)
-    v0 = np.linalg.solve(A_bb, A0b)
+    u = np.empty((n, 2), order="F")  # both arms in one pass over X each way
+    np.multiply(tf * (y - mu1), g1, out=u[:, 0])
+    np.multiply((1 - tf) * (y - mu0), g0, out=u[:, 1])
+    A_b = -intercept_tdot(X, u) / n  # (k, 2)
+    v = np.linalg.solve(fit.hessian / n, A_b)
+    xv = intercept_dot(X, v)  # (n, 2)
     resid_t = tf - e
-    phi = ((w1 * (y - mu1) - intercept_dot(X, v1) * resid_t) / A11
-           - (w0 * (y - mu0) - intercept_dot(X, v0) * resid_t) / A00)
+    phi = ((w1 * (y - mu1) - xv[:, 0] * resid_t) / A11
+           - (w0 * (y - mu0) - xv[:, 1] * resid_t) / A00)
     return float(np.sqrt(np.square(phi).mean() / n))
 
 

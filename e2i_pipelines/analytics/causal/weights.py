@@ -49,13 +49,15 @@ def with_intercept(X: np.ndarray) -> np.ndarray:
 
 
 def intercept_dot(X: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """``[1, X] @ beta`` without building ``[1, X]``."""
-    return X @ beta[1:] + beta[0]
+    """``[1, X] @ beta`` without building ``[1, X]`` (``beta`` a vector or columns)."""
+    out = X @ beta[1:]
+    out += beta[0]
+    return out
 
 
 def intercept_tdot(X: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``[1, X]' u`` without building ``[1, X]``."""
-    return np.concatenate([[u.sum()], X.T @ u])
+    """``[1, X]' u`` without building ``[1, X]`` (``u`` a vector or columns)."""
+    return np.concatenate([u.sum(axis=0)[None], X.T @ u])
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,12 @@ def logistic_propensity(X: np.ndarray, t: np.ndarray, *, max_iter: int = 50,
 
 
 def _expit(eta: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-eta))``, computed in ``eta``'s buffer (a temporary of the caller)."""
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-eta))
+        np.negative(eta, out=eta)
+        np.exp(eta, out=eta)
+        eta += 1.0
+        return np.reciprocal(eta, out=eta)
 
 
 def target_weights(e: np.ndarray, t: np.ndarray, target: str,
@@ -170,7 +176,7 @@ def target_weights(e: np.ndarray, t: np.ndarray, target: str,
         w = np.where(t, (1.0 - e) / e, 1.0)
     else:
         raise ValueError(f"unknown target {target!r}; expected ate, att or atc")
-    return np.nan_to_num(w, nan=0.0)
+    return w if np.isfinite(w.sum()) else np.nan_to_num(w, nan=0.0)
 
 
 def effective_sample_size(w: np.ndarray) -> float:
