@@ -14,6 +14,13 @@ Cases (one RATIO line per comparison, ratio = peer_s / ours_s):
   ours vs pyfixest ``feols("y ~ d | unit + time", vcov={"CRV1": "unit"})``; agree = estimate
   and SE within 1e-8.
 
+Same estimator on both sides of each CS ratio: control group never-treated, varying base
+period, doubly robust, no bootstrap (csdid ``bstrap=False``, diff-diff's default
+``n_bootstrap=0``); each side returns every ATT(g,t) with its SE and the overall ATT with its
+SE (ours: ``load_panel`` + ``att_gt`` + the simple aggregation + the SEs from the influence
+functions). :func:`warm_up` imports the peers and loads our compiled kernels in the parent
+first and prints those one-off costs, which are then in no timing.
+
 Each timed call runs in a forked child, so its peak RSS is its own (``peak_mb``). The 1-min
 load average is printed beside the numbers. ``INFO`` lines split our time into ``load_panel``
 (validation and codes from the frame) and estimation, and time the full CS result (all
@@ -26,6 +33,7 @@ Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel.py [--quick]``
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing as mp
 import os
 import resource
@@ -80,6 +88,32 @@ def _spec(**extra):
                               "unit": "unit", "time": "time", **extra})
 
 
+def _ours_simple(panel) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """What the peers compute: ATT(g,t) with SEs, the simple aggregation with its SE."""
+    cells = att_gt(panel, "dr")
+    overall, inf, _, _ = aggregate(cells, "simple")
+    return cells.att, overall, float(cells.se(inf)[0]), cells.se(cells.inf)
+
+
+def warm_up(args: argparse.Namespace) -> None:
+    """One-off costs out of the timings: our compiled kernels loaded (numba) and the peers
+    imported in the parent, so each forked child times steady-state work. Both printed."""
+    tiny = staggered(n_units=300, n_periods=10, cohorts=(4, 6, 8), seed=0).df
+
+    def first_call():
+        return _ours_simple(load_panel(tiny, _spec(covariates=["x"])))[1]
+
+    cold_s, _, _ = timed(first_call)
+    first_call()
+    parts = [f"ours_first_call_s={cold_s:.3f}"]
+    peers = ["csdid.att_gt", "diff_diff", "pyfixest"] + (["doubleml"] if args.dml_units else [])
+    for module in peers:
+        start = time.perf_counter()
+        importlib.import_module(module)
+        parts.append(f"{module.split('.')[0]}_import_s={time.perf_counter() - start:.3f}")
+    print(f"INFO warm_up {' '.join(parts)} (excluded from every timing below)", flush=True)
+
+
 def cs_case(args: argparse.Namespace) -> None:
     """Callaway-Sant'Anna dr vs csdid, diff-diff and DoubleMLDIDMulti."""
     df = staggered(n_units=args.cs_units, n_periods=10, cohorts=(4, 6, 8), seed=0).df
@@ -90,8 +124,8 @@ def cs_case(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         panel = load_panel(df, spec)
         loaded = time.perf_counter()
-        cells = att_gt(panel, "dr")
-        return cells.att, aggregate(cells, "simple")[0], loaded - start
+        att, overall, _, _ = _ours_simple(panel)
+        return att, overall, loaded - start
 
     ours_s, (att, overall, load_s), ours_mb = timed(ours)
     print(f"INFO callaway_santanna ours rows={rows} s={ours_s:.3f} load_panel_s={load_s:.3f} "
@@ -128,7 +162,9 @@ def cs_case(args: argparse.Namespace) -> None:
 
 
 def _ours_no_covariates(df) -> tuple[float, float]:
-    s, overall, _ = timed(lambda: aggregate(att_gt(load_panel(df, _spec()), "dr"), "simple")[0])
+    s, overall, mb = timed(lambda: _ours_simple(load_panel(df, _spec()))[1])
+    print(f"INFO callaway_santanna ours covariates=none rows={len(df)} s={s:.3f} "
+          f"peak_mb={mb:.0f} overall={overall:.6f}", flush=True)
     return s, overall
 
 
@@ -223,6 +259,7 @@ def main() -> None:
     if args.quick:
         args.cs_units, args.dml_units, args.twfe_units = 10_000, 2_000, 10_000
     print(f"LOAD loadavg_1min={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}", flush=True)
+    warm_up(args)
     for case in CASES:
         if args.cases is None or case.__name__ in args.cases:
             case(args)

@@ -107,7 +107,7 @@ def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         raw = values.to_numpy()
         lo, hi = int(raw.min()), int(raw.max())
         if hi - lo < 4 * len(raw) + 1024:
-            shifted = (raw - lo).astype(np.int64)
+            shifted = np.subtract(raw, lo, dtype=np.int64)
             present = np.zeros(hi - lo + 1, dtype=bool)
             present[shifted] = True
             code_of = np.cumsum(present, dtype=np.int64) - 1
