@@ -58,6 +58,9 @@ def test_two_step_docker_run_records_each_steps_peak(harness):
     big, small = steps["probe_heavy"], steps["probe_light"]
     # two step processes importing the same code location: the difference is the allocation
     grown = big["peak_memory_bytes"] - small["peak_memory_bytes"]
+    print(f"step peaks MiB: probe_heavy {big['peak_memory_bytes'] / MIB:.1f}, probe_light "
+          f"{small['peak_memory_bytes'] / MIB:.1f}, grown {grown / MIB:.1f} of {ALLOCATE_MIB}; "
+          f"run cgroup peak {int(tags[PEAK_MEMORY_TAG]) / MIB:.1f}")
     assert abs(grown - ALLOCATE_MIB * MIB) <= 0.10 * ALLOCATE_MIB * MIB, (grown / MIB, steps)
     assert big["peak_memory_bytes"] <= 1.10 * ALLOCATE_MIB * MIB + small["peak_memory_bytes"]
     for found in (big, small):
