@@ -30,6 +30,7 @@ class DatasetRef:
     n_rows: int
     id_column: str
     truth: dict[str, Any] | None = None  # synthetic data: true ATE and structure
+    panel: DatasetRef | None = None  # the whole panel when this is its cross-section
 
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         return read_parquet(self.path, columns=columns)

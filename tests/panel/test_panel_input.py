@@ -28,6 +28,7 @@ from e2i_pipelines.defs.causal.config import CausalEstimateConfig
 from e2i_pipelines.defs.causal.diagnostics import causal_diagnostics
 from e2i_pipelines.defs.data.assets import dataset
 from e2i_pipelines.defs.data.config import DatasetConfig
+from e2i_pipelines.defs.data.panel_input import cross_section_readers
 from e2i_pipelines.defs.twins.assets import digital_twins
 from tests.panel.conftest import panel_spec
 from tests.panel.generated import staggered
@@ -183,6 +184,37 @@ def test_twins_take_the_last_pre_period_cross_section(tmp_path):
     assert _meta(result, "digital_twins")
 
 
+def test_main_job_twins_take_the_cross_section_and_the_estimate_the_panel(tmp_path):
+    """A run with both (as e2i_main_job): the dataset is the last pre-period cross-section,
+    which the twins read; causal_estimate reads the whole panel written beside it and gives
+    the estimate of the panel alone."""
+    df = staggered(n_units=600, n_periods=6, cohorts=(4, 5), seed=4).df.drop(
+        columns=["g", "cluster"])
+    logs: list[str] = []
+    result = _materialize(tmp_path, df, INLINE, assets=[dataset, causal_estimate, digital_twins],
+                          causal={"method": "callaway_santanna"},
+                          twins={"n_twins": 2000, "chunk_rows": 1000, "fit_rows": 600,
+                                 "min_stratum_rows": 10, "ks_rows": 500}, logs=logs)
+    assert result.success
+    data = _meta(result, "dataset")
+    assert data["rows"] == 600 and data["panel_units"] == 600 and data["panel_periods"] == 6
+    note = data["panel_cross_section"]
+    assert "last pre-period cross-section (period 3, 600 units" in note
+    assert "for digital_twins; causal_estimate reads the whole panel" in note
+    assert any(note in m for m in logs)
+    (cross,) = (tmp_path / "data").rglob("data.parquet")
+    (whole,) = (tmp_path / "data").rglob("panel.parquet")
+    assert cross.parent == whole.parent
+    written = pd.read_parquet(cross)
+    assert len(written) == 600 and written["unit"].is_unique and (written["time"] == 3).all()
+    assert len(pd.read_parquet(whole)) == len(df)
+    _, alone = run_panel(df, spec_from_mapping(INLINE), "callaway_santanna",
+                         PanelSettings(n_bootstrap=199))
+    estimate = _meta(result, "causal_estimate")
+    assert abs(estimate["estimate"] - alone.estimate) < 1e-12
+    assert _meta(result, "digital_twins")
+
+
 def test_dose_options_reach_the_estimator():
     rng = np.random.default_rng(5)
     unit = np.repeat(np.arange(150), 4)
@@ -264,3 +296,9 @@ def test_which_jobs_keep_the_panel():
                                {"ops": {"causal_estimate": {"config": {"method": "did"}}}})
     assert planned.method == "did"
     assert planned_estimate(defs.resolve_job_def("causal_job"), {}).method == "auto"
+    assert cross_section_readers(defs.resolve_job_def("causal_job")) == []
+    assert "digital_twins" in cross_section_readers(defs.resolve_job_def("twins_job"))
+    main = defs.resolve_job_def("e2i_main_job")
+    assert planned_estimate(main, {}) is not None  # both: the panel and its cross-section
+    assert {"digital_twins", "shap_explanations", "feature_store"} <= set(
+        cross_section_readers(main))

@@ -291,20 +291,22 @@ class CrossSection:
                 "covariates as of that period")
 
 
-def last_pre_period(df: pd.DataFrame, spec: Any, *, source: str = "data") -> CrossSection:
+def last_pre_period(df: pd.DataFrame, spec: Any, *, source: str = "data",
+                    panel: PanelData | None = None) -> CrossSection:
     """The panel's last pre-period cross-section (for cross-section jobs such as the twins):
-    validated as a panel first, binary treatment only."""
+    validated as a panel first (``panel``: ``df`` already loaded), binary treatment only."""
     if spec.treatment_type != "binary":
         raise DataValidationError("spec key 'treatment_type': a continuous (dose) panel has no "
                                   "pre-period cross-section; use treatment_type: binary")
-    panel = load_panel(df, spec, source=source)
+    if panel is None:
+        panel = load_panel(df, spec, source=source)
     last = int(panel.cohorts.min()) - panel.anticipation - 1
     if last < 0:
         raise DataValidationError(
             "spec key 'anticipation': no period lies before the first launch less "
             f"{panel.anticipation} anticipation period(s)")
     _, time = _time_codes(df[spec.time], spec.time)
-    unit = pd.factorize(df[spec.unit], sort=True)[0]
+    unit = sorted_codes(df[spec.unit])[1]
     rows = time == last
     frame = df.loc[rows].reset_index(drop=True)
     frame[spec.treatment] = (panel.cohort[unit[rows]] != NEVER).astype(np.int64)

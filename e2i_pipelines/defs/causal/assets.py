@@ -36,6 +36,8 @@ def causal_estimate(
 ):
     config.check()
     settings = config.estimator_settings(n_jobs())
+    if dataset.panel is not None:  # the other steps read its cross-section; this the panel
+        dataset = dataset.panel
     if dataset.spec.panel:
         return _panel_estimate(context, config, dataset, storage, mlflow)
     try:

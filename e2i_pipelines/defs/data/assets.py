@@ -47,9 +47,9 @@ def dataset(
             context.log.warning(
                 f"missing: drop removed {dropped.rows_dropped:,} of {dropped.rows_before:,} "
                 f"rows; NaN rows per column: {dropped.nan_rows_per_column}")
-        panel_metadata = {}
-        if spec.panel:  # checked (and cut for cross-section jobs) before anything is written
-            frame, spec, panel_metadata = prepare_panel(context, frame, spec)
+        panel_metadata, full_panel = {}, None
+        if spec.panel:  # checked (and cut for cross-section steps) before anything is written
+            frame, spec, panel_metadata, full_panel = prepare_panel(context, frame, spec)
     except DataValidationError as exc:
         raise dg.Failure(description=f"dataset config/data invalid: {exc}") from exc
 
@@ -63,9 +63,12 @@ def dataset(
         (tmp / "spec.json").write_text(json.dumps(asdict(spec), indent=2))
         if truth is not None:
             (tmp / "truth.json").write_text(json.dumps(truth, indent=2))
+        if full_panel is not None:
+            full_panel.write(tmp)
     ref = DatasetRef(
         path=str(final / "data.parquet"), spec=spec, n_rows=len(frame),
         id_column=spec.id_column, truth=truth,
+        panel=full_panel.ref(final) if full_panel is not None else None,
     )
     treated = float(frame[spec.treatment].mean())
     metadata = {
