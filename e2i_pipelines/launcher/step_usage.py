@@ -3,8 +3,9 @@
 A job-wide hook (:mod:`e2i_pipelines.defs.launcher.step_usage`) calls :func:`record_step_usage`
 in the process that ran the step, right after the step succeeded or failed:
 
-- **multiprocess executor** (the default): every step is its own spawned process, so its peak
-  is the step's, including the Python + code-location baseline (~200-300 MB) it imported;
+- **multiprocess executor** (the default): every step is its own process (spawned, or forked
+  from a forkserver), so its peak is the step's, including the Python + code-location baseline
+  (~200-300 MB) it starts with (pages shared with a forkserver count in full);
 - **in-process executor** (``execute_in_process``, the quick start): the steps share one process.
   After each step the peak is reset (``/proc/self/clear_refs``), so a step's peak covers only the
   time since the previous step ended, on top of what earlier steps left resident;
