@@ -16,6 +16,7 @@ from e2i_pipelines.defs.launcher.step_usage import with_step_usage
 from e2i_pipelines.defs.models import assets as model_assets
 from e2i_pipelines.defs.monitoring.assets import cost_assets, cost_jobs, cost_schedules
 from e2i_pipelines.defs.monitoring.sensors import cost_sensors
+from e2i_pipelines.defs.orchestration.executor import step_executor
 from e2i_pipelines.defs.orchestration.jobs import analysis_jobs
 from e2i_pipelines.defs.orchestration.schedules import schedules
 from e2i_pipelines.defs.scaler.sensors import heavy_scaler_sensor
@@ -45,4 +46,5 @@ defs = dg.Definitions(
     schedules=[*schedules, *cost_schedules],
     sensors=[heavy_scaler_sensor, *launch_sensors, *cost_sensors],
     resources=resources,
+    executor=step_executor,  # Dagster's default, steps forked from a preloaded forkserver
 )
