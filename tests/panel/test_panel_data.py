@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from e2i_pipelines.analytics.panel.data import NEVER, load_panel
+from e2i_pipelines.analytics.panel.data import NEVER, load_panel, sorted_codes
 from e2i_pipelines.core.errors import DataValidationError
 from tests.panel.conftest import panel_spec
+from tests.panel.generated import staggered
 
 
 def _frame(rows):
@@ -82,3 +83,32 @@ def test_missing_values_and_columns_are_named():
         load_panel(df, panel_spec())
     with pytest.raises(DataValidationError, match=r"no column\(s\) \['w'\]"):
         load_panel(_frame(GOOD), panel_spec(weights="w"))
+
+
+def test_checked_load_skips_only_the_value_scans():
+    """load_panel(checked=True) builds the same panel; it no longer scans values (a NaN
+    outcome passes), and the structural checks still raise."""
+    df = staggered(n_units=300, n_periods=6, cohorts=(3, 5), seed=7).df.sample(
+        frac=1.0, random_state=1)
+    spec = panel_spec(covariates=["x"])
+    full, fast = load_panel(df, spec), load_panel(df, spec, checked=True)
+    for name in ("unit", "time", "y", "d", "covariates", "cohort", "cluster"):
+        assert np.array_equal(getattr(full, name), getattr(fast, name)), name
+    assert fast.warnings == full.warnings
+    load_panel(df.assign(y=df["y"].where(df["time"] != 2)), spec, checked=True)
+    with pytest.raises(DataValidationError, match="duplicate"):
+        load_panel(pd.concat([df, df.iloc[[3]]]), spec, checked=True)
+    with pytest.raises(DataValidationError, match="switch treatment off"):
+        load_panel(df.assign(d=df["d"].where(df["time"] != 6, 0)), spec, checked=True)
+
+
+@pytest.mark.parametrize("values", [
+    np.array([7, 3, 3, 9, -2, 7]), np.array([5, 1 << 40, 5, 0]),
+    np.array([2, 2, 1], dtype=np.uint8), np.array([1.5, 0.5, 1.5]),
+])
+def test_sorted_codes_equal_pandas_factorize(values):
+    """Dense integer labels (a presence table), sparse ones and floats (pd.factorize)."""
+    labels, codes = sorted_codes(pd.Series(values))
+    ref_codes, ref_labels = pd.factorize(pd.Series(values), sort=True)
+    assert np.array_equal(codes, ref_codes) and np.array_equal(labels, np.asarray(ref_labels))
+    assert codes.dtype == np.int64 and labels.dtype == values.dtype

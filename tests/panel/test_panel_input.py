@@ -87,6 +87,31 @@ def test_inline_panel_keys_run_callaway_santanna(tmp_path):
     assert data["design"] == "panel" and data["panel_warnings"] == []
 
 
+def test_the_panel_is_checked_once_in_the_dataset_step(tmp_path, monkeypatch):
+    """The dataset step checks the panel in full; causal_estimate and panel_checks read it back
+    with ``checked=True`` (cheap assertions only) and give the unchecked load's estimate."""
+    from e2i_pipelines.analytics.panel import estimate_run, run
+
+    loads: list[bool] = []
+
+    def spy(original):
+        def load(*args, **kwargs):
+            loads.append(kwargs.get("checked", False))
+            return original(*args, **kwargs)
+        return load
+
+    for module in (run, estimate_run):
+        monkeypatch.setattr(module, "load_panel", spy(module.load_panel))
+    df = staggered(n_units=400, n_periods=6, cohorts=(3, 5), seed=6).df.drop(
+        columns=["g", "cluster"])
+    result = _materialize(tmp_path, df, INLINE, causal={"method": "callaway_santanna"})
+    assert result.success
+    assert loads == [False, True, True]  # dataset step; estimate; panel_checks
+    _, alone = run_panel(df, spec_from_mapping(INLINE), "callaway_santanna",
+                         PanelSettings(n_bootstrap=199))
+    assert abs(_meta(result, "causal_estimate")["estimate"] - alone.estimate) < 1e-12
+
+
 def test_inline_keys_and_spec_file_give_the_same_spec(tmp_path):
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(INLINE))

@@ -26,9 +26,10 @@ PANEL_SKIP = ("skipped: a cross-section check; design: panel is checked by pre_t
 
 
 def read_panel(dataset: DatasetRef) -> PanelData:
-    """The dataset's panel (every row: a row sample would break the panel), validated."""
+    """The dataset's panel (every row: a row sample would break the panel), checked by the
+    dataset step that wrote it (only the cheap assertions run again)."""
     try:
-        return load_panel(_read(dataset), dataset.spec, source="dataset")
+        return load_panel(_read(dataset), dataset.spec, source="dataset", checked=True)
     except DataValidationError as exc:
         raise EstimateRunError("input invalid", str(exc)) from exc
 
@@ -39,15 +40,15 @@ def _read(dataset: DatasetRef) -> pd.DataFrame:
 
 def run_panel_estimate(dataset: DatasetRef, method: str, settings: PanelSettings,
                        log: Callable[[str], None]) -> tuple[PanelData, PanelResult]:
-    """Check the method against the spec, read + validate the panel, then estimate
-    (EstimateRunError: "config invalid", "input invalid" or "failed")."""
+    """Check the method against the spec, read the panel the dataset step checked, then
+    estimate (EstimateRunError: "config invalid", "input invalid" or "failed")."""
     try:
         method = resolve_panel_method(method, dataset.spec.treatment_type)
     except DataValidationError as exc:
         raise EstimateRunError("config invalid", str(exc)) from exc
     try:
         panel, result = run_panel(_read(dataset), dataset.spec, method, settings,
-                                  source="dataset")
+                                  source="dataset", checked=True)  # by the dataset step
     except DataValidationError as exc:
         raise EstimateRunError("input invalid", str(exc)) from exc
     except (ValueError, np.linalg.LinAlgError) as exc:

@@ -74,10 +74,16 @@ def check_panel_input(df: pd.DataFrame, spec, method: str | None, settings: Pane
 
 
 def run_panel(df: pd.DataFrame, spec, method: str, settings: PanelSettings, *,
-              source: str = "data") -> tuple[PanelData, PanelResult]:
+              source: str = "data", checked: bool = False) -> tuple[PanelData, PanelResult]:
     """Validate ``df`` against ``spec`` (before any estimation), then estimate by ``method``.
+    ``checked``: :func:`check_panel_input` passed on ``df`` with this method and settings
+    already (the dataset step), so only :func:`load_panel`'s cheap assertions run again.
     Raises DataValidationError naming the key on bad input or config."""
-    method, panel = check_panel_input(df, spec, method, settings, source=source)
+    if checked:
+        method = resolve_panel_method(method, spec.treatment_type)
+        panel = load_panel(df, spec, source=source, checked=True)
+    else:
+        method, panel = check_panel_input(df, spec, method, settings, source=source)
     result = METHODS[method](panel, settings)
     result.warnings = [*panel.warnings, *result.warnings]
     return panel, result
