@@ -37,8 +37,11 @@ TEST_PROFILES = {
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
-def instance_sections(db: Mapping[str, Any], promote_on_oom: bool = True) -> dict[str, Any]:
-    """dagster.yaml sections: Postgres storage, tiered launcher (host network), fast monitoring."""
+def instance_sections(db: Mapping[str, Any], promote_on_oom: bool = True,
+                      profiles: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """dagster.yaml sections: Postgres storage, tiered launcher (host network), fast monitoring.
+
+    ``profiles`` replace :data:`TEST_PROFILES` as the launcher's tiers (e.g. the replay's ladder)."""
     storage = postgres_storage(db)
     storage["postgres"]["postgres_db"]["scheme"] = "postgresql+psycopg2"
     return {
@@ -51,7 +54,7 @@ def instance_sections(db: Mapping[str, Any], promote_on_oom: bool = True) -> dic
             "module": "e2i_pipelines.launcher.tiered_docker_run_launcher",
             "class": "TieredDockerRunLauncher",
             "config": {
-                "image": IMAGE, "network": "host", "tiers": TEST_PROFILES,
+                "image": IMAGE, "network": "host", "tiers": dict(profiles or TEST_PROFILES),
                 "promote_on_oom": promote_on_oom,
             },
         },
@@ -70,11 +73,13 @@ class LauncherHarness:
     """A real instance + loaded workspace; create, launch and watch runs."""
 
     def __init__(self, home: Path, db: Mapping[str, Any], promote_on_oom: bool = True,
-                 sections: Mapping[str, Any] | None = None, workspace: Path = WORKSPACE) -> None:
-        """``sections`` replace the instance_sections() defaults (e.g. another run launcher)."""
+                 sections: Mapping[str, Any] | None = None, workspace: Path = WORKSPACE,
+                 profiles: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """``sections`` replace the instance_sections() defaults (e.g. another run launcher);
+        ``profiles`` replace the test tier profiles."""
         self.home = home
         self.workspace = workspace
-        write_instance_yaml(home, {**instance_sections(db, promote_on_oom), **(sections or {})})
+        write_instance_yaml(home, {**instance_sections(db, promote_on_oom, profiles), **(sections or {})})
         self.instance = DagsterInstance.from_config(str(home))
         self.context = WorkspaceProcessContext(self.instance, WorkspaceFileTarget(paths=[str(workspace)]))
 
