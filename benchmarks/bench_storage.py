@@ -9,6 +9,8 @@ own process on 127.0.0.1. Printed per job: wall seconds and peak RSS of each sid
     RATIO name=<job> rows=<n> ours_s=<s3 s> peer=local peer_s=<local s> ratio=<local/s3> agree=<yes|no>
 
 ``agree``: the output Parquet read back through the storage layer is identical on both sides.
+Each run also prints its CPU seconds and the S3 server's (moto's) CPU seconds meanwhile: on a
+machine with few cores, the stand-in server's CPU competes with the run's.
 
     python benchmarks/bench_storage.py --shap-rows 1000000 --twins-rows 10000000 [--repeat 3]
 
@@ -130,18 +132,29 @@ def run_side(env: dict[str, str], job: str, data: str, model: str, rows: int) ->
     target = shap_explanations if job == "shap_explanations" else digital_twins
     config = ({"chunk_rows": 50_000} if job == "shap_explanations"
               else {"n_twins": rows, "chunk_rows": 250_000, "seed": 1, "fit_rows": 200_000})
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = dg.materialize([dataset_stub, model_stub, target],
                             resources={"storage": E2IStorage(), "io_manager": StorageIOManager(),
                                        "mlflow": MlflowTracker()},
                             run_config={"ops": {job: {"config": config}}},
                             instance=dg.DagsterInstance.ephemeral())
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = peak_rss_mb()  # before the read-back below
     out = result.output_for_node(job)
     path = out["attributions_path"] if job == "shap_explanations" else out.path
     digest, rows = parquet_digest(path)
-    return {"wall_s": wall, "peak_rss_mb": peak, "digest": digest, "rows": rows}
+    from e2i_pipelines.core.storage import to_path
+
+    size = to_path(path).stat().st_size
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "digest": digest, "rows": rows,
+            "mb": size / 1e6}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parquet_digest(path: str) -> tuple[int, int]:
@@ -201,10 +214,13 @@ def main() -> None:
             runs: dict[str, list[dict]] = {"local": [], "s3": []}
             for _ in range(args.repeat):  # alternating sides, so a load change hits both
                 for side in runs:
+                    moto_cpu = cpu_seconds(moto.pid)
                     r = in_child(run_side, _env(side, work, endpoint), job, *inputs[side], rows)
+                    r["moto_cpu_s"] = cpu_seconds(moto.pid) - moto_cpu  # incl. the read-back
                     runs[side].append(r)
                     print(f"{job} {side}: {r['wall_s']:.1f}s peak RSS {r['peak_rss_mb']:.0f} MB "
-                          f"({r['rows']:,} output rows)", flush=True)
+                          f"({r['rows']:,} output rows, {r['mb']:.0f} MB); run CPU "
+                          f"{r['cpu_s']:.1f}s, S3 server CPU {r['moto_cpu_s']:.1f}s", flush=True)
             s3, local = (summary(runs[side]) for side in ("s3", "local"))
             digests = {r["digest"] for side in runs.values() for r in side}
             agree = "yes" if len(digests) == 1 else "no"
