@@ -72,13 +72,20 @@ class MultipartUpload:
         if self._done:
             raise ValueError(f"write to a finished upload of {self.path!r}")
         self._raise_failed()
-        self._buffer += data
         self._hold(len(data))
         self.size += len(data)
-        while len(self._buffer) >= self.part_bytes:
-            part = bytes(self._buffer[:self.part_bytes])
-            del self._buffer[:self.part_bytes]
-            self._send(part)
+        view = memoryview(data).cast("B")
+        if self._buffer:  # top up the partial part first
+            take = min(len(view), self.part_bytes - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == self.part_bytes:
+                part, self._buffer = bytes(self._buffer), bytearray()
+                self._send(part)
+        while len(view) >= self.part_bytes:  # whole parts straight from the caller's bytes
+            self._send(bytes(view[:self.part_bytes]))
+            view = view[self.part_bytes:]
+        self._buffer += view
         return len(data)
 
     def complete(self) -> None:
@@ -186,8 +193,9 @@ class _Follower:
         self.offset = 0
         self.crcs: list[tuple[int, int]] = []  # (length, crc32) of each block sent
 
-    def pump(self, to_end: bool = False) -> bool:
-        """Send the whole parts now in the file (everything when ``to_end``); True if any."""
+    def pump(self, to_end: bool = False, cancelled: threading.Event | None = None) -> bool:
+        """Send the whole parts now in the file (everything when ``to_end``) until
+        ``cancelled`` is set; True if any."""
         size = self.local.stat().st_size
         if size < self.offset:
             raise ValueError(f"{self.local.name} shrank while it was streamed")
@@ -196,6 +204,8 @@ class _Follower:
         with open(self.local, "rb") as handle:
             handle.seek(self.offset)
             while size - self.offset >= step or (to_end and size > self.offset):
+                if cancelled is not None and cancelled.is_set():
+                    break
                 block = handle.read(min(step, size - self.offset))
                 if not block:
                     break
@@ -225,6 +235,7 @@ class StagingStreamer:
         self._followers: dict[str, _Follower] = {}
         self._failed: set[str] = set()
         self._stop = threading.Event()
+        self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="e2i-stage-stream")
 
     def __enter__(self) -> StagingStreamer:
@@ -256,7 +267,7 @@ class StagingStreamer:
                         continue
                     follower = self._followers[rel] = _Follower(path, MultipartUpload(
                         self.fs, f"{self.base}/{rel}", self.part_bytes, self.parts_in_flight))
-                sent = follower.pump() or sent
+                sent = follower.pump(cancelled=self._cancel) or sent
             except (OSError, ValueError):  # gone, shrank or upload failed: plain upload later
                 self._drop(rel)
         return sent
@@ -287,6 +298,7 @@ class StagingStreamer:
 
     def abort(self) -> None:
         """Stop and abort every upload: nothing appears under ``base``."""
+        self._cancel.set()  # the backlog is not sent first
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
