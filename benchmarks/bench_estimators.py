@@ -316,6 +316,15 @@ def in_child(fn, *args) -> dict:
         return pool.apply(fn, args)
 
 
+def repeated(k: int, fn, *args) -> dict:
+    """``fn`` in ``k`` fresh children: the run with the median seconds, plus every run's
+    seconds (the shared 2-core machine's load moves single runs by 2-5x at 100k rows)."""
+    runs = sorted((in_child(fn, *args) for _ in range(k)), key=lambda r: r["seconds"])
+    out = dict(runs[(k - 1) // 2])
+    out["runs_seconds"] = [r["seconds"] for r in runs]
+    return out
+
+
 def compare(n: int, method: str, peer_name: str, ours: dict, stock: dict) -> dict:
     extrap = stock["rows_used"] < n
     stock_s = stock["seconds"] * n / stock["rows_used"]
@@ -341,14 +350,20 @@ def ratio_line(r: dict) -> str:
 def print_row(r: dict) -> None:
     o, s = r["ours"], r["stock"]
     star = "*" if r["extrapolated"] else ""
-    print(f"  {r['method']} vs {r['peer']}: ours {o['seconds']:.3f} s (read {o['read_seconds']:.3f}"
+    print(f"  {r['method']} vs {r['peer']} (load {os.getloadavg()[0]:.2f}): ours "
+          f"{o['seconds']:.3f} s (read {o['read_seconds']:.3f}"
           f" s, prep {o['prep_seconds']:.3f} s; CPU {o['cpu']:.2f} s; peak RSS "
           f"{o['peak_rss_mb']:,.0f} MB) vs {r['stock_seconds']:.3f}{star} s (CPU "
           f"{r['stock_cpu']:.2f}{star} s; peak RSS {s['peak_rss_mb']:,.0f} MB; on "
-          f"{s['rows_used']:,} rows); estimates {o['estimate']:.10f} / {s['estimate']:.10f}, "
+          f"{s['rows_used']:,} rows); runs ours {_runs(o)} / peer {_runs(s)} s; "
+          f"estimates {o['estimate']:.10f} / {s['estimate']:.10f}, "
           f"|diff| {r['abs_diff']:.1e}; ours imported {o['imported'] or 'no peer library'}",
           flush=True)
     print(ratio_line(r), flush=True)
+
+
+def _runs(side: dict) -> str:
+    return "/".join(f"{x:.3f}" for x in side["runs_seconds"])
 
 
 def print_table(rows: list[dict]) -> None:
@@ -382,13 +397,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--omp-wait-policy", default="PASSIVE",
                         help="OMP_WAIT_POLICY of both sides ('default' = leave unset); "
                              "LightGBM's spinning threads collapse on a shared 2-core box")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="fresh-process runs per side; the median run is reported")
     parser.add_argument("--json", default="", help="write the results here")
     args = parser.parse_args(argv)
     if args.omp_wait_policy != "default":
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # inherited by the spawned sides
 
     print(f"load average (1, 5, 15 min): {os.getloadavg()}  cpus: {os.cpu_count()}  python "
-          f"{sys.version.split()[0]}  LightGBM n_jobs {args.n_jobs}; OMP_WAIT_POLICY "
+          f"{sys.version.split()[0]}  runs per side {args.repeat} (median reported);  "
+          f"LightGBM n_jobs {args.n_jobs}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; true effect {TRUE_EFFECT}", flush=True)
     wall, cpu0 = time.perf_counter(), _cpu()
     rows: list[dict] = []
@@ -400,9 +418,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{os.path.getsize(path) / 1e6:,.0f} MB (load {os.getloadavg()[0]:.2f}) ===",
                   flush=True)
             for method in args.methods:
-                ours = in_child(run_ours, method, n, path, args.n_jobs)
+                ours = repeated(args.repeat, run_ours, method, n, path, args.n_jobs)
                 for i, (name, _) in enumerate(PEERS[method]):
-                    stock = in_child(run_stock, method, i, n, args.n_jobs, args.stock_max_rows)
+                    stock = repeated(args.repeat, run_stock, method, i, n, args.n_jobs,
+                                     args.stock_max_rows)
                     rows.append(compare(n, method, name, ours, stock))
                     print_row(rows[-1])
     print_table(rows)

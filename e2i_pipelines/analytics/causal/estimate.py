@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats as st
+from scipy.special import stdtrit
 
 from e2i_pipelines.analytics.causal.estimators import (
     EffectData,
@@ -142,11 +142,12 @@ def _source_column(design_column: str, covariates: list[str]) -> str:
     return max(matches, key=len) if matches else design_column
 
 
-def check_dataset_columns(dataset: Any) -> None:
-    """Raise DataValidationError when the dataset file lacks a column of its spec (cheap)."""
+def check_dataset_columns(dataset: Any, file: Any = None) -> None:
+    """Raise DataValidationError when the dataset file (``file``: its open ParquetFile, if
+    the caller has one) lacks a column of its spec (cheap: the footer's schema)."""
     spec: CausalSpec = dataset.spec
     spec.check_roles()
-    names = set(parquet_file(dataset.path).schema_arrow.names)
+    names = set((file or parquet_file(dataset.path)).schema_arrow.names)
     wanted = [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]
     missing = [c for c in wanted if c not in names]
     if missing:
@@ -159,13 +160,13 @@ def check_dataset_columns(dataset: Any) -> None:
 
 def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
     """Columns of ``dataset`` (a DatasetRef) the spec needs; a seeded sample if ``max_rows``."""
-    check_dataset_columns(dataset)
+    file = parquet_file(dataset.path)
+    check_dataset_columns(dataset, file)
     spec: CausalSpec = dataset.spec
     columns = list(dict.fromkeys(
         [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]))
     # one pandas block per column on Arrow's buffers (no consolidating copy of every column)
-    df = parquet_file(dataset.path).read(columns=columns).to_pandas(
-        split_blocks=True, self_destruct=True)
+    df = file.read(columns=columns).to_pandas(split_blocks=True, self_destruct=True)
     if 0 < max_rows < len(df):
         df = df.sample(n=max_rows, random_state=seed).reset_index(drop=True)
     return df
@@ -327,7 +328,7 @@ def _linear_fit(frame: CausalFrame, settings: EstimatorSettings) -> tuple[Fitted
 
     rows = target_rows(frame)
     value, se = contrast(rows)
-    q = st.t.ppf(0.5 + settings.confidence_level / 2, ols.dof)
+    q = stdtrit(ols.dof, 0.5 + settings.confidence_level / 2)  # Student-t quantile
 
     def effect_on(mask: np.ndarray) -> tuple[float, float]:
         return contrast(mask if rows is None else mask & rows)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats as st
+from scipy.special import ndtri
 
 from e2i_pipelines.analytics.causal.nuisance import Task, TreeNuisance, lgb_params
 from e2i_pipelines.analytics.causal.weights import (
@@ -133,7 +133,7 @@ class FittedEffect:
 
 
 def normal_ci(estimate: float, se: float, level: float) -> tuple[float, float]:
-    q = st.norm.ppf(0.5 + level / 2)
+    q = ndtri(0.5 + level / 2)  # normal quantile
     return estimate - q * se, estimate + q * se
 
 
@@ -146,16 +146,27 @@ def _fitted(method: str, data: EffectData, estimate: float, se: float,
 
 def difference_in_means(data: EffectData, settings: EstimatorSettings,
                         log: Log | None = None) -> FittedEffect:
-    """Mean outcome difference with the HC2 (Neyman) standard error."""
+    """Mean outcome difference with the HC2 (Neyman) standard error.
+
+    Arm means and variances come from the score arrays (no per-arm copies of ``y``): the
+    variances are sums of squares around each row's own arm mean, so still two-pass."""
     t, y = data.t, data.y
     tf = t.astype(np.float64)
-    y1, y0 = y[t], y[~t]
-    estimate = float(y1.mean() - y0.mean())
-    se = float(np.sqrt(y1.var(ddof=1) / y1.size + y0.var(ddof=1) / y0.size))
-    scores = EffectScores(a1=tf * y, b1=tf, a0=(1 - tf) * y, b0=1 - tf, residual=y - y.mean())
-    return _fitted("difference_in_means", data, estimate, se, settings, scores,
-                   details={"n_treated": int(y1.size), "n_control": int(y0.size),
-                            "se_type": "HC2"})
+    a1 = tf * y
+    a0 = y - a1
+    n1 = int(np.count_nonzero(t))
+    n0 = y.size - n1
+    mu1, mu0 = a1.sum() / n1, a0.sum() / n0
+    r = y - np.where(t, mu1, mu0)
+    r *= r
+    ss1 = r @ tf  # NumPy scalars: a one-row arm gives a NaN SE, as var(ddof=1) does
+    ss0 = r.sum() - ss1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = float(np.sqrt(ss1 / (n1 - 1) / n1 + ss0 / (n0 - 1) / n0))
+    b0 = 1 - tf
+    scores = EffectScores(a1=a1, b1=tf, a0=a0, b0=b0, residual=y - y.mean())
+    return _fitted("difference_in_means", data, float(mu1 - mu0), se, settings, scores,
+                   details={"n_treated": n1, "n_control": n0, "se_type": "HC2"})
 
 
 def _ipw_sandwich_se(X: np.ndarray, t: np.ndarray, y: np.ndarray, fit: LogisticFit,
