@@ -348,8 +348,10 @@ def _missing_count(series: pd.Series) -> int:
     if isinstance(series.dtype, np.dtype):
         if series.dtype.kind in "biu":
             return 0
-        if series.dtype.kind == "f" and np.isfinite(series.to_numpy().sum()):
-            return 0
+        if series.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):  # inf + -inf
+                if np.isfinite(series.to_numpy().sum()):
+                    return 0
     return int(series.isna().sum())
 
 
