@@ -10,7 +10,11 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-from e2i_pipelines.defs.orchestration.executor import PRELOAD_MODULES, multiprocess_config, step_executor
+from e2i_pipelines.defs.orchestration.executor import (
+    PRELOAD_MODULES,
+    multiprocess_config,
+    step_executor,
+)
 
 
 def _where() -> dg.MaterializeResult:
