@@ -39,6 +39,14 @@ Each side runs in a fresh spawned process that imports its own libraries before 
 starts (a peer: its library) (ours: e2i_pipelines and pyarrow.parquet, which the reader imports
 lazily, plus LightGBM/DoubleML for aipw/dml; it must not import DoWhy,
 statsmodels or scikit-learn for the closed-form methods, and the run says whether it did).
+What each timer covers: ours, opening the Parquet file, its schema check, reading the spec's
+columns, the pandas view, validation, the design matrix, the estimate, its SE/CI and the
+score arrays the later steps use (the modules the reader imports lazily on first use,
+``pyarrow.pandas_compat`` and UPath's local implementation, ~4 ms, are inside it); a peer,
+building its inputs from the DataFrame in memory and its library call (no file, no
+validation; the process already generated the data, so its heap is warm). Every side runs
+``--repeat`` times (default 3), each in a fresh process, and the median run is reported
+with every run's seconds.
 Peak RSS = that process's VmHWM; CPU s = its user+sys, all threads. LightGBM n_jobs on both
 sides. Both sides run with OMP_WAIT_POLICY=PASSIVE by default: with spinning OpenMP threads,
 LightGBM with n_jobs=2 on a 2-core machine that also runs other work took 48 s instead of

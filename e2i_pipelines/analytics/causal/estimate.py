@@ -53,6 +53,10 @@ METHODS: dict[str, str] = {
     "dml": "DoubleML partially linear model, cross-fitted",
 }
 NEEDS_COVARIATES = {"propensity_score_weighting", "aipw", "dml"}
+READ_THREADS_CELLS = 4_000_000
+"""Reads of fewer cells (rows x columns) decode on the calling thread: at 100k rows, 2 columns
+took 3.2 ms against 6.2 ms with Arrow's pool, 32 columns 23 ms against 28 ms (medians of 7
+fresh processes)."""
 
 
 class UnknownEstimatorError(ValueError):
@@ -165,8 +169,11 @@ def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
     spec: CausalSpec = dataset.spec
     columns = list(dict.fromkeys(
         [*spec.required_columns, *([spec.id_column] if spec.id_column else [])]))
-    # one pandas block per column on Arrow's buffers (no consolidating copy of every column)
-    df = file.read(columns=columns).to_pandas(split_blocks=True, self_destruct=True)
+    # one pandas block per column on Arrow's buffers (no consolidating copy of every column);
+    # Arrow's thread pool only for large reads (its fan-out costs more than it saves below)
+    threads = file.metadata.num_rows * len(columns) >= READ_THREADS_CELLS
+    df = file.read(columns=columns, use_threads=threads).to_pandas(
+        split_blocks=True, self_destruct=True)
     if 0 < max_rows < len(df):
         df = df.sample(n=max_rows, random_state=seed).reset_index(drop=True)
     return df

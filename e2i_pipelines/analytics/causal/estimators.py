@@ -144,6 +144,9 @@ def _fitted(method: str, data: EffectData, estimate: float, se: float,
                         ci_low=low, ci_high=high, scores=scores, **kw)
 
 
+DIM_BLOCK_ROWS = 8_192
+
+
 def difference_in_means(data: EffectData, settings: EstimatorSettings,
                         log: Log | None = None) -> FittedEffect:
     """Mean outcome difference with the HC2 (Neyman) standard error.
@@ -157,10 +160,14 @@ def difference_in_means(data: EffectData, settings: EstimatorSettings,
     n1 = int(np.count_nonzero(t))
     n0 = y.size - n1
     mu1, mu0 = a1.sum() / n1, a0.sum() / n0
-    r = y - np.where(t, mu1, mu0)
-    r *= r
-    ss1 = r @ tf  # NumPy scalars: a one-row arm gives a NaN SE, as var(ddof=1) does
-    ss0 = r.sum() - ss1
+    ss1 = ss0 = np.float64(0.0)  # NumPy scalars: a one-row arm gives a NaN SE, as var does
+    for start in range(0, y.size, DIM_BLOCK_ROWS):  # small temporaries, reused and cached
+        rows = slice(start, start + DIM_BLOCK_ROWS)
+        r = y[rows] - np.where(t[rows], mu1, mu0)
+        r *= r
+        arm1 = r @ tf[rows]
+        ss1 += arm1
+        ss0 += r.sum() - arm1
     with np.errstate(divide="ignore", invalid="ignore"):
         se = float(np.sqrt(ss1 / (n1 - 1) / n1 + ss0 / (n0 - 1) / n0))
     b0 = 1 - tf
