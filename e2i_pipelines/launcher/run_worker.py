@@ -40,8 +40,7 @@ from e2i_pipelines.core.secrets import export_file_secrets
 from e2i_pipelines.launcher.cgroup_memory import own_memory_cgroup
 from e2i_pipelines.launcher.cgroup_usage import Usage, UsageMeter, own_cpu_cgroup, usage_tags
 from e2i_pipelines.launcher.job_env import is_secret_name
-from e2i_pipelines.launcher.step_inputs import step_inputs, step_inputs_tag
-from e2i_pipelines.launcher.step_usage import peak_step_tags
+from e2i_pipelines.launcher.step_inputs import step_tags
 from e2i_pipelines.launcher.worker_exit import (
     OOM_EXIT_CODE,
     WORKER_MODULE,
@@ -150,8 +149,7 @@ def record_on_run(argv: list[str], record: dict[str, Any], usage: Usage | None =
                 return
             if usage is not None:  # before the exit record: once that is there, usage is too
                 tags = usage_tags(usage, *run_budget(run, launcher, record))
-                steps = step_inputs(instance, run.run_id)
-                instance.add_run_tags(run.run_id, {**tags, **step_inputs_tag(steps), **peak_step_tags(steps)})
+                instance.add_run_tags(run.run_id, {**tags, **step_tags(instance, run.run_id)})
             if not isinstance(launcher, TieredLauncherMixin):
                 return
             diagnosis = launcher.record_worker_exit(run, record)

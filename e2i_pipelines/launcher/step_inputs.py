@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from e2i_pipelines.launcher.step_usage import usage_of
+from e2i_pipelines.launcher.step_usage import peak_step_tags, usage_of
 
 STEP_INPUTS_TAG = "e2i/step_inputs"
 SIZE_KEYS = {"rows": "rows", "columns": "columns", "n_columns": "columns", "n_twins": "twins"}
@@ -83,3 +83,9 @@ def step_inputs_tag(steps: dict[str, dict[str, float]]) -> dict[str, str]:
             break
         kept[step] = steps[step]
     return {STEP_INPUTS_TAG: json.dumps(kept, sort_keys=True)} if kept else {}
+
+
+def step_tags(instance: Any, run_id: str) -> dict[str, str]:
+    """The run's per-step tags from its event log: ``e2i/step_inputs`` and ``e2i/peak_step``."""
+    steps = step_inputs(instance, run_id)
+    return {**step_inputs_tag(steps), **peak_step_tags(steps)}

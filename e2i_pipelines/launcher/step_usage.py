@@ -18,8 +18,9 @@ step in the process ended (the first includes start-up). A step killed by the ke
 nothing; its run's cgroup peak still does.
 
 The record is one engine event on the step (metadata below), stored with the run's events in
-the instance, shown in the UI and read back by :func:`usage_of`. The run worker folds it into
-``e2i/step_inputs`` and names the step with the largest peak in ``e2i/peak_step``.
+the instance, shown in the UI and read back by :func:`usage_of`. The run worker (for a run
+without it, the run-cost sensor) folds it into ``e2i/step_inputs`` and names the step with the
+largest peak in ``e2i/peak_step``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from dagster._core.storage.dagster_run import RunRecord
 
 from e2i_pipelines.core.prices import PriceTable, parse_prices
 from e2i_pipelines.launcher.run_tier import planned_targets, tier_for_run
+from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG, step_tags
 from e2i_pipelines.launcher.tiered import TieredLauncherMixin
 from e2i_pipelines.monitoring.cost import COST_BASIS_TAG, COST_TAG, RunCost, run_cost
 from e2i_pipelines.tiers import DEFAULT_PROFILES, Tier, TierProfile
@@ -44,6 +45,8 @@ def record_run_cost(instance: dg.DagsterInstance, record: RunRecord,
             description=f"cost of run {run.run_id} ({run.status.value}), shared by {len(assets)} asset(s)",
         ))
     # Tags last: once they are there the run is costed, so a crash before them only repeats
-    # the observations, never the tag.
-    instance.add_run_tags(run.run_id, cost.tags())
+    # the observations, never the tag. A run without the e2i run worker (default launcher,
+    # execute_in_process) gets its per-step usage from its events here.
+    steps = step_tags(instance, run.run_id) if STEP_INPUTS_TAG not in run.tags else {}
+    instance.add_run_tags(run.run_id, {**steps, **cost.tags()})
     return cost

@@ -16,6 +16,7 @@ from e2i_api.models import RunStatus
 from e2i_api.run_views import run_detail
 from e2i_pipelines.catalog import Catalog
 from e2i_pipelines.defs.launcher.step_usage import with_step_usage
+from e2i_pipelines.defs.monitoring.sensors import cost_finished_runs
 from e2i_pipelines.launcher.cgroup_usage import Usage
 from e2i_pipelines.launcher.run_worker import record_on_run
 from e2i_pipelines.launcher.step_inputs import STEP_INPUTS_TAG, step_inputs, step_inputs_tag
@@ -103,6 +104,10 @@ def test_in_process_steps_reset_the_peak_between_steps():
         result = job.execute_in_process(instance=instance)
         steps = step_inputs(instance, result.run_id)
         events = _usage_events(instance, result.run_id)
+        # no e2i run worker here (the quick start): the run-cost sensor's pass tags the steps
+        assert cost_finished_runs(instance, None)[0] == 1
+        tags = instance.get_run_by_id(result.run_id).tags
+    assert json.loads(tags[STEP_INPUTS_TAG]) == steps and tags[PEAK_STEP_TAG] == "allocates"
     assert events["allocates"][STEPS_IN_PROCESS_KEY].value == 1
     assert events["after"][STEPS_IN_PROCESS_KEY].value == 2  # one process, second step
     # the block was freed before ``after`` ran: its own peak is far below the first step's
