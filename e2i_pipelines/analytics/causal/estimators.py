@@ -177,7 +177,7 @@ def difference_in_means(data: EffectData, settings: EstimatorSettings,
 
 
 def _ipw_sandwich_se(X: np.ndarray, t: np.ndarray, y: np.ndarray, fit: LogisticFit,
-                     keep: np.ndarray, target: str, mu1: float, mu0: float) -> float:
+                     keep: np.ndarray | None, target: str, mu1: float, mu0: float) -> float:
     """SE of the Hajek IPW contrast by M-estimation, with the logistic propensity estimated.
 
     Estimating equations: x (t - e) for the propensity (x = [1, X]), w1 t (y - mu1) and
@@ -187,8 +187,11 @@ def _ipw_sandwich_se(X: np.ndarray, t: np.ndarray, y: np.ndarray, fit: LogisticF
     """
     n, e = len(y), fit.e
     tf = t.astype(np.float64)
-    w = target_weights(e, t, target, stabilized=False) * keep
-    w1, w0 = w * tf, w * (1 - tf)
+    w = target_weights(e, t, target, stabilized=False)
+    if keep is not None:
+        w *= keep
+    w1 = w * tf
+    w0 = w - w1
     # d w1 / d beta = g1 x, d w0 / d beta = g0 x  (see weights' table)
     g1 = -(1 - e) / e * (w1 > 0) if target != "att" else np.zeros(n)
     g0 = e / (1 - e) * (w0 > 0) if target != "atc" else np.zeros(n)
@@ -214,16 +217,23 @@ def propensity_score_weighting(data: EffectData, settings: EstimatorSettings,
         f"columns x {len(y):,} rows")
     logit = fit_logistic(data.X, t)
     e = logit.e
-    keep = np.ones(len(y))
+    keep, n_trimmed = None, 0  # no trim: no mask (each n-row temporary costs page faults)
+    kept1 = int(np.count_nonzero(t))
+    kept0 = len(t) - kept1
     if settings.trim > 0:
         keep = ((e >= settings.trim) & (e <= 1 - settings.trim)).astype(np.float64)
-    n_trimmed = int((keep == 0).sum())
-    if keep[t].sum() < 2 or keep[~t].sum() < 2:
+        n_trimmed = int((keep == 0).sum())
+        kept1 = keep[t].sum()
+        kept0 = keep.sum() - kept1
+    if kept1 < 2 or kept0 < 2:
         raise ValueError(f"trim {settings.trim} leaves fewer than 2 rows in an arm")
-    w = target_weights(e, t, data.target, settings.stabilized) * keep
+    w = target_weights(e, t, data.target, settings.stabilized)
+    if keep is not None:
+        w *= keep
     tf = t.astype(np.float64)
-    scores = EffectScores(a1=w * tf * y, b1=w * tf, a0=w * (1 - tf) * y, b0=w * (1 - tf),
-                          residual=y - y.mean())
+    b1 = w * tf
+    b0 = w - b1  # = w * (1 - t) exactly, t being 0/1
+    scores = EffectScores(a1=b1 * y, b1=b1, a0=b0 * y, b0=b0, residual=y - y.mean())
     mu1 = float(scores.a1.sum() / scores.b1.sum())
     mu0 = float(scores.a0.sum() / scores.b0.sum())
     estimate = mu1 - mu0

@@ -95,7 +95,7 @@ def fit_logistic(X: np.ndarray, t: np.ndarray, *, max_iter: int = 50,
         # and its Hessian, scaled to the rows, within about as much of the full one
         with suppress(PropensityFitError):  # the full data may still fit
             sub = tf[::stride]
-            beta, _, H = _newton(np.ascontiguousarray(X[::stride]), sub, beta, max_iter, 1e-6)
+            beta, _, H = _newton(np.asfortranarray(X[::stride]), sub, beta, max_iter, 1e-6)
             H = H * (X.shape[0] / sub.size)
     beta, e, _ = _newton(X, tf, beta, max_iter, tol, H)
     if np.max(np.abs(beta)) > 30:
