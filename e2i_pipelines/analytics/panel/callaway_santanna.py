@@ -61,7 +61,7 @@ class ATTgt:
     def se(self, inf: np.ndarray) -> np.ndarray:
         """Cluster-robust SE of estimates with influence functions ``inf`` (units[, k])."""
         sums = _cluster_sums(inf, self.unit_cluster)
-        return np.sqrt(np.sum(sums**2, axis=0)) / self.n
+        return np.sqrt(np.einsum("ij,ij->j", sums, sums)) / self.n  # no squared copy
 
     def pg(self) -> np.ndarray:
         """Per cell: the share (weighted) of units in the cell's cohort."""

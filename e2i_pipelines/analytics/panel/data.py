@@ -107,6 +107,11 @@ def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         raw = values.to_numpy()
         lo, hi = int(raw.min()), int(raw.max())
         if hi - lo < 4 * len(raw) + 1024:
+            if raw.dtype.kind == "i":  # compiled: no row-sized temporaries
+                present = _presence_kernel(raw, lo, hi - lo + 1)
+                code_of = np.cumsum(present, dtype=np.int64) - 1
+                labels = (np.flatnonzero(present) + lo).astype(raw.dtype)
+                return labels, _codes_kernel(raw, lo, code_of)
             shifted = np.subtract(raw, lo, dtype=np.int64)
             present = np.zeros(hi - lo + 1, dtype=bool)
             present[shifted] = True
@@ -116,12 +121,38 @@ def sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(labels), codes.astype(np.int64)
 
 
-def _row_order(key: np.ndarray, unit_col: str, time_col: str) -> np.ndarray | None:
-    """Rows sorted by (unit, time) from their combined ``key`` (None: already in that order);
-    error on a duplicate pair (the first reported is the earliest row repeating an earlier
-    one, as ``DataFrame.duplicated``)."""
-    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):  # already in order: no duplicates
+@njit(cache=True)
+def _presence_kernel(raw, lo, size):  # pragma: no cover - compiled
+    present = np.zeros(size, dtype=np.bool_)
+    for v in raw:
+        present[np.int64(v) - lo] = True
+    return present
+
+
+@njit(cache=True)
+def _codes_kernel(raw, lo, code_of):  # pragma: no cover - compiled
+    codes = np.empty(len(raw), dtype=np.int64)
+    for i in range(len(raw)):
+        codes[i] = code_of[np.int64(raw[i]) - lo]
+    return codes
+
+
+@njit(cache=True)
+def _in_order(unit, time):  # pragma: no cover - compiled
+    for i in range(1, len(unit)):
+        if unit[i] < unit[i - 1] or (unit[i] == unit[i - 1] and time[i] <= time[i - 1]):
+            return False
+    return True
+
+
+def _row_order(unit: np.ndarray, time: np.ndarray, n_periods: int, unit_col: str,
+               time_col: str) -> np.ndarray | None:
+    """Rows sorted by (unit, time) codes (None: already in that order); error on a duplicate
+    pair (the first reported is the earliest row repeating an earlier one, as
+    ``DataFrame.duplicated``)."""
+    if _in_order(unit, time):  # strictly increasing: no duplicates
         return None
+    key = unit * n_periods + time
     order = np.argsort(key, kind="stable")
     repeat = key[order][1:] == key[order][:-1]
     if repeat.any():
@@ -189,7 +220,7 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data",
             raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
     periods, time = _time_codes(df[time_col], time_col)
     units, unit = sorted_codes(df[unit_col])
-    order = _row_order(unit * len(periods) + time, unit_col, time_col)
+    order = _row_order(unit, time, len(periods), unit_col, time_col)
 
     def take(values: np.ndarray) -> np.ndarray:  # rows in (unit, time) order
         return values if order is None else values[order]
