@@ -5,8 +5,10 @@
 # - Docker secrets: NAME_FILE=/run/secrets/... becomes NAME for programs that read only the
 #   environment (Dagster's dagster.yaml `env:`), via python -m e2i_pipelines.core.secrets; the
 #   instance password (DAGSTER_PG_PASSWORD) becomes a 0600 libpq password file on /tmp instead
-#   (PGPASSFILE; the variable is set empty), so no process environment holds it. With
-#   E2I_RUN_SECRETS_DIR (the compose daemon) it is also copied there for run containers.
+#   (PGPASSFILE; the variable is set empty), and the S3 secret key (AWS_SECRET_ACCESS_KEY) with its
+#   key id a 0600 AWS credentials file on /tmp (AWS_SHARED_CREDENTIALS_FILE), so no process
+#   environment holds either. With E2I_RUN_SECRETS_DIR (the compose daemon) both are also published
+#   there for run containers.
 set -eu
 warm=/opt/e2i/.numba_cache
 if [ "${NUMBA_CACHE_DIR:-$warm}" = "$warm" ] && [ -d "$warm" ] && ! [ -w "$warm" ]; then

@@ -18,6 +18,7 @@ daemon's copy for run containers (E2I_RUN_SECRETS_DIR), errors that name the var
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -229,3 +230,179 @@ def test_the_entrypoint_logs_in_through_the_pgpass_with_no_password_in_its_envir
     empty = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                            env={**base, "DAGSTER_PG_PASSWORD": ""}, cwd=REPO_ROOT)
     assert empty.returncode != 0 and "password" in empty.stderr.lower()
+
+
+# -- the object store's secret key: an AWS credentials file, never a variable ----------------------
+AWS_SECRET_PATH = "/run/secrets/s3_secret_access_key"
+RUN_CREDENTIALS = "/run/secrets/aws_credentials"
+S3_PROBE = (
+    "import hashlib, json, os, boto3\n"
+    "from e2i_pipelines.core import storage\n"
+    "environ = open('/proc/self/environ', 'rb').read().decode(errors='replace')\n"
+    "creds = boto3.Session().get_credentials()\n"
+    "(storage.to_path(os.environ['E2I_STORAGE_URL']) / 'probe.txt').write_text('written')\n"
+    "print(json.dumps({'method': creds.method, 'key_id': creds.access_key, 'environ': environ,\n"
+    "    'secret_sha': hashlib.sha256(creds.secret_key.encode()).hexdigest()}))\n")
+"""Resolves credentials as every S3 client does (botocore's chain), writes through the storage
+layer (s3fs), and reports its own environment and a digest of the secret it found."""
+
+
+def _aws_env(tmp_path: Path, key_id: str = "AKIDTEST", secret: str = "s3cr3t-key-value") -> dict[str, str]:
+    path = tmp_path / "s3_secret_access_key"
+    path.write_text(secret + "\n")
+    return {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY_FILE": str(path), "TMPDIR": str(tmp_path)}
+
+
+def _probe_result(output: str, secret: str, key_id: str) -> dict:
+    result = json.loads(output.strip().splitlines()[-1])
+    assert secret not in result["environ"], "the secret key is in the process environment"
+    assert "AWS_SECRET_ACCESS_KEY=" not in result["environ"] and "AWS_ACCESS_KEY_ID=" not in result["environ"]
+    assert result["method"] == "shared-credentials-file" and result["key_id"] == key_id
+    assert result["secret_sha"] == hashlib.sha256(secret.encode()).hexdigest()
+    return result
+
+
+def test_export_writes_a_private_aws_credentials_file_and_no_key_variable(tmp_path: Path) -> None:
+    env = _aws_env(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("session-tok\n")
+    env["AWS_SESSION_TOKEN_FILE"] = str(token)
+    assert export_file_secrets(env, secrets_dir=None) == ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"} & set(env)
+    creds = Path(env["AWS_SHARED_CREDENTIALS_FILE"])
+    assert creds.parent == tmp_path and stat.S_IMODE(creds.stat().st_mode) == 0o600
+    assert creds.read_text() == ("[default]\naws_access_key_id = AKIDTEST\n"
+                                 "aws_secret_access_key = s3cr3t-key-value\naws_session_token = session-tok\n")
+    # Again (the run worker after the entrypoint): the same file, nothing new, and the file's
+    # variable is botocore's, never read into AWS_SHARED_CREDENTIALS.
+    before = sorted(tmp_path.iterdir())
+    export_file_secrets(env, secrets_dir=None)
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == str(creds) and sorted(tmp_path.iterdir()) == before
+    assert "AWS_SHARED_CREDENTIALS" not in env
+    run = {"AWS_SHARED_CREDENTIALS_FILE": RUN_CREDENTIALS, "AWS_CONFIG_FILE": "/run/secrets/aws_config"}
+    assert export_file_secrets(run) == [] and set(run) == {"AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"}
+
+
+def test_a_file_named_by_another_node_is_replaced_by_a_local_one(tmp_path: Path) -> None:
+    """A Ray job may inherit PGPASSFILE/AWS_SHARED_CREDENTIALS_FILE naming the launcher's /tmp:
+    the worker writes its own from the node's secret files instead of pointing at nothing."""
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2-secret")
+    env = {**_aws_env(tmp_path), "DAGSTER_PG_PASSWORD_FILE": str(secret),
+           "PGPASSFILE": "/nonexistent/e2i-pgpass", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/e2i-aws"}
+    export_file_secrets(env, secrets_dir=None)
+    assert Path(env["PGPASSFILE"]).parent == tmp_path and "hunter2-secret" in Path(env["PGPASSFILE"]).read_text()
+    assert Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent == tmp_path
+
+
+def test_aws_credentials_errors_name_the_variable_never_a_value(tmp_path: Path) -> None:
+    env = _aws_env(tmp_path)
+    del env["AWS_ACCESS_KEY_ID"]
+    with pytest.raises(RuntimeError, match="AWS_SECRET_ACCESS_KEY_FILE: AWS_ACCESS_KEY_ID is not set") as err:
+        export_file_secrets(env, secrets_dir=None)
+    assert "s3cr3t" not in str(err.value) and "AWS_SHARED_CREDENTIALS_FILE" not in env
+    broken = _aws_env(tmp_path, key_id="AKID\n[evil]")
+    with pytest.raises(RuntimeError, match="aws_access_key_id cannot go to an AWS credentials file") as err:
+        export_file_secrets(broken, secrets_dir=None)
+    assert "evil" not in str(err.value)
+    empty = _aws_env(tmp_path, secret="")  # no key (an IAM role): nothing written, nothing moved
+    assert export_file_secrets(empty, secrets_dir=None) == ["AWS_SECRET_ACCESS_KEY"]
+    assert "AWS_SHARED_CREDENTIALS_FILE" not in empty and empty["AWS_ACCESS_KEY_ID"] == "AKIDTEST"
+
+
+def test_publish_writes_the_run_credentials_file_and_drops_it_with_the_key(tmp_path: Path) -> None:
+    out = tmp_path / "run-secrets"
+    out.mkdir()
+    env = _aws_env(tmp_path)
+    assert publish_run_secrets(str(out), env) == ["AWS_SECRET_ACCESS_KEY"]
+    creds = out / "aws_credentials"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o400
+    assert creds.read_text() == "[default]\naws_access_key_id = AKIDTEST\naws_secret_access_key = s3cr3t-key-value\n"
+    Path(env["AWS_SECRET_ACCESS_KEY_FILE"]).write_text("")  # the key removed: so is the run's file
+    assert publish_run_secrets(str(out), env) == [] and list(out.iterdir()) == []
+
+
+def test_storage_leaves_a_credentials_file_to_botocore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from e2i_pipelines.core import storage
+
+    monkeypatch.setenv("E2I_STORAGE_URL", "s3://bucket/x")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY_FILE", str(_aws_env(tmp_path)["AWS_SECRET_ACCESS_KEY_FILE"]))
+    options = storage.storage_options()
+    assert not {"key", "secret", "token"} & set(options)  # no id: the entrypoint moved both to a file
+
+
+def test_shipped_compose_launcher_forwards_a_credentials_file_not_the_key() -> None:
+    config = yaml.safe_load((REPO_ROOT / "docker" / "dagster.compose.yaml").read_text())["run_launcher"]["config"]
+    names = {v.split("=")[0]: v for v in config["env_vars"]}
+    assert names["AWS_SHARED_CREDENTIALS_FILE"] == f"AWS_SHARED_CREDENTIALS_FILE={RUN_CREDENTIALS}"
+    assert not {"AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY_FILE", "AWS_ACCESS_KEY_ID"} & set(names)
+    assert "e2i_run_secrets:/run/secrets:ro" in config["container_kwargs"]["volumes"]
+
+
+def test_a_process_reaches_s3_from_the_credentials_file_with_no_key_in_its_environment(tmp_path: Path) -> None:
+    """The entrypoint's export on this host, then S3 through botocore's chain and the storage
+    layer on a real S3 API (moto on loopback): the write lands, the key is in no environment."""
+    from tests.support.s3 import moto_server
+
+    secret, key_id = secrets.token_urlsafe(24), "AKID" + secrets.token_hex(6).upper()
+    wrapper = ("import os, sys; from e2i_pipelines.core.secrets import export_file_secrets; "
+               "export_file_secrets(secrets_dir=None); os.execvp(sys.executable, [sys.executable, '-c', sys.argv[1]])")
+    with moto_server() as s3:
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **_aws_env(tmp_path, key_id, secret),
+               "E2I_STORAGE_URL": s3.url, "E2I_S3_ENDPOINT_URL": s3.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        done = subprocess.run([sys.executable, "-c", wrapper, S3_PROBE], capture_output=True, text=True,
+                              timeout=180, env=env, cwd=REPO_ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        _probe_result(done.stdout, secret, key_id)
+        assert s3.keys() == ["e2i/probe.txt"]
+        # Without the file the same probe has no credentials: the file is what authenticated.
+        bare = {k: v for k, v in env.items() if not k.startswith("AWS_SECRET")}
+        failed = subprocess.run([sys.executable, "-c", S3_PROBE], capture_output=True, text=True, timeout=180,
+                                env={**bare, "AWS_ACCESS_KEY_ID": ""}, cwd=REPO_ROOT)
+        assert failed.returncode != 0 and secret not in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize("form", ["run", "service"])
+def test_containers_reach_s3_with_the_key_only_as_a_file(form: str, e2i_image: str, docker_client,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """The image on the real engine. ``run``: a run container as the compose launcher makes it,
+    the credentials file the daemon published bound read-only at /run/secrets. ``service``: a
+    service's Docker secret (AWS_SECRET_ACCESS_KEY_FILE + AWS_ACCESS_KEY_ID), turned into a
+    credentials file by the entrypoint. Both write to a real S3 API; neither the inspect
+    document nor the process environment holds the key."""
+    from tests.support.s3 import moto_server
+
+    secret, key_id = secrets.token_urlsafe(24), "AKID" + secrets.token_hex(6).upper()
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o755)
+    given = _aws_env(tmp_path, key_id, secret)
+    if form == "run":
+        publish_run_secrets(str(folder), given)
+        env = {"AWS_SHARED_CREDENTIALS_FILE": RUN_CREDENTIALS}
+    else:
+        Path(given["AWS_SECRET_ACCESS_KEY_FILE"]).rename(folder / "s3_secret_access_key")
+        env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY_FILE": AWS_SECRET_PATH}
+    for path in folder.iterdir():
+        os.chown(path, RUN_UID, RUN_UID)
+    with moto_server() as s3:
+        env.update(E2I_STORAGE_URL=s3.url, E2I_S3_ENDPOINT_URL=s3.endpoint, AWS_DEFAULT_REGION="us-east-1",
+                   AWS_EC2_METADATA_DISABLED="true")
+        container = docker_client.containers.run(
+            e2i_image, ["python", "-c", S3_PROBE], environment=env, network_mode="host", detach=True,
+            user=f"{RUN_UID}:{RUN_UID}", read_only=True, tmpfs={"/tmp": "rw,size=64m"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            volumes={str(folder): {"bind": "/run/secrets", "mode": "ro"}})
+        try:
+            status = container.wait(timeout=180)
+            output = container.logs().decode(errors="replace")
+            attrs = docker_client.api.inspect_container(container.id)
+        finally:
+            container.remove(force=True)
+        assert status["StatusCode"] == 0, output[-2000:]
+        _probe_result(output, secret, key_id)
+        assert s3.keys() == ["e2i/probe.txt"]
+    assert secret not in json.dumps(attrs), "the secret key is in the container's inspect document"
+    assert not [item for item in attrs["Config"]["Env"] if item.startswith("AWS_SECRET_ACCESS_KEY=")]

@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tests.conftest import require
+from tests.security.test_run_secrets import process_environments
 from tests.stack.compose_stack import DATA_DIR, REPO, ComposeStack, image_present
 
 SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "api", "engine-proxy",
@@ -39,6 +40,8 @@ TRIAL = {"E2I_STORAGE_URL": f"s3://{BUCKET}/data", "E2I_S3_ENDPOINT_URL": "http:
          "E2I_S3_BUCKET": BUCKET}
 """docker/.env for the trial (docker/.env.example): storage and MLflow artifacts on the s3 service."""
 KEY_SECRET = "s3_secret_access_key"
+RUN_CREDENTIALS = "/run/secrets/aws_credentials"
+"""The AWS credentials file (key id and key) the daemon publishes for run containers."""
 TRUE_EFFECT = 2.0
 ROWS = 3000
 RUN_TIMEOUT = 1200
@@ -108,8 +111,11 @@ def test_profile_s3_config_gives_every_storage_user_the_url_and_the_key_as_a_sec
     assert {"api-uploads:/var/lib/e2i/uploads:rw", f"e2i-data:{DATA_DIR}:ro"} <= set(api["volumes"])
     assert config["volumes"]["api-uploads"]["name"] == f"{stack.project}_api_uploads"
     launcher = yaml.safe_load(stack.instance_file.read_text())["run_launcher"]["config"]
-    assert {"E2I_STORAGE_URL", "E2I_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY"} <= set(launcher["env_vars"])
+    forwarded = {v.split("=")[0]: v for v in launcher["env_vars"]}
+    assert {"E2I_STORAGE_URL", "E2I_S3_ENDPOINT_URL"} <= set(forwarded)
+    # Run containers: the key id and key only as the credentials file the daemon publishes.
+    assert forwarded["AWS_SHARED_CREDENTIALS_FILE"] == f"AWS_SHARED_CREDENTIALS_FILE={RUN_CREDENTIALS}"
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY_FILE"} & set(forwarded)
 
 
 # -- the stack, for real ----------------------------------------------------------------------
@@ -210,13 +216,24 @@ def test_upload_causal_and_twins_runs_on_the_s3_profile(docker_client) -> None:
         for job, asset in (("causal_job", "causal_estimate"), ("twins_job", "digital_twins")):
             assert metadata_value(results[job], asset, "path") == f"{TRIAL['E2I_STORAGE_URL']}/io/{asset}"
 
-        # The run containers got the key from the daemon's secret, never from the compose file.
+        # The runs wrote to the bucket (below) with the key only as a file: the credentials file
+        # the daemon published into the read-only run-secrets volume. No container's inspect
+        # document and no service process's environment holds the key.
         for run_id in run_ids.values():
             [container] = [c for c in stack.run_containers(docker_client) if c.labels.get("dagster/run_id") == run_id]
             env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
-            assert env["AWS_SECRET_ACCESS_KEY"] == key and env["E2I_STORAGE_URL"] == TRIAL["E2I_STORAGE_URL"]
-        daemon_env = docker_client.api.inspect_container(stack.container_id("daemon"))["Config"]["Env"]
-        assert not any(item.startswith("AWS_SECRET_ACCESS_KEY=") for item in daemon_env)
+            assert env["AWS_SHARED_CREDENTIALS_FILE"] == RUN_CREDENTIALS, env.keys()
+            assert "AWS_SECRET_ACCESS_KEY" not in env and env["E2I_STORAGE_URL"] == TRIAL["E2I_STORAGE_URL"]
+            assert key not in json.dumps(container.attrs), f"the key is in run container {run_id}'s inspect document"
+        for service in sorted(SERVICES):
+            attrs = docker_client.api.inspect_container(stack.container_id(service))
+            assert key not in json.dumps(attrs), f"the key is in {service}'s inspect document"
+            if attrs["Config"]["Image"] != stack.image:
+                continue
+            environs = process_environments(docker_client.containers.get(attrs["Id"]))
+            assert environs, service
+            for command, environ in environs.items():
+                assert key.encode() not in environ, f"the key is in the environment of {service}: {command[:80]!r}"
 
         # Everything in the bucket ...
         keys = bucket_keys(stack)
