@@ -4,7 +4,7 @@ The URL is ``file:///...`` (default: ``file://`` + :func:`default_data_dir`, the
 object store such as ``s3://bucket/prefix`` (fsspec/s3fs through universal-pathlib; ``gs://`` and
 ``az://`` go through the same calls, only s3 is tested). An S3-compatible endpoint comes from
 ``E2I_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``; credentials from the standard AWS variables or
-their ``*_FILE`` secrets.
+their ``*_FILE`` secrets (as a pair), else botocore's chain (the containers' credentials file).
 
 Atomicity: on local disk an output is written into a hidden temporary folder and renamed into
 place when complete. On an object store it is staged in a local folder, uploaded under its final
@@ -100,11 +100,12 @@ def storage_options(protocol: str | None = None) -> dict[str, Any]:
     endpoint = next((os.environ[name] for name in ENDPOINT_ENVS if os.environ.get(name)), None)
     if endpoint:
         options["endpoint_url"] = endpoint
-    for option, name in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
-                         ("token", "AWS_SESSION_TOKEN")):
-        value = read_secret(name)
-        if value:
-            options[option] = value
+    # Explicit only as a pair: where the entrypoint moved the key into a credentials file
+    # (AWS_SHARED_CREDENTIALS_FILE, core/secrets.py) botocore's own chain reads it.
+    credentials = {option: read_secret(name) for option, name in (
+        ("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN"))}
+    if credentials["key"] and credentials["secret"]:
+        options.update({option: value for option, value in credentials.items() if value})
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         options["client_kwargs"] = {"region_name": region}
