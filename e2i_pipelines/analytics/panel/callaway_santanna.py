@@ -212,7 +212,7 @@ def _weighted(cells: ATTgt, keep: np.ndarray, pg: np.ndarray) -> tuple[float, np
     est = float(np.sum(pk * ak) / total)
     weight = np.zeros(len(cells.att))
     weight[keep] = pk / total
-    inf = cells.inf @ weight  # no copy of the kept columns
+    inf = np.einsum("ij,j->i", cells.inf, weight)  # no column copy, no BLAS thread wake-up
     # wif @ att without the units x cells matrix: numerator_ik = w_i 1{G_i = g_k} - pg_k
     size = len(cells.periods) + 1  # cohort codes < n_periods; NEVER (-1) hits the last slot
     a_by_g, c_by_g = np.zeros(size), np.zeros(size)
