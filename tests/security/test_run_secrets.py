@@ -13,6 +13,12 @@ process of the running container has it in its environment (/proc/<pid>/environ,
 ``docker exec`` while the run holds its step). The units: the pgpass lines (escaped, bound to the
 instance's host, port and user), a real Postgres login through them with an empty password, the
 daemon's copy for run containers (E2I_RUN_SECRETS_DIR), errors that name the variable only.
+
+The object store's secret key the same way: an AWS credentials file (key id + key) that the
+entrypoint writes for services and the daemon publishes for run containers
+(``AWS_SHARED_CREDENTIALS_FILE``); botocore, s3fs and the storage layer reach a real S3 API (moto
+on loopback) from it, in a process on this host and in the image on the real engine, with the
+key in no environment and no inspect document.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ the bucket, none on the data volume.
 The stack is its own compose project with only the services these runs need (no viewer, no
 monitoring): the shared stack keeps the default file:// storage its backup test relies on. The
 bucket and the volumes are inspected from inside the project (``docker-compose exec`` on the
-store, a network-less container on the volumes): no port of the store is published.
+store, a network-less container on the volumes): no port of the store is published. The secret
+key is in no container's inspect document and in no environment of any process of the services
+(run containers get it only as the credentials file on the read-only run-secrets volume).
 """
 
 from __future__ import annotations
