@@ -20,7 +20,11 @@ import pandas as pd
 from e2i_pipelines.analytics.explain import interventional, tree_scorer
 from e2i_pipelines.analytics.explain import kernels as treeshap_kernels
 from e2i_pipelines.analytics.explain.treeshap import TreeShapExplainer
+from e2i_pipelines.analytics.panel import cs_cells
+from e2i_pipelines.analytics.panel import data as panel_data
+from e2i_pipelines.analytics.panel.callaway_santanna import att_gt
 from e2i_pipelines.analytics.twins.uplift import TreeUplift
+from e2i_pipelines.core.spec import spec_from_mapping
 
 KERNELS = {
     "build_tables": treeshap_kernels.build_tables,
@@ -31,6 +35,12 @@ KERNELS = {
     "binned_kernel": tree_scorer._binned_kernel,
     "wide_kernel": tree_scorer._wide_kernel,
     "and_right_masks": tree_scorer._and_right_masks,
+    "panel_adoption": panel_data._adoption_kernel,
+    "panel_presence": panel_data._presence_kernel,
+    "panel_codes": panel_data._codes_kernel,
+    "panel_in_order": panel_data._in_order,
+    "cs_weighted_sums": cs_cells._weighted_sums_kernel,
+    "cs_influence": cs_cells._influence_kernel,
 }
 
 
@@ -49,6 +59,19 @@ def _tiny_model() -> tuple[lgb.Booster, pd.DataFrame]:
     return booster, frame
 
 
+def _warm_panel() -> None:
+    """Callaway-Sant'Anna on a tiny staggered panel: load_panel's and the cells' kernels."""
+    rng = np.random.default_rng(0)
+    unit, time = np.repeat(np.arange(60), 5), np.tile(np.arange(5), 60)
+    first = np.array([2, 3, 99])[np.arange(60) % 3][unit]
+    frame = pd.DataFrame({"unit": unit, "time": time, "d": (time >= first).astype(np.int64),
+                          "x": rng.normal(size=60)[unit], "y": rng.normal(size=unit.size)})
+    spec = spec_from_mapping({"design": "panel", "unit": "unit", "time": "time",
+                              "treatment": "d", "outcome": "y", "covariates": ["x"]})
+    att_gt(panel_data.load_panel(frame, spec), "dr")
+    att_gt(panel_data.load_panel(frame.iloc[::-1], spec), "dr")  # rows out of order
+
+
 def warm() -> dict[str, dict[str, int]]:
     """Run each kernel on a tiny model; returns its cache hits/misses per kernel."""
     booster, frame = _tiny_model()
@@ -62,6 +85,7 @@ def warm() -> dict[str, dict[str, int]]:
     for budget in ({"wide_bytes": 0}, {"table_bytes": 1}):
         tree_scorer.QuickScorer(uplift.flat, uplift.roots, pinned_feature=uplift.t_col,
                                 **budget).difference(uplift.matrix(frame), 1.0, 0.0)
+    _warm_panel()
     return {name: {"hits": sum(k.stats.cache_hits.values()),
                    "misses": sum(k.stats.cache_misses.values())}
             for name, k in KERNELS.items()}
