@@ -39,6 +39,8 @@ KERNELS = {
     "panel_presence": panel_data._presence_kernel,
     "panel_codes": panel_data._codes_kernel,
     "panel_in_order": panel_data._in_order,
+    "panel_nan": panel_data._nan_kernel,
+    "panel_binary": panel_data._binary_kernel,
     "cs_weighted_sums": cs_cells._weighted_sums_kernel,
     "cs_influence": cs_cells._influence_kernel,
 }

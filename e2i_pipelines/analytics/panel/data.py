@@ -137,6 +137,31 @@ def _codes_kernel(raw, lo, code_of):  # pragma: no cover - compiled
     return codes
 
 
+def _missing(values: pd.Series) -> int:
+    """Missing values of a column (none in a NumPy integer or bool column)."""
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iub":
+        return 0
+    if isinstance(values.dtype, np.dtype) and values.dtype == np.float64:
+        return int(_nan_kernel(values.to_numpy()))
+    return int(values.isna().sum())
+
+
+@njit(cache=True)
+def _nan_kernel(values):  # pragma: no cover - compiled
+    n = 0
+    for v in values:
+        n += np.isnan(v)
+    return n
+
+
+@njit(cache=True)
+def _binary_kernel(d):  # pragma: no cover - compiled
+    for v in d:  # noqa: SIM110 - numba compiles this loop, not all(<generator>)
+        if v != 0.0 and v != 1.0:
+            return False
+    return True
+
+
 @njit(cache=True)
 def _in_order(unit, time):  # pragma: no cover - compiled
     for i in range(1, len(unit)):
@@ -215,7 +240,7 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data",
     if df.empty:
         raise DataValidationError(f"{source} is empty (no rows)")
     for col in [] if checked else dict.fromkeys(needed):
-        n_null = int(df[col].isna().sum())
+        n_null = _missing(df[col])
         if n_null:
             raise DataValidationError(f"column {col!r} has {n_null} missing (NaN) values")
     periods, time = _time_codes(df[time_col], time_col)
@@ -231,7 +256,7 @@ def load_panel(df: pd.DataFrame, spec: Any, *, source: str = "data",
         raise DataValidationError(f"spec key 'treatment': column {treat!r} must be numeric")
     d = df[treat].to_numpy(dtype=np.float64)
     continuous = spec.treatment_type == "continuous"
-    if not continuous and not checked and not ((d == 0.0) | (d == 1.0)).all():
+    if not continuous and not checked and not _binary_kernel(d):
         shown = sorted(map(str, np.unique(d)))[:5]
         raise DataValidationError(
             f"spec key 'treatment': column {treat!r} must be 0/1 for treatment_type binary; "
