@@ -9,7 +9,11 @@ cluster's 0600 token file). Worker nodes hold the Postgres password as a 0600 fi
 No shared disk: every node has its own scratch ``E2I_DATA_DIR`` (``<data_root>/<node>``) and
 storage is ``E2I_STORAGE_URL=s3://...`` on a moto S3 server this session starts on the
 namespace's loopback. The nodes get the endpoint in their environment and the S3 credentials as
-0600 files (``AWS_ACCESS_KEY_ID_FILE``, ``AWS_SECRET_ACCESS_KEY_FILE``), never through a job."""
+0600 files (``AWS_ACCESS_KEY_ID_FILE``, ``AWS_SECRET_ACCESS_KEY_FILE``), never through a job.
+
+One MLflow for all nodes: a tracking server on the namespace's loopback (``MLFLOW_TRACKING_URI``
+of every worker node), which proxies artifacts into the bucket (``mlflow/``), as the compose
+stack's MLflow service does; no node keeps a store of its own."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import pytest
 
 from tests.conftest import PG_PASSWORD, require
 from tests.support.markers import needs
+from tests.support.mlflow_server import mlflow_server
 from tests.support.ray_cluster import CLUSTER_ENV, NodeSpec, RayTestCluster, in_isolated_netns
 from tests.support.s3 import CREDENTIALS, S3Server, moto_server, use_s3
 
@@ -89,16 +94,26 @@ def ray_s3() -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="session")
-def node_secrets(tmp_path_factory, ray_s3: S3Server) -> dict[str, str]:
-    """Environment of the worker nodes: their secret files (never the values) and the storage
-    settings (the moto bucket; no credentials in it)."""
+def ray_mlflow(ray_s3: S3Server, tmp_path_factory) -> Iterator[str]:
+    """The cluster's MLflow: one tracking server (SQLite in its own folder) on the namespace's
+    loopback, artifacts in the bucket under ``mlflow/``; its URL."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    env = {**CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": ray_s3.endpoint}
+    with mlflow_server(folder, f"s3://{ray_s3.bucket}/mlflow", env) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def node_secrets(tmp_path_factory, ray_s3: S3Server, ray_mlflow: str) -> dict[str, str]:
+    """Environment of the worker nodes: their secret files (never the values), the storage
+    settings (the moto bucket; no credentials in it) and the shared MLflow server."""
     folder = tmp_path_factory.mktemp("node_secrets")
     folder.chmod(0o700)
     files = {f"{PG_PASSWORD_ENV}_FILE": write_secret_file(folder, "pg_password", PG_PASSWORD)}
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         files[f"{name}_FILE"] = write_secret_file(folder, name.lower(), CREDENTIALS[name])
     return {**{k: str(v) for k, v in files.items()}, "E2I_STORAGE_URL": ray_s3.url,
-            "E2I_S3_ENDPOINT_URL": ray_s3.endpoint,
+            "E2I_S3_ENDPOINT_URL": ray_s3.endpoint, "MLFLOW_TRACKING_URI": ray_mlflow,
             "AWS_DEFAULT_REGION": CREDENTIALS["AWS_DEFAULT_REGION"]}
 
 

@@ -1,6 +1,7 @@
 """Code location of the Ray storage test: the model chain (dataset, Feast features, outcome model)
 as one medium-tier job and the SHAP explanations as one heavy-tier job, on the production
-resources (storage and IO manager on ``E2I_STORAGE_URL``, MLflow in the node's data dir).
+resources (storage and IO manager on ``E2I_STORAGE_URL``, MLflow at the node's
+``MLFLOW_TRACKING_URI``: the suite's one tracking server).
 
 A separate location from ``ray_location``, so the probe runs keep their small imports.
 """

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm
 import numpy as np
 import pytest
 import yaml
@@ -278,7 +280,7 @@ def _io_value(s3, asset: str):
 
 
 def test_heavy_run_reads_the_model_a_medium_run_wrote_through_s3(deployment, ray_cluster,
-                                                                  ray_storage):
+                                                                  ray_storage, ray_mlflow):
     """The model chain runs on the medium node, SHAP then on a heavy node: the heavy run loads
     the medium run's ``outcome_model`` from the bucket (its own data dir never holds it), and its
     attributions explain that very model (base + sum of SHAP values = its raw predictions)."""
@@ -298,9 +300,8 @@ def test_heavy_run_reads_the_model_a_medium_run_wrote_through_s3(deployment, ray
             "e2i/io/outcome_model", "e2i/io/dataset"} <= keys, sorted(keys)
     assert any(k.startswith(f"e2i/shap_explanations/{shap_run}/") for k in keys), sorted(keys)
     medium_dir, heavy_dir = ray_cluster.data_dir("medium"), ray_cluster.data_dir(heavy)
-    # Each run worked in its own node's folder (Feast's local mirror, MLflow's SQLite store)...
+    # Each run worked in its own node's folder (Feast's local mirror)...
     assert (medium_dir / "mirror" / "feature_store" / model_run).is_dir()
-    assert (heavy_dir / "mlflow.db").is_file()
     # ... which holds no asset output folder: those live in the bucket only. The heavy node
     # never had the model file (MLflow keeps its own copy on the medium node only).
     for node_dir in (medium_dir, heavy_dir):
@@ -320,3 +321,16 @@ def test_heavy_run_reads_the_model_a_medium_run_wrote_through_s3(deployment, ray
     raw = booster.predict(model.model_frame(frame), raw_score=True)
     total = shap["base_value"] + phi[model.feature_names].to_numpy().sum(axis=1)
     np.testing.assert_allclose(total, raw, rtol=0, atol=1e-6)
+
+    # One MLflow for both nodes: no node keeps a store; the heavy node's SHAP run names the model
+    # run the medium node logged, and that logged model loads here (artifacts from the bucket).
+    for node_dir in (medium_dir, heavy_dir):
+        assert list(node_dir.rglob("mlflow.db")) == [] and list(node_dir.rglob("mlartifacts")) == []
+    client = mlflow.MlflowClient(ray_mlflow)
+    assert client.get_run(shap["mlflow_run_id"]).data.params["model_mlflow_run_id"] == \
+        model.mlflow_run_id
+    assert client.get_run(model.mlflow_run_id).data.tags["dagster_run_id"] == model_run
+    assert any(k.startswith("mlflow/") for k in ray_storage.keys("mlflow/"))
+    mlflow.set_tracking_uri(ray_mlflow)
+    logged = mlflow.lightgbm.load_model(f"runs:/{model.mlflow_run_id}/model")
+    np.testing.assert_array_equal(logged.predict(model.model_frame(frame), raw_score=True), raw)
