@@ -4,7 +4,6 @@ Ray node) reaches over HTTP, artifacts proxied to an object store (moto's S3 in 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.dagster_processes import free_port
 
 
 @contextmanager
@@ -26,7 +21,7 @@ def mlflow_server(folder: Path, artifacts: str, env: dict[str, str] | None = Non
     """``mlflow server`` on 127.0.0.1 with a SQLite store in ``folder`` and ``--serve-artifacts``
     into ``artifacts`` (e.g. ``s3://bucket/mlflow``; the S3 endpoint and key in ``env``). Yields
     its URL; stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(folder / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
