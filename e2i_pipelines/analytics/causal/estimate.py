@@ -185,10 +185,13 @@ def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
     covariates = list(dict.fromkeys([*spec.adjustment_set, *spec.effect_modifiers]))
     cats = categorical_columns(df, covariates, spec.categorical)
     numeric = [c for c in covariates if c not in cats]
-    dummies = numeric_design(df, cats, cats)  # one-hot columns after the numeric ones,
-    design = [*numeric, *dummies.columns]  # as numeric_design(df, covariates) orders them
-    X = column_matrix(df, numeric, extra=dummies.shape[1])
-    X[:, len(numeric):] = dummies.to_numpy(dtype=np.float64)
+    # one-hot columns after the numeric ones, as numeric_design(df, covariates) orders them
+    dummies = numeric_design(df, cats, cats) if cats else None
+    one_hot = [] if dummies is None else list(dummies.columns)
+    design = [*numeric, *one_hot]
+    X = column_matrix(df, numeric, extra=len(one_hot))
+    if dummies is not None:
+        X[:, len(numeric):] = dummies.to_numpy(dtype=np.float64)
     constant = [design[j] for j in np.flatnonzero(np.ptp(X, axis=0) == 0)]
     if constant:
         raise DataValidationError(f"covariate design column(s) {constant} are constant")
