@@ -27,7 +27,9 @@ load average is printed beside the numbers. ``INFO`` lines split our time into `
 aggregations and the bootstrap bands), which no peer is timed on. Part B's synthetic-control cases live in
 ``bench_panel_synth.py``; further cases are added to :data:`CASES`.
 
-Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel.py [--quick]``
+Usage: ``flock /tmp/e2i-heavy.lock python benchmarks/bench_panel.py [--quick] [--repeat N]
+[--peers full csdid diff-diff-covariate diff-diff]`` (``--peers diff-diff --cases cs_case
+--dml-units 0``: only the like-for-like diff-diff comparison, a few seconds at 1M rows)
 """
 
 from __future__ import annotations
@@ -139,10 +141,11 @@ def cs_case(args: argparse.Namespace) -> None:
     def ours_full():  # the job's result: every aggregation and the 999-draw uniform bands
         return callaway_santanna(load_panel(df, spec), PanelSettings()).estimate
 
-    full_s, _, full_mb = timed(ours_full)
-    print(f"INFO callaway_santanna ours_full_result rows={rows} s={full_s:.3f} "
-          f"peak_mb={full_mb:.0f} (att_gt, 4 aggregations, SEs, bands by "
-          f"{PanelSettings().n_bootstrap} multiplier-bootstrap draws)", flush=True)
+    if "full" in args.peers:
+        full_s, _, full_mb = timed(ours_full)
+        print(f"INFO callaway_santanna ours_full_result rows={rows} s={full_s:.3f} "
+              f"peak_mb={full_mb:.0f} (att_gt, 4 aggregations, SEs, bands by "
+              f"{PanelSettings().n_bootstrap} multiplier-bootstrap draws)", flush=True)
 
     def csdid_fit():
         from csdid.att_gt import ATTgt
@@ -153,14 +156,16 @@ def cs_case(args: argparse.Namespace) -> None:
         agg = fit.aggte(typec="simple", bstrap=False, cband=False).atte["overall_att"]
         return np.asarray(fit.results["att"]), float(agg)
 
-    s, (ref_att, ref_overall), mb = timed(csdid_fit)
-    agree = len(ref_att) == len(att) and np.max(np.abs(ref_att - att)) < 1e-6 \
-        and abs(ref_overall - overall) < 1e-6
-    ratio("callaway_santanna", rows, ours_s, "csdid", s, agree, f" peer_mb={mb:.0f} "
-          f"ours_mb={ours_mb:.0f}")
-
-    for covs in (["x"], []):
-        diff_diff_ratio(df, covs, *((ours_s, overall) if covs else _ours_no_covariates(df)))
+    if "csdid" in args.peers:
+        s, (ref_att, ref_overall), mb = timed(csdid_fit)
+        agree = len(ref_att) == len(att) and np.max(np.abs(ref_att - att)) < 1e-6 \
+            and abs(ref_overall - overall) < 1e-6
+        ratio("callaway_santanna", rows, ours_s, "csdid", s, agree, f" peer_mb={mb:.0f} "
+              f"ours_mb={ours_mb:.0f}")
+    if "diff-diff-covariate" in args.peers:
+        diff_diff_ratio(df, ["x"], ours_s, overall)
+    if "diff-diff" in args.peers:
+        diff_diff_ratio(df, [], *_ours_no_covariates(df))
     if args.dml_units:
         dml_case(args, ours_s, rows)
 
@@ -246,6 +251,9 @@ def twfe_case(args: argparse.Namespace) -> None:
           f" peer_mb={mb:.0f} ours_mb={ours_mb:.0f}")
 
 
+CS_PEERS = ("full", "csdid", "diff-diff-covariate", "diff-diff")
+"""cs_case's comparisons, all by default (DoubleML by ``--dml-units``)."""
+
 CASES: list[Callable[[argparse.Namespace], None]] = [cs_case, twfe_case]
 """Benchmark cases, run in order (append new panel estimators here)."""
 
@@ -257,6 +265,8 @@ def main() -> None:
                         help="DoubleMLDIDMulti subsample (0 skips it)")
     parser.add_argument("--twfe-units", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="10k units everywhere")
+    parser.add_argument("--peers", nargs="*", default=list(CS_PEERS), choices=CS_PEERS,
+                        help="cs_case's comparisons (full = our job's whole result, no peer)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="time each call in N fresh children, report the fastest")
     parser.add_argument("--cases", nargs="*", default=None,
