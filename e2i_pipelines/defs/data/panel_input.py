@@ -67,7 +67,7 @@ def prepare_panel(context: dg.AssetExecutionContext, frame: pd.DataFrame, spec: 
                     "panel_periods": panel.n_periods,
                     "panel_warnings": dg.MetadataValue.json(panel.warnings)}
     readers = cross_section_readers(context.job_def)
-    if not readers:
+    if planned is not None and not readers:  # causal_job: the panel only
         return frame, spec, metadata, None
     cross = last_pre_period(frame, spec, source="dataset", panel=panel)
     validate_frame(cross.frame, cross.spec, source="dataset (last pre-period)")
