@@ -9,6 +9,7 @@ from e2i_pipelines.analytics.panel.data import load_panel
 from e2i_pipelines.analytics.panel.run import METHODS
 from e2i_pipelines.analytics.panel.settings import PanelSettings
 from tests.panel.conftest import panel_spec
+from tests.panel.generated import staggered
 
 
 def _one_treated(effect: float, seed: int = 0) -> pd.DataFrame:
@@ -35,8 +36,11 @@ def test_placebo_in_space_for_synthetic_control_and_skips_elsewhere():
         assert by_synth[name].passed is None and "synthetic_control" in by_synth[name].skipped
     by_cs = {c.name: c for c in run_checks(panel, "callaway_santanna", PanelSettings(),
                                             METHODS, only=("placebo_in_space",))}
-    assert by_cs["placebo_in_space"].passed is None
-    assert "not callaway_santanna" in by_cs["placebo_in_space"].skipped
+    assert by_cs["placebo_in_space"].passed is None  # one treated cohort: nothing to leave out
+    assert "at least 2 treated cohorts" in by_cs["placebo_in_space"].skipped
+    by_dose = {c.name: c for c in run_checks(panel, "dose_response", PanelSettings(), METHODS,
+                                              only=("placebo_in_space",))}
+    assert "not dose_response" in by_dose["placebo_in_space"].skipped
 
 
 def test_no_effect_placebo_in_space_does_not_pass():
@@ -44,3 +48,41 @@ def test_no_effect_placebo_in_space_does_not_pass():
     (space,) = run_checks(panel, "synthetic_control", PanelSettings(), METHODS,
                           only=("placebo_in_space",))
     assert space.passed is False and space.metadata["placebo_p_value"] > 0.05
+
+
+def _cohorts(only_cohort: int | None, seed: int = 3) -> pd.DataFrame:
+    """Three cohorts (3, 5, 6) with a constant effect 1; with ``only_cohort`` only that cohort
+    has an effect (2.0), the others none."""
+    df = staggered(n_units=2000, n_periods=8, growth=0.0, cohort_slope=0.0, covariate=False,
+                   seed=seed).df
+    if only_cohort is not None:
+        df["y"] += df["d"] * np.where(df["g"] == only_cohort, 1.0, -1.0)
+    return df
+
+
+def test_leave_one_cohort_out_passes_when_every_cohort_has_the_effect():
+    panel = load_panel(_cohorts(None), panel_spec())
+    for method in ("callaway_santanna", "did"):
+        (space,) = run_checks(panel, method, PanelSettings(n_bootstrap=99), METHODS,
+                              only=("placebo_in_space",))
+        rows = space.metadata["leave_one_cohort_out"]
+        assert space.passed is True, rows
+        assert [r["cohort"] for r in rows] == ["3", "5", "6"]
+        assert all(0.8 < r["estimate"] < 1.2 and r["ci_low"] > 0 for r in rows)
+        assert space.figure is not None
+
+
+def test_leave_one_cohort_out_fails_when_one_cohort_carries_the_effect():
+    """Only cohort 6 is affected: the full estimate is clearly positive, but without cohort 6
+    it is ~0 and its CI covers 0, so the check fails and names that cohort."""
+    panel = load_panel(_cohorts(6), panel_spec())
+    for method in ("callaway_santanna", "did"):
+        (space,) = run_checks(panel, method, PanelSettings(n_bootstrap=99), METHODS,
+                              only=("placebo_in_space",))
+        assert space.metadata["ci_low"] > 0
+        rows = {r["cohort"]: r for r in space.metadata["leave_one_cohort_out"]}
+        assert space.passed is False
+        assert rows["6"]["conclusion_holds"] is False
+        assert rows["6"]["ci_low"] <= 0.0 <= rows["6"]["ci_high"]
+        assert rows["3"]["conclusion_holds"] and rows["5"]["conclusion_holds"]
+        assert rows["6"]["units_dropped"] == int((panel.cohort == panel.cohort.max()).sum())

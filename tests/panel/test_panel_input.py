@@ -298,7 +298,7 @@ def test_readme_territories_example_runs_as_written(tmp_path):
     (saved,) = (tmp_path / "data").rglob("panel_estimate.json")
     assert json.loads(saved.read_text())["event_study"]
     checks = {e.check_name for e in result.get_asset_check_evaluations()}
-    assert checks == {"pre_trends", "placebo_in_time"}
+    assert checks == {"pre_trends", "placebo_in_time", "placebo_in_space"}
 
 
 def test_readme_inline_example_is_the_spec_file_example():

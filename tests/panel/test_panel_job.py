@@ -56,7 +56,11 @@ def test_callaway_santanna_through_causal_job(tmp_path):
     assert "event_study_plot" in md
     assert set(md["skipped_checks"]) >= {"placebo_treatment", "overlap"}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"pre_trends", "placebo_in_time"}
+    assert set(checks) == {"pre_trends", "placebo_in_time", "placebo_in_space"}
+    loo = {k: v.value for k, v in checks["placebo_in_space"].metadata.items()}
+    assert [r["cohort"] for r in loo["leave_one_cohort_out"]] == ["3", "5"] and "plot" in loo
+    assert checks["placebo_in_space"].passed == all(
+        r["conclusion_holds"] for r in loo["leave_one_cohort_out"])
     pre = {k: v.value for k, v in checks["pre_trends"].metadata.items()}
     assert 0 <= pre["p_value"] <= 1 and "plot" in pre
     assert checks["pre_trends"].passed == (pre["p_value"] >= 0.05)  # calibration: test_known_truth

@@ -5,9 +5,10 @@
 * ``placebo_in_time``: every cohort's treatment moved ``k`` periods earlier inside its
   pre-period (its real treated periods dropped); re-estimated by the same method, the effect
   must be ~0 (the CI covers 0).
-* ``placebo_in_space`` (synthetic control and synthetic DiD): every donor as a fake treated
+* ``placebo_in_space``: for synthetic control and synthetic DiD, every donor as a fake treated
   unit (RMSPE-ratio rank p-value) and leave-one-out over the weighted donors
-  (:func:`~.synth.placebo_in_space_check`).
+  (:func:`~.synth.placebo_in_space_check`); for ``did`` and ``callaway_santanna``, leave one
+  cohort out (:func:`leave_one_cohort_out`): no single cohort may carry the conclusion.
 
 A check that cannot run on a panel (too few pre-periods) is skipped with the reason.
 """
@@ -148,7 +149,8 @@ def run_checks(panel: PanelData, method: str, settings: PanelSettings,
     """The selected panel checks (binary treatments; a dose skips them with the reason)."""
     out = []
     for name in only:
-        applies = SYNTH_METHODS if name == "placebo_in_space" else PLACEBO_METHODS
+        applies = (SYNTH_METHODS + PLACEBO_METHODS) if name == "placebo_in_space" \
+            else PLACEBO_METHODS
         if panel.treatment_type == "continuous":
             out.append(PanelCheck(name, None, {}, skipped="applies to a binary treatment "
                                   "(treatment_type: continuous)"))
@@ -159,8 +161,10 @@ def run_checks(panel: PanelData, method: str, settings: PanelSettings,
             out.append(pre_trends(panel, settings))
         elif name == "placebo_in_time":
             out.append(placebo_in_time(panel, method, settings, estimators))
-        else:
+        elif method in SYNTH_METHODS:
             out.append(placebo_in_space(panel, settings))
+        else:
+            out.append(leave_one_cohort_out(panel, method, settings, estimators))
     return out
 
 
@@ -174,3 +178,79 @@ def placebo_in_space(panel: PanelData, settings: PanelSettings) -> PanelCheck:
         return PanelCheck("placebo_in_space", None, {},
                           skipped=f"placebo panel cannot be estimated: {exc}")
     return PanelCheck("placebo_in_space", passed, meta, figure=figure)
+
+
+def without_units(panel: PanelData, drop: np.ndarray) -> PanelData:
+    """``panel`` without the units where ``drop`` (per unit) is true; whole units go, so a
+    balanced panel stays balanced."""
+    keep_unit = ~drop
+    rows = keep_unit[panel.unit]
+    codes = np.cumsum(keep_unit) - 1
+    covs = panel.covariates[rows] if panel.covariates is not None else None
+    weights = panel.weights[rows] if panel.weights is not None else None
+    return replace(panel, units=panel.units[keep_unit], unit=codes[panel.unit[rows]],
+                   time=panel.time[rows], y=panel.y[rows], d=panel.d[rows], covariates=covs,
+                   weights=weights, cluster=np.unique(panel.cluster[rows], return_inverse=True)[1],
+                   cohort=panel.cohort[keep_unit], warnings=[])
+
+
+def leave_one_cohort_out(panel: PanelData, method: str, settings: PanelSettings,
+                         estimators: dict[str, Any]) -> PanelCheck:
+    """Re-estimate without each treated cohort in turn (its units dropped). Passes when no
+    single cohort carries the conclusion: every estimate keeps the full estimate's sign, and
+    when the full CI excludes 0 every leave-one-out CI does too."""
+    cohorts = panel.cohorts
+    if len(cohorts) < 2:
+        return PanelCheck("placebo_in_space", None, {}, skipped=(
+            f"leave one cohort out needs at least 2 treated cohorts (the panel has "
+            f"{len(cohorts)})"))
+    from e2i_pipelines.analytics.panel.synth import _labels
+
+    quick = replace(settings, n_bootstrap=min(settings.n_bootstrap, 199))
+    try:
+        full = estimators[method](panel, quick)
+        rows = []
+        for g, name in zip(cohorts, _labels(panel.periods[cohorts]), strict=True):
+            res = estimators[method](without_units(panel, panel.cohort == g), quick)
+            rows.append({"cohort": name, "units_dropped":
+                         int(np.sum(panel.cohort == g)), "estimate": res.estimate,
+                         "ci_low": res.ci[0], "ci_high": res.ci[1]})
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        return PanelCheck("placebo_in_space", None, {},
+                          skipped=f"a leave-one-cohort-out panel cannot be estimated: {exc}")
+    sign = np.sign(full.estimate)
+    significant = not (full.ci[0] <= 0.0 <= full.ci[1])
+    holds = [bool(np.sign(r["estimate"]) == sign
+                  and (not significant or not (r["ci_low"] <= 0.0 <= r["ci_high"])))
+             for r in rows]
+    for row, ok in zip(rows, holds, strict=True):
+        row["conclusion_holds"] = ok
+    meta = {"estimate": full.estimate, "ci_low": full.ci[0], "ci_high": full.ci[1],
+            "method": method, "leave_one_cohort_out": rows,
+            "range_low": min(r["estimate"] for r in rows),
+            "range_high": max(r["estimate"] for r in rows),
+            "rule": "without any one cohort the estimate keeps its sign, and its CI excludes 0 "
+                    "when the full CI does"}
+    return PanelCheck("placebo_in_space", all(holds), meta,
+                      figure=_leave_one_out_figure(full, rows))
+
+
+def _leave_one_out_figure(full: Any, rows: list[dict[str, Any]]):
+    """Each leave-one-cohort-out estimate with its CI against the full estimate's band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(rows) + 1.5))
+    pos = np.arange(len(rows))
+    est = np.array([r["estimate"] for r in rows])
+    err = np.array([[r["estimate"] - r["ci_low"] for r in rows],
+                    [r["ci_high"] - r["estimate"] for r in rows]])
+    ax.axvspan(full.ci[0], full.ci[1], color="tab:blue", alpha=0.15, label="all cohorts (CI)")
+    ax.axvline(full.estimate, color="tab:blue")
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+    ax.errorbar(est, pos, xerr=err, fmt="o", color="black", capsize=3)
+    ax.set_yticks(pos, [f"without {r['cohort']}" for r in rows])
+    ax.set_xlabel("overall effect")
+    ax.set_title("leave one cohort out")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -108,7 +108,8 @@ _PANEL_DESCRIPTIONS = {
                        "the pre-period; the placebo effect's CI must cover 0.",
     "placebo_in_space": "Placebo in space (synthetic control/DiD): every donor as a fake "
                         "treated unit (RMSPE-ratio rank p <= alpha) and leave-one-out donors "
-                        "keep the sign.",
+                        "keep the sign; for did/callaway_santanna, each cohort left out in "
+                        "turn keeps the estimate's sign and significance.",
 }
 
 
