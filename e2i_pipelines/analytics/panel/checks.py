@@ -109,15 +109,23 @@ def placebo_panel(panel: PanelData, shift: int) -> PanelData | None:
     fake = np.where(drop_unit, NEVER, fake)
     if not np.any(fake[np.unique(panel.unit[keep])] != NEVER):
         return None
-    units, unit = np.unique(panel.unit[keep], return_inverse=True)
-    d = (panel.time[keep] >= fake[panel.unit[keep]]) & (fake[panel.unit[keep]] != NEVER)
-    covs = panel.covariates[keep] if panel.covariates is not None else None
-    weights = panel.weights[keep] if panel.weights is not None else None
-    return replace(panel, units=panel.units[units], unit=unit, time=panel.time[keep],
-                   y=panel.y[keep], d=d.astype(np.float64), covariates=covs, weights=weights,
-                   cluster=np.unique(panel.cluster[keep], return_inverse=True)[1],
-                   cohort=np.where(drop_unit, NEVER, fake)[units], balanced=False,
-                   warnings=[])
+    on = fake[panel.unit[keep]]
+    d = (panel.time[keep] >= on) & (on != NEVER)
+    return keep_rows(panel, keep, d=d.astype(np.float64), cohort=fake)
+
+
+def keep_rows(panel: PanelData, rows: np.ndarray, *, d: np.ndarray | None = None,
+              cohort: np.ndarray | None = None, balanced: bool = False) -> PanelData:
+    """``panel`` restricted to the rows where ``rows`` is true, units and clusters re-coded;
+    ``d`` (per kept row) and ``cohort`` (per original unit) replace the panel's when given."""
+    units, unit = np.unique(panel.unit[rows], return_inverse=True)
+    return replace(panel, units=panel.units[units], unit=unit, time=panel.time[rows],
+                   y=panel.y[rows], d=panel.d[rows] if d is None else d,
+                   covariates=None if panel.covariates is None else panel.covariates[rows],
+                   weights=None if panel.weights is None else panel.weights[rows],
+                   cluster=np.unique(panel.cluster[rows], return_inverse=True)[1],
+                   cohort=(panel.cohort if cohort is None else cohort)[units],
+                   balanced=balanced, warnings=[])
 
 
 def placebo_in_time(panel: PanelData, method: str, settings: PanelSettings,
@@ -180,20 +188,6 @@ def placebo_in_space(panel: PanelData, settings: PanelSettings) -> PanelCheck:
     return PanelCheck("placebo_in_space", passed, meta, figure=figure)
 
 
-def without_units(panel: PanelData, drop: np.ndarray) -> PanelData:
-    """``panel`` without the units where ``drop`` (per unit) is true; whole units go, so a
-    balanced panel stays balanced."""
-    keep_unit = ~drop
-    rows = keep_unit[panel.unit]
-    codes = np.cumsum(keep_unit) - 1
-    covs = panel.covariates[rows] if panel.covariates is not None else None
-    weights = panel.weights[rows] if panel.weights is not None else None
-    return replace(panel, units=panel.units[keep_unit], unit=codes[panel.unit[rows]],
-                   time=panel.time[rows], y=panel.y[rows], d=panel.d[rows], covariates=covs,
-                   weights=weights, cluster=np.unique(panel.cluster[rows], return_inverse=True)[1],
-                   cohort=panel.cohort[keep_unit], warnings=[])
-
-
 def leave_one_cohort_out(panel: PanelData, method: str, settings: PanelSettings,
                          estimators: dict[str, Any]) -> PanelCheck:
     """Re-estimate without each treated cohort in turn (its units dropped). Passes when no
@@ -211,10 +205,11 @@ def leave_one_cohort_out(panel: PanelData, method: str, settings: PanelSettings,
         full = estimators[method](panel, quick)
         rows = []
         for g, name in zip(cohorts, _labels(panel.periods[cohorts]), strict=True):
-            res = estimators[method](without_units(panel, panel.cohort == g), quick)
-            rows.append({"cohort": name, "units_dropped":
-                         int(np.sum(panel.cohort == g)), "estimate": res.estimate,
-                         "ci_low": res.ci[0], "ci_high": res.ci[1]})
+            dropped = panel.cohort == g  # whole units go, so a balanced panel stays balanced
+            res = estimators[method](keep_rows(panel, ~dropped[panel.unit],
+                                               balanced=panel.balanced), quick)
+            rows.append({"cohort": name, "units_dropped": int(dropped.sum()),
+                         "estimate": res.estimate, "ci_low": res.ci[0], "ci_high": res.ci[1]})
     except (ValueError, np.linalg.LinAlgError) as exc:
         return PanelCheck("placebo_in_space", None, {},
                           skipped=f"a leave-one-cohort-out panel cannot be estimated: {exc}")
