@@ -278,7 +278,7 @@ def put_file(local: Path, fs: Any, path: str, parts_in_flight: int = PARTS_IN_FL
     """Upload ``local`` to ``path`` on ``fs`` in :data:`PART_BYTES` parts (s3fs's default of
     50 MiB x 10 in flight held up to 500 MiB of a run's memory), at most ``parts_in_flight`` in
     memory at once (s3; other stores: their defaults)."""
-    if "s3" in getattr(fs, "protocol", ()):
+    if streams_to(fs):
         fs.put_file(str(local), path, chunksize=PART_BYTES, max_concurrency=parts_in_flight)
     else:
         fs.put_file(str(local), path)
