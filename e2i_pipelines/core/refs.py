@@ -38,12 +38,17 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class FeatureStoreRef:
-    """A Feast repo that has been applied and materialized."""
+    """A Feast repo that has been applied and materialized.
+
+    ``repo_path`` is the folder Feast was applied in on the node that ran ``feature_store``;
+    ``storage_path`` the committed output folder (its ``features.parquet``), from which any
+    other node builds its own copy of the repo."""
 
     repo_path: str
     feature_view: str
     entity_column: str
     feature_names: list[str]
+    storage_path: str = ""  # empty in refs written before it existed: repo_path only
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from e2i_pipelines.core.storage import E2IStorage
 from e2i_pipelines.defs.features.config import FeatureStoreConfig
 from e2i_pipelines.defs.features.feature_repo import (
     FEATURE_VIEW,
+    FEATURES_FILE,
     TIMESTAMP,
-    feature_objects,
-    open_store,
+    apply_repo,
 )
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
 
@@ -38,18 +38,14 @@ def feature_store(
     storage: E2IStorage,
 ) -> dg.Output[FeatureStoreRef]:
     as_of = pd.Timestamp.now(tz="UTC").floor("s")
-    repo = storage.output_dir(context)
-    with storage.atomic_output(repo) as tmp:
+    committed = storage.output_dir(context)
+    with storage.atomic_output(committed) as tmp:
         frame = feature_frame(dataset, as_of)
-        frame.to_parquet(tmp / "features.parquet", index=False)
+        frame.to_parquet(tmp / FEATURES_FILE, index=False)
     # Feast records absolute paths, so it is applied in the final folder (node-local on S3).
-    repo = storage.local_mirror(repo)
-    store = open_store(repo)
+    repo = storage.local_mirror(committed)
     features = dataset.spec.covariates
-    entity, view = feature_objects(
-        str(repo / "features.parquet"), frame.head(1000), dataset.id_column, features
-    )
-    store.apply([entity, view])
+    store = apply_repo(repo, dataset.id_column, features)
     context.log.info(f"feast apply: entity 'hcp', view {FEATURE_VIEW} with {len(features)} features")
     online_rows = 0
     if config.materialize_online:
@@ -65,7 +61,7 @@ def feature_store(
         context.log.info(f"materialized {len(frame):,} rows into the SQLite online store")
     ref = FeatureStoreRef(
         repo_path=str(repo), feature_view=FEATURE_VIEW, entity_column=dataset.id_column,
-        feature_names=features,
+        feature_names=features, storage_path=str(committed),
     )
     return dg.Output(ref, metadata={
         "repo_path": dg.MetadataValue.path(str(repo)),

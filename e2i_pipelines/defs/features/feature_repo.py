@@ -3,6 +3,11 @@
 The repo lives in a folder (``feature_store.yaml`` + registry + SQLite online store), so the
 ``feast`` CLI works on it too: ``feast -c <repo_path> feature-views list``. The offline store is
 Feast's file (Parquet) store; the online store is SQLite (embedded default).
+
+Feast records absolute paths, so a repo is tied to one machine's disk. What ``feature_store``
+commits to storage is only ``features.parquet``; every node that needs the store (the one that
+ran ``feature_store``, or another machine with no shared disk) applies the same entity and view
+over its own copy of that file (:func:`node_store`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from e2i_pipelines.core.refs import FeatureStoreRef
+from e2i_pipelines.core.storage import E2IStorage
+
 if TYPE_CHECKING:  # feast takes seconds to import: only the steps that use it pay for it
     from feast import Entity, FeatureStore, FeatureView
 
 PROJECT = "e2i"
 FEATURE_VIEW = "hcp_features"
 TIMESTAMP = "event_timestamp"
+FEATURES_FILE = "features.parquet"
+REGISTRY_FILE = "registry.db"
 
 
 def repo_config(repo_path: Path) -> dict:
@@ -27,7 +37,7 @@ def repo_config(repo_path: Path) -> dict:
     return {
         "project": PROJECT,
         "provider": "local",
-        "registry": str(repo_path / "registry.db"),
+        "registry": str(repo_path / REGISTRY_FILE),
         "online_store": {"type": "sqlite", "path": str(repo_path / "online_store.db")},
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
@@ -82,3 +92,24 @@ def feature_objects(
         online=True,
     )
     return entity, view
+
+
+def apply_repo(repo: Path, entity_column: str, features: list[str]) -> FeatureStore:
+    """Apply the entity and feature view over ``repo``'s own ``features.parquet``."""
+    import pyarrow.parquet as pq
+
+    source = repo / FEATURES_FILE
+    sample = next(pq.ParquetFile(source).iter_batches(batch_size=1000)).to_pandas()
+    store = open_store(repo)
+    store.apply(list(feature_objects(str(source), sample, entity_column, features)))
+    return store
+
+
+def node_store(ref: FeatureStoreRef, storage: E2IStorage) -> FeatureStore:
+    """``ref``'s Feast store on this node: the repo it was applied in when this node has it,
+    else a node-local copy of its committed folder, applied here (no shared disk needed)."""
+    repo = Path(ref.repo_path)
+    if (repo / REGISTRY_FILE).is_file() or not ref.storage_path:
+        return open_store(repo)
+    return apply_repo(storage.local_mirror(ref.storage_path), ref.entity_column,
+                      ref.feature_names)

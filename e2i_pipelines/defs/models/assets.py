@@ -12,13 +12,13 @@ from e2i_pipelines.core.plots import figure_png, png_metadata
 from e2i_pipelines.core.refs import DatasetRef, FeatureStoreRef, ModelRef
 from e2i_pipelines.core.storage import E2IStorage, local_copy
 from e2i_pipelines.core.tracking import MlflowTracker
-from e2i_pipelines.defs.features.feature_repo import TIMESTAMP, open_store
+from e2i_pipelines.defs.features.feature_repo import TIMESTAMP, node_store
 from e2i_pipelines.defs.models.config import OutcomeModelConfig
 from e2i_pipelines.tiers import Tier, asset_tier_kwargs
 
 
 def retrieve_training_frame(
-    dataset: DatasetRef, features: FeatureStoreRef, rows: int, seed: int
+    dataset: DatasetRef, features: FeatureStoreRef, storage: E2IStorage, rows: int, seed: int
 ) -> pd.DataFrame:
     """Labels from the dataset joined to covariates by Feast point-in-time retrieval."""
     spec = dataset.spec
@@ -26,7 +26,7 @@ def retrieve_training_frame(
     if len(labels) > rows:
         labels = labels.sample(rows, random_state=seed)
     labels[TIMESTAMP] = pd.Timestamp.now(tz="UTC")
-    store = open_store(features.repo_path)
+    store = node_store(features, storage)
     refs = [f"{features.feature_view}:{f}" for f in features.feature_names]
     frame = store.get_historical_features(entity_df=labels, features=refs).to_df()
     incomplete = int(frame[features.feature_names].isna().any(axis=1).sum())
@@ -76,7 +76,8 @@ def outcome_model(
 
     config.check()
     spec = dataset.spec
-    frame = retrieve_training_frame(dataset, feature_store, config.train_rows, config.seed)
+    frame = retrieve_training_frame(dataset, feature_store, storage, config.train_rows,
+                                   config.seed)
     context.log.info(f"retrieved {len(frame):,} training rows through Feast")
     inputs, categories = model_inputs(frame, spec.treatment, feature_store.feature_names,
                                       spec.categorical)
