@@ -147,7 +147,7 @@ def run_ours(method: str, n: int, path: str, n_jobs: int) -> dict:
         prepare_frame,
         read_dataset_frame,
     )
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
+    from e2i_pipelines.analytics.causal.settings import EstimatorSettings
     from e2i_pipelines.core.refs import DatasetRef
     if method not in CLOSED_FORM:
         import doubleml  # noqa: F401
@@ -175,7 +175,8 @@ def _lgb(n_jobs: int):
     """The LightGBM learners our estimators use (same params, n_jobs)."""
     import lightgbm as lgb
 
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings, _lgb_params
+    from e2i_pipelines.analytics.causal.estimators import _lgb_params
+    from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 
     params = _lgb_params(EstimatorSettings(n_jobs=n_jobs))
     return lgb.LGBMRegressor(**params), lgb.LGBMClassifier(**params), params

@@ -55,7 +55,8 @@ def _load(path: str):
 
 
 def run_ours(path: str, sims: int, queue: mp.Queue) -> None:
-    from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
+    from e2i_pipelines.analytics.causal.refuters import run_refuters
+    from e2i_pipelines.analytics.causal.settings import RefuterSettings
 
     frame, fit, fitted = _load(path)
     base = _current_rss_mb()
@@ -205,8 +206,8 @@ def run_ml_ours(path: str, method: str, sims: int, n_jobs: int, queue: mp.Queue)
     """aipw/dml end to end from the file: estimate, five refuters, three diagnostics."""
     from e2i_pipelines.analytics.causal.diagnostics.run import run_diagnostics
     from e2i_pipelines.analytics.causal.estimate import estimate_effect, fit_effect
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
-    from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
+    from e2i_pipelines.analytics.causal.refuters import run_refuters
+    from e2i_pipelines.analytics.causal.settings import EstimatorSettings, RefuterSettings
 
     started, cpu = time.perf_counter(), _cpu()
     frame = _ml_frame(path)
@@ -233,8 +234,9 @@ def run_ml_peer(path: str, method: str, rows: int, sims: int, n_jobs: int,
     import lightgbm as lgb
     from dowhy import CausalModel
 
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings, _lgb_params
+    from e2i_pipelines.analytics.causal.estimators import _lgb_params
     from e2i_pipelines.analytics.causal.refute_dowhy import dowhy_refute, dowhy_unobserved_effect
+    from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 
     frame = _ml_frame(path)
     data = frame.data.iloc[:rows].copy()

@@ -72,7 +72,8 @@ def run_ours(workdir: str, info: dict, n: int, chunk_rows: int, seed: int) -> di
 
     from e2i_pipelines.analytics.twins.copula import fit_copula
     from e2i_pipelines.analytics.twins.fidelity import FidelityAccumulator
-    from e2i_pipelines.analytics.twins.interventions import TargetingRule, simulate_policies
+    from e2i_pipelines.analytics.twins.interventions import simulate_policies
+    from e2i_pipelines.analytics.twins.targeting import TargetingRule
     from e2i_pipelines.analytics.twins.twin_files import write_twins
     from e2i_pipelines.core.budget import n_jobs
 

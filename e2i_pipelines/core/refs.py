@@ -16,8 +16,7 @@ from e2i_pipelines.core.spec import CausalSpec
 
 if TYPE_CHECKING:  # annotations only: refs sit below the analytics that fill them
     from e2i_pipelines.analytics.causal.estimate import EstimateResult
-    from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
-    from e2i_pipelines.analytics.causal.refuters import RefuterSettings
+    from e2i_pipelines.analytics.causal.settings import EstimatorSettings, RefuterSettings
 from e2i_pipelines.core.storage import read_parquet, read_text
 
 

@@ -48,3 +48,24 @@ def test_the_api_process_does_not_import_the_analytics() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"start": [], "jobs": len(load_catalog()), "after": True}
+
+
+def test_validating_every_jobs_params_keeps_the_kernels_out() -> None:
+    """Run parameters are checked from plain settings modules: validating every catalog job's
+    parameters (as POST /v1/runs does) imports no SciPy, numba, matplotlib, LightGBM or
+    scikit-learn, and not the definitions (pandas may load: dataset configs read frames)."""
+    probe = ("import json, sys\n"
+             "from e2i_api.main import create_app\n"
+             "from e2i_pipelines.catalog import ParamsValidationError\n"
+             "app = create_app()\n"
+             "for entry in app.state.catalog:\n"
+             "    try:\n"
+             "        entry.validate_params({})\n"
+             "    except ParamsValidationError:\n"
+             "        pass\n"
+             "    [a.config_class for a in entry.assets if a.config_ref]\n"
+             "print(json.dumps([m for m in " + repr(HEAVY) + " if m in sys.modules]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) in ([], ["pandas"])

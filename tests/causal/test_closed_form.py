@@ -20,8 +20,8 @@ from e2i_pipelines.analytics.causal.estimate import (
     estimate_effect,
     prepare_frame,
 )
-from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
 from e2i_pipelines.analytics.causal.ols import treatment_ols
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.analytics.causal.weights import fit_logistic, target_weights
 from e2i_pipelines.core.encoding import numeric_design
 from e2i_pipelines.core.spec import CausalSpec

@@ -7,13 +7,10 @@ import pytest
 import statsmodels.api as sm
 
 from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
-from e2i_pipelines.analytics.causal.estimators import (
-    EffectData,
-    EstimatorSettings,
-    propensity_score_weighting,
-)
-from e2i_pipelines.analytics.causal.refuters import RefuterSettings, run_refuters
+from e2i_pipelines.analytics.causal.estimators import EffectData, propensity_score_weighting
+from e2i_pipelines.analytics.causal.refuters import run_refuters
 from e2i_pipelines.analytics.causal.segments import cate_table
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings, RefuterSettings
 from e2i_pipelines.analytics.causal.weights import logistic_propensity, with_intercept
 from e2i_pipelines.core.spec import CausalSpec, DataValidationError
 from tests.causal import generated as gen

@@ -13,11 +13,8 @@ import statsmodels.api as sm
 from threadpoolctl import threadpool_info
 
 from e2i_pipelines.analytics.causal import weights as weights_module
-from e2i_pipelines.analytics.causal.estimators import (
-    EffectData,
-    EstimatorSettings,
-    difference_in_means,
-)
+from e2i_pipelines.analytics.causal.estimators import EffectData, difference_in_means
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.analytics.causal.weights import fit_logistic
 from e2i_pipelines.core.budget import _numpy_openblas_threads, single_threaded_blas
 from e2i_pipelines.core.errors import DataValidationError

@@ -11,12 +11,9 @@ import pytest
 
 from e2i_pipelines.analytics.causal import nuisance
 from e2i_pipelines.analytics.causal.estimate import estimate_effect, prepare_frame
-from e2i_pipelines.analytics.causal.estimators import (
-    EstimatorSettings,
-    crossfit_folds,
-    dml,
-)
+from e2i_pipelines.analytics.causal.estimators import crossfit_folds, dml
 from e2i_pipelines.analytics.causal.refute_scores import RANDOM_COLUMN, with_random_common_cause
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.core.spec import CausalSpec
 from tests.causal import generated as gen
 

@@ -17,7 +17,8 @@ from dowhy.causal_refuters import random_common_cause as dw_rcc
 
 from e2i_pipelines.analytics.causal import refute_linear as fast
 from e2i_pipelines.analytics.causal.refute_dowhy import dowhy_refute, dowhy_unobserved_effect
-from e2i_pipelines.analytics.causal.refuters import RefuterSettings, p_value, run_refuters
+from e2i_pipelines.analytics.causal.refuters import p_value, run_refuters
+from e2i_pipelines.analytics.causal.settings import RefuterSettings
 
 DOWHY_SIMS = 40
 OUR_SIMS = 300

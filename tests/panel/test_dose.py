@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e2i_pipelines.analytics.causal.estimators import EstimatorSettings
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.analytics.panel.dose import dose_response
 
 LEVELS_Q = [0.1, 0.3, 0.5, 0.7, 0.9]

@@ -11,12 +11,12 @@ from e2i_pipelines.analytics.twins import twin_files as tf
 from e2i_pipelines.analytics.twins.interventions import (
     PolicyAccumulator,
     TargetingError,
-    TargetingRule,
     model_input,
     simulate_policies,
     target_mask,
     validate_rule,
 )
+from e2i_pipelines.analytics.twins.targeting import TargetingRule
 from e2i_pipelines.analytics.twins.uplift import TreeUplift, booster_uplift
 from e2i_pipelines.core.refs import ModelRef
 

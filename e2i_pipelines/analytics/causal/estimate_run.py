@@ -21,9 +21,10 @@ from e2i_pipelines.analytics.causal.estimate import (
     read_dataset_frame,
     resolve_method,
 )
-from e2i_pipelines.analytics.causal.estimators import EstimatorSettings, FittedEffect
+from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refuters import NEEDS_CONFOUNDERS, RANDOMISED_SKIP
 from e2i_pipelines.analytics.causal.segments import cate_plot, cate_table
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.outputs import FilePath, Outputs, Plot

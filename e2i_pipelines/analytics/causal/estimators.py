@@ -38,6 +38,7 @@ import pandas as pd
 from scipy.special import ndtri
 
 from e2i_pipelines.analytics.causal.nuisance import Task, TreeNuisance, lgb_params
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.analytics.causal.weights import (
     LogisticFit,
     effective_sample_size,
@@ -50,24 +51,8 @@ from e2i_pipelines.analytics.causal.weights import (
 )
 
 Log = Callable[[str], None]
-NUISANCES = ("lightgbm", "linear")
 SCORE_METHODS = ("difference_in_means", "propensity_score_weighting", "aipw", "dml")
 ATE_ONLY = {"dml"}
-
-
-@dataclass(frozen=True)
-class EstimatorSettings:
-    """Knobs of the estimators (validated by the run config)."""
-
-    confidence_level: float = 0.95
-    trim: float = 0.0
-    stabilized: bool = True
-    propensity_clip: float = 0.01
-    folds: int = 5
-    nuisance: str = "lightgbm"
-    nuisance_trees: int = 100
-    seed: int = 0
-    n_jobs: int = 1
 
 
 @dataclass(frozen=True)

@@ -48,44 +48,11 @@ from e2i_pipelines.analytics.causal import refute_scores as scored
 from e2i_pipelines.analytics.causal.estimate import CausalFrame, dowhy_model
 from e2i_pipelines.analytics.causal.estimators import FittedEffect
 from e2i_pipelines.analytics.causal.refute_dowhy import default_strength_grid
+from e2i_pipelines.analytics.causal.settings import REFUTERS, RefuterSettings
 
-REFUTERS = ("placebo_treatment", "random_common_cause", "data_subset", "bootstrap",
-            "unobserved_common_cause")
 FAST_METHODS = {"linear_regression"}
 NEEDS_CONFOUNDERS = {"random_common_cause", "unobserved_common_cause"}
 RANDOMISED_SKIP = "skipped: no confounders (randomised design)"
-
-
-@dataclass(frozen=True)
-class RefuterSettings:
-    """How the refuters run (defaults are DoWhy's)."""
-
-    num_simulations: int = 100
-    subset_fraction: float = 0.8
-    bootstrap_noise: float = 0.1
-    significance_level: float = 0.05
-    strength_fraction: float = 1.0
-    grid_points: int = 10
-    seed: int = 0
-    n_jobs: int = 1
-    refit_simulations: int = 5
-
-    def __post_init__(self) -> None:
-        if self.num_simulations <= 0:
-            raise ValueError(f"num_simulations must be > 0, got {self.num_simulations}")
-        if not 0 < self.subset_fraction < 1:
-            raise ValueError(f"subset_fraction must be in (0, 1), got {self.subset_fraction}")
-        if not 0 <= self.bootstrap_noise <= 1:
-            raise ValueError(f"bootstrap_noise must be in [0, 1], got {self.bootstrap_noise}")
-        if not 0 < self.significance_level < 1:
-            raise ValueError(
-                f"significance_level must be in (0, 1), got {self.significance_level}")
-        if self.strength_fraction <= 0:
-            raise ValueError(f"strength_fraction must be > 0, got {self.strength_fraction}")
-        if self.grid_points < 1:
-            raise ValueError(f"grid_points must be >= 1, got {self.grid_points}")
-        if self.refit_simulations < 2:
-            raise ValueError(f"refit_simulations must be >= 2, got {self.refit_simulations}")
 
 
 @dataclass

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from e2i_pipelines.analytics.explain.settings import BACKGROUND_SOURCES
 from e2i_pipelines.analytics.explain.stream import iter_frames, parquet_rows
-
-BACKGROUND_SOURCES: tuple[str, ...] = ("population", "control")
 
 
 def eligible_rows(path: str | Path, control_column: str | None = None) -> np.ndarray:

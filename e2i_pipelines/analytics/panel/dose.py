@@ -19,12 +19,8 @@ import numpy as np
 import scipy.stats as st
 from scipy.interpolate import BSpline
 
-from e2i_pipelines.analytics.causal.estimators import (
-    EstimatorSettings,
-    _lgb_params,
-    _ols_predict,
-    crossfit_folds,
-)
+from e2i_pipelines.analytics.causal.estimators import _lgb_params, _ols_predict, crossfit_folds
+from e2i_pipelines.analytics.causal.settings import EstimatorSettings
 from e2i_pipelines.analytics.panel.data import PanelData
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.settings import DOSE_BASES, PanelSettings

@@ -15,24 +15,18 @@ from e2i_pipelines.analytics.panel.data import PanelData, load_panel
 from e2i_pipelines.analytics.panel.dose import dose_design, dose_response_panel
 from e2i_pipelines.analytics.panel.result import PanelResult
 from e2i_pipelines.analytics.panel.sdid import synthetic_did_panel
-from e2i_pipelines.analytics.panel.settings import PanelSettings
+from e2i_pipelines.analytics.panel.settings import CONTINUOUS_METHODS, PanelSettings
+from e2i_pipelines.analytics.panel.settings import METHODS as METHOD_NAMES
 from e2i_pipelines.analytics.panel.synth import block_design, synth_design, synthetic_control_panel
 from e2i_pipelines.analytics.panel.twfe import did
 from e2i_pipelines.core.errors import DataValidationError
 
 Estimator = Callable[[PanelData, PanelSettings], PanelResult]
 
-METHODS: dict[str, Estimator] = {
-    "did": did,
-    "callaway_santanna": callaway_santanna,
-    "synthetic_control": synthetic_control_panel,
-    "synthetic_did": synthetic_did_panel,
-    "dose_response": dose_response_panel,
-}
-"""Panel estimators by config ``method``."""
-
-CONTINUOUS_METHODS = ("dose_response",)
-"""Methods for ``treatment_type: continuous`` (the others need a binary treatment)."""
+METHODS: dict[str, Estimator] = dict(zip(METHOD_NAMES, (
+    did, callaway_santanna, synthetic_control_panel, synthetic_did_panel, dose_response_panel,
+), strict=True))
+"""Panel estimators by config ``method`` (names in :data:`.settings.METHODS`)."""
 
 
 def resolve_panel_method(method: str, treatment_type: str) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+METHODS = ("did", "callaway_santanna", "synthetic_control", "synthetic_did", "dose_response")
+"""Panel estimators by config ``method`` (:data:`.run.METHODS` maps them to their code)."""
+CONTINUOUS_METHODS = ("dose_response",)
+"""Methods for ``treatment_type: continuous`` (the others need a binary treatment)."""
 CS_METHODS = ("dr", "ipw", "reg")
 """Callaway-Sant'Anna ATT(g,t) estimators: doubly robust, inverse probability, regression."""
 WILD_WEIGHTS = ("rademacher", "webb")

@@ -20,66 +20,17 @@ import numpy as np
 import pandas as pd
 
 from e2i_pipelines.analytics.twins.targeting import (
-    Condition,
-    Group,
-    Node,
-    Not,
+    UPLIFT_SCORE,
     TargetingError,
+    TargetingRule,
     check_columns,
-    describe,
     evaluate,
-    parse_query,
-    rule_from_data,
 )
 from e2i_pipelines.core.budget import single_threaded_blas
 from e2i_pipelines.core.jsonable import json_default
 from e2i_pipelines.core.outputs import Outputs, Plot
 
 Z95 = 1.959963984540054
-UPLIFT_SCORE = "uplift"  # top-share targeting by the model's own predicted uplift
-
-
-@dataclass(frozen=True)
-class TargetingRule:
-    """A structured rule over twin columns, or the top ``top_share`` by ``score_column``.
-
-    ``conditions`` is plain data (see ``targeting``) or a parsed tree; ``query`` is a string
-    parsed with ``ast`` into the same tree. Neither is ever evaluated as code.
-    """
-
-    query: str | None = None
-    top_share: float | None = None
-    score_column: str | None = None
-    descending: bool = True
-    conditions: Any = None
-    tree: Node | None = field(default=None, init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        given = [self.query is not None, self.conditions is not None, self.top_share is not None]
-        if sum(given) != 1:
-            raise TargetingError("give exactly one of conditions, a query or a top_share "
-                                 "targeting rule")
-        if self.query is not None:
-            object.__setattr__(self, "tree", parse_query(self.query))
-        elif self.conditions is not None:
-            tree = (self.conditions if isinstance(self.conditions, Condition | Group | Not)
-                    else rule_from_data(self.conditions))
-            object.__setattr__(self, "tree", tree)
-        else:
-            if not 0.0 < self.top_share <= 1.0:
-                raise TargetingError(f"top_share must be in (0, 1], got {self.top_share}")
-            if not self.score_column:
-                raise TargetingError("a top_share rule needs a score_column (a twin column or "
-                                     f"{UPLIFT_SCORE!r})")
-
-    def describe(self) -> str:
-        if self.tree is not None:
-            return f"rule: {describe(self.tree)}"
-        order = "highest" if self.descending else "lowest"
-        return f"top {100 * self.top_share:g}% by {order} {self.score_column}"
-
-    def needs_uplift(self) -> bool:
-        return self.score_column == UPLIFT_SCORE
 
 
 def validate_rule(rule: TargetingRule, sample: pd.DataFrame) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ MAX_DEPTH = 8
 MAX_LIST_VALUES = 1_000
 MAX_STRING_CHARS = 200
 MAX_QUERY_CHARS = 2_000
+UPLIFT_SCORE = "uplift"  # top-share targeting by the model's own predicted uplift
 HINT = "use column names, constants, comparisons and and/or/not"
 
 
@@ -446,3 +447,46 @@ def evaluate(rule: Node, chunk: pd.DataFrame) -> np.ndarray:
     masks = [evaluate(item, chunk) for item in rule.items]
     combine = np.logical_and if rule.kind == "all" else np.logical_or
     return combine.reduce(masks) if masks else np.ones(len(chunk), dtype=bool)
+
+
+@dataclass(frozen=True)
+class TargetingRule:
+    """A structured rule over twin columns, or the top ``top_share`` by ``score_column``.
+
+    ``conditions`` is plain data (see ``targeting``) or a parsed tree; ``query`` is a string
+    parsed with ``ast`` into the same tree. Neither is ever evaluated as code.
+    """
+
+    query: str | None = None
+    top_share: float | None = None
+    score_column: str | None = None
+    descending: bool = True
+    conditions: Any = None
+    tree: Node | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        given = [self.query is not None, self.conditions is not None, self.top_share is not None]
+        if sum(given) != 1:
+            raise TargetingError("give exactly one of conditions, a query or a top_share "
+                                 "targeting rule")
+        if self.query is not None:
+            object.__setattr__(self, "tree", parse_query(self.query))
+        elif self.conditions is not None:
+            tree = (self.conditions if isinstance(self.conditions, Condition | Group | Not)
+                    else rule_from_data(self.conditions))
+            object.__setattr__(self, "tree", tree)
+        else:
+            if not 0.0 < self.top_share <= 1.0:
+                raise TargetingError(f"top_share must be in (0, 1], got {self.top_share}")
+            if not self.score_column:
+                raise TargetingError("a top_share rule needs a score_column (a twin column or "
+                                     f"{UPLIFT_SCORE!r})")
+
+    def describe(self) -> str:
+        if self.tree is not None:
+            return f"rule: {describe(self.tree)}"
+        order = "highest" if self.descending else "lowest"
+        return f"top {100 * self.top_share:g}% by {order} {self.score_column}"
+
+    def needs_uplift(self) -> bool:
+        return self.score_column == UPLIFT_SCORE

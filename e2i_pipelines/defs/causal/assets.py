@@ -3,7 +3,7 @@
 import dagster as dg
 
 from e2i_pipelines.analytics.causal.estimate_run import EstimateRunError, run_estimate
-from e2i_pipelines.analytics.causal.refuters import REFUTERS
+from e2i_pipelines.analytics.causal.settings import REFUTERS
 from e2i_pipelines.analytics.panel.estimate_run import (
     PANEL_SKIP,
     estimate_result,

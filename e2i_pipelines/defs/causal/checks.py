@@ -17,7 +17,7 @@ import dagster as dg
 
 from e2i_pipelines.analytics.causal.refute_plots import simulated_summary
 from e2i_pipelines.analytics.causal.refute_run import refute_estimate
-from e2i_pipelines.analytics.causal.refuters import REFUTERS
+from e2i_pipelines.analytics.causal.settings import REFUTERS
 from e2i_pipelines.analytics.panel.checks import PANEL_CHECKS, run_checks
 from e2i_pipelines.analytics.panel.estimate_run import (
     CROSS_SECTION_SKIP,

@@ -6,16 +6,19 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.causal.estimate import METHODS
-from e2i_pipelines.analytics.causal.estimators import NUISANCES, EstimatorSettings
-from e2i_pipelines.analytics.causal.refuters import RefuterSettings
-from e2i_pipelines.analytics.panel.run import METHODS as PANEL_METHODS
+from e2i_pipelines.analytics.causal.settings import (
+    METHODS,
+    NUISANCES,
+    EstimatorSettings,
+    RefuterSettings,
+)
 from e2i_pipelines.analytics.panel.settings import (
     CS_METHODS,
     DOSE_BASES,
     WILD_WEIGHTS,
     PanelSettings,
 )
+from e2i_pipelines.analytics.panel.settings import METHODS as PANEL_METHODS
 
 DIAGNOSTIC_CHECKS = ("covariate_balance", "overlap", "sensitivity")
 """Names of the diagnostic checks on causal_estimate (the API tells them from refutations)."""

@@ -3,8 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.explain.background import BACKGROUND_SOURCES
-from e2i_pipelines.analytics.explain.treeshap import METHODS, PERTURBATIONS
+from e2i_pipelines.analytics.explain.settings import BACKGROUND_SOURCES, METHODS, PERTURBATIONS
 from e2i_pipelines.core.fanout import FAN_OUT_HELP
 
 

@@ -5,8 +5,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from e2i_pipelines.analytics.twins.interventions import TargetingRule
-from e2i_pipelines.analytics.twins.targeting import OPS, TargetingError
+from e2i_pipelines.analytics.twins.targeting import OPS, TargetingError, TargetingRule
 from e2i_pipelines.core.fanout import FAN_OUT_HELP
 
 MAX_TWINS = 200_000_000
