@@ -31,8 +31,6 @@ from e2i_pipelines.analytics.explain.settings import METHODS, PERTURBATIONS
 from e2i_pipelines.analytics.explain.tree_scorer import QuickScorer
 
 Method = Literal["fast", "lightgbm"]
-
-
 DEFAULT_TABLE_DEPTH = 12  # leaves with more unique path features use the O(d^2) per-row path
 DEFAULT_TABLE_BYTES = 512 * 2**20
 _BLOCK_ROWS = 1024  # rows per parallel block: a leaf's table is reused across its rows

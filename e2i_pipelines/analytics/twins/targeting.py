@@ -453,7 +453,7 @@ def evaluate(rule: Node, chunk: pd.DataFrame) -> np.ndarray:
 class TargetingRule:
     """A structured rule over twin columns, or the top ``top_share`` by ``score_column``.
 
-    ``conditions`` is plain data (see ``targeting``) or a parsed tree; ``query`` is a string
+    ``conditions`` is plain data (see the module doc) or a parsed tree; ``query`` is a string
     parsed with ``ast`` into the same tree. Neither is ever evaluated as code.
     """
 
