@@ -26,6 +26,7 @@ from tests.conftest import require
 from tests.costs.runs import add_run
 from tests.monitoring.test_monitoring_compose import PROMETHEUS_DIR
 from tests.support.dagster_processes import free_port
+from tests.support.prometheus import query_prometheus
 
 
 @pytest.fixture()
@@ -64,20 +65,6 @@ def _prometheus(tmp_path: Path, targets: dict[str, int]) -> subprocess.Popen:
     return proc
 
 
-def _query(port: int, expr: str, timeout: float = 60) -> list[dict]:
-    """Poll the instant query API until ``expr`` returns a sample."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            body = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5).json()
-            if body["status"] == "success" and body["data"]["result"]:
-                return body["data"]["result"]
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"Prometheus returned nothing for {expr!r} within {timeout}s")
-
-
 def test_prometheus_reads_back_run_metrics(pg_instance: dg.DagsterInstance, api_port: int,
                                            tmp_path: Path) -> None:
     require(shutil.which("prometheus") is not None, "prometheus (apt-get install prometheus)")
@@ -93,16 +80,16 @@ def test_prometheus_reads_back_run_metrics(pg_instance: dg.DagsterInstance, api_
     prometheus = _prometheus(tmp_path, {"e2i-exporter": exporter_port, "e2i-api": api_port})
     try:
         port = prometheus.port
-        (sample,) = _query(port, 'e2i_runs{status="SUCCESS",job_name="causal_job"}')
+        (sample,) = query_prometheus(port, 'e2i_runs{status="SUCCESS",job_name="causal_job"}')
         assert sample["metric"]["tier"] == "heavy" and sample["value"][1] == "1"
         assert sample["metric"]["job"] == "e2i-exporter"  # the scrape job; ours is job_name
-        (oom,) = _query(port, 'e2i_oom_kills_total{tier="medium"}')
+        (oom,) = query_prometheus(port, 'e2i_oom_kills_total{tier="medium"}')
         assert oom["value"][1] == "1"
-        (duration,) = _query(port, 'e2i_run_duration_seconds_sum{tier="heavy"}')
+        (duration,) = query_prometheus(port, 'e2i_run_duration_seconds_sum{tier="heavy"}')
         assert duration["value"][1] == "90"
-        (latency,) = _query(port, 'e2i_run_launch_to_first_step_seconds_count{tier="heavy"}')
+        (latency,) = query_prometheus(port, 'e2i_run_launch_to_first_step_seconds_count{tier="heavy"}')
         assert latency["value"][1] == "1"
-        (down,) = _query(port, "e2i_api_dagster_up")
+        (down,) = query_prometheus(port, "e2i_api_dagster_up")
         assert down["value"][1] == "0" and down["metric"]["job"] == "e2i-api"
         rules = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).json()["data"]["groups"]
         loaded = {r["name"]: r["health"] for g in rules for r in g["rules"]}

@@ -5,30 +5,19 @@ stack (tests/support/shared_stack.py): its run is the stack's first."""
 
 from __future__ import annotations
 
-import contextlib
-import time
-
 import httpx
 import pytest
 
 from tests.stack.compose_stack import ComposeStack
 from tests.stack.test_stack_smoke import FINISHED, api, submit, wait_for
+from tests.support.prometheus import query_prometheus
 
 pytestmark = [pytest.mark.stack, pytest.mark.docker, pytest.mark.timeout(1800)]
 
 
 def query(stack: ComposeStack, expr: str, timeout: float = 180) -> list[dict]:
-    """Poll Prometheus' instant query API until ``expr`` has a sample."""
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            body = httpx.get(f"http://127.0.0.1:{stack.prometheus_port}/api/v1/query",
-                             params={"query": expr}, timeout=10).json()
-            if body.get("status") == "success" and body["data"]["result"]:
-                return body["data"]["result"]
-        time.sleep(3)
-    raise AssertionError(f"Prometheus has nothing for {expr!r} after {timeout}s: {body}")
+    """Poll the stack's Prometheus until ``expr`` has a sample."""
+    return query_prometheus(stack.prometheus_port, expr, timeout=timeout, interval=3)
 
 
 def test_prometheus_reads_back_a_runs_metrics_and_its_cost(stack: ComposeStack) -> None:
