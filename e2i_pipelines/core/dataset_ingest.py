@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from e2i_pipelines.core.errors import DataValidationError
+from e2i_pipelines.core.storage import release_read_memory
 
 PARQUET_MAGIC = b"PAR1"
 DELIMITERS = (",", ";", "\t", "|")
@@ -65,7 +66,7 @@ def ingest(path: Path, out: IO[bytes]) -> IngestResult:
             return _ingest_parquet(path, out)
         return _ingest_csv(path, out)
     finally:
-        pa.default_memory_pool().release_unused()  # a long-lived API process keeps no peak
+        release_read_memory()  # a long-lived API process keeps no peak
 
 
 # --- Parquet ---------------------------------------------------------------------------------

@@ -286,3 +286,41 @@ def test_fold_subsets_are_built_on_one_thread():
     assert bins.dataset.params["num_threads"] == 2
     assert part.params["num_threads"] == 1
     assert part.num_data() == rows.size
+
+
+def test_a_float_frame_is_binned_from_its_own_column_major_block():
+    """An all-float64 covariate frame (prepare_frame's: a view of the design matrix) is binned
+    without a row-major copy, into the same bins and the same trees as from tree_matrix."""
+    rng = np.random.default_rng(21)
+    design = np.asfortranarray(rng.normal(size=(4000, 5)))
+    design[::13, 2] = np.nan
+    frame = pd.DataFrame(design[:, :4], columns=["a", "b", "c", "d"], copy=False)
+    view = nuisance.binning_matrix(frame)
+    assert np.shares_memory(view, design) and view.flags.f_contiguous
+    t = rng.random(4000) < 1 / (1 + np.exp(-design[:, 0]))
+    fast = nuisance.Binned(nuisance.bin_frame(frame, PARAMS), list(frame.columns), PARAMS)
+    ref_ds = lgb.Dataset(nuisance.tree_matrix(frame), label=np.zeros(4000),
+                         feature_name=list(frame.columns),
+                         params=nuisance._dataset_params(PARAMS)).construct()
+    ref = nuisance.Binned(ref_ds, list(frame.columns), PARAMS)
+    rows = np.arange(3000)
+    models = [_booster(PARAMS, bins.labelled(rows, t[rows]), "binary") for bins in (fast, ref)]
+    assert models[0].model_to_string() == models[1].model_to_string()
+    # categoricals (and mixed dtypes) still go through tree_matrix
+    frame2, _, _ = _covariates(500, seed=22)
+    assert not np.shares_memory(nuisance.binning_matrix(frame2), frame2["x0"].to_numpy())
+
+
+def test_predictions_in_blocks_equal_one_matrix(monkeypatch):
+    """fit_predict scores the test rows a block at a time: the same bits as all at once."""
+    frame, t, y = _covariates(3000, seed=23)
+    trees = nuisance.TreeNuisance(frame, PARAMS)
+    rows, test = np.arange(0, 3000, 2), np.arange(1, 3000, 2)
+    task = nuisance.Task(rows, y[rows], "regression", test)
+    whole = trees.fit_predict(task)
+    monkeypatch.setattr(nuisance, "PREDICT_ROWS", 97)  # 16 blocks, the last one short
+    blocked = trees.fit_predict(task)
+    assert np.array_equal(whole, blocked) and whole.std() > 0
+    booster = _booster({**PARAMS, "num_threads": 1}, trees.bins.labelled(rows, y[rows]),
+                       "regression")
+    assert np.array_equal(whole, booster.predict(nuisance.tree_matrix(frame, test)))

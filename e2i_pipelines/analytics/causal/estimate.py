@@ -42,7 +42,7 @@ from e2i_pipelines.core.encoding import categorical_columns, numeric_design
 from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.refs import CausalEstimateRef
 from e2i_pipelines.core.spec import CausalSpec, validate_frame
-from e2i_pipelines.core.storage import open_file, parquet_file
+from e2i_pipelines.core.storage import open_file, parquet_file, release_read_memory
 
 READ_THREADS_CELLS = 4_000_000
 """Reads of fewer cells (rows x columns) decode on the calling thread: at 100k rows, 2 columns
@@ -168,6 +168,16 @@ def read_dataset_frame(dataset: Any, max_rows: int, seed: int) -> pd.DataFrame:
     if 0 < max_rows < len(df):
         df = df.sample(n=max_rows, random_state=seed).reset_index(drop=True)
     return df
+
+
+def dataset_frame(dataset: Any, max_rows: int, seed: int) -> CausalFrame:
+    """:func:`read_dataset_frame` then :func:`prepare_frame`: the frame the estimators fit.
+
+    The frame holds its own copies, so the Arrow buffers of the read are returned to the OS
+    before any model is fitted on it (aipw at 1M rows: ~300 MiB less at its peak)."""
+    frame = prepare_frame(read_dataset_frame(dataset, max_rows, seed), dataset.spec)
+    release_read_memory()
+    return frame
 
 
 def prepare_frame(df: pd.DataFrame, spec: CausalSpec) -> CausalFrame:
@@ -390,8 +400,7 @@ SCORE_FIELDS = ("a1", "b1", "a0", "b0", "residual")
 
 def estimate_frame(ref: CausalEstimateRef) -> CausalFrame:
     """The exact frame a CausalEstimateRef was fitted on (same sample, same encoding)."""
-    return prepare_frame(read_dataset_frame(ref.dataset, ref.max_rows, ref.seed),
-                         ref.dataset.spec)
+    return dataset_frame(ref.dataset, ref.max_rows, ref.seed)
 
 
 def estimate_fit(ref: CausalEstimateRef) -> FittedEffect:

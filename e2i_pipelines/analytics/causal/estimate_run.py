@@ -16,9 +16,8 @@ from e2i_pipelines.analytics.causal.estimate import (
     SCORE_FIELDS,
     CausalFrame,
     EstimateResult,
+    dataset_frame,
     estimate_effect,
-    prepare_frame,
-    read_dataset_frame,
     resolve_method,
 )
 from e2i_pipelines.analytics.causal.estimators import FittedEffect
@@ -46,7 +45,7 @@ class EstimateRunError(ValueError):
 def load_frame(dataset: DatasetRef, max_rows: int, seed: int) -> CausalFrame:
     """Read + validate the dataset (EstimateRunError naming the column on bad data)."""
     try:
-        return prepare_frame(read_dataset_frame(dataset, max_rows, seed), dataset.spec)
+        return dataset_frame(dataset, max_rows, seed)
     except DataValidationError as exc:
         raise EstimateRunError("input invalid", str(exc)) from exc
 
