@@ -149,8 +149,8 @@ def run_ours(method: str, n: int, path: str, n_jobs: int) -> dict:
         read_dataset_frame,
     )
     from e2i_pipelines.analytics.causal.settings import EstimatorSettings
+    from e2i_pipelines.core.arrow_memory import release_read_memory
     from e2i_pipelines.core.refs import DatasetRef
-    from e2i_pipelines.core.storage import release_read_memory
     if method not in CLOSED_FORM:
         import doubleml  # noqa: F401
         import lightgbm  # noqa: F401

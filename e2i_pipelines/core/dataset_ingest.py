@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from e2i_pipelines.core.arrow_memory import release_read_memory
 from e2i_pipelines.core.errors import DataValidationError
-from e2i_pipelines.core.storage import release_read_memory
 
 PARQUET_MAGIC = b"PAR1"
 DELIMITERS = (",", ";", "\t", "|")

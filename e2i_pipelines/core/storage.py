@@ -252,15 +252,6 @@ def parquet_file(path: str | os.PathLike[str]):
     return pq.ParquetFile(source.fs.open(source.path, "rb", cache_type="none"))
 
 
-def release_read_memory() -> None:
-    """Give back to the OS what Arrow's pool still holds of freed buffers. Its allocator keeps
-    them otherwise: ~320 MiB after a 1M x 32 read whose frame was copied and dropped, dead
-    weight under every model fitted afterwards."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-
-
 def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None):
     """A DataFrame of ``columns`` (all when None) of a Parquet file or object."""
     return parquet_file(path).read(columns=columns).to_pandas()

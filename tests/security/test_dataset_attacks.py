@@ -239,7 +239,9 @@ def test_the_api_process_memory_does_not_grow_with_the_body(tmp_path: Path) -> N
         stored = _stream(server.port, ACME["X-API-Key"], 48 << 20)
         assert " 201 " in stored, stored
         grown = _rss(pid) - before
-        assert grown < 24 << 20, f"RSS grew by {grown >> 20} MiB over a stored 48 MiB body"
+        # Below the body's 48 MiB, so a held body fails; above the 26-29 MiB that the
+        # CSV-to-Parquet path's allocators (and 2 MiB transparent huge pages) sometimes leave.
+        assert grown < 36 << 20, f"RSS grew by {grown >> 20} MiB over a stored 48 MiB body"
         assert not list((tmp_path / "scratch" / ".staging" / "uploads").iterdir())
     finally:
         server.stop()

@@ -38,11 +38,12 @@ from e2i_pipelines.analytics.causal.estimators import (
 from e2i_pipelines.analytics.causal.ols import treatment_ols
 from e2i_pipelines.analytics.causal.settings import METHODS, NEEDS_COVARIATES, EstimatorSettings
 from e2i_pipelines.analytics.causal.weights import logistic_propensity, target_weights
+from e2i_pipelines.core.arrow_memory import release_read_memory
 from e2i_pipelines.core.encoding import categorical_columns, numeric_design
 from e2i_pipelines.core.errors import DataValidationError
 from e2i_pipelines.core.refs import CausalEstimateRef
 from e2i_pipelines.core.spec import CausalSpec, validate_frame
-from e2i_pipelines.core.storage import open_file, parquet_file, release_read_memory
+from e2i_pipelines.core.storage import open_file, parquet_file
 
 READ_THREADS_CELLS = 4_000_000
 """Reads of fewer cells (rows x columns) decode on the calling thread: at 100k rows, 2 columns
