@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 from pathlib import Path
 
@@ -29,18 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_estimators import COLS, make_frame  # noqa: E402
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from bench_estimators import COLS, _cpu, make_frame  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     import lightgbm as lgb
 
-    from e2i_pipelines.analytics.causal.nuisance import DATASET_KEYS, lgb_params
+    from e2i_pipelines.analytics.causal.nuisance import Binned, bin_frame, lgb_params
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -53,26 +47,26 @@ def main(argv: list[str] | None = None) -> None:
 
     df = make_frame(args.rows)
     n_train = args.rows - args.rows // args.folds
-    X = df[COLS].to_numpy(np.float64)[:n_train]
-    t = df["treated"].to_numpy(np.float64)[:n_train]
-    y = df["y"].to_numpy(np.float64)[:n_train]
+    covariates = df[COLS].astype(np.float64)
+    t = df["treated"].to_numpy(np.float64)
+    y = df["y"].to_numpy(np.float64)
     params = lgb_params(args.trees, 1, 0)
-    binned = lgb.Dataset(X, params={k: params[k] for k in DATASET_KEYS},
-                         free_raw_data=False).construct()
+    # the estimators' own path: every row binned once, each model on a labelled fold subset
+    bins = Binned(bin_frame(covariates, params), list(COLS), params)
 
-    def train(label: np.ndarray, objective: str, rows: np.ndarray | None = None) -> float:
-        part = binned if rows is None else binned.subset(rows.astype(np.int32)).construct()
-        part.set_label(label if rows is None else label[rows])
+    def train(label: np.ndarray, objective: str, rows: np.ndarray) -> float:
+        part = bins.labelled(rows, label[rows])
         started = _cpu()
         lgb.train({**params, "objective": objective}, part)
         return _cpu() - started
 
-    treated, control = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
+    train_rows = np.arange(n_train)
+    treated, control = train_rows[t[:n_train] == 1], train_rows[t[:n_train] == 0]
     seconds = {
-        "propensity (binary, all training rows)": train(t, "binary"),
+        "propensity (binary, all training rows)": train(t, "binary", train_rows),
         f"outcome, treated arm ({treated.size:,} rows)": train(y, "regression", treated),
         f"outcome, control arm ({control.size:,} rows)": train(y, "regression", control),
-        "E[y | x] (regression, all training rows)": train(y, "regression"),
+        "E[y | x] (regression, all training rows)": train(y, "regression", train_rows),
     }
     for name, cpu in seconds.items():
         print(f"  {name}: {cpu:.2f} CPU s ({n_train:,} training rows per fold)")

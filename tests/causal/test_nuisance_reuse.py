@@ -270,7 +270,7 @@ def test_scorer_predictions_equal_lightgbm_predict(objective):
     X = nuisance.tree_matrix(frame)
     label = t if objective == "binary" else y
     booster = _booster(PARAMS, bins.labelled(np.arange(5000), label[:5000]), objective)
-    ours = nuisance.predict(booster, X[5000:], objective)
+    ours = nuisance.predictor(booster, objective)(X[5000:])
     assert np.array_equal(ours, booster.predict(X[5000:]))
     assert ours.std() > 0
 

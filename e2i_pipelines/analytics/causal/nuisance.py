@@ -69,7 +69,7 @@ def tree_matrix(frame: pd.DataFrame, rows: np.ndarray | None = None) -> np.ndarr
 def binning_matrix(frame: pd.DataFrame) -> np.ndarray:
     """The covariates to bin: the frame's own float64 block when it is one (a view, no copy:
     LightGBM reads a column-major matrix as such), else :func:`tree_matrix`."""
-    if not categorical_positions(frame) and (frame.dtypes == np.float64).all():
+    if (frame.dtypes == np.float64).all():  # no categorical, no int/bool column
         values = frame.to_numpy(dtype=np.float64, copy=False)
         if values.flags.f_contiguous or values.flags.c_contiguous:
             return values
@@ -204,11 +204,6 @@ def predictor(booster: Any, objective: str) -> Callable[[np.ndarray], np.ndarray
     if objective == "binary":
         return lambda X: 1.0 / (1.0 + np.exp(-scorer.raw(X, n_threads=1)))
     return lambda X: scorer.raw(X, n_threads=1)
-
-
-def predict(booster: Any, X: np.ndarray, objective: str) -> np.ndarray:
-    """:func:`predictor` of ``booster`` on the rows of ``X``."""
-    return predictor(booster, objective)(X)
 
 
 @dataclass(frozen=True)
