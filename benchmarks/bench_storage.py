@@ -147,7 +147,9 @@ def run_side(env: dict[str, str], job: str, data: str, model: str, rows: int,
     digest, rows = parquet_digest(path)
     from e2i_pipelines.core.storage import to_path
 
-    size = to_path(path).stat().st_size
+    out_path = to_path(path)
+    files = [p for p in out_path.iterdir() if p.is_file()] if out_path.is_dir() else [out_path]
+    size = sum(p.stat().st_size for p in files)
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak, "digest": digest, "rows": rows,
             "mb": size / 1e6, "server_cpu_s": server}
 
@@ -165,13 +167,14 @@ def parquet_digest(path: str) -> tuple[int, int]:
 
     import pandas as pd
 
-    from e2i_pipelines.core.storage import parquet_file
+    from e2i_pipelines.core.storage import parquet_files
 
-    digest, rows, source = hashlib.sha256(), 0, parquet_file(path)
-    for group in range(source.num_row_groups):
-        frame = source.read_row_group(group).to_pandas()
-        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-        rows += len(frame)
+    digest, rows = hashlib.sha256(), 0
+    for source in parquet_files(path):  # a file, or the twins' part files in order
+        for group in range(source.num_row_groups):
+            frame = source.read_row_group(group).to_pandas()
+            digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+            rows += len(frame)
     return int.from_bytes(digest.digest()[:8], "big"), rows
 
 

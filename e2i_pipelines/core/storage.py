@@ -8,7 +8,8 @@ their ``*_FILE`` secrets (as a pair), else botocore's chain (the containers' cre
 
 Atomicity: on local disk an output is written into a hidden temporary folder and renamed into
 place when complete. On an object store it is staged in a local folder, uploaded under its final
-key (large files as S3 multipart uploads while they are written, completed only at commit; see
+key (large files as S3 multipart uploads while they are written, completed only at commit; files
+published whole, such as the twins' Parquet parts, as single objects at once; see
 :mod:`e2i_pipelines.core.upload_stream`), and committed by a manifest object (``_E2I_COMPLETE``)
 written last; readers
 (:func:`exists`, :func:`is_committed`) treat an output without its manifest as absent, and a
@@ -100,6 +101,11 @@ def storage_options(protocol: str | None = None) -> dict[str, Any]:
     endpoint = next((os.environ[name] for name in ENDPOINT_ENVS if os.environ.get(name)), None)
     if endpoint:
         options["endpoint_url"] = endpoint
+        if endpoint.lower().startswith("http://"):
+            # Over plain http SigV4 signs every body's SHA-256, which the server checks, so
+            # botocore's extra CRC32 of each body checks nothing more (https keeps it: there
+            # the body is not signed).
+            options["config_kwargs"]["request_checksum_calculation"] = "when_required"
     # Explicit only as a pair: where the entrypoint moved the key into a credentials file
     # (AWS_SHARED_CREDENTIALS_FILE, core/secrets.py) botocore's own chain reads it.
     credentials = {option: read_secret(name) for option, name in (
@@ -252,9 +258,27 @@ def parquet_file(path: str | os.PathLike[str]):
     return pq.ParquetFile(source.fs.open(source.path, "rb", cache_type="none"))
 
 
+def parquet_files(path: str | os.PathLike[str]) -> list:
+    """``[parquet_file(path)]`` for a file; for a Parquet dataset folder (the twins) its part
+    files (``*.parquet``, in name order; hidden and ``_`` names skipped)."""
+    source = to_path(path)
+    if not source.is_dir():
+        return [parquet_file(source)]
+    parts = sorted((p for p in source.iterdir() if p.name.endswith(".parquet")
+                    and not p.name.startswith((".", "_"))), key=lambda p: p.name)
+    if not parts:
+        raise FileNotFoundError(f"{safe_url(str(path))} holds no Parquet files")
+    return [parquet_file(part) for part in parts]
+
+
 def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None):
-    """A DataFrame of ``columns`` (all when None) of a Parquet file or object."""
-    return parquet_file(path).read(columns=columns).to_pandas()
+    """A DataFrame of ``columns`` (all when None) of a Parquet file, object or dataset folder."""
+    files = parquet_files(path)
+    if len(files) == 1:
+        return files[0].read(columns=columns).to_pandas()
+    import pyarrow as pa
+
+    return pa.concat_tables([f.read(columns=columns) for f in files]).to_pandas()
 
 
 def _staging_dir() -> Path:
@@ -354,13 +378,15 @@ class E2IStorage(dg.ConfigurableResource):
             with _local_atomic(Path(target)) as tmp:
                 yield tmp
             return
+        # An earlier attempt's output under this key goes first: published files (whole
+        # objects) land under the final key while the asset still writes.
+        _remove(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=_staging_dir()))
         # Large files (Parquet row groups) go up while they are written; completed at commit.
         streamer = StagingStreamer(tmp, target.fs, target.path) if streams_to(target.fs) else None
         try:
             with streamer or nullcontext():
                 yield tmp
-            _remove(target)
             try:
                 _upload(tmp, target, streamer.finish() if streamer else None)
             except BaseException:

@@ -12,11 +12,22 @@ queue, the parts being sent, the one waiting for the queue and the partial one).
 :class:`MultipartUpload`, so the upload overlaps the compute instead of following it. At commit
 it reads each file's tail and checks that the bytes it sent are still the file's bytes (CRC per
 part); a file that changed is aborted and left to the ordinary upload.
+
+A writer that produces a file in one go (a finished part of a Parquet dataset) writes it under a
+hidden name and hands it over with :func:`publish`: the streamer of its folder uploads it whole
+at once, with a single PUT up to :data:`SINGLE_PUT_BYTES`. Such an object needs no multipart
+completion at commit, and files whose name starts with ``.`` are never followed.
+
+The streamer's uploads run on an event loop and threads of their own at a lower CPU priority
+(:data:`UPLOAD_NICE`): the asset's own work keeps the cores, the uploads take the time it
+leaves idle (the file waits on local disk meanwhile, not in memory).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import queue
 import threading
 import zlib
@@ -29,6 +40,74 @@ PARTS_IN_FLIGHT = 2
 FOLLOW_BYTES = 2 * PART_BYTES
 """Files of the staging folder from this size on are streamed while they grow."""
 POLL_SECONDS = 0.2
+SINGLE_PUT_BYTES = 32 << 20
+"""Published files up to this size go up in one PUT; larger ones as multipart uploads."""
+
+UPLOAD_NICE = 19
+"""Niceness of the streamer's threads (a thread may always lower its own priority)."""
+
+_ACTIVE: dict[Path, StagingStreamer] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move the finished file ``tmp`` to ``final`` (same folder tree, ``os.replace``). When a
+    :class:`StagingStreamer` follows that folder, it uploads ``final`` whole at once instead of
+    following it; elsewhere (local storage) this is only the rename."""
+    if not tmp.name.startswith("."):
+        raise ValueError(f"publish: {tmp.name!r} must be a hidden name (a file being written)")
+    streamer = _streamer_of(final)
+    if streamer is None:
+        os.replace(tmp, final)
+        return
+    streamer.claim(final)  # before the rename: the poller must never follow it
+    os.replace(tmp, final)
+    streamer.send_whole(final)
+
+
+def lower_priority() -> None:
+    """Run the calling thread at :data:`UPLOAD_NICE` (Linux: niceness is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOAD_NICE)
+
+
+class BackgroundFs:
+    """A copy of the s3fs filesystem ``fs`` whose requests run on an event loop in a thread of
+    its own at :data:`UPLOAD_NICE` (signing, checksums and sends off the asset's cores)."""
+
+    def __init__(self, fs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="e2i-upload-loop")
+        self._thread.start()
+        options = dict(fs.storage_options)
+        if getattr(fs, "session", None) is not None:  # its service models already loaded
+            options.setdefault("session", fs.session)
+        self.fs = type(fs)(**options, loop=self.loop, skip_instance_cache=True)
+
+    def _run(self) -> None:
+        lower_priority()
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def close(self) -> None:
+        """Close the HTTP session and stop the loop (idempotent)."""
+        if not self._thread.is_alive():
+            return
+        client = getattr(self.fs, "_s3", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(
+                    client.__aexit__(None, None, None), self.loop).result(timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+def _streamer_of(path: Path) -> StagingStreamer | None:
+    with _ACTIVE_LOCK:
+        for folder, streamer in _ACTIVE.items():
+            if path.is_relative_to(folder):
+                return streamer
+    return None
 
 
 def streams_to(fs: Any) -> bool:
@@ -237,16 +316,80 @@ class StagingStreamer:
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="e2i-stage-stream")
+        # Published files (see publish): uploaded whole by their own threads.
+        self._claimed: set[str] = set()
+        self._whole: queue.Queue[str | None] = queue.Queue()
+        self._whole_threads: list[threading.Thread] = []
+        self._whole_sent: set[str] = set()
+        self._whole_lock = threading.Lock()
+        self._background: BackgroundFs | None = None
+        self._ufs: Any = fs  # the uploads' filesystem (its own loop once entered)
 
     def __enter__(self) -> StagingStreamer:
+        self._background = BackgroundFs(self.fs)
+        self._ufs = self._background.fs
+        with _ACTIVE_LOCK:
+            _ACTIVE[self.folder] = self
         self._thread.start()
         return self
+
+    def claim(self, path: Path) -> None:
+        """``path`` (not yet there) will be published whole: the poller must not follow it."""
+        with self._whole_lock:
+            self._claimed.add(path.relative_to(self.folder).as_posix())
+
+    def send_whole(self, path: Path) -> None:
+        """Upload the finished file ``path`` in the background (one PUT when small enough)."""
+        with self._whole_lock:
+            if not self._whole_threads:
+                self._whole_threads = [threading.Thread(target=self._whole_worker, daemon=True,
+                                                        name=f"e2i-put-{i}")
+                                       for i in range(self.parts_in_flight)]
+                for thread in self._whole_threads:
+                    thread.start()
+        self._whole.put(path.relative_to(self.folder).as_posix())
+
+    def _whole_worker(self) -> None:
+        lower_priority()
+        while (rel := self._whole.get()) is not None:
+            if self._cancel.is_set():
+                continue
+            local, key = self.folder / rel, f"{self.base}/{rel}"
+            try:
+                if local.stat().st_size <= SINGLE_PUT_BYTES:
+                    bucket, name, _ = self._ufs.split_path(key)
+                    with open(local, "rb") as body:  # streamed from disk, not held in memory
+                        self._ufs.call_s3("put_object", Bucket=bucket, Key=name, Body=body)
+                else:
+                    self._ufs.put_file(str(local), key, chunksize=self.part_bytes,
+                                       max_concurrency=1)
+                self.fs.invalidate_cache(key)  # the readers' listings must see the object
+            except Exception:  # noqa: BLE001 - left to the ordinary upload at commit
+                continue
+            with self._whole_lock:
+                self._whole_sent.add(rel)
+
+    def _stop_whole(self) -> None:
+        for _ in self._whole_threads:
+            self._whole.put(None)
+        for thread in self._whole_threads:
+            thread.join()
+        self._whole_threads = []
+
+    def _unregister(self) -> None:
+        with _ACTIVE_LOCK:
+            if _ACTIVE.get(self.folder) is self:
+                del _ACTIVE[self.folder]
+        if self._background is not None:
+            self._background.close()
+        self.fs.invalidate_cache(self.base)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
 
     def _run(self) -> None:
+        lower_priority()
         while not self._stop.is_set():
             if not self._poll():
                 self._stop.wait(POLL_SECONDS)
@@ -258,15 +401,15 @@ class StagingStreamer:
             if self._stop.is_set():
                 break
             rel = path.relative_to(self.folder).as_posix()
-            if rel in self._failed:
-                continue
+            if rel in self._failed or rel in self._claimed or "/." in f"/{rel}":
+                continue  # failed, published whole, or hidden (still being written)
             try:
                 follower = self._followers.get(rel)
                 if follower is None:
                     if not path.is_file() or path.stat().st_size < self.follow_bytes:
                         continue
                     follower = self._followers[rel] = _Follower(path, MultipartUpload(
-                        self.fs, f"{self.base}/{rel}", self.part_bytes, self.parts_in_flight))
+                        self._ufs, f"{self.base}/{rel}", self.part_bytes, self.parts_in_flight))
                 sent = follower.pump(cancelled=self._cancel) or sent
             except (OSError, ValueError):  # gone, shrank or upload failed: plain upload later
                 self._drop(rel)
@@ -294,7 +437,10 @@ class StagingStreamer:
             except (OSError, ValueError):
                 self._drop(rel)
         self._followers.clear()
-        return done
+        self._stop_whole()
+        self._unregister()
+        sent, self._whole_sent = self._whole_sent, set()  # the commit owns them from here
+        return done | {rel for rel in sent if (self.folder / rel).is_file()}
 
     def abort(self) -> None:
         """Stop and abort every upload: nothing appears under ``base``."""
@@ -304,4 +450,10 @@ class StagingStreamer:
             self._thread.join()
         for rel in list(self._followers):
             self._drop(rel)
+        self._stop_whole()
+        for rel in sorted(self._whole_sent):  # whole objects already up: not left behind
+            with contextlib.suppress(Exception):
+                self._ufs.rm_file(f"{self.base}/{rel}")
+        self._whole_sent.clear()
+        self._unregister()
 

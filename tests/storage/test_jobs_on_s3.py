@@ -83,10 +83,11 @@ def test_twins_job_on_s3_equals_local(s3, s3_local, monkeypatch, tmp_path):
     committed = _committed_keys(s3, f"{tmp_path.name}/")
     assert {"dataset", "feature_store", "outcome_model", "digital_twins",
             "twin_interventions"} <= set(committed)
-    assert "twins.parquet" in committed["digital_twins"]
+    assert "twins.parquet/part-00000.parquet" in committed["digital_twins"]  # whole objects
+    assert s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads", []) == []
     assert "model.txt" in committed["outcome_model"]
     remote_twins = storage.read_parquet(twins.path)
-    assert storage.parquet_file(twins.path).metadata.num_rows == 20_000  # footer read alone
+    assert sum(f.metadata.num_rows for f in storage.parquet_files(twins.path)) == 20_000  # footers
     remote_report = remote.output_for_node("twin_interventions")
 
     local = _run("twins_job", TWINS, monkeypatch, tmp_path)

@@ -48,6 +48,11 @@ def test_s3_options_from_env_and_secret_files(monkeypatch, tmp_path):
     assert (opts["endpoint_url"], opts["key"], opts["secret"]) == ("http://127.0.0.1:9", "kid",
                                                                    "from-file")
     assert str(storage.storage_root() / "x") == "s3://bucket/prefix/x"
+    # plain http: the signed body hash is the check, no second CRC32 of every body ...
+    assert opts["config_kwargs"]["request_checksum_calculation"] == "when_required"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.internal:9000")
+    # ... https leaves botocore's default (unsigned body + CRC32)
+    assert "request_checksum_calculation" not in storage.storage_options()["config_kwargs"]
 
 
 def test_atomic_output_commits_with_manifest_last(s3):

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,8 +17,10 @@ from e2i_pipelines.core import storage
 from e2i_pipelines.core.storage import MANIFEST, E2IStorage
 from e2i_pipelines.core.upload_stream import (
     FOLLOW_BYTES,
+    UPLOAD_NICE,
     MultipartUpload,
     StagingStreamer,
+    publish,
 )
 
 MIB = 1 << 20
@@ -216,3 +219,103 @@ def test_streamer_commits_files_in_subfolders(s3, tmp_path):
     assert done == {"sub/big.bin"}  # the small file is left to the ordinary upload
     assert _object(s3, f"{base}/sub/big.bin") == data
 
+
+
+def _hidden_then_publish(folder, name: str, data: bytes) -> None:
+    tmp = folder / f".{name}"
+    tmp.write_bytes(data)
+    publish(tmp, folder / name)
+
+
+def test_published_files_go_up_whole_and_hidden_files_are_never_followed(s3, tmp_path):
+    """Parts of a Parquet dataset: written under a hidden name (never followed, however large),
+    then published, each one PUT at once; no multipart upload is left to complete at commit."""
+    folder = tmp_path / "stage"
+    (folder / "twins.parquet").mkdir(parents=True)
+    base = _path(s3, "published")
+    key = base.split("/", 1)[1]
+    parts = [os.urandom(2 * PART + i) for i in range(3)]
+    with StagingStreamer(folder, _fs(), base, follow_bytes=PART, part_bytes=PART) as streamer:
+        (folder / "twins.parquet" / ".part-00009.parquet").write_bytes(os.urandom(3 * PART))
+        for i, data in enumerate(parts):
+            _hidden_then_publish(folder / "twins.parquet", f"part-{i:05d}.parquet", data)
+        deadline = time.monotonic() + 30
+        while len(s3.keys(key)) < 3:  # up before the commit
+            assert time.monotonic() < deadline, s3.keys(key)
+            time.sleep(0.05)
+        assert streamer._followers == {}  # neither the published nor the hidden file
+        assert _pending_uploads(s3, key) == []
+        done = streamer.finish()
+    assert done == {f"twins.parquet/part-{i:05d}.parquet" for i in range(3)}
+    for i, data in enumerate(parts):
+        assert _object(s3, f"{base}/twins.parquet/part-{i:05d}.parquet") == data
+    assert s3.keys(key) == [f"{key}/twins.parquet/part-{i:05d}.parquet" for i in range(3)]
+
+
+def test_publish_outside_a_streamer_is_a_rename(tmp_path):
+    (tmp_path / ".part.bin").write_bytes(b"x")
+    publish(tmp_path / ".part.bin", tmp_path / "part.bin")
+    assert [p.name for p in tmp_path.iterdir()] == ["part.bin"]
+    (tmp_path / "visible.bin").write_bytes(b"y")
+    with pytest.raises(ValueError, match="hidden name"):  # a visible file may be followed
+        publish(tmp_path / "visible.bin", tmp_path / "other.bin")
+
+
+def test_failed_asset_removes_the_parts_it_published(s3):
+    store = E2IStorage()
+    final = store.output_dir(_context("failed-parts"))
+    key = final.path.split("/", 1)[1]
+    with pytest.raises(RuntimeError, match="out of budget"), store.atomic_output(final) as tmp:
+        (tmp / "twins.parquet").mkdir()
+        _hidden_then_publish(tmp / "twins.parquet", "part-00000.parquet", os.urandom(PART))
+        deadline = time.monotonic() + 30
+        while not s3.keys(key):  # the part is up ...
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        raise RuntimeError("out of budget")
+    assert s3.keys(key) == []  # ... and removed with the failed output
+    assert not storage.is_committed(final)
+
+
+def test_committed_dataset_folder_reads_as_one_table(s3):
+    store = E2IStorage()
+    final = store.output_dir(_context("dataset-folder"))
+    frames = [pd.DataFrame({"x": np.arange(i * 1_000, (i + 1) * 1_000, dtype=float)})
+              for i in range(3)]
+    with store.atomic_output(final) as tmp:
+        (tmp / "twins.parquet").mkdir()
+        for i, frame in enumerate(frames):
+            frame.to_parquet(tmp / "twins.parquet" / f".part-{i}.parquet")
+            publish(tmp / "twins.parquet" / f".part-{i}.parquet",
+                    tmp / "twins.parquet" / f"part-{i}.parquet")
+        (tmp / "empty.parquet").mkdir()
+        (tmp / "empty.parquet" / "_SUCCESS").write_text("")
+    files = storage.parquet_files(final / "twins.parquet")
+    assert sum(f.metadata.num_rows for f in files) == 3_000
+    pd.testing.assert_frame_equal(storage.read_parquet(final / "twins.parquet"),
+                                  pd.concat(frames, ignore_index=True))
+    with pytest.raises(FileNotFoundError, match="holds no Parquet files"):
+        storage.parquet_files(final / "empty.parquet")
+
+
+def test_streamer_threads_run_at_a_lower_priority(s3, tmp_path):
+    """The uploads' loop, poller and PUT threads yield the cores to the asset's own threads;
+    the caller's thread keeps its priority."""
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    names = {"e2i-upload-loop", "e2i-stage-stream", "e2i-put-0", "e2i-put-1"}
+    with StagingStreamer(folder, _fs(), _path(s3, "nice"), follow_bytes=PART,
+                         part_bytes=PART) as streamer:
+        _hidden_then_publish(folder, "a.bin", b"x" * 10)
+        deadline = time.monotonic() + 10
+        while True:
+            threads = {t.name: t.native_id for t in threading.enumerate() if t.name in names}
+            nice = {name: os.getpriority(os.PRIO_PROCESS, tid) for name, tid in threads.items()}
+            if set(nice) == names and set(nice.values()) == {UPLOAD_NICE}:
+                break
+            assert time.monotonic() < deadline, nice
+            time.sleep(0.05)
+        assert streamer.finish() == {"a.bin"}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller != UPLOAD_NICE
+    assert not any(t.name in names for t in threading.enumerate())  # all stopped

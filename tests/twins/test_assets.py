@@ -53,7 +53,7 @@ def test_twins_and_interventions_materialize(upstream, tmp_path, monkeypatch):
     })
     assert result.success
     twins: TwinsRef = result.output_for_node("digital_twins")
-    assert twins.n_rows == 30_000 and Path(twins.path).is_file()
+    assert twins.n_rows == 30_000 and sorted(p.name for p in Path(twins.path).iterdir()) == ["part-00000.parquet"]
     assert len(pd.read_parquet(twins.path, columns=["twin_id"])) == 30_000
     meta = _metadata(result, "digital_twins")
     assert meta["n_twins"] == 30_000
