@@ -95,7 +95,7 @@ class CausalEstimateRef:
 
 @dataclass(frozen=True)
 class TwinsRef:
-    """Digital twins on disk (one Parquet file) and how they were made."""
+    """Digital twins in storage (a Parquet dataset folder of part files) and how they were made."""
 
     path: str
     n_rows: int
