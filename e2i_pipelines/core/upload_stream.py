@@ -20,7 +20,8 @@ completion at commit, and files whose name starts with ``.`` are never followed.
 
 The streamer's uploads run on an event loop and threads of their own at a lower CPU priority
 (:data:`UPLOAD_NICE`): the asset's own work keeps the cores, the uploads take the time it
-leaves idle (the file waits on local disk meanwhile, not in memory).
+leaves idle (the file waits on local disk meanwhile, not in memory). At commit the rest goes at
+the caller's priority.
 """
 
 from __future__ import annotations
@@ -426,6 +427,12 @@ class StagingStreamer:
         paths (the others are aborted: upload them the ordinary way)."""
         self._stop.set()
         self._thread.join()
+        # The asset now waits on the uploads: what is still to send goes through the caller's
+        # filesystem at the caller's priority (a thread cannot raise its own back without
+        # CAP_SYS_NICE); requests already in flight finish on the background loop.
+        self._ufs = self.fs
+        for follower in self._followers.values():
+            follower.upload.fs = self.fs  # an upload id is good from any client
         done: set[str] = set()
         for rel, follower in list(self._followers.items()):
             try:
