@@ -35,9 +35,8 @@ from upath import UPath
 
 from e2i_pipelines.core.secrets import read_secret
 from e2i_pipelines.core.upload_stream import (
-    PART_BYTES,
-    PARTS_IN_FLIGHT,
     StagingStreamer,
+    put_file,
     streams_to,
 )
 
@@ -273,7 +272,11 @@ def parquet_files(path: str | os.PathLike[str]) -> list:
 
 def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None):
     """A DataFrame of ``columns`` (all when None) of a Parquet file, object or dataset folder."""
-    files = parquet_files(path)
+    return read_parquet_files(parquet_files(path), columns)
+
+
+def read_parquet_files(files: list, columns: list[str] | None = None):
+    """One DataFrame of ``columns`` of already opened Parquet files (:func:`parquet_files`)."""
     if len(files) == 1:
         return files[0].read(columns=columns).to_pandas()
     import pyarrow as pa
@@ -299,16 +302,6 @@ def _upload(staged: Path, final: UPath, streamed: set[str] | None = None) -> Non
             put_file(staged / rel, fs, f"{base}/{rel}")
     with fs.open(f"{base}/{MANIFEST}", "wb") as handle:
         handle.write(json.dumps({"files": files}, sort_keys=True).encode())
-
-
-def put_file(local: Path, fs: Any, path: str, parts_in_flight: int = PARTS_IN_FLIGHT) -> None:
-    """Upload ``local`` to ``path`` on ``fs`` in :data:`PART_BYTES` parts (s3fs's default of
-    50 MiB x 10 in flight held up to 500 MiB of a run's memory), at most ``parts_in_flight`` in
-    memory at once (s3; other stores: their defaults)."""
-    if streams_to(fs):
-        fs.put_file(str(local), path, chunksize=PART_BYTES, max_concurrency=parts_in_flight)
-    else:
-        fs.put_file(str(local), path)
 
 
 def _remove(final: UPath) -> None:

@@ -116,6 +116,17 @@ def streams_to(fs: Any) -> bool:
     return "s3" in getattr(fs, "protocol", ()) and hasattr(fs, "call_s3")
 
 
+def put_file(local: Path, fs: Any, path: str, parts_in_flight: int = PARTS_IN_FLIGHT,
+             part_bytes: int = PART_BYTES) -> None:
+    """Upload ``local`` to ``path`` on ``fs`` in ``part_bytes`` parts (s3fs's default of
+    50 MiB x 10 in flight held up to 500 MiB of a run's memory), at most ``parts_in_flight`` in
+    memory at once (s3; other stores: their defaults)."""
+    if streams_to(fs):
+        fs.put_file(str(local), path, chunksize=part_bytes, max_concurrency=parts_in_flight)
+    else:
+        fs.put_file(str(local), path)
+
+
 class MultipartUpload:
     """A write-only stream to ``path`` on the s3fs filesystem ``fs`` (see the module doc)."""
 
@@ -362,8 +373,8 @@ class StagingStreamer:
                     with open(local, "rb") as body:  # streamed from disk, not held in memory
                         self._ufs.call_s3("put_object", Bucket=bucket, Key=name, Body=body)
                 else:
-                    self._ufs.put_file(str(local), key, chunksize=self.part_bytes,
-                                       max_concurrency=1)
+                    put_file(local, self._ufs, key, parts_in_flight=1,
+                             part_bytes=self.part_bytes)
                 self.fs.invalidate_cache(key)  # the readers' listings must see the object
             except Exception:  # noqa: BLE001 - left to the ordinary upload at commit
                 continue

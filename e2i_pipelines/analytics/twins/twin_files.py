@@ -14,7 +14,7 @@ from e2i_pipelines.analytics.twins.copula import CopulaModel
 from e2i_pipelines.analytics.twins.sampling import iter_chunks
 from e2i_pipelines.core.budget import single_threaded_blas
 from e2i_pipelines.core.fanout import Mapper
-from e2i_pipelines.core.storage import parquet_files
+from e2i_pipelines.core.storage import parquet_files, read_parquet_files
 from e2i_pipelines.core.upload_stream import publish
 
 PART_FILE_BYTES = 16 << 20
@@ -45,12 +45,20 @@ def write_twins(
         raise FileExistsError(f"twins folder {folder} is not empty")
     schema = writer = tmp = None
     parts = written = 0
+
+    def close_part() -> None:
+        nonlocal writer, parts
+        writer.close()
+        writer = None
+        publish(tmp, folder / part_name(parts))
+        parts += 1
+
     try:
         for chunk in iter_chunks(model, n, chunk_rows, seed, workers, mapper):
             if schema is None:  # dictionaries only for the discrete columns: floats rarely repeat
                 schema = pa.Schema.from_pandas(chunk, preserve_index=False)
             if writer is None:
-                tmp = folder / f".part-{parts:05d}.parquet"
+                tmp = folder / f".{part_name(parts)}"
                 writer = pq.ParquetWriter(str(tmp), schema, compression="lz4",
                                           use_dictionary=model.discrete_names)
             writer.write_table(_arrow_table(chunk, schema))
@@ -58,14 +66,9 @@ def write_twins(
             if on_chunk is not None:
                 on_chunk(chunk)
             if tmp.stat().st_size >= PART_FILE_BYTES:
-                writer.close()
-                writer = None
-                publish(tmp, folder / part_name(parts))
-                parts += 1
+                close_part()
         if writer is not None:
-            writer.close()
-            writer = None
-            publish(tmp, folder / part_name(parts))
+            close_part()
     finally:
         if writer is not None:  # failed mid-part: no half-written file stays behind
             writer.close()
@@ -108,8 +111,7 @@ def sample_parquet_rows(path: str | Path, columns: list[str], n_rows: int, seed:
         raise ValueError(f"{path} has no column(s) {missing}; available: {names}")
     total = sum(pf.metadata.num_rows for pf in files)
     if total <= n_rows:
-        return pd.concat([pf.read(columns=columns).to_pandas() for pf in files],
-                         ignore_index=True)
+        return read_parquet_files(files, columns)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     keep_share = min(1.0, 1.2 * n_rows / total)  # oversample a little, trim exactly below
     parts = []
